@@ -1,0 +1,317 @@
+//! A segmented copy-on-write hash table: the heap engine's storage for one key group of one
+//! state.
+//!
+//! Entries live in `2^bits` segments (hashbrown tables) chosen by bits 32.. of the entry's
+//! hash; the segment array and every segment sit behind an `Arc`. A snapshot clones the outer
+//! `Arc` — O(1), no entry is touched — and keeps seeing the table as it was, while later writes
+//! copy, on first touch, only the pointer array and the one segment they modify
+//! (`Arc::make_mut`). So the synchronous part of a snapshot costs O(states × key groups), and a
+//! write pays at most one copy of a bounded segment per snapshot. The directory doubles (every
+//! segment splits by one more hash bit) when segments average more than
+//! [`SEGMENT_TARGET_LEN`] entries, which keeps each copy small however large the state grows.
+
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as HtEntry;
+
+/// Average entries per segment above which the directory doubles.
+pub(crate) const SEGMENT_TARGET_LEN: usize = 2048;
+/// At most `2^16` segments per key group (then segments just grow).
+const MAX_BITS: u32 = 16;
+
+type Segments<T> = Arc<[Arc<HashTable<T>>]>;
+
+/// See the module documentation.
+pub(crate) struct CowMap<T> {
+    segments: Segments<T>,
+    bits: u32,
+    len: usize,
+}
+
+/// A place for one entry, found by [`CowMap::slot`].
+pub(crate) enum Slot<'a, T> {
+    /// The entry exists.
+    Occupied(&'a mut T),
+    /// It does not; [`Vacant::insert`] creates it.
+    Vacant(Vacant<'a, T>),
+}
+
+/// An empty place for an entry.
+pub(crate) struct Vacant<'a, T> {
+    entry: hashbrown::hash_table::VacantEntry<'a, T>,
+    len: &'a mut usize,
+}
+
+impl<'a, T> Vacant<'a, T> {
+    /// Fills the place.
+    pub(crate) fn insert(self, value: T) -> &'a mut T {
+        *self.len += 1;
+        self.entry.insert(value).into_mut()
+    }
+}
+
+/// What incremental cleanup decides about one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Keep,
+    Remove,
+    Rewrite,
+}
+
+/// Where incremental cleanup resumes: a segment and a bucket in it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cursor {
+    segment: usize,
+    bucket: usize,
+}
+
+/// A frozen view of a [`CowMap`], unaffected by later writes.
+// Written by heap snapshots (the checkpoint work); until then only tests take one.
+#[allow(dead_code)]
+pub(crate) struct CowSnapshot<T> {
+    segments: Segments<T>,
+    len: usize,
+}
+
+#[allow(dead_code)]
+impl<T> CowSnapshot<T> {
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every entry (segment order, then hash order).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.segments.iter().flat_map(|s| s.iter())
+    }
+}
+
+impl<T: Clone> Default for CowMap<T> {
+    fn default() -> Self {
+        CowMap { segments: Arc::from(vec![Arc::new(HashTable::new())]), bits: 0, len: 0 }
+    }
+}
+
+impl<T: Clone> CowMap<T> {
+    #[inline]
+    fn segment_of(&self, hash: u64) -> usize {
+        ((hash >> 32) as usize) & ((1usize << self.bits) - 1)
+    }
+
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The entry matching `eq`, if any.
+    #[inline]
+    pub(crate) fn get(&self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&T> {
+        self.segments[self.segment_of(hash)].find(hash, eq)
+    }
+
+    /// The segment `i`, copied first if a snapshot shares it.
+    fn segment_mut(&mut self, i: usize) -> &mut HashTable<T> {
+        Arc::make_mut(&mut Arc::make_mut(&mut self.segments)[i])
+    }
+
+    /// The entry matching `eq` for modification (copying its segment only if it exists and a
+    /// snapshot shares it).
+    pub(crate) fn get_mut(&mut self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<&mut T> {
+        self.get(hash, &mut eq)?;
+        let i = self.segment_of(hash);
+        self.segment_mut(i).find_mut(hash, eq)
+    }
+
+    /// The place of the entry matching `eq`; `hasher` recomputes an entry's hash when a segment
+    /// grows.
+    pub(crate) fn slot(&mut self, hash: u64, eq: impl FnMut(&T) -> bool, hasher: impl Fn(&T) -> u64) -> Slot<'_, T> {
+        self.maybe_grow(&hasher);
+        let i = self.segment_of(hash);
+        let segment = Arc::make_mut(&mut Arc::make_mut(&mut self.segments)[i]);
+        match segment.entry(hash, eq, hasher) {
+            HtEntry::Occupied(o) => Slot::Occupied(o.into_mut()),
+            HtEntry::Vacant(entry) => Slot::Vacant(Vacant { entry, len: &mut self.len }),
+        }
+    }
+
+    /// Removes and returns the entry matching `eq` (no copy when it is absent).
+    pub(crate) fn remove(&mut self, hash: u64, mut eq: impl FnMut(&T) -> bool) -> Option<T> {
+        self.get(hash, &mut eq)?;
+        let i = self.segment_of(hash);
+        let removed = self.segment_mut(i).find_entry(hash, eq).ok()?.remove().0;
+        self.len -= 1;
+        Some(removed)
+    }
+
+    /// Every entry.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.segments.iter().flat_map(|s| s.iter())
+    }
+
+    /// An O(1) frozen view (see the module documentation).
+    #[allow(dead_code)]
+    pub(crate) fn snapshot(&self) -> CowSnapshot<T> {
+        CowSnapshot { segments: self.segments.clone(), len: self.len }
+    }
+
+    /// Bytes held by the segment tables (their bucket arrays), for metrics.
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.segments.iter().map(|s| s.allocation_size()).sum::<usize>()
+            + self.segments.len() * size_of::<Arc<HashTable<T>>>()
+    }
+
+    /// Doubles the directory when segments average more than [`SEGMENT_TARGET_LEN`] entries.
+    fn maybe_grow(&mut self, hasher: &impl Fn(&T) -> u64) {
+        if self.len <= SEGMENT_TARGET_LEN << self.bits || self.bits >= MAX_BITS {
+            return;
+        }
+        let bits = self.bits + 1;
+        let count = 1usize << bits;
+        let per_segment = self.len / count + self.len / (count * 8);
+        let mut fresh: Vec<HashTable<T>> = (0..count).map(|_| HashTable::with_capacity(per_segment)).collect();
+        let mask = count - 1;
+        let mut place = |v: T| {
+            let h = hasher(&v);
+            fresh[((h >> 32) as usize) & mask].insert_unique(h, v, hasher);
+        };
+        let mut old = std::mem::replace(&mut self.segments, Arc::from(Vec::new()));
+        // Move entries out of segments nobody else holds; copy the ones a snapshot shares.
+        if let Some(segments) = Arc::get_mut(&mut old) {
+            for segment in segments.iter_mut() {
+                match Arc::get_mut(segment) {
+                    Some(table) => table.drain().for_each(&mut place),
+                    None => segment.iter().cloned().for_each(&mut place),
+                }
+            }
+        } else {
+            old.iter().flat_map(|s| s.iter()).cloned().for_each(&mut place);
+        }
+        self.segments = fresh.into_iter().map(Arc::new).collect();
+        self.bits = bits;
+        debug_assert_eq!(self.iter().count(), self.len, "doubling must keep every entry");
+    }
+
+    /// Incremental cleanup: visits up to `budget` entries from `cursor`, asking `judge` about
+    /// each and applying its verdict (`rewrite` for [`Verdict::Rewrite`]). Returns `true` when
+    /// the cursor wrapped past the last segment (the caller moves on to the next key group).
+    pub(crate) fn sweep(
+        &mut self,
+        cursor: &mut Cursor,
+        budget: usize,
+        judge: impl Fn(&T) -> Verdict,
+        rewrite: impl Fn(&mut T),
+    ) -> bool {
+        let (mut visited, mut probed) = (0, 0);
+        // Probing is bounded too, so a sparse table costs no more than a few budgets.
+        while visited < budget && probed < budget.saturating_mul(8) {
+            let Some(segment) = self.segments.get(cursor.segment) else {
+                *cursor = Cursor::default();
+                return true;
+            };
+            if cursor.bucket >= segment.num_buckets() {
+                cursor.segment += 1;
+                cursor.bucket = 0;
+                continue;
+            }
+            let (seg, bucket) = (cursor.segment, cursor.bucket);
+            cursor.bucket += 1;
+            probed += 1;
+            let Some(entry) = segment.get_bucket(bucket) else { continue };
+            visited += 1;
+            match judge(entry) {
+                Verdict::Keep => {}
+                Verdict::Remove => {
+                    if let Ok(e) = self.segment_mut(seg).get_bucket_entry(bucket) {
+                        e.remove();
+                        self.len -= 1;
+                    }
+                }
+                Verdict::Rewrite => {
+                    if let Some(e) = self.segment_mut(seg).get_bucket_mut(bucket) {
+                        rewrite(e);
+                    }
+                }
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::hash_bytes;
+
+    fn h(k: u64) -> u64 {
+        hash_bytes(&k.to_be_bytes())
+    }
+
+    fn put(m: &mut CowMap<(u64, u64)>, k: u64, v: u64) {
+        match m.slot(h(k), |e| e.0 == k, |e| h(e.0)) {
+            Slot::Occupied(e) => e.1 = v,
+            Slot::Vacant(slot) => {
+                slot.insert((k, v));
+            }
+        }
+    }
+
+    #[test]
+    fn grows_past_many_segments_and_keeps_every_entry() {
+        let mut m = CowMap::default();
+        let n = SEGMENT_TARGET_LEN as u64 * 9;
+        for k in 0..n {
+            put(&mut m, k, k * 2);
+        }
+        assert_eq!(m.len(), n as usize);
+        assert!(m.bits >= 3, "directory doubled: {} bits", m.bits);
+        for k in 0..n {
+            assert_eq!(m.get(h(k), |e| e.0 == k), Some(&(k, k * 2)));
+        }
+        for k in (0..n).step_by(2) {
+            assert_eq!(m.remove(h(k), |e| e.0 == k), Some((k, k * 2)));
+        }
+        assert_eq!(m.len(), n as usize / 2);
+        assert_eq!(m.iter().count(), n as usize / 2);
+        assert!(m.get(h(0), |e| e.0 == 0).is_none());
+    }
+
+    #[test]
+    fn snapshot_is_isolated_from_later_writes_including_growth() {
+        let mut m = CowMap::default();
+        for k in 0..1000 {
+            put(&mut m, k, 1);
+        }
+        let snap = m.snapshot();
+        for k in 0..1000 {
+            put(&mut m, k, 2);
+        }
+        m.remove(h(5), |e| e.0 == 5);
+        for k in 1000..(SEGMENT_TARGET_LEN as u64 * 4) {
+            put(&mut m, k, 3); // forces doubling while the snapshot holds the old segments
+        }
+        assert_eq!(snap.len(), 1000);
+        let mut seen: Vec<(u64, u64)> = snap.iter().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..1000).map(|k| (k, 1)).collect::<Vec<_>>());
+        assert_eq!(m.get(h(7), |e| e.0 == 7), Some(&(7, 2)));
+        assert!(m.get(h(5), |e| e.0 == 5).is_none());
+    }
+
+    #[test]
+    fn sweep_visits_every_entry_within_bounded_steps() {
+        let mut m = CowMap::default();
+        for k in 0..5000 {
+            put(&mut m, k, k);
+        }
+        let mut cursor = Cursor::default();
+        let mut steps = 0;
+        // Remove odd values; every call visits at most 7 entries.
+        while !m.sweep(&mut cursor, 7, |e| if e.1 % 2 == 1 { Verdict::Remove } else { Verdict::Keep }, |_| {}) {
+            steps += 1;
+            assert!(steps < 5000, "sweep must terminate");
+        }
+        assert_eq!(m.len(), 2500);
+        assert!(m.iter().all(|e| e.1 % 2 == 0));
+    }
+}

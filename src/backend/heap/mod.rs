@@ -1,0 +1,72 @@
+//! The heap engine: state as Rust objects in memory, per state and per key group.
+//!
+//! Each registered state gets one table: a vector with one [`CowMap`](cow_map) per owned key
+//! group, behind a mutex, holding `(key, namespace, state)` entries of the user's own types
+//! (an access costs no serialization). Entries are found by a hash of the key's bytes (computed
+//! once per record in [`Key`](crate::Key)) combined with the namespace's. Tables apply TTL
+//! cleanup incrementally: every access visits a bounded number of entries and drops expired
+//! ones, so keys nobody reads again do not live forever.
+
+mod cow_map;
+mod table;
+
+use std::sync::Arc;
+
+use crate::backend::{Engine, EngineConfig, ListTable, MapTable, ValueTable};
+use crate::error::Result;
+use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
+use table::{HeapTable, MapEntries};
+
+/// The in-memory engine. Cheap to create; see the module docs for its structure.
+///
+/// ```
+/// use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
+/// use keyed_state::key_group::range_for_operator;
+/// // Operator 1 of 4 owns a quarter of the 128 key groups.
+/// let config = EngineConfig::new(128).unwrap()
+///     .with_key_group_range(range_for_operator(128, 4, 1).unwrap()).unwrap();
+/// let backend = KeyedStateBackend::<String>::new(HeapEngine::new(config));
+/// assert_eq!(backend.key_group_range().len(), 32);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct HeapEngine {
+    config: EngineConfig,
+}
+
+impl HeapEngine {
+    /// A heap engine with `config`.
+    pub fn new(config: EngineConfig) -> Self {
+        HeapEngine { config }
+    }
+}
+
+impl Engine for HeapEngine {
+    fn name(&self) -> &'static str {
+        "heap"
+    }
+
+    fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn value_table<K: StateKey, N: Namespace, V: StateValue>(
+        &self,
+        meta: &StateMeta,
+    ) -> Result<Arc<dyn ValueTable<K, N, V>>> {
+        Ok(Arc::new(HeapTable::<K, N, crate::ttl::Stamped<V>>::new(&self.config, meta)))
+    }
+
+    fn list_table<K: StateKey, N: Namespace, E: StateValue>(
+        &self,
+        meta: &StateMeta,
+    ) -> Result<Arc<dyn ListTable<K, N, E>>> {
+        Ok(Arc::new(HeapTable::<K, N, Vec<crate::ttl::Stamped<E>>>::new(&self.config, meta)))
+    }
+
+    fn map_table<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue>(
+        &self,
+        meta: &StateMeta,
+    ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>> {
+        Ok(Arc::new(HeapTable::<K, N, MapEntries<UK, UV>>::new(&self.config, meta)))
+    }
+}

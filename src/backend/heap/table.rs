@@ -1,0 +1,307 @@
+//! The heap engine's table: one [`CowMap`] per key group of `(key, namespace, state)` entries,
+//! implementing the Value, List and Map table contracts.
+
+use std::cell::RefCell;
+
+use parking_lot::Mutex;
+
+use super::cow_map::{CowMap, Cursor, Slot, Verdict};
+use crate::backend::{EngineConfig, ListTable, MapTable, ValueTable};
+use crate::codec::Codec;
+use crate::error::Result;
+use crate::key::{Key, hash_bytes};
+use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
+use crate::ttl::{Stamped, is_expired};
+
+/// The map of one Map state's (key, namespace).
+pub(crate) type MapEntries<UK, UV> = hashbrown::HashMap<UK, Stamped<UV>, foldhash::fast::FixedState>;
+
+#[derive(Clone)]
+struct Entry<K, N, S> {
+    key: K,
+    ns: N,
+    state: S,
+}
+
+/// How a stored state shape expires (for incremental cleanup).
+pub(crate) trait Expiring: Clone {
+    fn judge(&self, ttl: u64, now: u64) -> Verdict;
+    fn drop_expired(&mut self, ttl: u64, now: u64);
+}
+
+impl<V: Clone> Expiring for Stamped<V> {
+    fn judge(&self, ttl: u64, now: u64) -> Verdict {
+        if is_expired(self.last_access, ttl, now) { Verdict::Remove } else { Verdict::Keep }
+    }
+    fn drop_expired(&mut self, _: u64, _: u64) {}
+}
+
+/// Shared by lists and maps: remove when all expired, rewrite when some are.
+fn judge_many(total: usize, expired: usize) -> Verdict {
+    match expired {
+        0 => Verdict::Keep,
+        n if n == total => Verdict::Remove,
+        _ => Verdict::Rewrite,
+    }
+}
+
+impl<E: Clone> Expiring for Vec<Stamped<E>> {
+    fn judge(&self, ttl: u64, now: u64) -> Verdict {
+        judge_many(self.len(), self.iter().filter(|s| is_expired(s.last_access, ttl, now)).count())
+    }
+    fn drop_expired(&mut self, ttl: u64, now: u64) {
+        self.retain(|s| !is_expired(s.last_access, ttl, now));
+    }
+}
+
+impl<UK: MapKey, UV: Clone> Expiring for MapEntries<UK, UV> {
+    fn judge(&self, ttl: u64, now: u64) -> Verdict {
+        judge_many(self.len(), self.values().filter(|s| is_expired(s.last_access, ttl, now)).count())
+    }
+    fn drop_expired(&mut self, ttl: u64, now: u64) {
+        self.retain(|_, s| !is_expired(s.last_access, ttl, now));
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hash of a value's encoded bytes (the same function [`Key`] uses for keys).
+fn encoded_hash<T: Codec>(value: &T) -> u64 {
+    SCRATCH.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        value.encode(&mut buf);
+        hash_bytes(&buf)
+    })
+}
+
+/// Hash of a namespace: 0 for zero-sized namespaces such as `()`, so the default namespace
+/// costs nothing.
+#[inline]
+fn ns_hash<N: Codec>(ns: &N) -> u64 {
+    if N::FIXED_LEN == Some(0) { 0 } else { encoded_hash(ns) }
+}
+
+#[inline]
+fn combine(key_hash: u64, ns_hash: u64) -> u64 {
+    key_hash ^ ns_hash.rotate_left(23).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn rehash<K: Codec, N: Codec, S>(e: &Entry<K, N, S>) -> u64 {
+    combine(encoded_hash(&e.key), ns_hash(&e.ns))
+}
+
+struct Inner<K, N, S> {
+    groups: Vec<CowMap<Entry<K, N, S>>>,
+    /// Incremental cleanup position: a key-group index and a cursor in it.
+    cleanup: (usize, Cursor),
+}
+
+/// One state's table. `S` is the stored shape: `Stamped<V>`, `Vec<Stamped<E>>` or a map.
+pub(crate) struct HeapTable<K, N, S> {
+    config: EngineConfig,
+    /// `(ttl in ms, entries to visit per access)` when the state has TTL and cleanup is on.
+    cleanup: Option<(u64, usize)>,
+    inner: Mutex<Inner<K, N, S>>,
+}
+
+impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
+    pub(crate) fn new(config: &EngineConfig, meta: &StateMeta) -> Self {
+        let groups = (0..config.key_group_range().len()).map(|_| CowMap::default()).collect();
+        let cleanup = meta
+            .ttl
+            .as_ref()
+            .filter(|t| t.cleanup_per_access() > 0)
+            .map(|t| (t.ttl_millis(), t.cleanup_per_access()));
+        HeapTable { config: config.clone(), cleanup, inner: Mutex::new(Inner { groups, cleanup: (0, Cursor::default()) }) }
+    }
+
+    /// Runs `f` on the key group of `key` with the entry hash of (key, ns), under the lock,
+    /// then lets incremental cleanup visit its share of entries.
+    #[inline]
+    fn with_group<R>(&self, key: &Key<K>, ns: &N, f: impl FnOnce(&mut CowMap<Entry<K, N, S>>, u64) -> R) -> Result<R> {
+        let index = self.config.group_index(key)?;
+        let hash = combine(key.hash(), ns_hash(ns));
+        let mut inner = self.inner.lock();
+        debug_assert_eq!(inner.groups.len(), self.config.key_group_range().len());
+        let result = f(&mut inner.groups[index], hash);
+        if let Some((ttl, budget)) = self.cleanup {
+            inner.cleanup_step(ttl, budget, self.config.clock().now_millis());
+        }
+        Ok(result)
+    }
+
+    fn eq<'a>(key: &'a Key<K>, ns: &'a N) -> impl Fn(&Entry<K, N, S>) -> bool + 'a {
+        move |e| e.key == *key.key() && e.ns == *ns
+    }
+
+    fn get_state<R>(&self, key: &Key<K>, ns: &N, read: impl FnOnce(Option<&S>) -> R) -> Result<R> {
+        self.with_group(key, ns, |m, h| read(m.get(h, Self::eq(key, ns)).map(|e| &e.state)))
+    }
+
+    /// Modifies the state of (key, ns) in place with `payload`, or creates it from `payload`.
+    fn upsert<X>(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+        payload: X,
+        create: impl FnOnce(X) -> S,
+        modify: impl FnOnce(&mut S, X),
+    ) -> Result<()> {
+        self.with_group(key, ns, |m, h| match m.slot(h, Self::eq(key, ns), rehash) {
+            Slot::Occupied(e) => modify(&mut e.state, payload),
+            Slot::Vacant(slot) => {
+                slot.insert(Entry { key: key.key().clone(), ns: ns.clone(), state: create(payload) });
+            }
+        })
+    }
+
+    fn remove_entry(&self, key: &Key<K>, ns: &N) -> Result<()> {
+        self.with_group(key, ns, |m, h| {
+            m.remove(h, Self::eq(key, ns));
+        })
+    }
+
+    fn keys_of(&self, group: u16) -> Result<Vec<(K, N)>> {
+        let index = self.config.local_index(group)?;
+        let inner = self.inner.lock();
+        Ok(inner.groups[index].iter().map(|e| (e.key.clone(), e.ns.clone())).collect())
+    }
+
+    /// Number of (key, namespace) entries over all key groups.
+    #[allow(dead_code)]
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().groups.iter().map(CowMap::len).sum()
+    }
+
+    /// Bytes held by the tables' bucket arrays.
+    #[allow(dead_code)]
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.inner.lock().groups.iter().map(CowMap::allocation_size).sum()
+    }
+}
+
+impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
+    /// Visits up to `budget` entries from the cleanup cursor, dropping what expired.
+    fn cleanup_step(&mut self, ttl: u64, budget: usize, now: u64) {
+        let groups = self.groups.len();
+        // Each sweep either spends the budget or wraps to the next group; stop after one lap.
+        for _ in 0..groups {
+            let (group, cursor) = &mut self.cleanup;
+            let Some(map) = self.groups.get_mut(*group) else {
+                self.cleanup = (0, Cursor::default());
+                continue;
+            };
+            let wrapped = map.sweep(cursor, budget, |e| e.state.judge(ttl, now), |e| e.state.drop_expired(ttl, now));
+            if !wrapped {
+                return;
+            }
+            *group = (*group + 1) % groups;
+        }
+    }
+}
+
+impl<K: StateKey, N: Namespace, V: StateValue> ValueTable<K, N, V> for HeapTable<K, N, Stamped<V>> {
+    fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<Stamped<V>>> {
+        self.get_state(key, ns, |s| s.cloned())
+    }
+
+    fn put(&self, key: &Key<K>, ns: &N, value: Stamped<V>) -> Result<()> {
+        self.upsert(key, ns, value, |v| v, |state, v| *state = v)
+    }
+
+    fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
+        self.remove_entry(key, ns)
+    }
+
+    fn keys(&self, group: u16) -> Result<Vec<(K, N)>> {
+        self.keys_of(group)
+    }
+}
+
+impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for HeapTable<K, N, Vec<Stamped<E>>> {
+    fn get(&self, key: &Key<K>, ns: &N) -> Result<Vec<Stamped<E>>> {
+        self.get_state(key, ns, |s| s.cloned().unwrap_or_default())
+    }
+
+    fn append(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
+        if elements.is_empty() {
+            return Ok(());
+        }
+        self.upsert(key, ns, elements, |e| e, |list, e| list.extend(e))
+    }
+
+    fn put(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
+        if elements.is_empty() {
+            return self.remove_entry(key, ns);
+        }
+        self.upsert(key, ns, elements, |e| e, |list, e| *list = e)
+    }
+
+    fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
+        self.remove_entry(key, ns)
+    }
+
+    fn keys(&self, group: u16) -> Result<Vec<(K, N)>> {
+        self.keys_of(group)
+    }
+}
+
+impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, UV>
+    for HeapTable<K, N, MapEntries<UK, UV>>
+{
+    fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>> {
+        self.get_state(key, ns, |s| s.and_then(|m| m.get(user_key).cloned()))
+    }
+
+    fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: Stamped<UV>) -> Result<()> {
+        let single = |(k, v)| MapEntries::from_iter([(k, v)]);
+        self.upsert(key, ns, (user_key, value), single, |map, (k, v)| {
+            map.insert(k, v);
+        })
+    }
+
+    fn put_all(&self, key: &Key<K>, ns: &N, entries: Vec<(UK, Stamped<UV>)>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.upsert(key, ns, entries, |e| e.into_iter().collect(), |map, e| map.extend(e))
+    }
+
+    fn remove(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<()> {
+        self.with_group(key, ns, |m, h| {
+            let eq = Self::eq(key, ns);
+            // Look first, so removing an absent entry copies no segment shared with a snapshot.
+            if !m.get(h, &eq).is_some_and(|e| e.state.contains_key(user_key)) {
+                return;
+            }
+            let now_empty = m.get_mut(h, &eq).is_some_and(|e| {
+                e.state.remove(user_key);
+                e.state.is_empty()
+            });
+            if now_empty {
+                m.remove(h, &eq);
+            }
+        })
+    }
+
+    fn entries(&self, key: &Key<K>, ns: &N) -> Result<Vec<(UK, Stamped<UV>)>> {
+        self.get_state(key, ns, |s| {
+            s.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+        })
+    }
+
+    fn is_empty(&self, key: &Key<K>, ns: &N) -> Result<bool> {
+        self.get_state(key, ns, |s| s.is_none_or(|m| m.is_empty()))
+    }
+
+    fn clear(&self, key: &Key<K>, ns: &N) -> Result<()> {
+        self.remove_entry(key, ns)
+    }
+
+    fn keys(&self, group: u16) -> Result<Vec<(K, N)>> {
+        self.keys_of(group)
+    }
+}

@@ -1,0 +1,190 @@
+//! [`KeyedStateBackend`]: registers states on an engine and hands out typed views.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::{Engine, EngineConfig};
+use crate::backend::heap::HeapEngine;
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+use crate::key::Key;
+use crate::key_group::KeyGroupRange;
+use crate::state::Core;
+use crate::state::descriptor::meta;
+use crate::ttl::TtlPolicy;
+use crate::state::{
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState, ListStateDescriptor,
+    MapKey, MapState, MapStateDescriptor, Namespace, ReducingState, ReducingStateDescriptor,
+    StateDescriptor, StateKey, StateMeta, StateValue, ValueState, ValueStateDescriptor,
+};
+
+struct Registered {
+    meta: StateMeta,
+    /// The engine's table as `Arc<dyn …Table<…>>`, type-erased.
+    table: Box<dyn Any + Send + Sync>,
+}
+
+/// The keyed state of one operator instance: an engine plus the states registered on it.
+///
+/// `K` is the key type. Resolve each record's key once with [`KeyedStateBackend::key`], then
+/// pass that handle to every view.
+///
+/// ```
+/// use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
+/// use keyed_state::state::ValueStateDescriptor;
+/// let backend = KeyedStateBackend::<u64>::new(HeapEngine::new(EngineConfig::default()));
+/// let count = backend.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
+/// let key = backend.key(42).unwrap();
+/// count.update(&key, &(), 1).unwrap();
+/// assert_eq!(count.get(&key, &()).unwrap(), Some(1));
+/// ```
+pub struct KeyedStateBackend<K, E = HeapEngine> {
+    engine: E,
+    states: Mutex<HashMap<String, Registered>>,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
+    /// A backend over `engine`, with no state registered yet.
+    pub fn new(engine: E) -> Self {
+        KeyedStateBackend { engine, states: Mutex::new(HashMap::new()), _key: PhantomData }
+    }
+
+    /// Resolves `key` for this backend: serializes it once, computes its key group and checks
+    /// that this instance owns the group.
+    pub fn key(&self, key: K) -> Result<Key<K>> {
+        let key = Key::new(key, self.config().max_parallelism())?;
+        self.config().local_index(key.group())?;
+        Ok(key)
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        self.engine.config()
+    }
+
+    /// The key groups this instance owns.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.config().key_group_range()
+    }
+
+    /// The clock TTL reads.
+    pub fn clock(&self) -> &SharedClock {
+        self.config().clock()
+    }
+
+    /// The metadata of every registered state, sorted by name.
+    pub fn registered_states(&self) -> Vec<StateMeta> {
+        let mut metas: Vec<StateMeta> = self.states.lock().values().map(|r| r.meta.clone()).collect();
+        metas.sort_by(|a, b| a.name.cmp(&b.name));
+        metas
+    }
+
+    /// Returns the table registered under `meta.name`, creating it on first registration.
+    /// A second registration must match the first exactly (kind, codecs, TTL, Rust types).
+    fn table<T: Clone + Send + Sync + 'static>(
+        &self,
+        meta: StateMeta,
+        create: impl FnOnce(&E, &StateMeta) -> Result<T>,
+    ) -> Result<T> {
+        if let Some(ttl) = &meta.ttl {
+            ttl.validate()?;
+        }
+        let mut states = self.states.lock();
+        if let Some(existing) = states.get(&meta.name) {
+            if let Some((field, had, asked)) = existing.meta.first_difference(&meta) {
+                return Err(Error::IncompatibleRegistration {
+                    name: meta.name, field, existing: had, requested: asked,
+                });
+            }
+            // Same codec ids but other Rust types (say `usize` and `u64`): refuse as well.
+            return existing.table.downcast_ref::<T>().cloned().ok_or_else(|| Error::IncompatibleRegistration {
+                name: meta.name.clone(),
+                field: "Rust type",
+                existing: "another type with the same codec".into(),
+                requested: std::any::type_name::<T>().into(),
+            });
+        }
+        let table = create(&self.engine, &meta)?;
+        tracing::debug!(state = %meta.name, kind = %meta.kind, engine = self.engine.name(), "registered state");
+        states.insert(meta.name.clone(), Registered { meta, table: Box::new(table.clone()) });
+        Ok(table)
+    }
+
+    fn core<T: ?Sized, X>(&self, desc: &impl StateDescriptor, table: Arc<T>, extra: X) -> Core<T, X> {
+        Core {
+            name: desc.name().into(),
+            table,
+            ttl: desc.ttl().map(|c| TtlPolicy::new(c, self.clock().clone())),
+            range: self.key_group_range(),
+            extra,
+        }
+    }
+
+    /// Registers (or looks up) a value state.
+    pub fn value_state<V: StateValue, N: Namespace>(
+        &self,
+        desc: &ValueStateDescriptor<V, N>,
+    ) -> Result<ValueState<K, V, N>> {
+        let table = self.table(meta::<K, N, V>(desc, None), |e, m| e.value_table::<K, N, V>(m))?;
+        Ok(ValueState { core: self.core(desc, table, ()) })
+    }
+
+    /// Registers (or looks up) a list state.
+    pub fn list_state<E2: StateValue, N: Namespace>(
+        &self,
+        desc: &ListStateDescriptor<E2, N>,
+    ) -> Result<ListState<K, E2, N>> {
+        let table = self.table(meta::<K, N, E2>(desc, None), |e, m| e.list_table::<K, N, E2>(m))?;
+        Ok(ListState { core: self.core(desc, table, ()) })
+    }
+
+    /// Registers (or looks up) a map state.
+    pub fn map_state<UK: MapKey, UV: StateValue, N: Namespace>(
+        &self,
+        desc: &MapStateDescriptor<UK, UV, N>,
+    ) -> Result<MapState<K, UK, UV, N>> {
+        let meta = meta::<K, N, UV>(desc, Some(UK::codec_id()));
+        let table = self.table(meta, |e, m| e.map_table::<K, N, UK, UV>(m))?;
+        Ok(MapState { core: self.core(desc, table, ()) })
+    }
+
+    /// Registers (or looks up) a reducing state.
+    pub fn reducing_state<V: StateValue, N: Namespace>(
+        &self,
+        desc: &ReducingStateDescriptor<V, N>,
+    ) -> Result<ReducingState<K, V, N>> {
+        let table = self.table(meta::<K, N, V>(desc, None), |e, m| e.value_table::<K, N, V>(m))?;
+        Ok(ReducingState { core: self.core(desc, table, desc.reduce.clone()) })
+    }
+
+    /// Registers (or looks up) an aggregating state.
+    pub fn aggregating_state<F: AggregateFunction, N: Namespace>(
+        &self,
+        desc: &AggregatingStateDescriptor<F, N>,
+    ) -> Result<AggregatingState<K, F, N>> {
+        let table = self.table(meta::<K, N, F::Acc>(desc, None), |e, m| e.value_table::<K, N, F::Acc>(m))?;
+        Ok(AggregatingState { core: self.core(desc, table, desc.function.clone()) })
+    }
+}
+
+impl<K, E: Engine> fmt::Debug for KeyedStateBackend<K, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self.states.lock().keys().cloned().collect();
+        f.debug_struct("KeyedStateBackend")
+            .field("key", &std::any::type_name::<K>())
+            .field("engine", &self.engine)
+            .field("states", &names)
+            .finish()
+    }
+}

@@ -1,0 +1,98 @@
+//! Codecs: how keys, namespaces and values become bytes and back.
+//!
+//! Every type stored in keyed state implements [`Codec`]. Two encodings exist per type:
+//! - the **top-level** encoding (`encode` / `decode`), used when the value owns a whole byte
+//!   string (a stored value, a serialized key);
+//! - the **nested** encoding (`encode_nested` / `decode_nested`), which is self-delimiting, used
+//!   inside tuples, options and composite keys. Fixed-width types write the same bytes in both;
+//!   variable-width types prefix a canonical LEB128 length in the nested form.
+//!
+//! Integers are order-preserving: big-endian, with the sign bit flipped for signed types, so
+//! unsigned lexicographic byte order equals numeric order (floats likewise, IEEE total order).
+//! Every decoder rejects malformed input with a [`CodecError`]; none panics, and no length read
+//! from input allocates more than the input holds.
+//!
+//! ```
+//! use keyed_state::codec::Codec;
+//! let mut bytes = Vec::new();
+//! (7u32, "seven".to_string()).encode(&mut bytes);
+//! assert_eq!(<(u32, String)>::decode(&bytes).unwrap(), (7, "seven".to_string()));
+//! assert!(u64::decode(&[1, 2, 3]).is_err());
+//! ```
+
+mod primitives;
+#[cfg(feature = "serde")]
+pub mod serde_support;
+mod varint;
+
+pub use varint::{read_varint_u32, write_varint_u32};
+
+use crate::error::CodecError;
+
+/// A type that can be stored in keyed state: keys, namespaces, values, map keys.
+pub trait Codec: Sized {
+    /// `Some(n)` when every value encodes to exactly `n` bytes (then the nested form carries no
+    /// length prefix).
+    const FIXED_LEN: Option<usize> = None;
+
+    /// A stable name of the encoding, persisted with each state's metadata; registering a state
+    /// again with a different codec id is an error.
+    fn codec_id() -> String;
+
+    /// Appends the top-level encoding of `self` to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+
+    /// Decodes a value that occupies all of `bytes`.
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError>;
+
+    /// Appends the self-delimiting encoding of `self` to `out`.
+    fn encode_nested(&self, out: &mut Vec<u8>) {
+        if Self::FIXED_LEN.is_some() {
+            self.encode(out);
+        } else {
+            let mut body = Vec::new();
+            self.encode(&mut body);
+            write_len(out, body.len());
+            out.extend_from_slice(&body);
+        }
+    }
+
+    /// Decodes a self-delimiting value from the front of `input` and advances `input` past it.
+    fn decode_nested(input: &mut &[u8]) -> Result<Self, CodecError> {
+        let len = match Self::FIXED_LEN {
+            Some(n) => n,
+            None => read_varint_u32(input, "length prefix")? as usize,
+        };
+        let body = take(input, len, "nested value")?;
+        Self::decode(body)
+    }
+
+    /// Encodes into a fresh vector (convenience).
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::FIXED_LEN.unwrap_or(16));
+        self.encode(&mut out);
+        out
+    }
+}
+
+/// Writes a nested length prefix. Lengths above `u32::MAX` cannot be stored; values that large
+/// are far beyond what any state value may be, so this is checked in debug builds only.
+pub(crate) fn write_len(out: &mut Vec<u8>, len: usize) {
+    debug_assert!(u32::try_from(len).is_ok(), "value of {len} bytes is too large to encode");
+    write_varint_u32(out, len as u32);
+}
+
+/// Splits `n` bytes off the front of `input`, or reports how many are missing.
+pub fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], CodecError> {
+    if input.len() < n {
+        return Err(CodecError::UnexpectedEnd { what, needed: n - input.len() });
+    }
+    let (head, tail) = input.split_at(n);
+    *input = tail;
+    Ok(head)
+}
+
+/// Fails when `rest` is not empty: a top-level value must use all of its bytes.
+pub fn expect_end(rest: &[u8], what: &'static str) -> Result<(), CodecError> {
+    if rest.is_empty() { Ok(()) } else { Err(CodecError::TrailingBytes { what, extra: rest.len() }) }
+}

@@ -1,0 +1,65 @@
+//! A [`Codec`](super::Codec) for user types through serde, in the `postcard` format
+//! (compact, with a stable, documented wire format). Enabled by the `serde` cargo feature.
+//!
+//! ```
+//! # #[cfg(feature = "serde")] {
+//! #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug, Clone)]
+//! struct Profile { average: f64, seen: u32 }
+//! keyed_state::serde_codec!(Profile, "profile-v1");
+//!
+//! use keyed_state::codec::Codec;
+//! let p = Profile { average: 12.5, seen: 3 };
+//! assert_eq!(Profile::decode(&p.to_bytes()).unwrap(), p);
+//! assert_eq!(Profile::codec_id(), "serde-postcard:profile-v1");
+//! # }
+//! ```
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::error::CodecError;
+
+/// Appends the postcard encoding of `value`.
+///
+/// # Panics
+/// When `value`'s `Serialize` impl itself fails (postcard cannot encode sequences of unknown
+/// length, or a custom impl returned an error). That is a property of the user's type, found the
+/// first time such a value is written, never of stored bytes.
+pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
+    let buf = std::mem::take(out);
+    match postcard::to_extend(value, buf) {
+        Ok(buf) => *out = buf,
+        Err(e) => panic!("serde value cannot be encoded by postcard: {e}"),
+    }
+}
+
+/// Decodes a postcard-encoded value that occupies all of `bytes`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, rest) = postcard::take_from_bytes(bytes)
+        .map_err(|e| CodecError::Invalid { what: "serde value", reason: e.to_string() })?;
+    super::expect_end(rest, "serde value")?;
+    Ok(value)
+}
+
+/// Implements [`Codec`](crate::codec::Codec) for a serde type, encoded with postcard.
+///
+/// `serde_codec!(Type)` names the codec after the type as written; `serde_codec!(Type, "id")`
+/// gives it an explicit, stable identity (recommended: renaming the type then keeps the state).
+#[macro_export]
+macro_rules! serde_codec {
+    ($ty:ty) => {
+        $crate::serde_codec!($ty, stringify!($ty));
+    };
+    ($ty:ty, $id:expr) => {
+        impl $crate::codec::Codec for $ty {
+            fn codec_id() -> String {
+                format!("serde-postcard:{}", $id)
+            }
+            fn encode(&self, out: &mut Vec<u8>) {
+                $crate::codec::serde_support::encode(self, out)
+            }
+            fn decode(bytes: &[u8]) -> Result<Self, $crate::CodecError> {
+                $crate::codec::serde_support::decode(bytes)
+            }
+        }
+    };
+}

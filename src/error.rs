@@ -1,0 +1,122 @@
+//! Typed errors.
+//!
+//! One narrow enum per concern, each convertible into the umbrella [`Error`], so callers can
+//! match precisely and `?` still works.
+
+use crate::key_group::KeyGroupRange;
+
+/// A value's bytes could not be decoded by its codec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The input ended before the value was complete.
+    #[error("unexpected end of input: needed {needed} more byte(s) to decode {what}")]
+    UnexpectedEnd {
+        /// What was being decoded (a codec id).
+        what: &'static str,
+        /// How many bytes were missing.
+        needed: usize,
+    },
+    /// Bytes were left over after a complete value.
+    #[error("{extra} trailing byte(s) after a complete {what}")]
+    TrailingBytes {
+        /// What was being decoded.
+        what: &'static str,
+        /// How many bytes were left.
+        extra: usize,
+    },
+    /// The bytes are not a valid encoding of the type.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+/// A configuration value is outside its allowed domain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `max_parallelism` must lie in `1..=32768`.
+    #[error("max_parallelism {0} is outside 1..=32768")]
+    MaxParallelism(u32),
+    /// Parallelism must lie in `1..=max_parallelism`.
+    #[error("parallelism {parallelism} is outside 1..={max_parallelism}")]
+    Parallelism {
+        /// The requested parallelism.
+        parallelism: u32,
+        /// The maximum parallelism it must not exceed.
+        max_parallelism: u32,
+    },
+    /// An operator index must be below the parallelism.
+    #[error("operator index {index} is not below parallelism {parallelism}")]
+    OperatorIndex {
+        /// The requested operator index.
+        index: u32,
+        /// The parallelism.
+        parallelism: u32,
+    },
+    /// A key-group range reaches past `max_parallelism`.
+    #[error("key-group range {range} does not fit max_parallelism {max_parallelism}")]
+    RangeOutsideMaxParallelism {
+        /// The offending range.
+        range: KeyGroupRange,
+        /// The maximum parallelism (number of key groups).
+        max_parallelism: u32,
+    },
+    /// A TTL must be at least one millisecond.
+    #[error("TTL must be at least 1 ms")]
+    ZeroTtl,
+}
+
+/// The umbrella error of every fallible operation in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A key belongs to a key group this backend does not own.
+    #[error("key group {group} is outside this backend's range {range}")]
+    KeyGroupOutOfRange {
+        /// The key's group.
+        group: u16,
+        /// The range the backend owns.
+        range: KeyGroupRange,
+    },
+    /// A key handle was resolved for another `max_parallelism`.
+    #[error("key was resolved for max_parallelism {key} but the backend uses {backend}")]
+    MaxParallelismMismatch {
+        /// The key's max parallelism.
+        key: u32,
+        /// The backend's max parallelism.
+        backend: u32,
+    },
+    /// A state name was registered again with another kind, codec or TTL.
+    #[error("state '{name}' is already registered with {field} {existing}, not {requested}")]
+    IncompatibleRegistration {
+        /// The state's name.
+        name: String,
+        /// Which part of the registration differs (`kind`, `value codec`, ...).
+        field: &'static str,
+        /// What the existing registration has.
+        existing: String,
+        /// What this registration asked for.
+        requested: String,
+    },
+    /// Stored bytes of a state could not be decoded.
+    #[error("state '{state}': {source}")]
+    Decode {
+        /// The state whose bytes are bad.
+        state: String,
+        /// What the codec said.
+        #[source]
+        source: CodecError,
+    },
+    /// Bytes could not be decoded (no state involved).
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A configuration value is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

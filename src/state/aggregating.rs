@@ -1,0 +1,46 @@
+//! [`AggregatingState`]: an accumulator driven by an [`AggregateFunction`].
+
+use std::sync::Arc;
+
+use super::{AggregateFunction, Core, live_single, merge_single, read_single, view_common, write_stamp};
+use crate::backend::ValueTable;
+use crate::error::Result;
+use crate::key::Key;
+use crate::ttl::Stamped;
+
+/// An accumulator per (key, namespace); `add` folds inputs in, `get` returns the function's
+/// result. TTL applies to the accumulator as a whole, as for [`ReducingState`](super::ReducingState).
+pub struct AggregatingState<K, F: AggregateFunction, N = ()> {
+    pub(crate) core: Core<dyn ValueTable<K, N, F::Acc>, Arc<F>>,
+}
+
+view_common!(AggregatingState<K, F: AggregateFunction, N>);
+
+impl<K, F: AggregateFunction, N: PartialEq> AggregatingState<K, F, N> {
+    /// The result for the current accumulator, or `None` when nothing was added.
+    pub fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<F::Out>> {
+        let acc = read_single(&*self.core.table, self.core.ttl.as_ref(), key, ns)?;
+        Ok(acc.map(|a| self.core.extra.get_result(&a)))
+    }
+
+    /// Adds `value` to the accumulator (a fresh one when absent or expired).
+    pub fn add(&self, key: &Key<K>, ns: &N, value: F::In) -> Result<()> {
+        let f = &self.core.extra;
+        let now = write_stamp(self.core.ttl.as_ref());
+        let acc = live_single(&*self.core.table, self.core.ttl.as_ref(), key, ns, now)?
+            .unwrap_or_else(|| f.create_accumulator());
+        self.core.table.put(key, ns, Stamped::new(now, f.add(value, acc)))
+    }
+
+    /// Removes the accumulator.
+    pub fn clear(&self, key: &Key<K>, ns: &N) -> Result<()> {
+        self.core.table.remove(key, ns)
+    }
+
+    /// Merges the live accumulators of `sources` (in order) and then `target`'s into `target`
+    /// with [`AggregateFunction::merge`], and removes the sources.
+    pub fn merge_namespaces(&self, key: &Key<K>, target: &N, sources: &[N]) -> Result<()> {
+        let f = &self.core.extra;
+        merge_single(&*self.core.table, self.core.ttl.as_ref(), key, target, sources, |a, b| f.merge(a, b))
+    }
+}

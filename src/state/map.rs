@@ -1,0 +1,121 @@
+//! [`MapState`]: a map from user keys to user values per key and namespace.
+
+use std::vec;
+
+use super::{Core, view_common, write_stamp};
+use crate::backend::MapTable;
+use crate::error::Result;
+use crate::key::Key;
+use crate::ttl::Stamped;
+
+/// A map per (key, namespace). Removing the last entry removes the map. With TTL, entries
+/// expire one by one. Iteration order is engine-defined (heap: hash order; byte-level engines:
+/// the byte order of the encoded user keys).
+pub struct MapState<K, UK, UV, N = ()> {
+    pub(crate) core: Core<dyn MapTable<K, N, UK, UV>>,
+}
+
+view_common!(MapState<K, UK, UV, N>);
+
+impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
+    /// The value for `user_key`, or `None`.
+    pub fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<UV>> {
+        let Some(stored) = self.core.table.get(key, ns, user_key)? else { return Ok(None) };
+        let Some(ttl) = &self.core.ttl else { return Ok(Some(stored.value)) };
+        let now = ttl.now();
+        if ttl.expired(stored.last_access, now) {
+            self.core.table.remove(key, ns, user_key)?;
+            return Ok(ttl.returns_expired().then_some(stored.value));
+        }
+        if ttl.refresh_on_read() {
+            self.core.table.put(key, ns, user_key.clone(), Stamped::new(now, stored.value.clone()))?;
+        }
+        Ok(Some(stored.value))
+    }
+
+    /// Whether `user_key` has a (visible) entry.
+    pub fn contains(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<bool> {
+        Ok(self.get(key, ns, user_key)?.is_some())
+    }
+
+    /// Inserts or replaces one entry.
+    pub fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: UV) -> Result<()> {
+        let stamp = write_stamp(self.core.ttl.as_ref());
+        self.core.table.put(key, ns, user_key, Stamped::new(stamp, value))
+    }
+
+    /// Inserts or replaces every entry, all with one TTL stamp.
+    pub fn put_all(&self, key: &Key<K>, ns: &N, entries: impl IntoIterator<Item = (UK, UV)>) -> Result<()> {
+        let stamp = write_stamp(self.core.ttl.as_ref());
+        let entries: Vec<_> = entries.into_iter().map(|(k, v)| (k, Stamped::new(stamp, v))).collect();
+        if entries.is_empty() { Ok(()) } else { self.core.table.put_all(key, ns, entries) }
+    }
+
+    /// Removes the entry for `user_key` (a no-op when absent).
+    pub fn remove(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<()> {
+        self.core.table.remove(key, ns, user_key)
+    }
+
+    /// The (visible) entries. With TTL, expired entries are removed as they are met (and
+    /// returned under `ReturnExpiredIfNotCleanedUp`); under `OnReadAndWrite` the returned live
+    /// entries are re-stamped.
+    pub fn entries(&self, key: &Key<K>, ns: &N) -> Result<vec::IntoIter<(UK, UV)>> {
+        let stored = self.core.table.entries(key, ns)?;
+        let Some(ttl) = &self.core.ttl else {
+            return Ok(stored.into_iter().map(|(k, s)| (k, s.value)).collect::<Vec<_>>().into_iter());
+        };
+        let now = ttl.now();
+        let mut out = Vec::with_capacity(stored.len());
+        let mut refreshed = Vec::new();
+        for (user_key, s) in stored {
+            if ttl.expired(s.last_access, now) {
+                self.core.table.remove(key, ns, &user_key)?;
+                if ttl.returns_expired() {
+                    out.push((user_key, s.value));
+                }
+            } else {
+                if ttl.refresh_on_read() {
+                    refreshed.push((user_key.clone(), Stamped::new(now, s.value.clone())));
+                }
+                out.push((user_key, s.value));
+            }
+        }
+        if !refreshed.is_empty() {
+            self.core.table.put_all(key, ns, refreshed)?;
+        }
+        Ok(out.into_iter())
+    }
+
+    /// The (visible) user keys; see [`MapState::entries`].
+    pub fn keys(&self, key: &Key<K>, ns: &N) -> Result<impl Iterator<Item = UK> + use<K, UK, UV, N>> {
+        Ok(self.entries(key, ns)?.map(|(k, _)| k))
+    }
+
+    /// The (visible) user values; see [`MapState::entries`].
+    pub fn values(&self, key: &Key<K>, ns: &N) -> Result<impl Iterator<Item = UV> + use<K, UK, UV, N>> {
+        Ok(self.entries(key, ns)?.map(|(_, v)| v))
+    }
+
+    /// Whether the map has no visible entry. Unlike Flink (which ignores expiry here), a map
+    /// holding only expired entries is empty under `NeverReturnExpired` (the entries are
+    /// removed on the way).
+    pub fn is_empty(&self, key: &Key<K>, ns: &N) -> Result<bool> {
+        let Some(ttl) = self.core.ttl.as_ref().filter(|t| !t.returns_expired()) else {
+            return self.core.table.is_empty(key, ns);
+        };
+        let stored = self.core.table.entries(key, ns)?;
+        let now = ttl.now();
+        if stored.iter().any(|(_, s)| !ttl.expired(s.last_access, now)) {
+            return Ok(false);
+        }
+        if !stored.is_empty() {
+            self.core.table.clear(key, ns)?;
+        }
+        Ok(true)
+    }
+
+    /// Removes the whole map.
+    pub fn clear(&self, key: &Key<K>, ns: &N) -> Result<()> {
+        self.core.table.clear(key, ns)
+    }
+}

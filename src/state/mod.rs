@@ -1,0 +1,254 @@
+//! Typed state views and their descriptors.
+//!
+//! A descriptor names a state and fixes its types (and so its codecs), its TTL, and for
+//! Reducing / Aggregating the function. Registering it on a
+//! [`KeyedStateBackend`](crate::KeyedStateBackend) returns a view; every view method takes the
+//! resolved [`Key`](crate::Key) and a namespace (use `&()` for the default namespace).
+//!
+//! Semantics follow Flink's keyed state: an absent value reads as `None` (never a default), and
+//! a state that becomes empty (a list updated to `[]`, the last map entry removed) is absent.
+
+mod aggregating;
+pub(crate) mod descriptor;
+mod list;
+mod map;
+mod reducing;
+mod value;
+
+pub use aggregating::AggregatingState;
+pub use descriptor::{
+    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
+    ReduceFn, ReducingStateDescriptor, StateDescriptor, ValueStateDescriptor,
+};
+pub use list::ListState;
+pub use map::MapState;
+pub use reducing::ReducingState;
+pub use value::ValueState;
+
+use std::fmt;
+use std::hash::Hash;
+
+use crate::backend::ValueTable;
+use crate::codec::Codec;
+use crate::error::Result;
+use crate::key::Key;
+use crate::ttl::{Stamped, TtlConfig, TtlPolicy};
+
+/// What a key type needs: a codec, equality, and to be shareable across threads.
+pub trait StateKey: Codec + Clone + Eq + Send + Sync + 'static {}
+impl<T: Codec + Clone + Eq + Send + Sync + 'static> StateKey for T {}
+
+/// What a namespace type needs (the same as a key).
+pub trait Namespace: Codec + Clone + Eq + Send + Sync + 'static {}
+impl<T: Codec + Clone + Eq + Send + Sync + 'static> Namespace for T {}
+
+/// What a stored value, list element or accumulator needs.
+pub trait StateValue: Codec + Clone + Send + Sync + 'static {}
+impl<T: Codec + Clone + Send + Sync + 'static> StateValue for T {}
+
+/// What a map state's user key needs (the heap engine keeps a hash map per key and namespace).
+pub trait MapKey: Codec + Clone + Eq + Hash + Send + Sync + 'static {}
+impl<T: Codec + Clone + Eq + Hash + Send + Sync + 'static> MapKey for T {}
+
+/// The five kinds of keyed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateKind {
+    /// One value per key and namespace.
+    Value,
+    /// An ordered list of elements.
+    List,
+    /// A map from user keys to user values.
+    Map,
+    /// A value folded with a reduce function.
+    Reducing,
+    /// An accumulator folded with an [`AggregateFunction`].
+    Aggregating,
+}
+
+impl fmt::Display for StateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Everything that identifies a registered state: persisted with snapshots and compared when a
+/// name is registered again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StateMeta {
+    /// The state's unique name.
+    pub name: String,
+    /// Its kind.
+    pub kind: StateKind,
+    /// Codec id of the backend's key type.
+    pub key_codec: String,
+    /// Codec id of the namespace type.
+    pub namespace_codec: String,
+    /// Codec id of the map's user key (Map only).
+    pub user_key_codec: Option<String>,
+    /// Codec id of the value (List: element; Map: user value; Aggregating: accumulator).
+    pub value_codec: String,
+    /// The TTL configuration, if any.
+    pub ttl: Option<TtlConfig>,
+}
+
+impl StateMeta {
+    /// Describes the first field in which `self` and `other` differ, as
+    /// `(field, self's value, other's value)`.
+    pub fn first_difference(&self, other: &StateMeta) -> Option<(&'static str, String, String)> {
+        let fields: [(&'static str, String, String); 6] = [
+            ("kind", self.kind.to_string(), other.kind.to_string()),
+            ("key codec", self.key_codec.clone(), other.key_codec.clone()),
+            ("namespace codec", self.namespace_codec.clone(), other.namespace_codec.clone()),
+            ("user key codec", format!("{:?}", self.user_key_codec), format!("{:?}", other.user_key_codec)),
+            ("value codec", self.value_codec.clone(), other.value_codec.clone()),
+            ("TTL", format!("{:?}", self.ttl), format!("{:?}", other.ttl)),
+        ];
+        fields.into_iter().find(|(_, a, b)| a != b)
+    }
+}
+
+/// Reads the single stamped value of Value, Reducing and Aggregating states, applying TTL:
+/// an expired value is removed (and returned only under `ReturnExpiredIfNotCleanedUp`); under
+/// `OnReadAndWrite` a live value is re-stamped.
+pub(crate) fn read_single<K, N, V: Clone>(
+    table: &dyn ValueTable<K, N, V>,
+    ttl: Option<&TtlPolicy>,
+    key: &Key<K>,
+    ns: &N,
+) -> Result<Option<V>> {
+    let Some(stored) = table.get(key, ns)? else { return Ok(None) };
+    let Some(ttl) = ttl else { return Ok(Some(stored.value)) };
+    let now = ttl.now();
+    if ttl.expired(stored.last_access, now) {
+        table.remove(key, ns)?;
+        return Ok(ttl.returns_expired().then_some(stored.value));
+    }
+    if ttl.refresh_on_read() {
+        table.put(key, ns, Stamped::new(now, stored.value.clone()))?;
+    }
+    Ok(Some(stored.value))
+}
+
+/// The live (unexpired) value for a read-modify-write, without refreshing it.
+pub(crate) fn live_single<K, N, V>(
+    table: &dyn ValueTable<K, N, V>,
+    ttl: Option<&TtlPolicy>,
+    key: &Key<K>,
+    ns: &N,
+    now: u64,
+) -> Result<Option<V>> {
+    Ok(table.get(key, ns)?.and_then(|s| match ttl {
+        Some(t) if t.expired(s.last_access, now) => None,
+        _ => Some(s.value),
+    }))
+}
+
+/// Folds the live values of `sources` (in order), then `target`'s, with `combine` into `target`,
+/// removing the sources (shared by Reducing and Aggregating `merge_namespaces`). A source equal
+/// to `target` is skipped; the merged value is stamped now.
+pub(crate) fn merge_single<K, N: PartialEq, V>(
+    table: &dyn ValueTable<K, N, V>,
+    ttl: Option<&TtlPolicy>,
+    key: &Key<K>,
+    target: &N,
+    sources: &[N],
+    combine: impl Fn(V, V) -> V,
+) -> Result<()> {
+    let now = write_stamp(ttl);
+    let live = |s: &Stamped<V>| ttl.is_none_or(|t| !t.expired(s.last_access, now));
+    let mut merged: Option<V> = None;
+    for source in sources.iter().filter(|s| *s != target) {
+        let Some(stored) = table.get(key, source)? else { continue };
+        table.remove(key, source)?;
+        if live(&stored) {
+            merged = Some(match merged {
+                Some(acc) => combine(acc, stored.value),
+                None => stored.value,
+            });
+        }
+    }
+    let Some(mut merged) = merged else { return Ok(()) };
+    if let Some(current) = table.get(key, target)?.filter(|s| live(s)) {
+        merged = combine(merged, current.value);
+    }
+    table.put(key, target, Stamped::new(now, merged))
+}
+
+/// The stamp for a write now: the clock's time under TTL, else 0 (the clock is not read).
+pub(crate) fn write_stamp(ttl: Option<&TtlPolicy>) -> u64 {
+    ttl.map_or(0, TtlPolicy::now)
+}
+
+/// Keys having state in `ns`, over all of the backend's key groups.
+pub(crate) fn keys_in_namespace<K, N: PartialEq>(
+    groups: impl Iterator<Item = u16>,
+    mut keys_of_group: impl FnMut(u16) -> Result<Vec<(K, N)>>,
+    ns: &N,
+) -> Result<Vec<K>> {
+    let mut out = Vec::new();
+    for g in groups {
+        out.extend(keys_of_group(g)?.into_iter().filter(|(_, n)| n == ns).map(|(k, _)| k));
+    }
+    Ok(out)
+}
+
+/// What every view holds: its name, its engine table, its TTL policy, the backend's range, and
+/// a kind-specific extra (the reduce or aggregate function).
+pub(crate) struct Core<T: ?Sized, X = ()> {
+    pub(crate) name: std::sync::Arc<str>,
+    pub(crate) table: std::sync::Arc<T>,
+    pub(crate) ttl: Option<TtlPolicy>,
+    pub(crate) range: crate::key_group::KeyGroupRange,
+    pub(crate) extra: X,
+}
+
+impl<T: ?Sized, X: Clone> Clone for Core<T, X> {
+    fn clone(&self) -> Self {
+        Core {
+            name: self.name.clone(),
+            table: self.table.clone(),
+            ttl: self.ttl.clone(),
+            range: self.range,
+            extra: self.extra.clone(),
+        }
+    }
+}
+
+/// `Clone`, `Debug`, `name`, `keys_in_group` and `keys` for a view holding `core`.
+macro_rules! view_common {
+    ($view:ident < $($p:ident $(: $bound:path)?),* >) => {
+        impl<$($p $(: $bound)?),*> Clone for $view<$($p),*> {
+            fn clone(&self) -> Self {
+                $view { core: self.core.clone() }
+            }
+        }
+
+        impl<$($p $(: $bound)?),*> std::fmt::Debug for $view<$($p),*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($view))
+                    .field("name", &self.core.name)
+                    .field("ttl", &self.core.ttl)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl<$($p $(: $bound)?),*> $view<$($p),*> where N: PartialEq {
+            /// The state's name.
+            pub fn name(&self) -> &str {
+                &self.core.name
+            }
+
+            /// Every (key, namespace) with state in `group` (expired entries not yet cleaned up
+            /// included), for tooling.
+            pub fn keys_in_group(&self, group: u16) -> crate::error::Result<Vec<(K, N)>> {
+                self.core.table.keys(group)
+            }
+
+            /// Every key with state in namespace `ns`, over all of the backend's key groups.
+            pub fn keys_for_namespace(&self, ns: &N) -> crate::error::Result<Vec<K>> {
+                crate::state::keys_in_namespace(self.core.range.iter(), |g| self.core.table.keys(g), ns)
+            }
+        }
+    };
+}
+pub(crate) use view_common;

@@ -1,0 +1,46 @@
+//! [`ReducingState`]: a value folded with a reduce function.
+
+use super::{Core, live_single, merge_single, read_single, view_common, write_stamp};
+use crate::backend::ValueTable;
+use crate::error::Result;
+use crate::key::Key;
+use crate::state::ReduceFn;
+use crate::ttl::Stamped;
+
+/// A value per (key, namespace) that `add` folds with the descriptor's reduce function.
+/// With TTL the whole accumulated value shares one stamp: an add refreshes it, and an expired
+/// value is dropped (the next add starts afresh).
+pub struct ReducingState<K, V, N = ()> {
+    pub(crate) core: Core<dyn ValueTable<K, N, V>, ReduceFn<V>>,
+}
+
+view_common!(ReducingState<K, V, N>);
+
+impl<K, V: Clone, N: PartialEq> ReducingState<K, V, N> {
+    /// The reduced value, or `None` when nothing was added.
+    pub fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<V>> {
+        read_single(&*self.core.table, self.core.ttl.as_ref(), key, ns)
+    }
+
+    /// Folds `value` in: `reduce(current, value)`, or `value` when absent.
+    pub fn add(&self, key: &Key<K>, ns: &N, value: V) -> Result<()> {
+        let now = write_stamp(self.core.ttl.as_ref());
+        let reduced = match live_single(&*self.core.table, self.core.ttl.as_ref(), key, ns, now)? {
+            Some(current) => (self.core.extra)(current, value),
+            None => value,
+        };
+        self.core.table.put(key, ns, Stamped::new(now, reduced))
+    }
+
+    /// Removes the value.
+    pub fn clear(&self, key: &Key<K>, ns: &N) -> Result<()> {
+        self.core.table.remove(key, ns)
+    }
+
+    /// Reduces the live values of `sources` (in order) and then `target`'s into `target`, and
+    /// removes the sources. A source equal to `target` is skipped.
+    pub fn merge_namespaces(&self, key: &Key<K>, target: &N, sources: &[N]) -> Result<()> {
+        let reduce = &self.core.extra;
+        merge_single(&*self.core.table, self.core.ttl.as_ref(), key, target, sources, |a, b| reduce(a, b))
+    }
+}
