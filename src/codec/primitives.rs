@@ -277,12 +277,6 @@ mod tests {
         Ok(())
     }
 
-    impl From<CodecError> for TestCaseError {
-        fn from(e: CodecError) -> Self {
-            TestCaseError::fail(e.to_string())
-        }
-    }
-
     proptest! {
         #[test]
         fn integers_roundtrip_and_preserve_order(a in any::<i64>(), b in any::<i64>(), c in any::<u32>(), d in any::<u32>(),

@@ -1,0 +1,607 @@
+//! The conformance suite: the behaviour every engine must show, written once against the
+//! [`Engine`] trait and run for each engine by the `conformance!` macro at the bottom.
+//! (Flink's `StateBackendTestBase` and `TtlStateTestBase` are the models for most cases.)
+
+use std::time::Duration;
+
+use keyed_state::clock::ManualClock;
+use keyed_state::key_group::{KeyGroupRange, range_for_operator};
+use keyed_state::state::{
+    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
+    ReducingStateDescriptor, ValueStateDescriptor,
+};
+use keyed_state::ttl::{StateVisibility, TtlConfig, UpdateType};
+use keyed_state::{ConfigError, Engine, EngineConfig, Error, HeapEngine, Key, KeyedStateBackend};
+
+type R = Result<(), Error>;
+
+/// Everything a case needs: a backend on a manual clock.
+struct Fixture<E: Engine> {
+    clock: ManualClock,
+    backend: KeyedStateBackend<String, E>,
+}
+
+impl<E: Engine> Fixture<E> {
+    fn new(make: &dyn Fn(EngineConfig) -> E) -> Self {
+        Self::with_range(make, 128, None)
+    }
+
+    fn with_range(make: &dyn Fn(EngineConfig) -> E, max_parallelism: u32, range: Option<KeyGroupRange>) -> Self {
+        let clock = ManualClock::new(0);
+        let mut config = EngineConfig::new(max_parallelism).unwrap().with_clock(clock.shared());
+        if let Some(range) = range {
+            config = config.with_key_group_range(range).unwrap();
+        }
+        Fixture { clock, backend: KeyedStateBackend::new(make(config)) }
+    }
+
+    fn key(&self, k: &str) -> Key<String> {
+        self.backend.key(k.to_string()).unwrap()
+    }
+
+    fn at(&self, millis: u64) {
+        self.clock.set(millis);
+    }
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+/// TTL of 100 ms as in Flink's TTL tests; incremental cleanup off so visibility is exact.
+fn ttl(update: UpdateType, visibility: StateVisibility) -> TtlConfig {
+    TtlConfig::new(Duration::from_millis(100))
+        .with_update(update)
+        .with_visibility(visibility)
+        .with_cleanup_per_access(0)
+}
+
+struct SumPlusThree;
+impl AggregateFunction for SumPlusThree {
+    type In = i64;
+    type Acc = i64;
+    type Out = String;
+    fn create_accumulator(&self) -> i64 {
+        3
+    }
+    fn add(&self, v: i64, acc: i64) -> i64 {
+        acc + v
+    }
+    fn get_result(&self, acc: &i64) -> String {
+        acc.to_string()
+    }
+    fn merge(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value
+
+pub fn value_basics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let s = f.backend.value_state(&ValueStateDescriptor::<String>::new("v"))?;
+    let (a, b) = (f.key("a"), f.key("b"));
+    assert_eq!(s.get(&a, &())?, None, "absent is None, never a default");
+    s.update(&a, &(), "1".into())?;
+    s.update(&b, &(), "2".into())?;
+    assert_eq!(s.get(&a, &())?.as_deref(), Some("1"));
+    s.update(&a, &(), "3".into())?;
+    assert_eq!(s.get(&a, &())?.as_deref(), Some("3"));
+    assert_eq!(sorted(s.keys_for_namespace(&())?), vec!["a".to_string(), "b".to_string()]);
+    s.clear(&a, &())?;
+    assert_eq!(s.get(&a, &())?, None);
+    assert_eq!(s.get(&b, &())?.as_deref(), Some("2"));
+    s.clear(&a, &())?; // clearing an absent value is a no-op
+    s.clear(&b, &())?;
+    assert!(s.keys_for_namespace(&())?.is_empty(), "clear removes the entry physically");
+    Ok(())
+}
+
+pub fn value_namespaces_are_isolated<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let s = f.backend.value_state(&ValueStateDescriptor::<u64, u32>::new("v"))?;
+    let a = f.key("a");
+    s.update(&a, &1, 10)?;
+    s.update(&a, &2, 20)?;
+    assert_eq!(s.get(&a, &1)?, Some(10));
+    assert_eq!(s.get(&a, &2)?, Some(20));
+    assert_eq!(s.get(&a, &3)?, None);
+    s.clear(&a, &1)?;
+    assert_eq!(s.get(&a, &1)?, None);
+    assert_eq!(s.get(&a, &2)?, Some(20));
+    assert_eq!(s.keys_for_namespace(&2)?, vec!["a".to_string()]);
+    assert!(s.keys_for_namespace(&1)?.is_empty());
+    assert_eq!(s.keys_in_group(a.group())?, vec![("a".to_string(), 2)]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// List
+
+pub fn list_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let s = f.backend.list_state(&ListStateDescriptor::<i32>::new("l"))?;
+    let a = f.key("a");
+    assert_eq!(s.get(&a, &())?.count(), 0, "absent list reads empty");
+    s.add_all(&a, &(), Vec::new())?;
+    assert!(s.keys_for_namespace(&())?.is_empty(), "add_all([]) on absent is a no-op");
+    s.add_all(&a, &(), [1, 2])?;
+    s.add(&a, &(), 3)?;
+    s.add_all(&a, &(), [2, 1])?;
+    assert_eq!(s.get(&a, &())?.collect::<Vec<_>>(), vec![1, 2, 3, 2, 1], "order and duplicates kept");
+    s.add_all(&a, &(), [])?;
+    assert_eq!(s.get(&a, &())?.count(), 5);
+    s.update(&a, &(), [7, 8])?;
+    assert_eq!(s.get(&a, &())?.collect::<Vec<_>>(), vec![7, 8], "update replaces");
+    s.update(&a, &(), [])?;
+    assert_eq!(s.get(&a, &())?.count(), 0);
+    assert!(s.keys_for_namespace(&())?.is_empty(), "update([]) removes the list");
+    s.add(&a, &(), 5)?;
+    s.clear(&a, &())?;
+    assert_eq!(s.get(&a, &())?.count(), 0);
+    assert!(s.keys_for_namespace(&())?.is_empty());
+    Ok(())
+}
+
+pub fn list_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let s = f.backend.list_state(&ListStateDescriptor::<i32, String>::new("l"))?;
+    let a = f.key("a");
+    let ns = |n: &str| n.to_string();
+    s.add_all(&a, &ns("w1"), [1, 2])?;
+    s.add_all(&a, &ns("w2"), [3])?;
+    s.add_all(&a, &ns("target"), [0])?;
+    s.merge_namespaces(&a, &ns("target"), &[ns("w1"), ns("empty"), ns("w2"), ns("target")])?;
+    assert_eq!(s.get(&a, &ns("target"))?.collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    assert_eq!(s.get(&a, &ns("w1"))?.count(), 0, "sources are removed");
+    assert_eq!(s.get(&a, &ns("w2"))?.count(), 0);
+    assert_eq!(s.keys_for_namespace(&ns("w1"))?.len(), 0);
+    // All-empty sources leave an absent target absent.
+    s.merge_namespaces(&a, &ns("new"), &[ns("x"), ns("y")])?;
+    assert!(s.keys_for_namespace(&ns("new"))?.is_empty());
+    // An absent target receives the sources.
+    s.add(&a, &ns("x"), 9)?;
+    s.merge_namespaces(&a, &ns("new"), &[ns("x")])?;
+    assert_eq!(s.get(&a, &ns("new"))?.collect::<Vec<_>>(), vec![9]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Map
+
+pub fn map_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let s = f.backend.map_state(&MapStateDescriptor::<u32, Option<String>>::new("m"))?;
+    let a = f.key("a");
+    assert!(s.is_empty(&a, &())?);
+    assert_eq!(s.entries(&a, &())?.count(), 0);
+    assert_eq!(s.get(&a, &(), &1)?, None);
+    s.put(&a, &(), 1, Some("one".into()))?;
+    s.put(&a, &(), 2, None)?; // a present entry whose value is None
+    assert!(s.contains(&a, &(), &2)?);
+    assert_eq!(s.get(&a, &(), &2)?, Some(None));
+    assert!(!s.is_empty(&a, &())?);
+    s.put_all(&a, &(), [(3, Some("three".into())), (1, Some("uno".into()))])?;
+    assert_eq!(
+        sorted(s.entries(&a, &())?.collect()),
+        vec![(1, Some("uno".to_string())), (2, None), (3, Some("three".to_string()))]
+    );
+    assert_eq!(sorted(s.keys(&a, &())?.collect()), vec![1, 2, 3]);
+    assert_eq!(sorted(s.values(&a, &())?.collect()), vec![None, Some("three".to_string()), Some("uno".to_string())]);
+    s.remove(&a, &(), &9)?; // absent: no-op
+    for k in [1, 2, 3] {
+        s.remove(&a, &(), &k)?;
+    }
+    assert!(s.is_empty(&a, &())?, "removing the last entry empties the map");
+    assert!(s.keys_for_namespace(&())?.is_empty(), "…and removes it physically");
+    s.put(&a, &(), 4, None)?;
+    s.clear(&a, &())?;
+    assert!(s.is_empty(&a, &())?);
+    assert_eq!(s.get(&a, &(), &4)?, None);
+    assert!(s.keys_for_namespace(&())?.is_empty());
+    Ok(())
+}
+
+pub fn map_many_entries<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let s = f.backend.map_state(&MapStateDescriptor::<i32, i32>::new("m"))?;
+    let a = f.key("a");
+    s.put_all(&a, &(), (0..1024).map(|i| (i, -i)))?;
+    assert_eq!(s.entries(&a, &())?.count(), 1024);
+    for i in (0..1024).step_by(3) {
+        assert_eq!(s.get(&a, &(), &i)?, Some(-i));
+    }
+    for i in 0..1024 {
+        s.remove(&a, &(), &i)?;
+    }
+    assert!(s.is_empty(&a, &())?);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reducing and Aggregating
+
+pub fn reducing_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let s = f.backend.reducing_state(&ReducingStateDescriptor::<i64, u8>::new("r", |a, b| a + b))?;
+    let a = f.key("a");
+    assert_eq!(s.get(&a, &0)?, None);
+    s.add(&a, &0, 17)?;
+    s.add(&a, &0, 11)?;
+    assert_eq!(s.get(&a, &0)?, Some(28));
+    s.clear(&a, &0)?;
+    assert_eq!(s.get(&a, &0)?, None);
+    // merge: 1 + 2 from sources, 4 already in the target.
+    s.add(&a, &1, 1)?;
+    s.add(&a, &2, 2)?;
+    s.add(&a, &9, 4)?;
+    s.merge_namespaces(&a, &9, &[1, 2, 3, 9])?;
+    assert_eq!(s.get(&a, &9)?, Some(7));
+    assert_eq!(s.get(&a, &1)?, None);
+    assert_eq!(s.get(&a, &2)?, None);
+    s.merge_namespaces(&a, &5, &[6, 7])?;
+    assert_eq!(s.get(&a, &5)?, None, "merging nothing leaves the target absent");
+    Ok(())
+}
+
+pub fn aggregating_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let s = f.backend.aggregating_state(&AggregatingStateDescriptor::<_, u8>::new("agg", SumPlusThree))?;
+    let a = f.key("a");
+    assert_eq!(s.get(&a, &0)?, None);
+    s.add(&a, &0, 5)?;
+    assert_eq!(s.get(&a, &0)?.as_deref(), Some("8"));
+    s.add(&a, &0, 7)?;
+    assert_eq!(s.get(&a, &0)?.as_deref(), Some("15"));
+    s.clear(&a, &0)?;
+    assert_eq!(s.get(&a, &0)?, None);
+    // Flink's merge expectation: 11..55 spread over namespaces, merged into one.
+    for (ns, v) in [(1, 11), (2, 22), (3, 33), (1, 44), (4, 55)] {
+        s.add(&a, &ns, v)?;
+    }
+    s.merge_namespaces(&a, &4, &[1, 2, 3])?;
+    assert_eq!(s.get(&a, &4)?.as_deref(), Some((165 + 4 * 3).to_string().as_str()));
+    for ns in [1, 2, 3] {
+        assert_eq!(s.get(&a, &ns)?, None);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// TTL (Flink's TtlStateTestBase timelines, TTL = 100 ms)
+
+pub fn ttl_exact_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let d = ValueStateDescriptor::<String>::new("v")
+        .with_ttl(ttl(UpdateType::OnCreateAndWrite, StateVisibility::NeverReturnExpired));
+    let s = f.backend.value_state(&d)?;
+    let k = f.key("k");
+    f.at(0);
+    s.update(&k, &(), "v0".into())?;
+    f.at(20);
+    assert_eq!(s.get(&k, &())?.as_deref(), Some("v0"));
+    f.at(50);
+    s.update(&k, &(), "v1".into())?;
+    f.at(120);
+    assert_eq!(s.get(&k, &())?.as_deref(), Some("v1"), "a write at 50 lives until 150");
+    f.at(149);
+    assert_eq!(s.get(&k, &())?.as_deref(), Some("v1"), "reads do not refresh OnCreateAndWrite");
+    f.at(150);
+    assert_eq!(s.get(&k, &())?, None, "expired exactly at last_access + ttl");
+    assert!(s.keys_for_namespace(&())?.is_empty(), "an expired read removes the entry");
+    Ok(())
+}
+
+pub fn ttl_relaxed_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let d = ValueStateDescriptor::<String>::new("v")
+        .with_ttl(ttl(UpdateType::OnCreateAndWrite, StateVisibility::ReturnExpiredIfNotCleanedUp));
+    let s = f.backend.value_state(&d)?;
+    let k = f.key("k");
+    s.update(&k, &(), "v0".into())?;
+    f.at(120);
+    assert_eq!(s.get(&k, &())?.as_deref(), Some("v0"), "stale value returned once");
+    assert_eq!(s.get(&k, &())?, None, "…and cleaned up by that read");
+    Ok(())
+}
+
+pub fn ttl_exact_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let d = ValueStateDescriptor::<String>::new("v")
+        .with_ttl(ttl(UpdateType::OnReadAndWrite, StateVisibility::NeverReturnExpired));
+    let s = f.backend.value_state(&d)?;
+    let k = f.key("k");
+    s.update(&k, &(), "v0".into())?;
+    f.at(50);
+    assert_eq!(s.get(&k, &())?.as_deref(), Some("v0")); // refreshed to 50
+    f.at(120);
+    assert_eq!(s.get(&k, &())?.as_deref(), Some("v0")); // refreshed to 120
+    f.at(219);
+    assert_eq!(s.get(&k, &())?.as_deref(), Some("v0")); // refreshed to 219
+    f.at(319);
+    assert_eq!(s.get(&k, &())?, None);
+    Ok(())
+}
+
+pub fn ttl_relaxed_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let d = ValueStateDescriptor::<String>::new("v")
+        .with_ttl(ttl(UpdateType::OnReadAndWrite, StateVisibility::ReturnExpiredIfNotCleanedUp));
+    let s = f.backend.value_state(&d)?;
+    let k = f.key("k");
+    s.update(&k, &(), "v0".into())?;
+    f.at(50);
+    assert_eq!(s.get(&k, &())?.as_deref(), Some("v0"));
+    f.at(170);
+    assert_eq!(s.get(&k, &())?.as_deref(), Some("v0"), "expired at 150, returned once");
+    assert_eq!(s.get(&k, &())?, None);
+    Ok(())
+}
+
+pub fn ttl_list_elements_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let d = ListStateDescriptor::<i32>::new("l")
+        .with_ttl(ttl(UpdateType::OnCreateAndWrite, StateVisibility::NeverReturnExpired));
+    let s = f.backend.list_state(&d)?;
+    let k = f.key("k");
+    s.add_all(&k, &(), [5, 7, 10])?;
+    f.at(60);
+    s.add_all(&k, &(), [8, 9])?;
+    f.at(100);
+    assert_eq!(s.get(&k, &())?.collect::<Vec<_>>(), vec![8, 9], "the elements of t=0 expired");
+    f.at(159);
+    assert_eq!(s.get(&k, &())?.collect::<Vec<_>>(), vec![8, 9]);
+    f.at(160);
+    assert_eq!(s.get(&k, &())?.count(), 0);
+    assert!(s.keys_for_namespace(&())?.is_empty(), "a fully expired list is removed on read");
+
+    // OnReadAndWrite re-stamps the live elements and drops the expired ones.
+    let d2 = ListStateDescriptor::<i32>::new("l2")
+        .with_ttl(ttl(UpdateType::OnReadAndWrite, StateVisibility::ReturnExpiredIfNotCleanedUp));
+    let s2 = f.backend.list_state(&d2)?;
+    f.at(1000);
+    s2.add(&k, &(), 1)?;
+    f.at(1050);
+    s2.add(&k, &(), 2)?;
+    f.at(1120);
+    assert_eq!(s2.get(&k, &())?.collect::<Vec<_>>(), vec![1, 2], "expired element returned once");
+    assert_eq!(s2.get(&k, &())?.collect::<Vec<_>>(), vec![2], "…then gone; 2 was re-stamped at 1120");
+    f.at(1219);
+    assert_eq!(s2.get(&k, &())?.collect::<Vec<_>>(), vec![2]);
+    Ok(())
+}
+
+pub fn ttl_map_entries_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let d = MapStateDescriptor::<u32, String>::new("m")
+        .with_ttl(ttl(UpdateType::OnCreateAndWrite, StateVisibility::NeverReturnExpired));
+    let s = f.backend.map_state(&d)?;
+    let k = f.key("k");
+    s.put_all(&k, &(), [(3, "3".to_string()), (5, "5".to_string())])?;
+    f.at(50);
+    s.put(&k, &(), 7, "7".into())?;
+    f.at(100);
+    assert_eq!(s.get(&k, &(), &3)?, None);
+    assert!(!s.contains(&k, &(), &5)?);
+    assert!(s.contains(&k, &(), &7)?);
+    assert_eq!(sorted(s.entries(&k, &())?.collect()), vec![(7, "7".to_string())]);
+    assert!(!s.is_empty(&k, &())?);
+    f.at(150);
+    assert!(s.is_empty(&k, &())?, "only expired entries: empty under NeverReturnExpired");
+    assert!(s.keys_for_namespace(&())?.is_empty());
+
+    let d2 = MapStateDescriptor::<u32, String>::new("m2")
+        .with_ttl(ttl(UpdateType::OnReadAndWrite, StateVisibility::ReturnExpiredIfNotCleanedUp));
+    let s2 = f.backend.map_state(&d2)?;
+    f.at(1000);
+    s2.put(&k, &(), 1, "a".into())?;
+    f.at(1080);
+    assert_eq!(s2.get(&k, &(), &1)?.as_deref(), Some("a")); // refreshed to 1080
+    f.at(1179);
+    assert_eq!(sorted(s2.entries(&k, &())?.collect()), vec![(1, "a".to_string())]); // refreshed to 1179
+    f.at(1279);
+    assert_eq!(s2.get(&k, &(), &1)?.as_deref(), Some("a"), "expired but returned once");
+    assert_eq!(s2.get(&k, &(), &1)?, None);
+    Ok(())
+}
+
+pub fn ttl_reducing_and_aggregating_restamp_on_add<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let t = ttl(UpdateType::OnCreateAndWrite, StateVisibility::NeverReturnExpired);
+    let r = f.backend.reducing_state(&ReducingStateDescriptor::<i64>::new("r", |a, b| a + b).with_ttl(t.clone()))?;
+    let g = f.backend.aggregating_state(&AggregatingStateDescriptor::<_>::new("g", SumPlusThree).with_ttl(t))?;
+    let k = f.key("k");
+    r.add(&k, &(), 5)?;
+    g.add(&k, &(), 5)?;
+    f.at(90);
+    r.add(&k, &(), 7)?; // refreshes the whole accumulator
+    g.add(&k, &(), 7)?;
+    f.at(150);
+    assert_eq!(r.get(&k, &())?, Some(12));
+    assert_eq!(g.get(&k, &())?.as_deref(), Some("15"));
+    f.at(190);
+    assert_eq!(r.get(&k, &())?, None);
+    assert_eq!(g.get(&k, &())?, None);
+    r.add(&k, &(), 6)?; // an expired accumulator is not resurrected
+    g.add(&k, &(), 6)?;
+    assert_eq!(r.get(&k, &())?, Some(6));
+    assert_eq!(g.get(&k, &())?.as_deref(), Some("9"));
+    Ok(())
+}
+
+/// Flink's `TtlStateTestBase.testMergeNamespaces`, TTL 100: expired updates at 0, unexpired at
+/// 120, final at 150, merge at 230.
+pub fn ttl_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let t = ttl(UpdateType::OnCreateAndWrite, StateVisibility::NeverReturnExpired);
+    let l = f.backend.list_state(&ListStateDescriptor::<i64, String>::new("l").with_ttl(t.clone()))?;
+    let r = f.backend.reducing_state(&ReducingStateDescriptor::<i64, String>::new("r", |a, b| a + b).with_ttl(t.clone()))?;
+    let g = f.backend.aggregating_state(&AggregatingStateDescriptor::<_, String>::new("g", SumPlusThree).with_ttl(t))?;
+    let k = f.key("k");
+    let ns = |n: &str| n.to_string();
+    let add = |n: &str, v: i64| -> R {
+        l.add(&k, &ns(n), v)?;
+        r.add(&k, &ns(n), v)?;
+        g.add(&k, &ns(n), v)
+    };
+    f.at(0);
+    add("expired", 1)?;
+    add("expiredAndUpdated", 2)?;
+    f.at(120);
+    add("expiredAndUpdated", 10)?;
+    add("unexpired", 20)?;
+    f.at(150);
+    add("final", 100)?;
+    add("unexpired", 200)?;
+    f.at(230);
+    let sources: Vec<String> = ["unset1", "unset2", "expired", "expiredAndUpdated", "unexpired", "final"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    l.merge_namespaces(&k, &ns("target"), &sources)?;
+    r.merge_namespaces(&k, &ns("target"), &sources)?;
+    g.merge_namespaces(&k, &ns("target"), &sources)?;
+    // Lists expire element-wise: only the elements written at 150 are alive at 230.
+    assert_eq!(sorted(l.get(&k, &ns("target"))?.collect()), vec![100, 200]);
+    // Reducing: adds at 150 re-stamped "unexpired" (holding 20 + 200); "expiredAndUpdated"
+    // was re-stamped at 120 and so expired at 220.
+    assert_eq!(r.get(&k, &ns("target"))?, Some(100 + 220));
+    // Aggregating: the same sums plus one fresh accumulator (3) per live namespace.
+    assert_eq!(g.get(&k, &ns("target"))?.as_deref(), Some((100 + 220 + 3 * 2).to_string().as_str()));
+    for source in &sources {
+        assert_eq!(r.get(&k, source)?, None);
+        assert_eq!(l.get(&k, source)?.count(), 0);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key groups, registration
+
+pub fn key_group_range_errors<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let range = range_for_operator(128, 4, 1)?;
+    let f = Fixture::with_range(make, 128, Some(range));
+    let s = f.backend.value_state(&ValueStateDescriptor::<u64>::new("v"))?;
+    let mut inside = None;
+    let mut outside = None;
+    for i in 0..1000 {
+        let k = Key::new(format!("k{i}"), 128)?;
+        if range.contains(k.group()) { inside.get_or_insert(k) } else { outside.get_or_insert(k) };
+    }
+    let (inside, outside) = (inside.unwrap(), outside.unwrap());
+    assert!(matches!(
+        f.backend.key(outside.key().clone()),
+        Err(Error::KeyGroupOutOfRange { group, range: r }) if group == outside.group() && r == range
+    ));
+    assert!(matches!(s.update(&outside, &(), 1), Err(Error::KeyGroupOutOfRange { .. })));
+    assert!(matches!(s.get(&outside, &()), Err(Error::KeyGroupOutOfRange { .. })));
+    assert!(matches!(s.keys_in_group(outside.group()), Err(Error::KeyGroupOutOfRange { .. })));
+    s.update(&inside, &(), 1)?;
+    assert_eq!(s.get(&inside, &())?, Some(1));
+    // A key resolved for another max_parallelism is refused even if its group number fits.
+    let other = Key::new(inside.key().clone(), 32768)?;
+    if range.contains(other.group()) {
+        assert!(matches!(s.get(&other, &()), Err(Error::MaxParallelismMismatch { .. })));
+    }
+    let other = (0..1000).map(|i| Key::new(format!("m{i}"), 256).unwrap()).find(|k| range.contains(k.group())).unwrap();
+    assert!(matches!(s.get(&other, &()), Err(Error::MaxParallelismMismatch { key: 256, backend: 128 })));
+    Ok(())
+}
+
+pub fn keys_are_listed_per_key_group<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let s = f.backend.value_state(&ValueStateDescriptor::<u64>::new("v"))?;
+    let keys: Vec<Key<String>> = (0..300).map(|i| f.key(&format!("user-{i}"))).collect();
+    for (i, k) in keys.iter().enumerate() {
+        s.update(k, &(), i as u64)?;
+    }
+    let mut total = 0;
+    for g in f.backend.key_group_range().iter() {
+        let listed = s.keys_in_group(g)?;
+        let mut expected: Vec<(String, ())> =
+            keys.iter().filter(|k| k.group() == g).map(|k| (k.key().clone(), ())).collect();
+        expected.sort();
+        assert_eq!(sorted(listed.clone()), expected, "group {g}");
+        total += listed.len();
+    }
+    assert_eq!(total, 300);
+    Ok(())
+}
+
+pub fn registration_rules<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let d = ValueStateDescriptor::<u64>::new("s");
+    let first = f.backend.value_state(&d)?;
+    let again = f.backend.value_state(&d)?;
+    let k = f.key("k");
+    first.update(&k, &(), 5)?;
+    assert_eq!(again.get(&k, &())?, Some(5), "the same descriptor returns the same state");
+    let incompatible = |r: Result<(), Error>, expected_field: &str| match r {
+        Err(Error::IncompatibleRegistration { name, field, .. }) => {
+            assert_eq!(name, "s");
+            assert_eq!(field, expected_field);
+        }
+        other => panic!("expected IncompatibleRegistration({expected_field}), got {other:?}"),
+    };
+    incompatible(f.backend.list_state(&ListStateDescriptor::<u64>::new("s")).map(|_| ()), "kind");
+    incompatible(f.backend.value_state(&ValueStateDescriptor::<String>::new("s")).map(|_| ()), "value codec");
+    incompatible(f.backend.value_state(&ValueStateDescriptor::<u64, u8>::new("s")).map(|_| ()), "namespace codec");
+    incompatible(
+        f.backend
+            .value_state(&ValueStateDescriptor::<u64>::new("s").with_ttl(TtlConfig::new(Duration::from_secs(1))))
+            .map(|_| ()),
+        "TTL",
+    );
+    incompatible(f.backend.value_state(&ValueStateDescriptor::<usize>::new("s")).map(|_| ()), "Rust type");
+    let names: Vec<String> = f.backend.registered_states().into_iter().map(|m| m.name).collect();
+    assert_eq!(names, vec!["s".to_string()]);
+    let zero = ValueStateDescriptor::<u64>::new("z").with_ttl(TtlConfig::new(Duration::ZERO));
+    assert!(matches!(f.backend.value_state(&zero), Err(Error::Config(ConfigError::ZeroTtl))));
+    Ok(())
+}
+
+pub fn large_max_parallelism<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let range = range_for_operator(32768, 3, 2)?;
+    let f = Fixture::with_range(make, 32768, Some(range));
+    let s = f.backend.map_state(&MapStateDescriptor::<String, u64>::new("m"))?;
+    let mut written = 0;
+    for i in 0..2000 {
+        let Ok(k) = f.backend.key(format!("k{i}")) else { continue };
+        s.put(&k, &(), "x".into(), i)?;
+        written += 1;
+    }
+    let listed: usize = range.iter().map(|g| s.keys_in_group(g).map(|v| v.len())).sum::<Result<usize, _>>()?;
+    assert_eq!(listed, written);
+    assert!(written > 500, "about a third of the keys land in the last third of the groups");
+    Ok(())
+}
+
+/// Generates one `#[test]` per conformance case for an engine.
+macro_rules! conformance {
+    ($engine:ident, $make:expr) => {
+        mod $engine {
+            use super::*;
+            conformance!(@cases $make;
+                value_basics, value_namespaces_are_isolated, list_semantics, list_merge_namespaces,
+                map_semantics, map_many_entries, reducing_semantics, aggregating_semantics,
+                ttl_exact_expiration_on_write, ttl_relaxed_expiration_on_write,
+                ttl_exact_expiration_on_read, ttl_relaxed_expiration_on_read,
+                ttl_list_elements_expire_one_by_one, ttl_map_entries_expire_one_by_one,
+                ttl_reducing_and_aggregating_restamp_on_add, ttl_merge_namespaces,
+                key_group_range_errors, keys_are_listed_per_key_group, registration_rules,
+                large_max_parallelism);
+        }
+    };
+    (@cases $make:expr; $($case:ident),*) => {
+        $(
+            #[test]
+            fn $case() {
+                super::$case(&$make).unwrap();
+            }
+        )*
+    };
+}
+
+conformance!(heap, HeapEngine::new);
