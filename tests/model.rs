@@ -1,0 +1,548 @@
+//! Model-based property tests: random operation sequences on every state kind, with TTL and
+//! clock advances, checked step by step against a `BTreeMap` oracle that implements the
+//! documented semantics independently of the views. Generic over the engine; the `model!`
+//! macro at the bottom runs it per engine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use keyed_state::clock::ManualClock;
+use keyed_state::state::{
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState, ListStateDescriptor, MapState,
+    MapStateDescriptor, ReducingState, ReducingStateDescriptor, ValueState, ValueStateDescriptor,
+};
+use keyed_state::ttl::{StateVisibility, TtlConfig, UpdateType};
+use keyed_state::{Engine, EngineConfig, HeapEngine, Key, KeyedStateBackend};
+
+type K = u8; // key
+type Ns = u8; // namespace
+type Cell = (K, Ns);
+
+#[derive(Debug, Clone)]
+enum Op {
+    Advance(u64),
+    ValueUpdate(K, Ns, i32),
+    ValueGet(K, Ns),
+    ValueClear(K, Ns),
+    ListAdd(K, Ns, i32),
+    ListAddAll(K, Ns, Vec<i32>),
+    ListUpdate(K, Ns, Vec<i32>),
+    ListGet(K, Ns),
+    ListClear(K, Ns),
+    ListMerge(K, Ns, Vec<Ns>),
+    MapPut(K, Ns, u8, i32),
+    MapPutAll(K, Ns, Vec<(u8, i32)>),
+    MapRemove(K, Ns, u8),
+    MapGet(K, Ns, u8),
+    MapContains(K, Ns, u8),
+    MapEntries(K, Ns),
+    MapIsEmpty(K, Ns),
+    MapClear(K, Ns),
+    ReduceAdd(K, Ns, i32),
+    ReduceGet(K, Ns),
+    ReduceClear(K, Ns),
+    ReduceMerge(K, Ns, Vec<Ns>),
+    AggAdd(K, Ns, i32),
+    AggGet(K, Ns),
+    AggClear(K, Ns),
+    AggMerge(K, Ns, Vec<Ns>),
+    CheckKeys,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let k = 0u8..5;
+    let ns = 0u8..3;
+    let v = -50i32..50;
+    let uk = 0u8..6;
+    let vs = proptest::collection::vec(-50i32..50, 0..4);
+    let nss = proptest::collection::vec(0u8..3, 0..4);
+    prop_oneof![
+        3 => (0u64..40).prop_map(Op::Advance),
+        1 => (k.clone(), ns.clone(), v.clone()).prop_map(|(a, b, c)| Op::ValueUpdate(a, b, c)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ValueGet(a, b)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ValueClear(a, b)),
+        1 => (k.clone(), ns.clone(), v.clone()).prop_map(|(a, b, c)| Op::ListAdd(a, b, c)),
+        1 => (k.clone(), ns.clone(), vs.clone()).prop_map(|(a, b, c)| Op::ListAddAll(a, b, c)),
+        1 => (k.clone(), ns.clone(), vs).prop_map(|(a, b, c)| Op::ListUpdate(a, b, c)),
+        2 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ListGet(a, b)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ListClear(a, b)),
+        1 => (k.clone(), ns.clone(), nss.clone()).prop_map(|(a, b, c)| Op::ListMerge(a, b, c)),
+        2 => (k.clone(), ns.clone(), uk.clone(), v.clone()).prop_map(|(a, b, c, d)| Op::MapPut(a, b, c, d)),
+        1 => (k.clone(), ns.clone(), proptest::collection::vec((0u8..6, -50i32..50), 0..4))
+            .prop_map(|(a, b, c)| Op::MapPutAll(a, b, c)),
+        1 => (k.clone(), ns.clone(), uk.clone()).prop_map(|(a, b, c)| Op::MapRemove(a, b, c)),
+        1 => (k.clone(), ns.clone(), uk.clone()).prop_map(|(a, b, c)| Op::MapGet(a, b, c)),
+        1 => (k.clone(), ns.clone(), uk).prop_map(|(a, b, c)| Op::MapContains(a, b, c)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::MapEntries(a, b)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::MapIsEmpty(a, b)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::MapClear(a, b)),
+        1 => (k.clone(), ns.clone(), v.clone()).prop_map(|(a, b, c)| Op::ReduceAdd(a, b, c)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ReduceGet(a, b)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ReduceClear(a, b)),
+        1 => (k.clone(), ns.clone(), nss.clone()).prop_map(|(a, b, c)| Op::ReduceMerge(a, b, c)),
+        1 => (k.clone(), ns.clone(), v).prop_map(|(a, b, c)| Op::AggAdd(a, b, c)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::AggGet(a, b)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::AggClear(a, b)),
+        1 => (k, ns, nss).prop_map(|(a, b, c)| Op::AggMerge(a, b, c)),
+        1 => Just(Op::CheckKeys),
+    ]
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TtlSpec {
+    ttl: u64,
+    refresh_on_read: bool,
+    return_expired: bool,
+    cleanup_per_access: usize,
+}
+
+fn ttl_spec() -> impl Strategy<Value = Option<TtlSpec>> {
+    prop_oneof![
+        Just(None),
+        (1u64..60, any::<bool>(), any::<bool>(), 0usize..8).prop_map(|(ttl, refresh_on_read, return_expired, c)| {
+            // Background cleanup makes "returned if not cleaned up" depend on the engine's
+            // visiting order, which no model can know; it is exact without it.
+            let cleanup_per_access = if return_expired { 0 } else { c };
+            Some(TtlSpec { ttl, refresh_on_read, return_expired, cleanup_per_access })
+        }),
+    ]
+}
+
+impl TtlSpec {
+    fn config(&self) -> TtlConfig {
+        TtlConfig::new(Duration::from_millis(self.ttl))
+            .with_update(if self.refresh_on_read { UpdateType::OnReadAndWrite } else { UpdateType::OnCreateAndWrite })
+            .with_visibility(if self.return_expired {
+                StateVisibility::ReturnExpiredIfNotCleanedUp
+            } else {
+                StateVisibility::NeverReturnExpired
+            })
+            .with_cleanup_per_access(self.cleanup_per_access)
+    }
+}
+
+struct PlusTenTimes;
+impl AggregateFunction for PlusTenTimes {
+    type In = i32;
+    type Acc = i64;
+    type Out = i64;
+    fn create_accumulator(&self) -> i64 {
+        3
+    }
+    fn add(&self, v: i32, acc: i64) -> i64 {
+        acc + i64::from(v)
+    }
+    fn get_result(&self, acc: &i64) -> i64 {
+        acc * 10
+    }
+    fn merge(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The oracle
+
+#[derive(Default)]
+struct Model {
+    now: u64,
+    ttl: Option<TtlSpec>,
+    value: BTreeMap<Cell, (u64, i32)>,
+    list: BTreeMap<Cell, Vec<(u64, i32)>>,
+    map: BTreeMap<Cell, BTreeMap<u8, (u64, i32)>>,
+    reduce: BTreeMap<Cell, (u64, i64)>,
+    agg: BTreeMap<Cell, (u64, i64)>,
+}
+
+impl Model {
+    fn stamp(&self) -> u64 {
+        if self.ttl.is_some() { self.now } else { 0 }
+    }
+    fn expired(&self, ts: u64) -> bool {
+        self.ttl.is_some_and(|t| ts.saturating_add(t.ttl) <= self.now)
+    }
+    fn refresh(&self) -> bool {
+        self.ttl.is_some_and(|t| t.refresh_on_read)
+    }
+    fn shows_expired(&self) -> bool {
+        self.ttl.is_some_and(|t| t.return_expired)
+    }
+
+    /// Read of a single stamped value: Value, Reducing and Aggregating.
+    fn read_single<V: Copy>(&self, m: &mut BTreeMap<Cell, (u64, V)>, c: Cell) -> Option<V> {
+        let (ts, v) = *m.get(&c)?;
+        if self.expired(ts) {
+            m.remove(&c);
+            return self.shows_expired().then_some(v);
+        }
+        if self.refresh() {
+            m.insert(c, (self.now, v));
+        }
+        Some(v)
+    }
+
+    fn live_single<V: Copy>(&self, m: &BTreeMap<Cell, (u64, V)>, c: Cell) -> Option<V> {
+        m.get(&c).filter(|(ts, _)| !self.expired(*ts)).map(|(_, v)| *v)
+    }
+
+    fn merge_single(&self, m: &mut BTreeMap<Cell, (u64, i64)>, k: K, target: Ns, sources: &[Ns]) {
+        let mut acc: Option<i64> = None;
+        for &s in sources.iter().filter(|s| **s != target) {
+            if let Some((ts, v)) = m.remove(&(k, s)) {
+                if !self.expired(ts) {
+                    acc = Some(acc.map_or(v, |a| a + v));
+                }
+            }
+        }
+        if let Some(mut a) = acc {
+            if let Some(t) = self.live_single(m, (k, target)) {
+                a += t;
+            }
+            m.insert((k, target), (self.stamp(), a));
+        }
+    }
+
+    fn list_get(&mut self, c: Cell) -> Vec<i32> {
+        let Some(elems) = self.list.get(&c).cloned() else { return vec![] };
+        let live: Vec<(u64, i32)> = elems.iter().copied().filter(|(ts, _)| !self.expired(*ts)).collect();
+        if live.is_empty() {
+            self.list.remove(&c);
+        } else if self.refresh() {
+            let now = self.now;
+            self.list.insert(c, live.iter().map(|(_, v)| (now, *v)).collect());
+        }
+        let shown = if self.shows_expired() { elems } else { live };
+        shown.into_iter().map(|(_, v)| v).collect()
+    }
+
+    fn map_get(&mut self, c: Cell, uk: u8) -> Option<i32> {
+        let (ts, v) = *self.map.get(&c)?.get(&uk)?;
+        if self.expired(ts) {
+            self.map_remove(c, uk);
+            return self.shows_expired().then_some(v);
+        }
+        if self.refresh() {
+            let now = self.now;
+            self.map.entry(c).or_default().insert(uk, (now, v));
+        }
+        Some(v)
+    }
+
+    fn map_remove(&mut self, c: Cell, uk: u8) {
+        if let Some(m) = self.map.get_mut(&c) {
+            m.remove(&uk);
+            if m.is_empty() {
+                self.map.remove(&c);
+            }
+        }
+    }
+
+    fn map_entries(&mut self, c: Cell) -> Vec<(u8, i32)> {
+        let entries: Vec<(u8, (u64, i32))> =
+            self.map.get(&c).map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
+        let mut out = Vec::new();
+        for (uk, (ts, v)) in entries {
+            if self.expired(ts) {
+                self.map_remove(c, uk);
+                if self.shows_expired() {
+                    out.push((uk, v));
+                }
+            } else {
+                if self.refresh() {
+                    let now = self.now;
+                    self.map.entry(c).or_default().insert(uk, (now, v));
+                }
+                out.push((uk, v));
+            }
+        }
+        out
+    }
+
+    fn map_is_empty(&mut self, c: Cell) -> bool {
+        let Some(m) = self.map.get(&c) else { return true };
+        if self.ttl.is_some() && !self.shows_expired() {
+            if m.values().any(|(ts, _)| !self.expired(*ts)) {
+                return false;
+            }
+            self.map.remove(&c);
+            return true;
+        }
+        m.is_empty()
+    }
+
+    /// (all cells with state, cells with live state) of each kind, in the order
+    /// value, list, map, reduce, agg.
+    fn cells(&self) -> Vec<(BTreeSet<Cell>, BTreeSet<Cell>)> {
+        let single = |m: &BTreeMap<Cell, (u64, i64)>| {
+            (m.keys().copied().collect(), m.iter().filter(|(_, (ts, _))| !self.expired(*ts)).map(|(c, _)| *c).collect())
+        };
+        vec![
+            (
+                self.value.keys().copied().collect(),
+                self.value.iter().filter(|(_, (ts, _))| !self.expired(*ts)).map(|(c, _)| *c).collect(),
+            ),
+            (
+                self.list.keys().copied().collect(),
+                self.list.iter().filter(|(_, l)| l.iter().any(|(ts, _)| !self.expired(*ts))).map(|(c, _)| *c).collect(),
+            ),
+            (
+                self.map.keys().copied().collect(),
+                self.map.iter().filter(|(_, m)| m.values().any(|(ts, _)| !self.expired(*ts))).map(|(c, _)| *c).collect(),
+            ),
+            single(&self.reduce),
+            single(&self.agg),
+        ]
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The system under test
+
+struct Sut<E: Engine> {
+    clock: ManualClock,
+    backend: KeyedStateBackend<u64, E>,
+    value: ValueState<u64, i32, Ns>,
+    list: ListState<u64, i32, Ns>,
+    map: MapState<u64, u8, i32, Ns>,
+    reduce: ReducingState<u64, i64, Ns>,
+    agg: AggregatingState<u64, PlusTenTimes, Ns>,
+}
+
+impl<E: Engine> Sut<E> {
+    fn new(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>) -> Self {
+        let clock = ManualClock::new(1_000);
+        let backend = KeyedStateBackend::new(make(EngineConfig::new(128).unwrap().with_clock(clock.shared())));
+        let cfg = ttl.map(|t| t.config());
+        let with = |d: ValueStateDescriptor<i32, Ns>| match &cfg {
+            Some(c) => d.with_ttl(c.clone()),
+            None => d,
+        };
+        let value = backend.value_state(&with(ValueStateDescriptor::new("value"))).unwrap();
+        let mut ld = ListStateDescriptor::new("list");
+        let mut md = MapStateDescriptor::new("map");
+        let mut rd = ReducingStateDescriptor::new("reduce", |a: i64, b: i64| a + b);
+        let mut ad = AggregatingStateDescriptor::new("agg", PlusTenTimes);
+        if let Some(c) = &cfg {
+            ld = ld.with_ttl(c.clone());
+            md = md.with_ttl(c.clone());
+            rd = rd.with_ttl(c.clone());
+            ad = ad.with_ttl(c.clone());
+        }
+        let list = backend.list_state(&ld).unwrap();
+        let map = backend.map_state(&md).unwrap();
+        let reduce = backend.reducing_state(&rd).unwrap();
+        let agg = backend.aggregating_state(&ad).unwrap();
+        Sut { clock, backend, value, list, map, reduce, agg }
+    }
+
+    fn key(&self, k: K) -> Key<u64> {
+        self.backend.key(u64::from(k) * 7919).unwrap()
+    }
+
+    fn cells(&self) -> Vec<BTreeSet<Cell>> {
+        let collect = |keys: &dyn Fn(u16) -> Vec<(u64, Ns)>| -> BTreeSet<Cell> {
+            self.backend
+                .key_group_range()
+                .iter()
+                .flat_map(|g| keys(g))
+                .map(|(k, ns)| ((k / 7919) as u8, ns))
+                .collect()
+        };
+        vec![
+            collect(&|g| self.value.keys_in_group(g).unwrap()),
+            collect(&|g| self.list.keys_in_group(g).unwrap()),
+            collect(&|g| self.map.keys_in_group(g).unwrap()),
+            collect(&|g| self.reduce.keys_in_group(g).unwrap()),
+            collect(&|g| self.agg.keys_in_group(g).unwrap()),
+        ]
+    }
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+fn run<E: Engine>(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let sut = Sut::new(make, ttl);
+    let mut m = Model { now: 1_000, ttl, ..Model::default() };
+    for (step, op) in ops.into_iter().chain([Op::CheckKeys]).enumerate() {
+        let ctx = format!("step {step}: {op:?} at t={}", m.now);
+        match op {
+            Op::Advance(ms) => {
+                sut.clock.advance_millis(ms);
+                m.now += ms;
+            }
+            Op::ValueUpdate(k, ns, v) => {
+                sut.value.update(&sut.key(k), &ns, v).unwrap();
+                let st = m.stamp();
+                m.value.insert((k, ns), (st, v));
+            }
+            Op::ValueGet(k, ns) => {
+                let got = sut.value.get(&sut.key(k), &ns).unwrap();
+                let mut map = std::mem::take(&mut m.value);
+                let want = m.read_single(&mut map, (k, ns));
+                m.value = map;
+                prop_assert_eq!(got, want, "{}", ctx);
+            }
+            Op::ValueClear(k, ns) => {
+                sut.value.clear(&sut.key(k), &ns).unwrap();
+                m.value.remove(&(k, ns));
+            }
+            Op::ListAdd(k, ns, v) => {
+                sut.list.add(&sut.key(k), &ns, v).unwrap();
+                let st = m.stamp();
+                m.list.entry((k, ns)).or_default().push((st, v));
+            }
+            Op::ListAddAll(k, ns, vs) => {
+                sut.list.add_all(&sut.key(k), &ns, vs.clone()).unwrap();
+                if !vs.is_empty() {
+                    let st = m.stamp();
+                    m.list.entry((k, ns)).or_default().extend(vs.into_iter().map(|v| (st, v)));
+                }
+            }
+            Op::ListUpdate(k, ns, vs) => {
+                sut.list.update(&sut.key(k), &ns, vs.clone()).unwrap();
+                if vs.is_empty() {
+                    m.list.remove(&(k, ns));
+                } else {
+                    let st = m.stamp();
+                    m.list.insert((k, ns), vs.into_iter().map(|v| (st, v)).collect());
+                }
+            }
+            Op::ListGet(k, ns) => {
+                let got: Vec<i32> = sut.list.get(&sut.key(k), &ns).unwrap().collect();
+                prop_assert_eq!(got, m.list_get((k, ns)), "{}", ctx);
+            }
+            Op::ListClear(k, ns) => {
+                sut.list.clear(&sut.key(k), &ns).unwrap();
+                m.list.remove(&(k, ns));
+            }
+            Op::ListMerge(k, target, sources) => {
+                sut.list.merge_namespaces(&sut.key(k), &target, &sources).unwrap();
+                let mut moved = Vec::new();
+                for s in sources.iter().filter(|s| **s != target) {
+                    if let Some(l) = m.list.remove(&(k, *s)) {
+                        moved.extend(l);
+                    }
+                }
+                if !moved.is_empty() {
+                    m.list.entry((k, target)).or_default().extend(moved);
+                }
+            }
+            Op::MapPut(k, ns, uk, v) => {
+                sut.map.put(&sut.key(k), &ns, uk, v).unwrap();
+                let st = m.stamp();
+                m.map.entry((k, ns)).or_default().insert(uk, (st, v));
+            }
+            Op::MapPutAll(k, ns, entries) => {
+                sut.map.put_all(&sut.key(k), &ns, entries.clone()).unwrap();
+                if !entries.is_empty() {
+                    let st = m.stamp();
+                    m.map.entry((k, ns)).or_default().extend(entries.into_iter().map(|(uk, v)| (uk, (st, v))));
+                }
+            }
+            Op::MapRemove(k, ns, uk) => {
+                sut.map.remove(&sut.key(k), &ns, &uk).unwrap();
+                m.map_remove((k, ns), uk);
+            }
+            Op::MapGet(k, ns, uk) => {
+                let got = sut.map.get(&sut.key(k), &ns, &uk).unwrap();
+                prop_assert_eq!(got, m.map_get((k, ns), uk), "{}", ctx);
+            }
+            Op::MapContains(k, ns, uk) => {
+                let got = sut.map.contains(&sut.key(k), &ns, &uk).unwrap();
+                prop_assert_eq!(got, m.map_get((k, ns), uk).is_some(), "{}", ctx);
+            }
+            Op::MapEntries(k, ns) => {
+                let got = sorted(sut.map.entries(&sut.key(k), &ns).unwrap().collect());
+                prop_assert_eq!(got, m.map_entries((k, ns)), "{}", ctx);
+            }
+            Op::MapIsEmpty(k, ns) => {
+                let got = sut.map.is_empty(&sut.key(k), &ns).unwrap();
+                prop_assert_eq!(got, m.map_is_empty((k, ns)), "{}", ctx);
+            }
+            Op::MapClear(k, ns) => {
+                sut.map.clear(&sut.key(k), &ns).unwrap();
+                m.map.remove(&(k, ns));
+            }
+            Op::ReduceAdd(k, ns, v) => {
+                sut.reduce.add(&sut.key(k), &ns, i64::from(v)).unwrap();
+                let new = m.live_single(&m.reduce, (k, ns)).map_or(i64::from(v), |o| o + i64::from(v));
+                let st = m.stamp();
+                m.reduce.insert((k, ns), (st, new));
+            }
+            Op::ReduceGet(k, ns) => {
+                let got = sut.reduce.get(&sut.key(k), &ns).unwrap();
+                let mut map = std::mem::take(&mut m.reduce);
+                let want = m.read_single(&mut map, (k, ns));
+                m.reduce = map;
+                prop_assert_eq!(got, want, "{}", ctx);
+            }
+            Op::ReduceClear(k, ns) => {
+                sut.reduce.clear(&sut.key(k), &ns).unwrap();
+                m.reduce.remove(&(k, ns));
+            }
+            Op::ReduceMerge(k, target, sources) => {
+                sut.reduce.merge_namespaces(&sut.key(k), &target, &sources).unwrap();
+                let mut map = std::mem::take(&mut m.reduce);
+                m.merge_single(&mut map, k, target, &sources);
+                m.reduce = map;
+            }
+            Op::AggAdd(k, ns, v) => {
+                sut.agg.add(&sut.key(k), &ns, v).unwrap();
+                let new = m.live_single(&m.agg, (k, ns)).unwrap_or(3) + i64::from(v);
+                let st = m.stamp();
+                m.agg.insert((k, ns), (st, new));
+            }
+            Op::AggGet(k, ns) => {
+                let got = sut.agg.get(&sut.key(k), &ns).unwrap();
+                let mut map = std::mem::take(&mut m.agg);
+                let want = m.read_single(&mut map, (k, ns)).map(|acc| acc * 10);
+                m.agg = map;
+                prop_assert_eq!(got, want, "{}", ctx);
+            }
+            Op::AggClear(k, ns) => {
+                sut.agg.clear(&sut.key(k), &ns).unwrap();
+                m.agg.remove(&(k, ns));
+            }
+            Op::AggMerge(k, target, sources) => {
+                sut.agg.merge_namespaces(&sut.key(k), &target, &sources).unwrap();
+                let mut map = std::mem::take(&mut m.agg);
+                m.merge_single(&mut map, k, target, &sources);
+                m.agg = map;
+            }
+            Op::CheckKeys => {
+                // Without TTL the engine holds exactly the model's cells; with TTL, background
+                // cleanup may already have dropped expired ones, never a live one.
+                for (kind, (got, (all, live))) in sut.cells().into_iter().zip(m.cells()).enumerate() {
+                    prop_assert!(got.is_subset(&all), "{} kind {}: {:?} ⊄ {:?}", ctx, kind, got, all);
+                    prop_assert!(live.is_subset(&got), "{} kind {}: live {:?} ⊄ {:?}", ctx, kind, live, got);
+                    if m.ttl.is_none() || m.ttl.is_some_and(|t| t.cleanup_per_access == 0) {
+                        prop_assert_eq!(&got, &all, "{} kind {}", ctx, kind);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+macro_rules! model {
+    ($engine:ident, $make:expr) => {
+        mod $engine {
+            use super::*;
+            proptest! {
+                #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+                #[test]
+                fn every_state_kind_matches_the_oracle(ttl in ttl_spec(), ops in proptest::collection::vec(op(), 1..120)) {
+                    run(&$make, ttl, ops)?;
+                }
+            }
+        }
+    };
+}
+
+model!(heap, HeapEngine::new);
