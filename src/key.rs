@@ -9,6 +9,10 @@ use crate::codec::Codec;
 use crate::error::ConfigError;
 use crate::key_group::{check_max_parallelism, key_group_for_bytes};
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Inline capacity for serialized keys; longer keys spill to the heap.
 const INLINE_KEY_BYTES: usize = 24;
 
@@ -40,14 +44,18 @@ impl<K: Codec> Key<K> {
     /// Resolves `key` for `max_parallelism` key groups (in `1..=32768`).
     pub fn new(key: K, max_parallelism: u32) -> Result<Self, ConfigError> {
         check_max_parallelism(max_parallelism)?;
-        let mut buf = Vec::with_capacity(K::FIXED_LEN.unwrap_or(INLINE_KEY_BYTES));
-        key.encode(&mut buf);
-        let group = key_group_for_bytes(&buf, max_parallelism);
+        // Encode into a reused buffer: no allocation per record for keys that fit inline.
+        let bytes = SCRATCH.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            key.encode(&mut buf);
+            SmallVec::from_slice(&buf)
+        });
         Ok(Key {
-            hash: hash_bytes(&buf),
-            bytes: SmallVec::from_vec(buf),
+            hash: hash_bytes(&bytes),
+            group: key_group_for_bytes(&bytes, max_parallelism),
+            bytes,
             key,
-            group,
             // Stored minus one so that 32768 fits a u16.
             max_parallelism: (max_parallelism - 1) as u16,
         })

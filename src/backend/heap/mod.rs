@@ -15,7 +15,8 @@ use std::sync::Arc;
 use crate::backend::{Engine, EngineConfig, ListTable, MapTable, ValueTable};
 use crate::error::Result;
 use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
-use table::{HeapTable, MapEntries};
+use crate::ttl::Stamped;
+use table::{Bare, HeapTable, MapEntries};
 
 /// The in-memory engine. Cheap to create; see the module docs for its structure.
 ///
@@ -53,20 +54,33 @@ impl Engine for HeapEngine {
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn ValueTable<K, N, V>>> {
-        Ok(Arc::new(HeapTable::<K, N, crate::ttl::Stamped<V>>::new(&self.config, meta)))
+        // States without TTL keep bare values: 8 bytes less per value.
+        Ok(if meta.ttl.is_some() {
+            Arc::new(HeapTable::<K, N, Stamped<V>>::new(&self.config, meta))
+        } else {
+            Arc::new(HeapTable::<K, N, Bare<V>>::new(&self.config, meta))
+        })
     }
 
     fn list_table<K: StateKey, N: Namespace, E: StateValue>(
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn ListTable<K, N, E>>> {
-        Ok(Arc::new(HeapTable::<K, N, Vec<crate::ttl::Stamped<E>>>::new(&self.config, meta)))
+        Ok(if meta.ttl.is_some() {
+            Arc::new(HeapTable::<K, N, Vec<Stamped<E>>>::new(&self.config, meta))
+        } else {
+            Arc::new(HeapTable::<K, N, Vec<Bare<E>>>::new(&self.config, meta))
+        })
     }
 
     fn map_table<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue>(
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>> {
-        Ok(Arc::new(HeapTable::<K, N, MapEntries<UK, UV>>::new(&self.config, meta)))
+        Ok(if meta.ttl.is_some() {
+            Arc::new(HeapTable::<K, N, MapEntries<UK, Stamped<UV>>>::new(&self.config, meta))
+        } else {
+            Arc::new(HeapTable::<K, N, MapEntries<UK, Bare<UV>>>::new(&self.config, meta))
+        })
     }
 }

@@ -13,8 +13,55 @@ use crate::key::{Key, hash_bytes};
 use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
 use crate::ttl::{Stamped, is_expired};
 
-/// The map of one Map state's (key, namespace).
-pub(crate) type MapEntries<UK, UV> = hashbrown::HashMap<UK, Stamped<UV>, foldhash::fast::FixedState>;
+/// The map of one Map state's (key, namespace); `P` is the packed user value.
+pub(crate) type MapEntries<UK, P> = hashbrown::HashMap<UK, P, foldhash::fast::FixedState>;
+
+/// The last-access stamp of a packed value.
+pub(crate) trait HasStamp {
+    fn last_access(&self) -> u64;
+}
+
+/// How one value, list element or map value is kept: with its TTL stamp ([`Stamped`]), or
+/// [`Bare`] when the state has no TTL, which saves 8 bytes per value.
+pub(crate) trait Packed<V>: HasStamp + Clone + Send + Sync + 'static {
+    fn pack(stamped: Stamped<V>) -> Self;
+    fn unpack(&self) -> Stamped<V>;
+}
+
+/// A value of a state without TTL (its stamp is always 0).
+#[derive(Clone)]
+pub(crate) struct Bare<V>(V);
+
+impl<V> HasStamp for Stamped<V> {
+    fn last_access(&self) -> u64 {
+        self.last_access
+    }
+}
+
+impl<V> HasStamp for Bare<V> {
+    fn last_access(&self) -> u64 {
+        0
+    }
+}
+
+impl<V: StateValue> Packed<V> for Stamped<V> {
+    fn pack(stamped: Stamped<V>) -> Self {
+        stamped
+    }
+    fn unpack(&self) -> Stamped<V> {
+        self.clone()
+    }
+}
+
+impl<V: StateValue> Packed<V> for Bare<V> {
+    fn pack(stamped: Stamped<V>) -> Self {
+        debug_assert_eq!(stamped.last_access, 0, "states without TTL are stamped 0");
+        Bare(stamped.value)
+    }
+    fn unpack(&self) -> Stamped<V> {
+        Stamped::new(0, self.0.clone())
+    }
+}
 
 #[derive(Clone)]
 struct Entry<K, N, S> {
@@ -29,14 +76,11 @@ pub(crate) trait Expiring: Clone {
     fn drop_expired(&mut self, ttl: u64, now: u64);
 }
 
-impl<V: Clone> Expiring for Stamped<V> {
-    fn judge(&self, ttl: u64, now: u64) -> Verdict {
-        if is_expired(self.last_access, ttl, now) { Verdict::Remove } else { Verdict::Keep }
-    }
-    fn drop_expired(&mut self, _: u64, _: u64) {}
+fn judge_one(p: &impl HasStamp, ttl: u64, now: u64) -> Verdict {
+    if is_expired(p.last_access(), ttl, now) { Verdict::Remove } else { Verdict::Keep }
 }
 
-/// Shared by lists and maps: remove when all expired, rewrite when some are.
+/// Lists and maps: remove when all expired, rewrite when some are.
 fn judge_many(total: usize, expired: usize) -> Verdict {
     match expired {
         0 => Verdict::Keep,
@@ -45,21 +89,35 @@ fn judge_many(total: usize, expired: usize) -> Verdict {
     }
 }
 
-impl<E: Clone> Expiring for Vec<Stamped<E>> {
+impl<V: Clone> Expiring for Stamped<V> {
     fn judge(&self, ttl: u64, now: u64) -> Verdict {
-        judge_many(self.len(), self.iter().filter(|s| is_expired(s.last_access, ttl, now)).count())
+        judge_one(self, ttl, now)
+    }
+    fn drop_expired(&mut self, _: u64, _: u64) {}
+}
+
+impl<V: Clone> Expiring for Bare<V> {
+    fn judge(&self, ttl: u64, now: u64) -> Verdict {
+        judge_one(self, ttl, now)
+    }
+    fn drop_expired(&mut self, _: u64, _: u64) {}
+}
+
+impl<P: HasStamp + Clone> Expiring for Vec<P> {
+    fn judge(&self, ttl: u64, now: u64) -> Verdict {
+        judge_many(self.len(), self.iter().filter(|s| is_expired(s.last_access(), ttl, now)).count())
     }
     fn drop_expired(&mut self, ttl: u64, now: u64) {
-        self.retain(|s| !is_expired(s.last_access, ttl, now));
+        self.retain(|s| !is_expired(s.last_access(), ttl, now));
     }
 }
 
-impl<UK: MapKey, UV: Clone> Expiring for MapEntries<UK, UV> {
+impl<UK: MapKey, P: HasStamp + Clone> Expiring for MapEntries<UK, P> {
     fn judge(&self, ttl: u64, now: u64) -> Verdict {
-        judge_many(self.len(), self.values().filter(|s| is_expired(s.last_access, ttl, now)).count())
+        judge_many(self.len(), self.values().filter(|s| is_expired(s.last_access(), ttl, now)).count())
     }
     fn drop_expired(&mut self, ttl: u64, now: u64) {
-        self.retain(|_, s| !is_expired(s.last_access, ttl, now));
+        self.retain(|_, s| !is_expired(s.last_access(), ttl, now));
     }
 }
 
@@ -203,13 +261,13 @@ impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
     }
 }
 
-impl<K: StateKey, N: Namespace, V: StateValue> ValueTable<K, N, V> for HeapTable<K, N, Stamped<V>> {
+impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTable<K, N, V> for HeapTable<K, N, P> {
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<Stamped<V>>> {
-        self.get_state(key, ns, |s| s.cloned())
+        self.get_state(key, ns, |s| s.map(P::unpack))
     }
 
     fn put(&self, key: &Key<K>, ns: &N, value: Stamped<V>) -> Result<()> {
-        self.upsert(key, ns, value, |v| v, |state, v| *state = v)
+        self.upsert(key, ns, P::pack(value), |v| v, |state, v| *state = v)
     }
 
     fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
@@ -221,23 +279,27 @@ impl<K: StateKey, N: Namespace, V: StateValue> ValueTable<K, N, V> for HeapTable
     }
 }
 
-impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for HeapTable<K, N, Vec<Stamped<E>>> {
+fn pack_all<E, P: Packed<E>>(elements: Vec<Stamped<E>>) -> Vec<P> {
+    elements.into_iter().map(P::pack).collect()
+}
+
+impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E> for HeapTable<K, N, Vec<P>> {
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Vec<Stamped<E>>> {
-        self.get_state(key, ns, |s| s.cloned().unwrap_or_default())
+        self.get_state(key, ns, |s| s.map(|l| l.iter().map(P::unpack).collect()).unwrap_or_default())
     }
 
     fn append(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
         if elements.is_empty() {
             return Ok(());
         }
-        self.upsert(key, ns, elements, |e| e, |list, e| list.extend(e))
+        self.upsert(key, ns, pack_all::<E, P>(elements), |e| e, |list, e| list.extend(e))
     }
 
     fn put(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
         if elements.is_empty() {
             return self.remove_entry(key, ns);
         }
-        self.upsert(key, ns, elements, |e| e, |list, e| *list = e)
+        self.upsert(key, ns, pack_all::<E, P>(elements), |e| e, |list, e| *list = e)
     }
 
     fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
@@ -249,16 +311,16 @@ impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for HeapTable<
     }
 }
 
-impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, UV>
-    for HeapTable<K, N, MapEntries<UK, UV>>
+impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTable<K, N, UK, UV>
+    for HeapTable<K, N, MapEntries<UK, P>>
 {
     fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>> {
-        self.get_state(key, ns, |s| s.and_then(|m| m.get(user_key).cloned()))
+        self.get_state(key, ns, |s| s.and_then(|m| m.get(user_key).map(P::unpack)))
     }
 
     fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: Stamped<UV>) -> Result<()> {
         let single = |(k, v)| MapEntries::from_iter([(k, v)]);
-        self.upsert(key, ns, (user_key, value), single, |map, (k, v)| {
+        self.upsert(key, ns, (user_key, P::pack(value)), single, |map, (k, v)| {
             map.insert(k, v);
         })
     }
@@ -267,7 +329,8 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, U
         if entries.is_empty() {
             return Ok(());
         }
-        self.upsert(key, ns, entries, |e| e.into_iter().collect(), |map, e| map.extend(e))
+        let packed: Vec<(UK, P)> = entries.into_iter().map(|(k, v)| (k, P::pack(v))).collect();
+        self.upsert(key, ns, packed, |e| e.into_iter().collect(), |map, e| map.extend(e))
     }
 
     fn remove(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<()> {
@@ -289,7 +352,7 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, U
 
     fn entries(&self, key: &Key<K>, ns: &N) -> Result<Vec<(UK, Stamped<UV>)>> {
         self.get_state(key, ns, |s| {
-            s.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+            s.map(|m| m.iter().map(|(k, v)| (k.clone(), v.unpack())).collect()).unwrap_or_default()
         })
     }
 

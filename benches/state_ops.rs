@@ -1,0 +1,305 @@
+//! Per-operation cost of the heap engine against a raw `std::collections::HashMap` doing the
+//! equivalent work, in the same criterion group so the ratio is what we quote.
+//!
+//! Setup for every group: 1,000,000 `u64` keys drawn with a fixed seed, 8-byte (`u64`) values,
+//! lists and maps of 10 elements. Accesses visit the keys in a fixed random order. The `heap`
+//! functions resolve the key per operation (serialize, key-group hash, in-memory hash), as a
+//! record does; `raw_hashmap` uses the same hasher as the engine (foldhash, fixed seed), not
+//! SipHash, so the ratio measures the engine's overhead, not a hasher choice.
+//!
+//! `value_get` and `value_update` also run `heap_prepared_key`: the same access with keys
+//! resolved beforehand (untimed), as when one record's key serves several views. `value_get`
+//! also runs `raw_hashmap_dependent`: raw lookups chained so that no two cache misses overlap.
+//! With 1M keys every lookup misses the cache; a tight loop of independent raw lookups keeps
+//! several misses in flight, which no state-access path of a few hundred instructions can, so
+//! the dependent variant shows what one miss costs on its own (see DESIGN.md, "Performance").
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
+use foldhash::fast::FixedState;
+use keyed_state::state::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
+use keyed_state::{HeapEngine, KeyedStateBackend};
+
+const KEYS: usize = 1_000_000;
+const ELEMENTS: u64 = 10;
+/// Operations per timed batch (one criterion "iteration").
+const BATCH: usize = 1024;
+
+type Raw<V> = HashMap<u64, V, FixedState>;
+
+fn raw<V>() -> Raw<V> {
+    HashMap::with_hasher(FixedState::with_seed(0x6b65_7965_642d_7374))
+}
+
+/// SplitMix64: a fixed-seed generator so every run uses the same keys and order.
+struct SplitMix(u64);
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// The keys, and the order in which the benchmarks visit them (a permutation).
+struct Workload {
+    keys: Vec<u64>,
+    order: Vec<u64>,
+}
+
+fn workload() -> Workload {
+    let mut rng = SplitMix(42);
+    let keys: Vec<u64> = (0..KEYS).map(|_| rng.next()).collect();
+    let mut order = keys.clone();
+    for i in (1..order.len()).rev() {
+        order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+    }
+    Workload { keys, order }
+}
+
+/// Runs `op` over the next `BATCH` keys of the visiting order per iteration.
+fn over_keys(order: &[u64], mut op: impl FnMut(u64)) -> impl FnMut() {
+    let mut pos = 0usize;
+    move || {
+        for _ in 0..BATCH {
+            op(order[pos]);
+            pos += 1;
+            if pos == order.len() {
+                pos = 0;
+            }
+        }
+    }
+}
+
+/// Times `iters` batches of `op` on keys resolved beforehand, untimed: the cost of a state
+/// access alone, when a record's key is resolved once and shared by several views.
+fn with_prepared_keys<E: keyed_state::Engine>(
+    backend: &KeyedStateBackend<u64, E>,
+    order: &[u64],
+    mut op: impl FnMut(&keyed_state::Key<u64>),
+) -> impl FnMut(u64) -> Duration {
+    let mut pos = 0usize;
+    let mut batch = Vec::with_capacity(BATCH);
+    move |iters| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            batch.clear();
+            for _ in 0..BATCH {
+                batch.push(backend.key(order[pos]).expect("key"));
+                pos = (pos + 1) % order.len();
+            }
+            let start = Instant::now();
+            batch.iter().for_each(&mut op);
+            total += start.elapsed();
+        }
+        total
+    }
+}
+
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g
+}
+
+fn value_groups(c: &mut Criterion, w: &Workload) {
+    let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
+    let state = backend.value_state(&ValueStateDescriptor::<u64>::new("value")).expect("register");
+    let mut map = raw::<u64>();
+    for &k in &w.keys {
+        state.update(&backend.key(k).expect("key"), &(), k).expect("update");
+        map.insert(k, k);
+    }
+
+    let mut g = group(c, "value_get");
+    g.bench_function("heap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            let key = backend.key(k).expect("key");
+            black_box(state.get(&key, &()).expect("get"));
+        });
+        b.iter(&mut step)
+    });
+    g.bench_function("raw_hashmap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            black_box(map.get(&k).copied());
+        });
+        b.iter(&mut step)
+    });
+    // Each lookup's key depends on the previous result, so no two cache misses overlap: the
+    // latency of one lookup, which is what a record paying one state access per miss sees.
+    g.bench_function("raw_hashmap_dependent", |b| {
+        let (mut prev, zero) = (0u64, black_box(0u64));
+        let mut step = over_keys(&w.order, |k| {
+            prev = map.get(&(k ^ (prev & zero))).copied().unwrap_or(0);
+        });
+        b.iter(&mut step)
+    });
+    g.bench_function("heap_prepared_key", |b| {
+        b.iter_custom(with_prepared_keys(&backend, &w.order, |key| {
+            black_box(state.get(key, &()).expect("get"));
+        }))
+    });
+    g.finish();
+
+    let mut g = group(c, "value_update");
+    g.bench_function("heap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            let key = backend.key(k).expect("key");
+            state.update(&key, &(), k ^ 1).expect("update");
+        });
+        b.iter(&mut step)
+    });
+    g.bench_function("raw_hashmap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            map.insert(k, k ^ 1);
+        });
+        b.iter(&mut step)
+    });
+    g.bench_function("heap_prepared_key", |b| {
+        b.iter_custom(with_prepared_keys(&backend, &w.order, |key| {
+            state.update(key, &(), 7).expect("update");
+        }))
+    });
+    g.finish();
+}
+
+fn list_groups(c: &mut Criterion, w: &Workload) {
+    let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
+    let state = backend.list_state(&ListStateDescriptor::<u64>::new("list")).expect("register");
+    let mut map = raw::<Vec<u64>>();
+    let reset_heap = |k: u64| state.update(&backend.key(k).expect("key"), &(), 0..ELEMENTS).expect("update");
+    for &k in &w.keys {
+        reset_heap(k);
+        map.insert(k, (0..ELEMENTS).collect());
+    }
+
+    let mut g = group(c, "list_get");
+    g.bench_function("heap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            let key = backend.key(k).expect("key");
+            black_box(state.get(&key, &()).expect("get").sum::<u64>());
+        });
+        b.iter(&mut step)
+    });
+    g.bench_function("raw_hashmap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            black_box(map.get(&k).map(|l| l.iter().sum::<u64>()));
+        });
+        b.iter(&mut step)
+    });
+    g.finish();
+
+    // Appends to lists of 10; after each full pass over the keys (one more element each) the
+    // lists are cut back to 10 elements, untimed, so they stay the documented size.
+    let mut g = group(c, "list_add");
+    g.bench_function("heap", |b| {
+        let mut pos = 0usize;
+        b.iter_custom(|iters| timed_passes(iters, &mut pos, w, |k| {
+            state.add(&backend.key(k).expect("key"), &(), k).expect("add");
+        }, |k| reset_heap(k)))
+    });
+    g.bench_function("raw_hashmap", |b| {
+        let mut pos = 0usize;
+        let map = std::cell::RefCell::new(&mut map);
+        b.iter_custom(|iters| timed_passes(iters, &mut pos, w, |k| {
+            map.borrow_mut().entry(k).or_default().push(k);
+        }, |k| {
+            map.borrow_mut().insert(k, (0..ELEMENTS).collect());
+        }))
+    });
+    g.finish();
+}
+
+/// Times `iters` batches of `op`, resetting (untimed) every key after each full pass.
+fn timed_passes(iters: u64, pos: &mut usize, w: &Workload, mut op: impl FnMut(u64), mut reset: impl FnMut(u64)) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let mut start = Instant::now();
+        for _ in 0..BATCH {
+            op(w.order[*pos]);
+            *pos += 1;
+            if *pos == w.order.len() {
+                total += start.elapsed();
+                w.order.iter().for_each(|&k| reset(k));
+                *pos = 0;
+                start = Instant::now();
+            }
+        }
+        total += start.elapsed();
+    }
+    total
+}
+
+fn map_groups(c: &mut Criterion, w: &Workload) {
+    let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
+    let state = backend.map_state(&MapStateDescriptor::<u64, u64>::new("map")).expect("register");
+    let mut map = raw::<Raw<u64>>();
+    for &k in &w.keys {
+        state.put_all(&backend.key(k).expect("key"), &(), (0..ELEMENTS).map(|u| (u, k ^ u))).expect("put_all");
+        let mut inner = raw();
+        inner.extend((0..ELEMENTS).map(|u| (u, k ^ u)));
+        map.insert(k, inner);
+    }
+
+    let mut g = group(c, "map_put");
+    g.bench_function("heap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            state.put(&backend.key(k).expect("key"), &(), k % ELEMENTS, k).expect("put");
+        });
+        b.iter(&mut step)
+    });
+    g.bench_function("raw_hashmap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            map.entry(k).or_insert_with(raw).insert(k % ELEMENTS, k);
+        });
+        b.iter(&mut step)
+    });
+    g.finish();
+
+    let mut g = group(c, "map_get");
+    g.bench_function("heap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            black_box(state.get(&backend.key(k).expect("key"), &(), &(k % ELEMENTS)).expect("get"));
+        });
+        b.iter(&mut step)
+    });
+    g.bench_function("raw_hashmap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            black_box(map.get(&k).and_then(|m| m.get(&(k % ELEMENTS)).copied()));
+        });
+        b.iter(&mut step)
+    });
+    g.finish();
+
+    let mut g = group(c, "map_iter");
+    g.bench_function("heap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            let entries = state.entries(&backend.key(k).expect("key"), &()).expect("entries");
+            black_box(entries.map(|(u, v)| u ^ v).sum::<u64>());
+        });
+        b.iter(&mut step)
+    });
+    g.bench_function("raw_hashmap", |b| {
+        let mut step = over_keys(&w.order, |k| {
+            black_box(map.get(&k).map(|m| m.iter().map(|(u, v)| u ^ v).sum::<u64>()));
+        });
+        b.iter(&mut step)
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let w = workload();
+    value_groups(c, &w);
+    list_groups(c, &w);
+    map_groups(c, &w);
+}
+
+criterion_group!(state_ops, benches);
+criterion_main!(state_ops);

@@ -1,0 +1,99 @@
+//! Behaviour specific to the heap engine: incremental TTL cleanup and sharing across threads.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyed_state::clock::ManualClock;
+use keyed_state::state::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
+use keyed_state::ttl::TtlConfig;
+use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
+
+fn backend(clock: &ManualClock) -> KeyedStateBackend<u64> {
+    KeyedStateBackend::new(HeapEngine::new(EngineConfig::new(128).unwrap().with_clock(clock.shared())))
+}
+
+fn all_keys(backend: &KeyedStateBackend<u64>, keys_in_group: impl Fn(u16) -> Vec<u64>) -> BTreeSet<u64> {
+    backend.key_group_range().iter().flat_map(keys_in_group).collect()
+}
+
+/// Keys nobody reads again must not live forever: accesses to one hot key drive a bounded
+/// cleanup that eventually visits and drops every expired entry of the state.
+#[test]
+fn incremental_cleanup_removes_untouched_expired_keys() {
+    let clock = ManualClock::new(0);
+    let b = backend(&clock);
+    let ttl = TtlConfig::new(Duration::from_millis(100)).with_cleanup_per_access(5);
+    let value = b.value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl.clone())).unwrap();
+    let list = b.list_state(&ListStateDescriptor::<u64>::new("l").with_ttl(ttl.clone())).unwrap();
+    let map = b.map_state(&MapStateDescriptor::<u8, u64>::new("m").with_ttl(ttl)).unwrap();
+    for k in 0..3000u64 {
+        let key = b.key(k).unwrap();
+        value.update(&key, &(), k).unwrap();
+        list.add_all(&key, &(), [k, k + 1]).unwrap();
+        map.put(&key, &(), 1, k).unwrap();
+    }
+    // Half of the lists and maps get a fresh element later: they must be rewritten, not dropped.
+    clock.set(60);
+    for k in (0..3000u64).step_by(2) {
+        let key = b.key(k).unwrap();
+        list.add(&key, &(), 99).unwrap();
+        map.put(&key, &(), 2, 99).unwrap();
+    }
+    clock.set(100); // everything written at 0 has expired; what was written at 60 lives
+    let hot = b.key(1_000_000).unwrap();
+    for _ in 0..4000 {
+        value.get(&hot, &()).unwrap();
+        list.get(&hot, &()).unwrap();
+        map.get(&hot, &(), &1).unwrap();
+    }
+    assert!(all_keys(&b, |g| value.keys_in_group(g).unwrap().into_iter().map(|(k, _)| k).collect()).is_empty());
+    let evens: BTreeSet<u64> = (0..3000).step_by(2).collect();
+    assert_eq!(all_keys(&b, |g| list.keys_in_group(g).unwrap().into_iter().map(|(k, _)| k).collect()), evens);
+    assert_eq!(all_keys(&b, |g| map.keys_in_group(g).unwrap().into_iter().map(|(k, _)| k).collect()), evens);
+    // The survivors hold only their live element (the cleanup rewrote them).
+    let k = b.key(42).unwrap();
+    assert_eq!(list.get(&k, &()).unwrap().collect::<Vec<_>>(), vec![99]);
+    assert_eq!(map.entries(&k, &()).unwrap().collect::<Vec<_>>(), vec![(2, 99)]);
+}
+
+#[test]
+fn without_incremental_cleanup_expired_keys_wait_for_a_read() {
+    let clock = ManualClock::new(0);
+    let b = backend(&clock);
+    let ttl = TtlConfig::new(Duration::from_millis(100)).with_cleanup_per_access(0);
+    let value = b.value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl)).unwrap();
+    for k in 0..100u64 {
+        value.update(&b.key(k).unwrap(), &(), k).unwrap();
+    }
+    clock.set(500);
+    let hot = b.key(1_000_000).unwrap();
+    for _ in 0..1000 {
+        value.get(&hot, &()).unwrap();
+    }
+    let left = all_keys(&b, |g| value.keys_in_group(g).unwrap().into_iter().map(|(k, _)| k).collect());
+    assert_eq!(left.len(), 100);
+    assert_eq!(value.get(&b.key(7).unwrap(), &()).unwrap(), None);
+}
+
+/// Views are `Send + Sync` and clones share the state.
+#[test]
+fn views_are_shared_across_threads() {
+    let b = Arc::new(KeyedStateBackend::<u64>::new(HeapEngine::default()));
+    let list = b.list_state(&ListStateDescriptor::<u64>::new("l")).unwrap();
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (b, list) = (b.clone(), list.clone());
+            std::thread::spawn(move || {
+                for i in 0..1000u64 {
+                    list.add(&b.key(i % 10).unwrap(), &(), t).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let total: usize = (0..10u64).map(|k| list.get(&b.key(k).unwrap(), &()).unwrap().count()).sum();
+    assert_eq!(total, 4000);
+}
