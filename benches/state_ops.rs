@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime};
+use criterion::{
+    BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
+};
 use foldhash::fast::FixedState;
 use keyed_state::state::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
 use keyed_state::{HeapEngine, KeyedStateBackend};
@@ -104,16 +106,22 @@ fn with_prepared_keys<E: keyed_state::Engine>(
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(BATCH as u64));
-    g.sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+    g.sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
     g
 }
 
 fn value_groups(c: &mut Criterion, w: &Workload) {
     let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
-    let state = backend.value_state(&ValueStateDescriptor::<u64>::new("value")).expect("register");
+    let state = backend
+        .value_state(&ValueStateDescriptor::<u64>::new("value"))
+        .expect("register");
     let mut map = raw::<u64>();
     for &k in &w.keys {
-        state.update(&backend.key(k).expect("key"), &(), k).expect("update");
+        state
+            .update(&backend.key(k).expect("key"), &(), k)
+            .expect("update");
         map.insert(k, k);
     }
 
@@ -171,9 +179,15 @@ fn value_groups(c: &mut Criterion, w: &Workload) {
 
 fn list_groups(c: &mut Criterion, w: &Workload) {
     let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
-    let state = backend.list_state(&ListStateDescriptor::<u64>::new("list")).expect("register");
+    let state = backend
+        .list_state(&ListStateDescriptor::<u64>::new("list"))
+        .expect("register");
     let mut map = raw::<Vec<u64>>();
-    let reset_heap = |k: u64| state.update(&backend.key(k).expect("key"), &(), 0..ELEMENTS).expect("update");
+    let reset_heap = |k: u64| {
+        state
+            .update(&backend.key(k).expect("key"), &(), 0..ELEMENTS)
+            .expect("update")
+    };
     for &k in &w.keys {
         reset_heap(k);
         map.insert(k, (0..ELEMENTS).collect());
@@ -200,24 +214,48 @@ fn list_groups(c: &mut Criterion, w: &Workload) {
     let mut g = group(c, "list_add");
     g.bench_function("heap", |b| {
         let mut pos = 0usize;
-        b.iter_custom(|iters| timed_passes(iters, &mut pos, w, |k| {
-            state.add(&backend.key(k).expect("key"), &(), k).expect("add");
-        }, |k| reset_heap(k)))
+        b.iter_custom(|iters| {
+            timed_passes(
+                iters,
+                &mut pos,
+                w,
+                |k| {
+                    state
+                        .add(&backend.key(k).expect("key"), &(), k)
+                        .expect("add");
+                },
+                &reset_heap,
+            )
+        })
     });
     g.bench_function("raw_hashmap", |b| {
         let mut pos = 0usize;
         let map = std::cell::RefCell::new(&mut map);
-        b.iter_custom(|iters| timed_passes(iters, &mut pos, w, |k| {
-            map.borrow_mut().entry(k).or_default().push(k);
-        }, |k| {
-            map.borrow_mut().insert(k, (0..ELEMENTS).collect());
-        }))
+        b.iter_custom(|iters| {
+            timed_passes(
+                iters,
+                &mut pos,
+                w,
+                |k| {
+                    map.borrow_mut().entry(k).or_default().push(k);
+                },
+                |k| {
+                    map.borrow_mut().insert(k, (0..ELEMENTS).collect());
+                },
+            )
+        })
     });
     g.finish();
 }
 
 /// Times `iters` batches of `op`, resetting (untimed) every key after each full pass.
-fn timed_passes(iters: u64, pos: &mut usize, w: &Workload, mut op: impl FnMut(u64), mut reset: impl FnMut(u64)) -> Duration {
+fn timed_passes(
+    iters: u64,
+    pos: &mut usize,
+    w: &Workload,
+    mut op: impl FnMut(u64),
+    mut reset: impl FnMut(u64),
+) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let mut start = Instant::now();
@@ -238,10 +276,18 @@ fn timed_passes(iters: u64, pos: &mut usize, w: &Workload, mut op: impl FnMut(u6
 
 fn map_groups(c: &mut Criterion, w: &Workload) {
     let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
-    let state = backend.map_state(&MapStateDescriptor::<u64, u64>::new("map")).expect("register");
+    let state = backend
+        .map_state(&MapStateDescriptor::<u64, u64>::new("map"))
+        .expect("register");
     let mut map = raw::<Raw<u64>>();
     for &k in &w.keys {
-        state.put_all(&backend.key(k).expect("key"), &(), (0..ELEMENTS).map(|u| (u, k ^ u))).expect("put_all");
+        state
+            .put_all(
+                &backend.key(k).expect("key"),
+                &(),
+                (0..ELEMENTS).map(|u| (u, k ^ u)),
+            )
+            .expect("put_all");
         let mut inner = raw();
         inner.extend((0..ELEMENTS).map(|u| (u, k ^ u)));
         map.insert(k, inner);
@@ -250,7 +296,9 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
     let mut g = group(c, "map_put");
     g.bench_function("heap", |b| {
         let mut step = over_keys(&w.order, |k| {
-            state.put(&backend.key(k).expect("key"), &(), k % ELEMENTS, k).expect("put");
+            state
+                .put(&backend.key(k).expect("key"), &(), k % ELEMENTS, k)
+                .expect("put");
         });
         b.iter(&mut step)
     });
@@ -265,7 +313,11 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
     let mut g = group(c, "map_get");
     g.bench_function("heap", |b| {
         let mut step = over_keys(&w.order, |k| {
-            black_box(state.get(&backend.key(k).expect("key"), &(), &(k % ELEMENTS)).expect("get"));
+            black_box(
+                state
+                    .get(&backend.key(k).expect("key"), &(), &(k % ELEMENTS))
+                    .expect("get"),
+            );
         });
         b.iter(&mut step)
     });
@@ -280,14 +332,19 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
     let mut g = group(c, "map_iter");
     g.bench_function("heap", |b| {
         let mut step = over_keys(&w.order, |k| {
-            let entries = state.entries(&backend.key(k).expect("key"), &()).expect("entries");
+            let entries = state
+                .entries(&backend.key(k).expect("key"), &())
+                .expect("entries");
             black_box(entries.map(|(u, v)| u ^ v).sum::<u64>());
         });
         b.iter(&mut step)
     });
     g.bench_function("raw_hashmap", |b| {
         let mut step = over_keys(&w.order, |k| {
-            black_box(map.get(&k).map(|m| m.iter().map(|(u, v)| u ^ v).sum::<u64>()));
+            black_box(
+                map.get(&k)
+                    .map(|m| m.iter().map(|(u, v)| u ^ v).sum::<u64>()),
+            );
         });
         b.iter(&mut step)
     });

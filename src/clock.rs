@@ -23,7 +23,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_millis(&self) -> u64 {
         // A clock set before 1970 reads as 0 rather than failing.
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
     }
 }
 
@@ -45,7 +47,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock reading `start_millis`.
     pub fn new(start_millis: u64) -> Self {
-        ManualClock { now: Arc::new(AtomicU64::new(start_millis)) }
+        ManualClock {
+            now: Arc::new(AtomicU64::new(start_millis)),
+        }
     }
 
     /// Sets the time (it may go backwards; TTL then treats entries as younger).
@@ -62,7 +66,11 @@ impl ManualClock {
     /// Moves the time forward by `ms` milliseconds (saturating).
     pub fn advance_millis(&self, ms: u64) {
         // fetch_update with a closure that always returns Some cannot fail.
-        let _ = self.now.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| Some(t.saturating_add(ms)));
+        let _ = self
+            .now
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| {
+                Some(t.saturating_add(ms))
+            });
     }
 
     /// This clock as a [`SharedClock`].

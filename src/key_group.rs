@@ -91,13 +91,20 @@ pub fn range_for_operator(
 ) -> Result<KeyGroupRange, ConfigError> {
     check_max_parallelism(max_parallelism)?;
     if parallelism == 0 || parallelism > max_parallelism {
-        return Err(ConfigError::Parallelism { parallelism, max_parallelism });
+        return Err(ConfigError::Parallelism {
+            parallelism,
+            max_parallelism,
+        });
     }
     if index >= parallelism {
         return Err(ConfigError::OperatorIndex { index, parallelism });
     }
     // u64: i·M reaches 2^30 at most, but keep the arithmetic obviously overflow-free.
-    let (m, p, i) = (u64::from(max_parallelism), u64::from(parallelism), u64::from(index));
+    let (m, p, i) = (
+        u64::from(max_parallelism),
+        u64::from(parallelism),
+        u64::from(index),
+    );
     let start = (i * m).div_ceil(p);
     let end_exclusive = ((i + 1) * m).div_ceil(p);
     debug_assert!(start < end_exclusive, "p <= M gives every operator a group");
@@ -118,7 +125,11 @@ impl KeyGroupRange {
 
     /// The range `start..=end`; empty when `end < start`.
     pub fn new(start: u16, end: u16) -> Self {
-        if end < start { Self::EMPTY } else { KeyGroupRange { start, end } }
+        if end < start {
+            Self::EMPTY
+        } else {
+            KeyGroupRange { start, end }
+        }
     }
 
     /// All `max_parallelism` key groups `0..max_parallelism`.
@@ -144,7 +155,11 @@ impl KeyGroupRange {
 
     /// Number of groups in the range.
     pub fn len(&self) -> usize {
-        if self.is_empty() { 0 } else { usize::from(self.end - self.start) + 1 }
+        if self.is_empty() {
+            0
+        } else {
+            usize::from(self.end - self.start) + 1
+        }
     }
 
     /// Whether `group` lies in the range.
@@ -154,7 +169,8 @@ impl KeyGroupRange {
 
     /// The position of `group` within the range, if it lies in it.
     pub fn index_of(&self, group: u16) -> Option<usize> {
-        self.contains(group).then(|| usize::from(group - self.start))
+        self.contains(group)
+            .then(|| usize::from(group - self.start))
     }
 
     /// The groups both ranges hold (commutative; disjoint ranges give [`KeyGroupRange::EMPTY`]).
@@ -174,7 +190,10 @@ impl KeyGroupRange {
         if self.is_empty() || u32::from(self.end) < max_parallelism {
             Ok(())
         } else {
-            Err(ConfigError::RangeOutsideMaxParallelism { range: *self, max_parallelism })
+            Err(ConfigError::RangeOutsideMaxParallelism {
+                range: *self,
+                max_parallelism,
+            })
         }
     }
 }
@@ -190,7 +209,11 @@ impl IntoIterator for KeyGroupRange {
 
 impl fmt::Display for KeyGroupRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.is_empty() { write!(f, "[empty]") } else { write!(f, "[{}..={}]", self.start, self.end) }
+        if self.is_empty() {
+            write!(f, "[empty]")
+        } else {
+            write!(f, "[{}..={}]", self.start, self.end)
+        }
     }
 }
 
@@ -212,7 +235,10 @@ mod tests {
         assert_eq!(murmur3_32(b""), 0);
         assert_eq!(murmur3_32(b"a"), 0x3c25_69b2);
         assert_eq!(murmur3_32(b"hello"), 0x248b_fa47);
-        assert_eq!(murmur3_32(b"The quick brown fox jumps over the lazy dog"), 0x2e4f_f723);
+        assert_eq!(
+            murmur3_32(b"The quick brown fox jumps over the lazy dog"),
+            0x2e4f_f723
+        );
     }
 
     fn group_of<K: Codec>(key: &K, m: u32) -> u16 {
@@ -225,14 +251,22 @@ mod tests {
     /// change. Each expectation is `mmh3.hash(encoded key, 0, signed=False) % M`.
     #[test]
     fn key_group_golden_vectors() {
-        let cases_u64: [(u64, u16, u16); 4] =
-            [(0, 124, 11004), (1, 126, 15742), (42, 55, 11063), (u64::MAX, 104, 25832)];
+        let cases_u64: [(u64, u16, u16); 4] = [
+            (0, 124, 11004),
+            (1, 126, 15742),
+            (42, 55, 11063),
+            (u64::MAX, 104, 25832),
+        ];
         for (key, g128, g32768) in cases_u64 {
             assert_eq!(group_of(&key, 128), g128, "u64 {key} M=128");
             assert_eq!(group_of(&key, 32768), g32768, "u64 {key} M=32768");
         }
-        let cases_str: [(&str, u16, u16); 4] =
-            [("", 0, 0), ("a", 50, 27058), ("hello", 71, 31303), ("user-17", 105, 25321)];
+        let cases_str: [(&str, u16, u16); 4] = [
+            ("", 0, 0),
+            ("a", 50, 27058),
+            ("hello", 71, 31303),
+            ("user-17", 105, 25321),
+        ];
         for (key, g128, g32768) in cases_str {
             assert_eq!(group_of(&key.to_string(), 128), g128, "{key:?} M=128");
             assert_eq!(group_of(&key.to_string(), 32768), g32768, "{key:?} M=32768");
@@ -256,11 +290,26 @@ mod tests {
 
     #[test]
     fn bad_configuration_is_a_typed_error() {
-        assert_eq!(range_for_operator(0, 1, 0), Err(ConfigError::MaxParallelism(0)));
-        assert_eq!(range_for_operator(32769, 1, 0), Err(ConfigError::MaxParallelism(32769)));
-        assert!(matches!(range_for_operator(8, 9, 0), Err(ConfigError::Parallelism { .. })));
-        assert!(matches!(range_for_operator(8, 0, 0), Err(ConfigError::Parallelism { .. })));
-        assert!(matches!(range_for_operator(8, 2, 2), Err(ConfigError::OperatorIndex { .. })));
+        assert_eq!(
+            range_for_operator(0, 1, 0),
+            Err(ConfigError::MaxParallelism(0))
+        );
+        assert_eq!(
+            range_for_operator(32769, 1, 0),
+            Err(ConfigError::MaxParallelism(32769))
+        );
+        assert!(matches!(
+            range_for_operator(8, 9, 0),
+            Err(ConfigError::Parallelism { .. })
+        ));
+        assert!(matches!(
+            range_for_operator(8, 0, 0),
+            Err(ConfigError::Parallelism { .. })
+        ));
+        assert!(matches!(
+            range_for_operator(8, 2, 2),
+            Err(ConfigError::OperatorIndex { .. })
+        ));
         assert!(KeyGroupRange::new(0, 128).check_fits(128).is_err());
         assert!(KeyGroupRange::new(0, 127).check_fits(128).is_ok());
     }
@@ -274,8 +323,14 @@ mod tests {
         assert!(r.contains(3) && r.contains(6) && !r.contains(2) && !r.contains(7));
         assert_eq!(r.index_of(5), Some(2));
         assert_eq!(r.index_of(7), None);
-        assert_eq!(r.intersect(&KeyGroupRange::new(5, 10)), KeyGroupRange::new(5, 6));
-        assert_eq!(r.intersect(&KeyGroupRange::new(7, 10)), KeyGroupRange::EMPTY);
+        assert_eq!(
+            r.intersect(&KeyGroupRange::new(5, 10)),
+            KeyGroupRange::new(5, 6)
+        );
+        assert_eq!(
+            r.intersect(&KeyGroupRange::new(7, 10)),
+            KeyGroupRange::EMPTY
+        );
         assert!(KeyGroupRange::new(5, 4).is_empty());
         assert_eq!(KeyGroupRange::new(9, 2), KeyGroupRange::EMPTY);
         assert_eq!(KeyGroupRange::EMPTY.len(), 0);

@@ -110,7 +110,11 @@ impl TtlConfig {
 
     /// Checks the configuration (a TTL below 1 ms is rejected).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.ttl_millis() == 0 { Err(ConfigError::ZeroTtl) } else { Ok(()) }
+        if self.ttl_millis() == 0 {
+            Err(ConfigError::ZeroTtl)
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -186,7 +190,10 @@ mod tests {
 
     #[test]
     fn zero_ttl_is_rejected() {
-        assert_eq!(TtlConfig::new(Duration::from_micros(999)).validate(), Err(ConfigError::ZeroTtl));
+        assert_eq!(
+            TtlConfig::new(Duration::from_micros(999)).validate(),
+            Err(ConfigError::ZeroTtl)
+        );
         assert!(TtlConfig::new(Duration::from_millis(1)).validate().is_ok());
     }
 }

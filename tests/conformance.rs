@@ -26,13 +26,22 @@ impl<E: Engine> Fixture<E> {
         Self::with_range(make, 128, None)
     }
 
-    fn with_range(make: &dyn Fn(EngineConfig) -> E, max_parallelism: u32, range: Option<KeyGroupRange>) -> Self {
+    fn with_range(
+        make: &dyn Fn(EngineConfig) -> E,
+        max_parallelism: u32,
+        range: Option<KeyGroupRange>,
+    ) -> Self {
         let clock = ManualClock::new(0);
-        let mut config = EngineConfig::new(max_parallelism).unwrap().with_clock(clock.shared());
+        let mut config = EngineConfig::new(max_parallelism)
+            .unwrap()
+            .with_clock(clock.shared());
         if let Some(range) = range {
             config = config.with_key_group_range(range).unwrap();
         }
-        Fixture { clock, backend: KeyedStateBackend::new(make(config)) }
+        Fixture {
+            clock,
+            backend: KeyedStateBackend::new(make(config)),
+        }
     }
 
     fn key(&self, k: &str) -> Key<String> {
@@ -81,7 +90,9 @@ impl AggregateFunction for SumPlusThree {
 
 pub fn value_basics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let s = f.backend.value_state(&ValueStateDescriptor::<String>::new("v"))?;
+    let s = f
+        .backend
+        .value_state(&ValueStateDescriptor::<String>::new("v"))?;
     let (a, b) = (f.key("a"), f.key("b"));
     assert_eq!(s.get(&a, &())?, None, "absent is None, never a default");
     s.update(&a, &(), "1".into())?;
@@ -89,19 +100,27 @@ pub fn value_basics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     assert_eq!(s.get(&a, &())?.as_deref(), Some("1"));
     s.update(&a, &(), "3".into())?;
     assert_eq!(s.get(&a, &())?.as_deref(), Some("3"));
-    assert_eq!(sorted(s.keys_for_namespace(&())?), vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(
+        sorted(s.keys_for_namespace(&())?),
+        vec!["a".to_string(), "b".to_string()]
+    );
     s.clear(&a, &())?;
     assert_eq!(s.get(&a, &())?, None);
     assert_eq!(s.get(&b, &())?.as_deref(), Some("2"));
     s.clear(&a, &())?; // clearing an absent value is a no-op
     s.clear(&b, &())?;
-    assert!(s.keys_for_namespace(&())?.is_empty(), "clear removes the entry physically");
+    assert!(
+        s.keys_for_namespace(&())?.is_empty(),
+        "clear removes the entry physically"
+    );
     Ok(())
 }
 
 pub fn value_namespaces_are_isolated<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let s = f.backend.value_state(&ValueStateDescriptor::<u64, u32>::new("v"))?;
+    let s = f
+        .backend
+        .value_state(&ValueStateDescriptor::<u64, u32>::new("v"))?;
     let a = f.key("a");
     s.update(&a, &1, 10)?;
     s.update(&a, &2, 20)?;
@@ -122,22 +141,38 @@ pub fn value_namespaces_are_isolated<E: Engine>(make: &dyn Fn(EngineConfig) -> E
 
 pub fn list_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let s = f.backend.list_state(&ListStateDescriptor::<i32>::new("l"))?;
+    let s = f
+        .backend
+        .list_state(&ListStateDescriptor::<i32>::new("l"))?;
     let a = f.key("a");
     assert_eq!(s.get(&a, &())?.count(), 0, "absent list reads empty");
     s.add_all(&a, &(), Vec::new())?;
-    assert!(s.keys_for_namespace(&())?.is_empty(), "add_all([]) on absent is a no-op");
+    assert!(
+        s.keys_for_namespace(&())?.is_empty(),
+        "add_all([]) on absent is a no-op"
+    );
     s.add_all(&a, &(), [1, 2])?;
     s.add(&a, &(), 3)?;
     s.add_all(&a, &(), [2, 1])?;
-    assert_eq!(s.get(&a, &())?.collect::<Vec<_>>(), vec![1, 2, 3, 2, 1], "order and duplicates kept");
+    assert_eq!(
+        s.get(&a, &())?.collect::<Vec<_>>(),
+        vec![1, 2, 3, 2, 1],
+        "order and duplicates kept"
+    );
     s.add_all(&a, &(), [])?;
     assert_eq!(s.get(&a, &())?.count(), 5);
     s.update(&a, &(), [7, 8])?;
-    assert_eq!(s.get(&a, &())?.collect::<Vec<_>>(), vec![7, 8], "update replaces");
+    assert_eq!(
+        s.get(&a, &())?.collect::<Vec<_>>(),
+        vec![7, 8],
+        "update replaces"
+    );
     s.update(&a, &(), [])?;
     assert_eq!(s.get(&a, &())?.count(), 0);
-    assert!(s.keys_for_namespace(&())?.is_empty(), "update([]) removes the list");
+    assert!(
+        s.keys_for_namespace(&())?.is_empty(),
+        "update([]) removes the list"
+    );
     s.add(&a, &(), 5)?;
     s.clear(&a, &())?;
     assert_eq!(s.get(&a, &())?.count(), 0);
@@ -147,14 +182,23 @@ pub fn list_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 
 pub fn list_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let s = f.backend.list_state(&ListStateDescriptor::<i32, String>::new("l"))?;
+    let s = f
+        .backend
+        .list_state(&ListStateDescriptor::<i32, String>::new("l"))?;
     let a = f.key("a");
     let ns = |n: &str| n.to_string();
     s.add_all(&a, &ns("w1"), [1, 2])?;
     s.add_all(&a, &ns("w2"), [3])?;
     s.add_all(&a, &ns("target"), [0])?;
-    s.merge_namespaces(&a, &ns("target"), &[ns("w1"), ns("empty"), ns("w2"), ns("target")])?;
-    assert_eq!(s.get(&a, &ns("target"))?.collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    s.merge_namespaces(
+        &a,
+        &ns("target"),
+        &[ns("w1"), ns("empty"), ns("w2"), ns("target")],
+    )?;
+    assert_eq!(
+        s.get(&a, &ns("target"))?.collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
     assert_eq!(s.get(&a, &ns("w1"))?.count(), 0, "sources are removed");
     assert_eq!(s.get(&a, &ns("w2"))?.count(), 0);
     assert_eq!(s.keys_for_namespace(&ns("w1"))?.len(), 0);
@@ -173,7 +217,9 @@ pub fn list_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 
 pub fn map_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let s = f.backend.map_state(&MapStateDescriptor::<u32, Option<String>>::new("m"))?;
+    let s = f
+        .backend
+        .map_state(&MapStateDescriptor::<u32, Option<String>>::new("m"))?;
     let a = f.key("a");
     assert!(s.is_empty(&a, &())?);
     assert_eq!(s.entries(&a, &())?.count(), 0);
@@ -183,19 +229,36 @@ pub fn map_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     assert!(s.contains(&a, &(), &2)?);
     assert_eq!(s.get(&a, &(), &2)?, Some(None));
     assert!(!s.is_empty(&a, &())?);
-    s.put_all(&a, &(), [(3, Some("three".into())), (1, Some("uno".into()))])?;
+    s.put_all(
+        &a,
+        &(),
+        [(3, Some("three".into())), (1, Some("uno".into()))],
+    )?;
     assert_eq!(
         sorted(s.entries(&a, &())?.collect()),
-        vec![(1, Some("uno".to_string())), (2, None), (3, Some("three".to_string()))]
+        vec![
+            (1, Some("uno".to_string())),
+            (2, None),
+            (3, Some("three".to_string()))
+        ]
     );
     assert_eq!(sorted(s.keys(&a, &())?.collect()), vec![1, 2, 3]);
-    assert_eq!(sorted(s.values(&a, &())?.collect()), vec![None, Some("three".to_string()), Some("uno".to_string())]);
+    assert_eq!(
+        sorted(s.values(&a, &())?.collect()),
+        vec![None, Some("three".to_string()), Some("uno".to_string())]
+    );
     s.remove(&a, &(), &9)?; // absent: no-op
     for k in [1, 2, 3] {
         s.remove(&a, &(), &k)?;
     }
-    assert!(s.is_empty(&a, &())?, "removing the last entry empties the map");
-    assert!(s.keys_for_namespace(&())?.is_empty(), "…and removes it physically");
+    assert!(
+        s.is_empty(&a, &())?,
+        "removing the last entry empties the map"
+    );
+    assert!(
+        s.keys_for_namespace(&())?.is_empty(),
+        "…and removes it physically"
+    );
     s.put(&a, &(), 4, None)?;
     s.clear(&a, &())?;
     assert!(s.is_empty(&a, &())?);
@@ -206,7 +269,9 @@ pub fn map_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 
 pub fn map_many_entries<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let s = f.backend.map_state(&MapStateDescriptor::<i32, i32>::new("m"))?;
+    let s = f
+        .backend
+        .map_state(&MapStateDescriptor::<i32, i32>::new("m"))?;
     let a = f.key("a");
     s.put_all(&a, &(), (0..1024).map(|i| (i, -i)))?;
     assert_eq!(s.entries(&a, &())?.count(), 1024);
@@ -225,7 +290,9 @@ pub fn map_many_entries<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 
 pub fn reducing_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let s = f.backend.reducing_state(&ReducingStateDescriptor::<i64, u8>::new("r", |a, b| a + b))?;
+    let s = f
+        .backend
+        .reducing_state(&ReducingStateDescriptor::<i64, u8>::new("r", |a, b| a + b))?;
     let a = f.key("a");
     assert_eq!(s.get(&a, &0)?, None);
     s.add(&a, &0, 17)?;
@@ -242,13 +309,22 @@ pub fn reducing_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     assert_eq!(s.get(&a, &1)?, None);
     assert_eq!(s.get(&a, &2)?, None);
     s.merge_namespaces(&a, &5, &[6, 7])?;
-    assert_eq!(s.get(&a, &5)?, None, "merging nothing leaves the target absent");
+    assert_eq!(
+        s.get(&a, &5)?,
+        None,
+        "merging nothing leaves the target absent"
+    );
     Ok(())
 }
 
 pub fn aggregating_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let s = f.backend.aggregating_state(&AggregatingStateDescriptor::<_, u8>::new("agg", SumPlusThree))?;
+    let s = f
+        .backend
+        .aggregating_state(&AggregatingStateDescriptor::<_, u8>::new(
+            "agg",
+            SumPlusThree,
+        ))?;
     let a = f.key("a");
     assert_eq!(s.get(&a, &0)?, None);
     s.add(&a, &0, 5)?;
@@ -262,7 +338,10 @@ pub fn aggregating_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
         s.add(&a, &ns, v)?;
     }
     s.merge_namespaces(&a, &4, &[1, 2, 3])?;
-    assert_eq!(s.get(&a, &4)?.as_deref(), Some((165 + 4 * 3).to_string().as_str()));
+    assert_eq!(
+        s.get(&a, &4)?.as_deref(),
+        Some((165 + 4 * 3).to_string().as_str())
+    );
     for ns in [1, 2, 3] {
         assert_eq!(s.get(&a, &ns)?, None);
     }
@@ -274,8 +353,10 @@ pub fn aggregating_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 
 pub fn ttl_exact_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let d = ValueStateDescriptor::<String>::new("v")
-        .with_ttl(ttl(UpdateType::OnCreateAndWrite, StateVisibility::NeverReturnExpired));
+    let d = ValueStateDescriptor::<String>::new("v").with_ttl(ttl(
+        UpdateType::OnCreateAndWrite,
+        StateVisibility::NeverReturnExpired,
+    ));
     let s = f.backend.value_state(&d)?;
     let k = f.key("k");
     f.at(0);
@@ -285,32 +366,55 @@ pub fn ttl_exact_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) -> E
     f.at(50);
     s.update(&k, &(), "v1".into())?;
     f.at(120);
-    assert_eq!(s.get(&k, &())?.as_deref(), Some("v1"), "a write at 50 lives until 150");
+    assert_eq!(
+        s.get(&k, &())?.as_deref(),
+        Some("v1"),
+        "a write at 50 lives until 150"
+    );
     f.at(149);
-    assert_eq!(s.get(&k, &())?.as_deref(), Some("v1"), "reads do not refresh OnCreateAndWrite");
+    assert_eq!(
+        s.get(&k, &())?.as_deref(),
+        Some("v1"),
+        "reads do not refresh OnCreateAndWrite"
+    );
     f.at(150);
-    assert_eq!(s.get(&k, &())?, None, "expired exactly at last_access + ttl");
-    assert!(s.keys_for_namespace(&())?.is_empty(), "an expired read removes the entry");
+    assert_eq!(
+        s.get(&k, &())?,
+        None,
+        "expired exactly at last_access + ttl"
+    );
+    assert!(
+        s.keys_for_namespace(&())?.is_empty(),
+        "an expired read removes the entry"
+    );
     Ok(())
 }
 
 pub fn ttl_relaxed_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let d = ValueStateDescriptor::<String>::new("v")
-        .with_ttl(ttl(UpdateType::OnCreateAndWrite, StateVisibility::ReturnExpiredIfNotCleanedUp));
+    let d = ValueStateDescriptor::<String>::new("v").with_ttl(ttl(
+        UpdateType::OnCreateAndWrite,
+        StateVisibility::ReturnExpiredIfNotCleanedUp,
+    ));
     let s = f.backend.value_state(&d)?;
     let k = f.key("k");
     s.update(&k, &(), "v0".into())?;
     f.at(120);
-    assert_eq!(s.get(&k, &())?.as_deref(), Some("v0"), "stale value returned once");
+    assert_eq!(
+        s.get(&k, &())?.as_deref(),
+        Some("v0"),
+        "stale value returned once"
+    );
     assert_eq!(s.get(&k, &())?, None, "…and cleaned up by that read");
     Ok(())
 }
 
 pub fn ttl_exact_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let d = ValueStateDescriptor::<String>::new("v")
-        .with_ttl(ttl(UpdateType::OnReadAndWrite, StateVisibility::NeverReturnExpired));
+    let d = ValueStateDescriptor::<String>::new("v").with_ttl(ttl(
+        UpdateType::OnReadAndWrite,
+        StateVisibility::NeverReturnExpired,
+    ));
     let s = f.backend.value_state(&d)?;
     let k = f.key("k");
     s.update(&k, &(), "v0".into())?;
@@ -327,47 +431,72 @@ pub fn ttl_exact_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> E)
 
 pub fn ttl_relaxed_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let d = ValueStateDescriptor::<String>::new("v")
-        .with_ttl(ttl(UpdateType::OnReadAndWrite, StateVisibility::ReturnExpiredIfNotCleanedUp));
+    let d = ValueStateDescriptor::<String>::new("v").with_ttl(ttl(
+        UpdateType::OnReadAndWrite,
+        StateVisibility::ReturnExpiredIfNotCleanedUp,
+    ));
     let s = f.backend.value_state(&d)?;
     let k = f.key("k");
     s.update(&k, &(), "v0".into())?;
     f.at(50);
     assert_eq!(s.get(&k, &())?.as_deref(), Some("v0"));
     f.at(170);
-    assert_eq!(s.get(&k, &())?.as_deref(), Some("v0"), "expired at 150, returned once");
+    assert_eq!(
+        s.get(&k, &())?.as_deref(),
+        Some("v0"),
+        "expired at 150, returned once"
+    );
     assert_eq!(s.get(&k, &())?, None);
     Ok(())
 }
 
 pub fn ttl_list_elements_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let d = ListStateDescriptor::<i32>::new("l")
-        .with_ttl(ttl(UpdateType::OnCreateAndWrite, StateVisibility::NeverReturnExpired));
+    let d = ListStateDescriptor::<i32>::new("l").with_ttl(ttl(
+        UpdateType::OnCreateAndWrite,
+        StateVisibility::NeverReturnExpired,
+    ));
     let s = f.backend.list_state(&d)?;
     let k = f.key("k");
     s.add_all(&k, &(), [5, 7, 10])?;
     f.at(60);
     s.add_all(&k, &(), [8, 9])?;
     f.at(100);
-    assert_eq!(s.get(&k, &())?.collect::<Vec<_>>(), vec![8, 9], "the elements of t=0 expired");
+    assert_eq!(
+        s.get(&k, &())?.collect::<Vec<_>>(),
+        vec![8, 9],
+        "the elements of t=0 expired"
+    );
     f.at(159);
     assert_eq!(s.get(&k, &())?.collect::<Vec<_>>(), vec![8, 9]);
     f.at(160);
     assert_eq!(s.get(&k, &())?.count(), 0);
-    assert!(s.keys_for_namespace(&())?.is_empty(), "a fully expired list is removed on read");
+    assert!(
+        s.keys_for_namespace(&())?.is_empty(),
+        "a fully expired list is removed on read"
+    );
 
     // OnReadAndWrite re-stamps the live elements and drops the expired ones.
-    let d2 = ListStateDescriptor::<i32>::new("l2")
-        .with_ttl(ttl(UpdateType::OnReadAndWrite, StateVisibility::ReturnExpiredIfNotCleanedUp));
+    let d2 = ListStateDescriptor::<i32>::new("l2").with_ttl(ttl(
+        UpdateType::OnReadAndWrite,
+        StateVisibility::ReturnExpiredIfNotCleanedUp,
+    ));
     let s2 = f.backend.list_state(&d2)?;
     f.at(1000);
     s2.add(&k, &(), 1)?;
     f.at(1050);
     s2.add(&k, &(), 2)?;
     f.at(1120);
-    assert_eq!(s2.get(&k, &())?.collect::<Vec<_>>(), vec![1, 2], "expired element returned once");
-    assert_eq!(s2.get(&k, &())?.collect::<Vec<_>>(), vec![2], "…then gone; 2 was re-stamped at 1120");
+    assert_eq!(
+        s2.get(&k, &())?.collect::<Vec<_>>(),
+        vec![1, 2],
+        "expired element returned once"
+    );
+    assert_eq!(
+        s2.get(&k, &())?.collect::<Vec<_>>(),
+        vec![2],
+        "…then gone; 2 was re-stamped at 1120"
+    );
     f.at(1219);
     assert_eq!(s2.get(&k, &())?.collect::<Vec<_>>(), vec![2]);
     Ok(())
@@ -375,8 +504,10 @@ pub fn ttl_list_elements_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig
 
 pub fn ttl_map_entries_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let d = MapStateDescriptor::<u32, String>::new("m")
-        .with_ttl(ttl(UpdateType::OnCreateAndWrite, StateVisibility::NeverReturnExpired));
+    let d = MapStateDescriptor::<u32, String>::new("m").with_ttl(ttl(
+        UpdateType::OnCreateAndWrite,
+        StateVisibility::NeverReturnExpired,
+    ));
     let s = f.backend.map_state(&d)?;
     let k = f.key("k");
     s.put_all(&k, &(), [(3, "3".to_string()), (5, "5".to_string())])?;
@@ -386,32 +517,56 @@ pub fn ttl_map_entries_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig) 
     assert_eq!(s.get(&k, &(), &3)?, None);
     assert!(!s.contains(&k, &(), &5)?);
     assert!(s.contains(&k, &(), &7)?);
-    assert_eq!(sorted(s.entries(&k, &())?.collect()), vec![(7, "7".to_string())]);
+    assert_eq!(
+        sorted(s.entries(&k, &())?.collect()),
+        vec![(7, "7".to_string())]
+    );
     assert!(!s.is_empty(&k, &())?);
     f.at(150);
-    assert!(s.is_empty(&k, &())?, "only expired entries: empty under NeverReturnExpired");
+    assert!(
+        s.is_empty(&k, &())?,
+        "only expired entries: empty under NeverReturnExpired"
+    );
     assert!(s.keys_for_namespace(&())?.is_empty());
 
-    let d2 = MapStateDescriptor::<u32, String>::new("m2")
-        .with_ttl(ttl(UpdateType::OnReadAndWrite, StateVisibility::ReturnExpiredIfNotCleanedUp));
+    let d2 = MapStateDescriptor::<u32, String>::new("m2").with_ttl(ttl(
+        UpdateType::OnReadAndWrite,
+        StateVisibility::ReturnExpiredIfNotCleanedUp,
+    ));
     let s2 = f.backend.map_state(&d2)?;
     f.at(1000);
     s2.put(&k, &(), 1, "a".into())?;
     f.at(1080);
     assert_eq!(s2.get(&k, &(), &1)?.as_deref(), Some("a")); // refreshed to 1080
     f.at(1179);
-    assert_eq!(sorted(s2.entries(&k, &())?.collect()), vec![(1, "a".to_string())]); // refreshed to 1179
+    assert_eq!(
+        sorted(s2.entries(&k, &())?.collect()),
+        vec![(1, "a".to_string())]
+    ); // refreshed to 1179
     f.at(1279);
-    assert_eq!(s2.get(&k, &(), &1)?.as_deref(), Some("a"), "expired but returned once");
+    assert_eq!(
+        s2.get(&k, &(), &1)?.as_deref(),
+        Some("a"),
+        "expired but returned once"
+    );
     assert_eq!(s2.get(&k, &(), &1)?, None);
     Ok(())
 }
 
-pub fn ttl_reducing_and_aggregating_restamp_on_add<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+pub fn ttl_reducing_and_aggregating_restamp_on_add<E: Engine>(
+    make: &dyn Fn(EngineConfig) -> E,
+) -> R {
     let f = Fixture::new(make);
-    let t = ttl(UpdateType::OnCreateAndWrite, StateVisibility::NeverReturnExpired);
-    let r = f.backend.reducing_state(&ReducingStateDescriptor::<i64>::new("r", |a, b| a + b).with_ttl(t.clone()))?;
-    let g = f.backend.aggregating_state(&AggregatingStateDescriptor::<_>::new("g", SumPlusThree).with_ttl(t))?;
+    let t = ttl(
+        UpdateType::OnCreateAndWrite,
+        StateVisibility::NeverReturnExpired,
+    );
+    let r = f.backend.reducing_state(
+        &ReducingStateDescriptor::<i64>::new("r", |a, b| a + b).with_ttl(t.clone()),
+    )?;
+    let g = f
+        .backend
+        .aggregating_state(&AggregatingStateDescriptor::<_>::new("g", SumPlusThree).with_ttl(t))?;
     let k = f.key("k");
     r.add(&k, &(), 5)?;
     g.add(&k, &(), 5)?;
@@ -435,10 +590,19 @@ pub fn ttl_reducing_and_aggregating_restamp_on_add<E: Engine>(make: &dyn Fn(Engi
 /// 120, final at 150, merge at 230.
 pub fn ttl_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let t = ttl(UpdateType::OnCreateAndWrite, StateVisibility::NeverReturnExpired);
-    let l = f.backend.list_state(&ListStateDescriptor::<i64, String>::new("l").with_ttl(t.clone()))?;
-    let r = f.backend.reducing_state(&ReducingStateDescriptor::<i64, String>::new("r", |a, b| a + b).with_ttl(t.clone()))?;
-    let g = f.backend.aggregating_state(&AggregatingStateDescriptor::<_, String>::new("g", SumPlusThree).with_ttl(t))?;
+    let t = ttl(
+        UpdateType::OnCreateAndWrite,
+        StateVisibility::NeverReturnExpired,
+    );
+    let l = f
+        .backend
+        .list_state(&ListStateDescriptor::<i64, String>::new("l").with_ttl(t.clone()))?;
+    let r = f.backend.reducing_state(
+        &ReducingStateDescriptor::<i64, String>::new("r", |a, b| a + b).with_ttl(t.clone()),
+    )?;
+    let g = f.backend.aggregating_state(
+        &AggregatingStateDescriptor::<_, String>::new("g", SumPlusThree).with_ttl(t),
+    )?;
     let k = f.key("k");
     let ns = |n: &str| n.to_string();
     let add = |n: &str, v: i64| -> R {
@@ -456,10 +620,17 @@ pub fn ttl_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     add("final", 100)?;
     add("unexpired", 200)?;
     f.at(230);
-    let sources: Vec<String> = ["unset1", "unset2", "expired", "expiredAndUpdated", "unexpired", "final"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let sources: Vec<String> = [
+        "unset1",
+        "unset2",
+        "expired",
+        "expiredAndUpdated",
+        "unexpired",
+        "final",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     l.merge_namespaces(&k, &ns("target"), &sources)?;
     r.merge_namespaces(&k, &ns("target"), &sources)?;
     g.merge_namespaces(&k, &ns("target"), &sources)?;
@@ -469,7 +640,10 @@ pub fn ttl_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     // was re-stamped at 120 and so expired at 220.
     assert_eq!(r.get(&k, &ns("target"))?, Some(100 + 220));
     // Aggregating: the same sums plus one fresh accumulator (3) per live namespace.
-    assert_eq!(g.get(&k, &ns("target"))?.as_deref(), Some((100 + 220 + 3 * 2).to_string().as_str()));
+    assert_eq!(
+        g.get(&k, &ns("target"))?.as_deref(),
+        Some((100 + 220 + 3 * 2).to_string().as_str())
+    );
     for source in &sources {
         assert_eq!(r.get(&k, source)?, None);
         assert_eq!(l.get(&k, source)?.count(), 0);
@@ -483,36 +657,65 @@ pub fn ttl_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 pub fn key_group_range_errors<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let range = range_for_operator(128, 4, 1)?;
     let f = Fixture::with_range(make, 128, Some(range));
-    let s = f.backend.value_state(&ValueStateDescriptor::<u64>::new("v"))?;
+    let s = f
+        .backend
+        .value_state(&ValueStateDescriptor::<u64>::new("v"))?;
     let mut inside = None;
     let mut outside = None;
     for i in 0..1000 {
         let k = Key::new(format!("k{i}"), 128)?;
-        if range.contains(k.group()) { inside.get_or_insert(k) } else { outside.get_or_insert(k) };
+        if range.contains(k.group()) {
+            inside.get_or_insert(k)
+        } else {
+            outside.get_or_insert(k)
+        };
     }
     let (inside, outside) = (inside.unwrap(), outside.unwrap());
     assert!(matches!(
         f.backend.key(outside.key().clone()),
         Err(Error::KeyGroupOutOfRange { group, range: r }) if group == outside.group() && r == range
     ));
-    assert!(matches!(s.update(&outside, &(), 1), Err(Error::KeyGroupOutOfRange { .. })));
-    assert!(matches!(s.get(&outside, &()), Err(Error::KeyGroupOutOfRange { .. })));
-    assert!(matches!(s.keys_in_group(outside.group()), Err(Error::KeyGroupOutOfRange { .. })));
+    assert!(matches!(
+        s.update(&outside, &(), 1),
+        Err(Error::KeyGroupOutOfRange { .. })
+    ));
+    assert!(matches!(
+        s.get(&outside, &()),
+        Err(Error::KeyGroupOutOfRange { .. })
+    ));
+    assert!(matches!(
+        s.keys_in_group(outside.group()),
+        Err(Error::KeyGroupOutOfRange { .. })
+    ));
     s.update(&inside, &(), 1)?;
     assert_eq!(s.get(&inside, &())?, Some(1));
     // A key resolved for another max_parallelism is refused even if its group number fits.
     let other = Key::new(inside.key().clone(), 32768)?;
     if range.contains(other.group()) {
-        assert!(matches!(s.get(&other, &()), Err(Error::MaxParallelismMismatch { .. })));
+        assert!(matches!(
+            s.get(&other, &()),
+            Err(Error::MaxParallelismMismatch { .. })
+        ));
     }
-    let other = (0..1000).map(|i| Key::new(format!("m{i}"), 256).unwrap()).find(|k| range.contains(k.group())).unwrap();
-    assert!(matches!(s.get(&other, &()), Err(Error::MaxParallelismMismatch { key: 256, backend: 128 })));
+    let other = (0..1000)
+        .map(|i| Key::new(format!("m{i}"), 256).unwrap())
+        .find(|k| range.contains(k.group()))
+        .unwrap();
+    assert!(matches!(
+        s.get(&other, &()),
+        Err(Error::MaxParallelismMismatch {
+            key: 256,
+            backend: 128
+        })
+    ));
     Ok(())
 }
 
 pub fn keys_are_listed_per_key_group<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
-    let s = f.backend.value_state(&ValueStateDescriptor::<u64>::new("v"))?;
+    let s = f
+        .backend
+        .value_state(&ValueStateDescriptor::<u64>::new("v"))?;
     let keys: Vec<Key<String>> = (0..300).map(|i| f.key(&format!("user-{i}"))).collect();
     for (i, k) in keys.iter().enumerate() {
         s.update(k, &(), i as u64)?;
@@ -520,8 +723,11 @@ pub fn keys_are_listed_per_key_group<E: Engine>(make: &dyn Fn(EngineConfig) -> E
     let mut total = 0;
     for g in f.backend.key_group_range().iter() {
         let listed = s.keys_in_group(g)?;
-        let mut expected: Vec<(String, ())> =
-            keys.iter().filter(|k| k.group() == g).map(|k| (k.key().clone(), ())).collect();
+        let mut expected: Vec<(String, ())> = keys
+            .iter()
+            .filter(|k| k.group() == g)
+            .map(|k| (k.key().clone(), ()))
+            .collect();
         expected.sort();
         assert_eq!(sorted(listed.clone()), expected, "group {g}");
         total += listed.len();
@@ -537,7 +743,11 @@ pub fn registration_rules<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let again = f.backend.value_state(&d)?;
     let k = f.key("k");
     first.update(&k, &(), 5)?;
-    assert_eq!(again.get(&k, &())?, Some(5), "the same descriptor returns the same state");
+    assert_eq!(
+        again.get(&k, &())?,
+        Some(5),
+        "the same descriptor returns the same state"
+    );
     let incompatible = |r: Result<(), Error>, expected_field: &str| match r {
         Err(Error::IncompatibleRegistration { name, field, .. }) => {
             assert_eq!(name, "s");
@@ -545,36 +755,77 @@ pub fn registration_rules<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
         }
         other => panic!("expected IncompatibleRegistration({expected_field}), got {other:?}"),
     };
-    incompatible(f.backend.list_state(&ListStateDescriptor::<u64>::new("s")).map(|_| ()), "kind");
-    incompatible(f.backend.value_state(&ValueStateDescriptor::<String>::new("s")).map(|_| ()), "value codec");
-    incompatible(f.backend.value_state(&ValueStateDescriptor::<u64, u8>::new("s")).map(|_| ()), "namespace codec");
     incompatible(
         f.backend
-            .value_state(&ValueStateDescriptor::<u64>::new("s").with_ttl(TtlConfig::new(Duration::from_secs(1))))
+            .list_state(&ListStateDescriptor::<u64>::new("s"))
+            .map(|_| ()),
+        "kind",
+    );
+    incompatible(
+        f.backend
+            .value_state(&ValueStateDescriptor::<String>::new("s"))
+            .map(|_| ()),
+        "value codec",
+    );
+    incompatible(
+        f.backend
+            .value_state(&ValueStateDescriptor::<u64, u8>::new("s"))
+            .map(|_| ()),
+        "namespace codec",
+    );
+    incompatible(
+        f.backend
+            .value_state(
+                &ValueStateDescriptor::<u64>::new("s")
+                    .with_ttl(TtlConfig::new(Duration::from_secs(1))),
+            )
             .map(|_| ()),
         "TTL",
     );
-    incompatible(f.backend.value_state(&ValueStateDescriptor::<usize>::new("s")).map(|_| ()), "Rust type");
-    let names: Vec<String> = f.backend.registered_states().into_iter().map(|m| m.name).collect();
+    incompatible(
+        f.backend
+            .value_state(&ValueStateDescriptor::<usize>::new("s"))
+            .map(|_| ()),
+        "Rust type",
+    );
+    let names: Vec<String> = f
+        .backend
+        .registered_states()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     assert_eq!(names, vec!["s".to_string()]);
     let zero = ValueStateDescriptor::<u64>::new("z").with_ttl(TtlConfig::new(Duration::ZERO));
-    assert!(matches!(f.backend.value_state(&zero), Err(Error::Config(ConfigError::ZeroTtl))));
+    assert!(matches!(
+        f.backend.value_state(&zero),
+        Err(Error::Config(ConfigError::ZeroTtl))
+    ));
     Ok(())
 }
 
 pub fn large_max_parallelism<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let range = range_for_operator(32768, 3, 2)?;
     let f = Fixture::with_range(make, 32768, Some(range));
-    let s = f.backend.map_state(&MapStateDescriptor::<String, u64>::new("m"))?;
+    let s = f
+        .backend
+        .map_state(&MapStateDescriptor::<String, u64>::new("m"))?;
     let mut written = 0;
     for i in 0..2000 {
-        let Ok(k) = f.backend.key(format!("k{i}")) else { continue };
+        let Ok(k) = f.backend.key(format!("k{i}")) else {
+            continue;
+        };
         s.put(&k, &(), "x".into(), i)?;
         written += 1;
     }
-    let listed: usize = range.iter().map(|g| s.keys_in_group(g).map(|v| v.len())).sum::<Result<usize, _>>()?;
+    let listed: usize = range
+        .iter()
+        .map(|g| s.keys_in_group(g).map(|v| v.len()))
+        .sum::<Result<usize, _>>()?;
     assert_eq!(listed, written);
-    assert!(written > 500, "about a third of the keys land in the last third of the groups");
+    assert!(
+        written > 500,
+        "about a third of the keys land in the last third of the groups"
+    );
     Ok(())
 }
 

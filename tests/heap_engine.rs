@@ -10,11 +10,20 @@ use keyed_state::ttl::TtlConfig;
 use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
 
 fn backend(clock: &ManualClock) -> KeyedStateBackend<u64> {
-    KeyedStateBackend::new(HeapEngine::new(EngineConfig::new(128).unwrap().with_clock(clock.shared())))
+    KeyedStateBackend::new(HeapEngine::new(
+        EngineConfig::new(128).unwrap().with_clock(clock.shared()),
+    ))
 }
 
-fn all_keys(backend: &KeyedStateBackend<u64>, keys_in_group: impl Fn(u16) -> Vec<u64>) -> BTreeSet<u64> {
-    backend.key_group_range().iter().flat_map(keys_in_group).collect()
+fn all_keys(
+    backend: &KeyedStateBackend<u64>,
+    keys_in_group: impl Fn(u16) -> Vec<u64>,
+) -> BTreeSet<u64> {
+    backend
+        .key_group_range()
+        .iter()
+        .flat_map(keys_in_group)
+        .collect()
 }
 
 /// Keys nobody reads again must not live forever: accesses to one hot key drive a bounded
@@ -24,9 +33,15 @@ fn incremental_cleanup_removes_untouched_expired_keys() {
     let clock = ManualClock::new(0);
     let b = backend(&clock);
     let ttl = TtlConfig::new(Duration::from_millis(100)).with_cleanup_per_access(5);
-    let value = b.value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl.clone())).unwrap();
-    let list = b.list_state(&ListStateDescriptor::<u64>::new("l").with_ttl(ttl.clone())).unwrap();
-    let map = b.map_state(&MapStateDescriptor::<u8, u64>::new("m").with_ttl(ttl)).unwrap();
+    let value = b
+        .value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl.clone()))
+        .unwrap();
+    let list = b
+        .list_state(&ListStateDescriptor::<u64>::new("l").with_ttl(ttl.clone()))
+        .unwrap();
+    let map = b
+        .map_state(&MapStateDescriptor::<u8, u64>::new("m").with_ttl(ttl))
+        .unwrap();
     for k in 0..3000u64 {
         let key = b.key(k).unwrap();
         value.update(&key, &(), k).unwrap();
@@ -47,14 +62,41 @@ fn incremental_cleanup_removes_untouched_expired_keys() {
         list.get(&hot, &()).unwrap();
         map.get(&hot, &(), &1).unwrap();
     }
-    assert!(all_keys(&b, |g| value.keys_in_group(g).unwrap().into_iter().map(|(k, _)| k).collect()).is_empty());
+    assert!(
+        all_keys(&b, |g| value
+            .keys_in_group(g)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+        .is_empty()
+    );
     let evens: BTreeSet<u64> = (0..3000).step_by(2).collect();
-    assert_eq!(all_keys(&b, |g| list.keys_in_group(g).unwrap().into_iter().map(|(k, _)| k).collect()), evens);
-    assert_eq!(all_keys(&b, |g| map.keys_in_group(g).unwrap().into_iter().map(|(k, _)| k).collect()), evens);
+    assert_eq!(
+        all_keys(&b, |g| list
+            .keys_in_group(g)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()),
+        evens
+    );
+    assert_eq!(
+        all_keys(&b, |g| map
+            .keys_in_group(g)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()),
+        evens
+    );
     // The survivors hold only their live element (the cleanup rewrote them).
     let k = b.key(42).unwrap();
     assert_eq!(list.get(&k, &()).unwrap().collect::<Vec<_>>(), vec![99]);
-    assert_eq!(map.entries(&k, &()).unwrap().collect::<Vec<_>>(), vec![(2, 99)]);
+    assert_eq!(
+        map.entries(&k, &()).unwrap().collect::<Vec<_>>(),
+        vec![(2, 99)]
+    );
 }
 
 #[test]
@@ -62,7 +104,9 @@ fn without_incremental_cleanup_expired_keys_wait_for_a_read() {
     let clock = ManualClock::new(0);
     let b = backend(&clock);
     let ttl = TtlConfig::new(Duration::from_millis(100)).with_cleanup_per_access(0);
-    let value = b.value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl)).unwrap();
+    let value = b
+        .value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl))
+        .unwrap();
     for k in 0..100u64 {
         value.update(&b.key(k).unwrap(), &(), k).unwrap();
     }
@@ -71,7 +115,14 @@ fn without_incremental_cleanup_expired_keys_wait_for_a_read() {
     for _ in 0..1000 {
         value.get(&hot, &()).unwrap();
     }
-    let left = all_keys(&b, |g| value.keys_in_group(g).unwrap().into_iter().map(|(k, _)| k).collect());
+    let left = all_keys(&b, |g| {
+        value
+            .keys_in_group(g)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    });
     assert_eq!(left.len(), 100);
     assert_eq!(value.get(&b.key(7).unwrap(), &()).unwrap(), None);
 }
@@ -94,6 +145,8 @@ fn views_are_shared_across_threads() {
     for h in handles {
         h.join().unwrap();
     }
-    let total: usize = (0..10u64).map(|k| list.get(&b.key(k).unwrap(), &()).unwrap().count()).sum();
+    let total: usize = (0..10u64)
+        .map(|k| list.get(&b.key(k).unwrap(), &()).unwrap().count())
+        .sum();
     assert_eq!(total, 4000);
 }

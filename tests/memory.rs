@@ -26,7 +26,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -58,7 +61,8 @@ fn measure<T>(build: impl FnOnce() -> T) -> (T, f64) {
 #[test]
 fn heap_value_state_uses_at_most_twice_the_raw_map() {
     let (raw, raw_per_entry) = measure(|| {
-        let mut m: HashMap<u64, u64, _> = HashMap::with_hasher(foldhash::fast::FixedState::with_seed(1));
+        let mut m: HashMap<u64, u64, _> =
+            HashMap::with_hasher(foldhash::fast::FixedState::with_seed(1));
         for k in keys() {
             m.insert(k, k);
         }
@@ -68,7 +72,9 @@ fn heap_value_state_uses_at_most_twice_the_raw_map() {
 
     let (backend, heap_per_entry) = measure(|| {
         let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
-        let state = backend.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
+        let state = backend
+            .value_state(&ValueStateDescriptor::<u64>::new("v"))
+            .unwrap();
         for k in keys() {
             state.update(&backend.key(k).unwrap(), &(), k).unwrap();
         }

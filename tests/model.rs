@@ -10,8 +10,9 @@ use proptest::prelude::*;
 
 use keyed_state::clock::ManualClock;
 use keyed_state::state::{
-    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState, ListStateDescriptor, MapState,
-    MapStateDescriptor, ReducingState, ReducingStateDescriptor, ValueState, ValueStateDescriptor,
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState,
+    ListStateDescriptor, MapState, MapStateDescriptor, ReducingState, ReducingStateDescriptor,
+    ValueState, ValueStateDescriptor,
 };
 use keyed_state::ttl::{StateVisibility, TtlConfig, UpdateType};
 use keyed_state::{Engine, EngineConfig, HeapEngine, Key, KeyedStateBackend};
@@ -101,19 +102,30 @@ struct TtlSpec {
 fn ttl_spec() -> impl Strategy<Value = Option<TtlSpec>> {
     prop_oneof![
         Just(None),
-        (1u64..60, any::<bool>(), any::<bool>(), 0usize..8).prop_map(|(ttl, refresh_on_read, return_expired, c)| {
-            // Background cleanup makes "returned if not cleaned up" depend on the engine's
-            // visiting order, which no model can know; it is exact without it.
-            let cleanup_per_access = if return_expired { 0 } else { c };
-            Some(TtlSpec { ttl, refresh_on_read, return_expired, cleanup_per_access })
-        }),
+        (1u64..60, any::<bool>(), any::<bool>(), 0usize..8).prop_map(
+            |(ttl, refresh_on_read, return_expired, c)| {
+                // Background cleanup makes "returned if not cleaned up" depend on the engine's
+                // visiting order, which no model can know; it is exact without it.
+                let cleanup_per_access = if return_expired { 0 } else { c };
+                Some(TtlSpec {
+                    ttl,
+                    refresh_on_read,
+                    return_expired,
+                    cleanup_per_access,
+                })
+            }
+        ),
     ]
 }
 
 impl TtlSpec {
     fn config(&self) -> TtlConfig {
         TtlConfig::new(Duration::from_millis(self.ttl))
-            .with_update(if self.refresh_on_read { UpdateType::OnReadAndWrite } else { UpdateType::OnCreateAndWrite })
+            .with_update(if self.refresh_on_read {
+                UpdateType::OnReadAndWrite
+            } else {
+                UpdateType::OnCreateAndWrite
+            })
             .with_visibility(if self.return_expired {
                 StateVisibility::ReturnExpiredIfNotCleanedUp
             } else {
@@ -161,7 +173,8 @@ impl Model {
         if self.ttl.is_some() { self.now } else { 0 }
     }
     fn expired(&self, ts: u64) -> bool {
-        self.ttl.is_some_and(|t| ts.saturating_add(t.ttl) <= self.now)
+        self.ttl
+            .is_some_and(|t| ts.saturating_add(t.ttl) <= self.now)
     }
     fn refresh(&self) -> bool {
         self.ttl.is_some_and(|t| t.refresh_on_read)
@@ -184,16 +197,18 @@ impl Model {
     }
 
     fn live_single<V: Copy>(&self, m: &BTreeMap<Cell, (u64, V)>, c: Cell) -> Option<V> {
-        m.get(&c).filter(|(ts, _)| !self.expired(*ts)).map(|(_, v)| *v)
+        m.get(&c)
+            .filter(|(ts, _)| !self.expired(*ts))
+            .map(|(_, v)| *v)
     }
 
     fn merge_single(&self, m: &mut BTreeMap<Cell, (u64, i64)>, k: K, target: Ns, sources: &[Ns]) {
         let mut acc: Option<i64> = None;
         for &s in sources.iter().filter(|s| **s != target) {
-            if let Some((ts, v)) = m.remove(&(k, s)) {
-                if !self.expired(ts) {
-                    acc = Some(acc.map_or(v, |a| a + v));
-                }
+            if let Some((ts, v)) = m.remove(&(k, s))
+                && !self.expired(ts)
+            {
+                acc = Some(acc.map_or(v, |a| a + v));
             }
         }
         if let Some(mut a) = acc {
@@ -205,13 +220,20 @@ impl Model {
     }
 
     fn list_get(&mut self, c: Cell) -> Vec<i32> {
-        let Some(elems) = self.list.get(&c).cloned() else { return vec![] };
-        let live: Vec<(u64, i32)> = elems.iter().copied().filter(|(ts, _)| !self.expired(*ts)).collect();
+        let Some(elems) = self.list.get(&c).cloned() else {
+            return vec![];
+        };
+        let live: Vec<(u64, i32)> = elems
+            .iter()
+            .copied()
+            .filter(|(ts, _)| !self.expired(*ts))
+            .collect();
         if live.is_empty() {
             self.list.remove(&c);
         } else if self.refresh() {
             let now = self.now;
-            self.list.insert(c, live.iter().map(|(_, v)| (now, *v)).collect());
+            self.list
+                .insert(c, live.iter().map(|(_, v)| (now, *v)).collect());
         }
         let shown = if self.shows_expired() { elems } else { live };
         shown.into_iter().map(|(_, v)| v).collect()
@@ -240,8 +262,11 @@ impl Model {
     }
 
     fn map_entries(&mut self, c: Cell) -> Vec<(u8, i32)> {
-        let entries: Vec<(u8, (u64, i32))> =
-            self.map.get(&c).map(|m| m.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default();
+        let entries: Vec<(u8, (u64, i32))> = self
+            .map
+            .get(&c)
+            .map(|m| m.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default();
         let mut out = Vec::new();
         for (uk, (ts, v)) in entries {
             if self.expired(ts) {
@@ -261,7 +286,9 @@ impl Model {
     }
 
     fn map_is_empty(&mut self, c: Cell) -> bool {
-        let Some(m) = self.map.get(&c) else { return true };
+        let Some(m) = self.map.get(&c) else {
+            return true;
+        };
         if self.ttl.is_some() && !self.shows_expired() {
             if m.values().any(|(ts, _)| !self.expired(*ts)) {
                 return false;
@@ -276,20 +303,38 @@ impl Model {
     /// value, list, map, reduce, agg.
     fn cells(&self) -> Vec<(BTreeSet<Cell>, BTreeSet<Cell>)> {
         let single = |m: &BTreeMap<Cell, (u64, i64)>| {
-            (m.keys().copied().collect(), m.iter().filter(|(_, (ts, _))| !self.expired(*ts)).map(|(c, _)| *c).collect())
+            (
+                m.keys().copied().collect(),
+                m.iter()
+                    .filter(|(_, (ts, _))| !self.expired(*ts))
+                    .map(|(c, _)| *c)
+                    .collect(),
+            )
         };
         vec![
             (
                 self.value.keys().copied().collect(),
-                self.value.iter().filter(|(_, (ts, _))| !self.expired(*ts)).map(|(c, _)| *c).collect(),
+                self.value
+                    .iter()
+                    .filter(|(_, (ts, _))| !self.expired(*ts))
+                    .map(|(c, _)| *c)
+                    .collect(),
             ),
             (
                 self.list.keys().copied().collect(),
-                self.list.iter().filter(|(_, l)| l.iter().any(|(ts, _)| !self.expired(*ts))).map(|(c, _)| *c).collect(),
+                self.list
+                    .iter()
+                    .filter(|(_, l)| l.iter().any(|(ts, _)| !self.expired(*ts)))
+                    .map(|(c, _)| *c)
+                    .collect(),
             ),
             (
                 self.map.keys().copied().collect(),
-                self.map.iter().filter(|(_, m)| m.values().any(|(ts, _)| !self.expired(*ts))).map(|(c, _)| *c).collect(),
+                self.map
+                    .iter()
+                    .filter(|(_, m)| m.values().any(|(ts, _)| !self.expired(*ts)))
+                    .map(|(c, _)| *c)
+                    .collect(),
             ),
             single(&self.reduce),
             single(&self.agg),
@@ -313,13 +358,17 @@ struct Sut<E: Engine> {
 impl<E: Engine> Sut<E> {
     fn new(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>) -> Self {
         let clock = ManualClock::new(1_000);
-        let backend = KeyedStateBackend::new(make(EngineConfig::new(128).unwrap().with_clock(clock.shared())));
+        let backend = KeyedStateBackend::new(make(
+            EngineConfig::new(128).unwrap().with_clock(clock.shared()),
+        ));
         let cfg = ttl.map(|t| t.config());
         let with = |d: ValueStateDescriptor<i32, Ns>| match &cfg {
             Some(c) => d.with_ttl(c.clone()),
             None => d,
         };
-        let value = backend.value_state(&with(ValueStateDescriptor::new("value"))).unwrap();
+        let value = backend
+            .value_state(&with(ValueStateDescriptor::new("value")))
+            .unwrap();
         let mut ld = ListStateDescriptor::new("list");
         let mut md = MapStateDescriptor::new("map");
         let mut rd = ReducingStateDescriptor::new("reduce", |a: i64, b: i64| a + b);
@@ -334,7 +383,15 @@ impl<E: Engine> Sut<E> {
         let map = backend.map_state(&md).unwrap();
         let reduce = backend.reducing_state(&rd).unwrap();
         let agg = backend.aggregating_state(&ad).unwrap();
-        Sut { clock, backend, value, list, map, reduce, agg }
+        Sut {
+            clock,
+            backend,
+            value,
+            list,
+            map,
+            reduce,
+            agg,
+        }
     }
 
     fn key(&self, k: K) -> Key<u64> {
@@ -346,7 +403,7 @@ impl<E: Engine> Sut<E> {
             self.backend
                 .key_group_range()
                 .iter()
-                .flat_map(|g| keys(g))
+                .flat_map(keys)
                 .map(|(k, ns)| ((k / 7919) as u8, ns))
                 .collect()
         };
@@ -365,9 +422,17 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v
 }
 
-fn run<E: Engine>(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run<E: Engine>(
+    make: &dyn Fn(EngineConfig) -> E,
+    ttl: Option<TtlSpec>,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
     let sut = Sut::new(make, ttl);
-    let mut m = Model { now: 1_000, ttl, ..Model::default() };
+    let mut m = Model {
+        now: 1_000,
+        ttl,
+        ..Model::default()
+    };
     for (step, op) in ops.into_iter().chain([Op::CheckKeys]).enumerate() {
         let ctx = format!("step {step}: {op:?} at t={}", m.now);
         match op {
@@ -400,7 +465,10 @@ fn run<E: Engine>(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>, ops: V
                 sut.list.add_all(&sut.key(k), &ns, vs.clone()).unwrap();
                 if !vs.is_empty() {
                     let st = m.stamp();
-                    m.list.entry((k, ns)).or_default().extend(vs.into_iter().map(|v| (st, v)));
+                    m.list
+                        .entry((k, ns))
+                        .or_default()
+                        .extend(vs.into_iter().map(|v| (st, v)));
                 }
             }
             Op::ListUpdate(k, ns, vs) => {
@@ -409,7 +477,8 @@ fn run<E: Engine>(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>, ops: V
                     m.list.remove(&(k, ns));
                 } else {
                     let st = m.stamp();
-                    m.list.insert((k, ns), vs.into_iter().map(|v| (st, v)).collect());
+                    m.list
+                        .insert((k, ns), vs.into_iter().map(|v| (st, v)).collect());
                 }
             }
             Op::ListGet(k, ns) => {
@@ -421,7 +490,9 @@ fn run<E: Engine>(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>, ops: V
                 m.list.remove(&(k, ns));
             }
             Op::ListMerge(k, target, sources) => {
-                sut.list.merge_namespaces(&sut.key(k), &target, &sources).unwrap();
+                sut.list
+                    .merge_namespaces(&sut.key(k), &target, &sources)
+                    .unwrap();
                 let mut moved = Vec::new();
                 for s in sources.iter().filter(|s| **s != target) {
                     if let Some(l) = m.list.remove(&(k, *s)) {
@@ -441,7 +512,10 @@ fn run<E: Engine>(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>, ops: V
                 sut.map.put_all(&sut.key(k), &ns, entries.clone()).unwrap();
                 if !entries.is_empty() {
                     let st = m.stamp();
-                    m.map.entry((k, ns)).or_default().extend(entries.into_iter().map(|(uk, v)| (uk, (st, v))));
+                    m.map
+                        .entry((k, ns))
+                        .or_default()
+                        .extend(entries.into_iter().map(|(uk, v)| (uk, (st, v))));
                 }
             }
             Op::MapRemove(k, ns, uk) => {
@@ -470,7 +544,9 @@ fn run<E: Engine>(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>, ops: V
             }
             Op::ReduceAdd(k, ns, v) => {
                 sut.reduce.add(&sut.key(k), &ns, i64::from(v)).unwrap();
-                let new = m.live_single(&m.reduce, (k, ns)).map_or(i64::from(v), |o| o + i64::from(v));
+                let new = m
+                    .live_single(&m.reduce, (k, ns))
+                    .map_or(i64::from(v), |o| o + i64::from(v));
                 let st = m.stamp();
                 m.reduce.insert((k, ns), (st, new));
             }
@@ -486,7 +562,9 @@ fn run<E: Engine>(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>, ops: V
                 m.reduce.remove(&(k, ns));
             }
             Op::ReduceMerge(k, target, sources) => {
-                sut.reduce.merge_namespaces(&sut.key(k), &target, &sources).unwrap();
+                sut.reduce
+                    .merge_namespaces(&sut.key(k), &target, &sources)
+                    .unwrap();
                 let mut map = std::mem::take(&mut m.reduce);
                 m.merge_single(&mut map, k, target, &sources);
                 m.reduce = map;
@@ -509,7 +587,9 @@ fn run<E: Engine>(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>, ops: V
                 m.agg.remove(&(k, ns));
             }
             Op::AggMerge(k, target, sources) => {
-                sut.agg.merge_namespaces(&sut.key(k), &target, &sources).unwrap();
+                sut.agg
+                    .merge_namespaces(&sut.key(k), &target, &sources)
+                    .unwrap();
                 let mut map = std::mem::take(&mut m.agg);
                 m.merge_single(&mut map, k, target, &sources);
                 m.agg = map;
@@ -517,9 +597,24 @@ fn run<E: Engine>(make: &dyn Fn(EngineConfig) -> E, ttl: Option<TtlSpec>, ops: V
             Op::CheckKeys => {
                 // Without TTL the engine holds exactly the model's cells; with TTL, background
                 // cleanup may already have dropped expired ones, never a live one.
-                for (kind, (got, (all, live))) in sut.cells().into_iter().zip(m.cells()).enumerate() {
-                    prop_assert!(got.is_subset(&all), "{} kind {}: {:?} ⊄ {:?}", ctx, kind, got, all);
-                    prop_assert!(live.is_subset(&got), "{} kind {}: live {:?} ⊄ {:?}", ctx, kind, live, got);
+                for (kind, (got, (all, live))) in sut.cells().into_iter().zip(m.cells()).enumerate()
+                {
+                    prop_assert!(
+                        got.is_subset(&all),
+                        "{} kind {}: {:?} ⊄ {:?}",
+                        ctx,
+                        kind,
+                        got,
+                        all
+                    );
+                    prop_assert!(
+                        live.is_subset(&got),
+                        "{} kind {}: live {:?} ⊄ {:?}",
+                        ctx,
+                        kind,
+                        live,
+                        got
+                    );
                     if m.ttl.is_none() || m.ttl.is_some_and(|t| t.cleanup_per_access == 0) {
                         prop_assert_eq!(&got, &all, "{} kind {}", ctx, kind);
                     }

@@ -16,12 +16,13 @@ use crate::key::Key;
 use crate::key_group::KeyGroupRange;
 use crate::state::Core;
 use crate::state::descriptor::meta;
-use crate::ttl::TtlPolicy;
 use crate::state::{
-    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState, ListStateDescriptor,
-    MapKey, MapState, MapStateDescriptor, Namespace, ReducingState, ReducingStateDescriptor,
-    StateDescriptor, StateKey, StateMeta, StateValue, ValueState, ValueStateDescriptor,
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState,
+    ListStateDescriptor, MapKey, MapState, MapStateDescriptor, Namespace, ReducingState,
+    ReducingStateDescriptor, StateDescriptor, StateKey, StateMeta, StateValue, ValueState,
+    ValueStateDescriptor,
 };
+use crate::ttl::TtlPolicy;
 
 struct Registered {
     meta: StateMeta,
@@ -52,7 +53,11 @@ pub struct KeyedStateBackend<K, E = HeapEngine> {
 impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
     /// A backend over `engine`, with no state registered yet.
     pub fn new(engine: E) -> Self {
-        KeyedStateBackend { engine, states: Mutex::new(HashMap::new()), _key: PhantomData }
+        KeyedStateBackend {
+            engine,
+            states: Mutex::new(HashMap::new()),
+            _key: PhantomData,
+        }
     }
 
     /// Resolves `key` for this backend: serializes it once, computes its key group and checks
@@ -85,7 +90,12 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
 
     /// The metadata of every registered state, sorted by name.
     pub fn registered_states(&self) -> Vec<StateMeta> {
-        let mut metas: Vec<StateMeta> = self.states.lock().values().map(|r| r.meta.clone()).collect();
+        let mut metas: Vec<StateMeta> = self
+            .states
+            .lock()
+            .values()
+            .map(|r| r.meta.clone())
+            .collect();
         metas.sort_by(|a, b| a.name.cmp(&b.name));
         metas
     }
@@ -104,24 +114,40 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         if let Some(existing) = states.get(&meta.name) {
             if let Some((field, had, asked)) = existing.meta.first_difference(&meta) {
                 return Err(Error::IncompatibleRegistration {
-                    name: meta.name, field, existing: had, requested: asked,
+                    name: meta.name,
+                    field,
+                    existing: had,
+                    requested: asked,
                 });
             }
             // Same codec ids but other Rust types (say `usize` and `u64`): refuse as well.
-            return existing.table.downcast_ref::<T>().cloned().ok_or_else(|| Error::IncompatibleRegistration {
-                name: meta.name.clone(),
-                field: "Rust type",
-                existing: "another type with the same codec".into(),
-                requested: std::any::type_name::<T>().into(),
+            return existing.table.downcast_ref::<T>().cloned().ok_or_else(|| {
+                Error::IncompatibleRegistration {
+                    name: meta.name.clone(),
+                    field: "Rust type",
+                    existing: "another type with the same codec".into(),
+                    requested: std::any::type_name::<T>().into(),
+                }
             });
         }
         let table = create(&self.engine, &meta)?;
         tracing::debug!(state = %meta.name, kind = %meta.kind, engine = self.engine.name(), "registered state");
-        states.insert(meta.name.clone(), Registered { meta, table: Box::new(table.clone()) });
+        states.insert(
+            meta.name.clone(),
+            Registered {
+                meta,
+                table: Box::new(table.clone()),
+            },
+        );
         Ok(table)
     }
 
-    fn core<T: ?Sized, X>(&self, desc: &impl StateDescriptor, table: Arc<T>, extra: X) -> Core<T, X> {
+    fn core<T: ?Sized, X>(
+        &self,
+        desc: &impl StateDescriptor,
+        table: Arc<T>,
+        extra: X,
+    ) -> Core<T, X> {
         Core {
             name: desc.name().into(),
             table,
@@ -136,8 +162,12 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         &self,
         desc: &ValueStateDescriptor<V, N>,
     ) -> Result<ValueState<K, V, N>> {
-        let table = self.table(meta::<K, N, V>(desc, None), |e, m| e.value_table::<K, N, V>(m))?;
-        Ok(ValueState { core: self.core(desc, table, ()) })
+        let table = self.table(meta::<K, N, V>(desc, None), |e, m| {
+            e.value_table::<K, N, V>(m)
+        })?;
+        Ok(ValueState {
+            core: self.core(desc, table, ()),
+        })
     }
 
     /// Registers (or looks up) a list state.
@@ -145,8 +175,12 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         &self,
         desc: &ListStateDescriptor<E2, N>,
     ) -> Result<ListState<K, E2, N>> {
-        let table = self.table(meta::<K, N, E2>(desc, None), |e, m| e.list_table::<K, N, E2>(m))?;
-        Ok(ListState { core: self.core(desc, table, ()) })
+        let table = self.table(meta::<K, N, E2>(desc, None), |e, m| {
+            e.list_table::<K, N, E2>(m)
+        })?;
+        Ok(ListState {
+            core: self.core(desc, table, ()),
+        })
     }
 
     /// Registers (or looks up) a map state.
@@ -156,7 +190,9 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
     ) -> Result<MapState<K, UK, UV, N>> {
         let meta = meta::<K, N, UV>(desc, Some(UK::codec_id()));
         let table = self.table(meta, |e, m| e.map_table::<K, N, UK, UV>(m))?;
-        Ok(MapState { core: self.core(desc, table, ()) })
+        Ok(MapState {
+            core: self.core(desc, table, ()),
+        })
     }
 
     /// Registers (or looks up) a reducing state.
@@ -164,8 +200,12 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         &self,
         desc: &ReducingStateDescriptor<V, N>,
     ) -> Result<ReducingState<K, V, N>> {
-        let table = self.table(meta::<K, N, V>(desc, None), |e, m| e.value_table::<K, N, V>(m))?;
-        Ok(ReducingState { core: self.core(desc, table, desc.reduce.clone()) })
+        let table = self.table(meta::<K, N, V>(desc, None), |e, m| {
+            e.value_table::<K, N, V>(m)
+        })?;
+        Ok(ReducingState {
+            core: self.core(desc, table, desc.reduce.clone()),
+        })
     }
 
     /// Registers (or looks up) an aggregating state.
@@ -173,8 +213,12 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         &self,
         desc: &AggregatingStateDescriptor<F, N>,
     ) -> Result<AggregatingState<K, F, N>> {
-        let table = self.table(meta::<K, N, F::Acc>(desc, None), |e, m| e.value_table::<K, N, F::Acc>(m))?;
-        Ok(AggregatingState { core: self.core(desc, table, desc.function.clone()) })
+        let table = self.table(meta::<K, N, F::Acc>(desc, None), |e, m| {
+            e.value_table::<K, N, F::Acc>(m)
+        })?;
+        Ok(AggregatingState {
+            core: self.core(desc, table, desc.function.clone()),
+        })
     }
 }
 

@@ -151,7 +151,10 @@ impl EngineConfig {
             if key.max_parallelism() == self.max_parallelism {
                 Ok(i)
             } else {
-                Err(Error::MaxParallelismMismatch { key: key.max_parallelism(), backend: self.max_parallelism })
+                Err(Error::MaxParallelismMismatch {
+                    key: key.max_parallelism(),
+                    backend: self.max_parallelism,
+                })
             }
         })
     }
@@ -159,7 +162,10 @@ impl EngineConfig {
     /// The index of `group` within the range, or a typed error.
     #[inline]
     pub fn local_index(&self, group: u16) -> Result<usize> {
-        self.range.index_of(group).ok_or(Error::KeyGroupOutOfRange { group, range: self.range })
+        self.range.index_of(group).ok_or(Error::KeyGroupOutOfRange {
+            group,
+            range: self.range,
+        })
     }
 }
 

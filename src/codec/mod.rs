@@ -78,14 +78,24 @@ pub trait Codec: Sized {
 /// Writes a nested length prefix. Lengths above `u32::MAX` cannot be stored; values that large
 /// are far beyond what any state value may be, so this is checked in debug builds only.
 pub(crate) fn write_len(out: &mut Vec<u8>, len: usize) {
-    debug_assert!(u32::try_from(len).is_ok(), "value of {len} bytes is too large to encode");
+    debug_assert!(
+        u32::try_from(len).is_ok(),
+        "value of {len} bytes is too large to encode"
+    );
     write_varint_u32(out, len as u32);
 }
 
 /// Splits `n` bytes off the front of `input`, or reports how many are missing.
-pub fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], CodecError> {
+pub fn take<'a>(
+    input: &mut &'a [u8],
+    n: usize,
+    what: &'static str,
+) -> Result<&'a [u8], CodecError> {
     if input.len() < n {
-        return Err(CodecError::UnexpectedEnd { what, needed: n - input.len() });
+        return Err(CodecError::UnexpectedEnd {
+            what,
+            needed: n - input.len(),
+        });
     }
     let (head, tail) = input.split_at(n);
     *input = tail;
@@ -94,5 +104,12 @@ pub fn take<'a>(input: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'
 
 /// Fails when `rest` is not empty: a top-level value must use all of its bytes.
 pub fn expect_end(rest: &[u8], what: &'static str) -> Result<(), CodecError> {
-    if rest.is_empty() { Ok(()) } else { Err(CodecError::TrailingBytes { what, extra: rest.len() }) }
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        Err(CodecError::TrailingBytes {
+            what,
+            extra: rest.len(),
+        })
+    }
 }

@@ -34,8 +34,10 @@ pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
 
 /// Decodes a postcard-encoded value that occupies all of `bytes`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, rest) = postcard::take_from_bytes(bytes)
-        .map_err(|e| CodecError::Invalid { what: "serde value", reason: e.to_string() })?;
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| CodecError::Invalid {
+        what: "serde value",
+        reason: e.to_string(),
+    })?;
     super::expect_end(rest, "serde value")?;
     Ok(value)
 }

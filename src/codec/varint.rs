@@ -25,17 +25,26 @@ pub fn read_varint_u32(input: &mut &[u8], what: &'static str) -> Result<u32, Cod
         *input = rest;
         let bits = u32::from(byte & 0x7f);
         if i == 4 && bits > 0x0f {
-            return Err(CodecError::Invalid { what, reason: "varint overflows u32".into() });
+            return Err(CodecError::Invalid {
+                what,
+                reason: "varint overflows u32".into(),
+            });
         }
         value |= bits << (7 * i);
         if byte & 0x80 == 0 {
             if i > 0 && byte == 0 {
-                return Err(CodecError::Invalid { what, reason: "overlong varint".into() });
+                return Err(CodecError::Invalid {
+                    what,
+                    reason: "overlong varint".into(),
+                });
             }
             return Ok(value);
         }
     }
-    Err(CodecError::Invalid { what, reason: "varint longer than 5 bytes".into() })
+    Err(CodecError::Invalid {
+        what,
+        reason: "varint longer than 5 bytes".into(),
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use super::{AggregateFunction, Core, live_single, merge_single, read_single, view_common, write_stamp};
+use super::{
+    AggregateFunction, Core, live_single, merge_single, read_single, view_common, write_stamp,
+};
 use crate::backend::ValueTable;
 use crate::error::Result;
 use crate::key::Key;
@@ -29,7 +31,9 @@ impl<K, F: AggregateFunction, N: PartialEq> AggregatingState<K, F, N> {
         let now = write_stamp(self.core.ttl.as_ref());
         let acc = live_single(&*self.core.table, self.core.ttl.as_ref(), key, ns, now)?
             .unwrap_or_else(|| f.create_accumulator());
-        self.core.table.put(key, ns, Stamped::new(now, f.add(value, acc)))
+        self.core
+            .table
+            .put(key, ns, Stamped::new(now, f.add(value, acc)))
     }
 
     /// Removes the accumulator.
@@ -41,6 +45,13 @@ impl<K, F: AggregateFunction, N: PartialEq> AggregatingState<K, F, N> {
     /// with [`AggregateFunction::merge`], and removes the sources.
     pub fn merge_namespaces(&self, key: &Key<K>, target: &N, sources: &[N]) -> Result<()> {
         let f = &self.core.extra;
-        merge_single(&*self.core.table, self.core.ttl.as_ref(), key, target, sources, |a, b| f.merge(a, b))
+        merge_single(
+            &*self.core.table,
+            self.core.ttl.as_ref(),
+            key,
+            target,
+            sources,
+            |a, b| f.merge(a, b),
+        )
     }
 }

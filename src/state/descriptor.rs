@@ -102,11 +102,14 @@ pub struct ListStateDescriptor<E, N = ()> {
     _types: PhantomData<fn() -> (E, N)>,
 }
 
+/// The marker of a map descriptor's types.
+type MapTypes<UK, UV, N> = PhantomData<fn() -> (UK, UV, N)>;
+
 /// Describes a [`MapState`](super::MapState) from `UK` to `UV`.
 pub struct MapStateDescriptor<UK, UV, N = ()> {
     name: String,
     ttl: Option<TtlConfig>,
-    _types: PhantomData<fn() -> (UK, UV, N)>,
+    _types: MapTypes<UK, UV, N>,
 }
 
 /// Describes a [`ReducingState`](super::ReducingState) folding `V`s with a reduce function.
@@ -144,7 +147,11 @@ macro_rules! with_ttl {
 impl<V, N> ValueStateDescriptor<V, N> {
     /// A value state named `name`, without TTL.
     pub fn new(name: impl Into<String>) -> Self {
-        ValueStateDescriptor { name: name.into(), ttl: None, _types: PhantomData }
+        ValueStateDescriptor {
+            name: name.into(),
+            ttl: None,
+            _types: PhantomData,
+        }
     }
     with_ttl!();
 }
@@ -152,7 +159,11 @@ impl<V, N> ValueStateDescriptor<V, N> {
 impl<E, N> ListStateDescriptor<E, N> {
     /// A list state named `name`, without TTL.
     pub fn new(name: impl Into<String>) -> Self {
-        ListStateDescriptor { name: name.into(), ttl: None, _types: PhantomData }
+        ListStateDescriptor {
+            name: name.into(),
+            ttl: None,
+            _types: PhantomData,
+        }
     }
     with_ttl!();
 }
@@ -160,15 +171,27 @@ impl<E, N> ListStateDescriptor<E, N> {
 impl<UK, UV, N> MapStateDescriptor<UK, UV, N> {
     /// A map state named `name`, without TTL.
     pub fn new(name: impl Into<String>) -> Self {
-        MapStateDescriptor { name: name.into(), ttl: None, _types: PhantomData }
+        MapStateDescriptor {
+            name: name.into(),
+            ttl: None,
+            _types: PhantomData,
+        }
     }
     with_ttl!();
 }
 
 impl<V, N> ReducingStateDescriptor<V, N> {
     /// A reducing state named `name` folding with `reduce(accumulated, new)`.
-    pub fn new(name: impl Into<String>, reduce: impl Fn(V, V) -> V + Send + Sync + 'static) -> Self {
-        ReducingStateDescriptor { name: name.into(), ttl: None, reduce: Arc::new(reduce), _types: PhantomData }
+    pub fn new(
+        name: impl Into<String>,
+        reduce: impl Fn(V, V) -> V + Send + Sync + 'static,
+    ) -> Self {
+        ReducingStateDescriptor {
+            name: name.into(),
+            ttl: None,
+            reduce: Arc::new(reduce),
+            _types: PhantomData,
+        }
     }
     with_ttl!();
 }
@@ -176,7 +199,12 @@ impl<V, N> ReducingStateDescriptor<V, N> {
 impl<F, N> AggregatingStateDescriptor<F, N> {
     /// An aggregating state named `name` driven by `function`.
     pub fn new(name: impl Into<String>, function: F) -> Self {
-        AggregatingStateDescriptor { name: name.into(), ttl: None, function: Arc::new(function), _types: PhantomData }
+        AggregatingStateDescriptor {
+            name: name.into(),
+            ttl: None,
+            function: Arc::new(function),
+            _types: PhantomData,
+        }
     }
     with_ttl!();
 }

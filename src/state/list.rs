@@ -25,13 +25,20 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     pub fn get(&self, key: &Key<K>, ns: &N) -> Result<vec::IntoIter<E>> {
         let stored = self.core.table.get(key, ns)?;
         let Some(ttl) = &self.core.ttl else {
-            return Ok(stored.into_iter().map(|s| s.value).collect::<Vec<_>>().into_iter());
+            return Ok(stored
+                .into_iter()
+                .map(|s| s.value)
+                .collect::<Vec<_>>()
+                .into_iter());
         };
         if stored.is_empty() {
             return Ok(Vec::new().into_iter());
         }
         let now = ttl.now();
-        let live_count = stored.iter().filter(|s| !ttl.expired(s.last_access, now)).count();
+        let live_count = stored
+            .iter()
+            .filter(|s| !ttl.expired(s.last_access, now))
+            .count();
         if live_count == 0 {
             self.core.table.remove(key, ns)?;
         } else if ttl.refresh_on_read() {
@@ -54,17 +61,33 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     /// Appends one element.
     pub fn add(&self, key: &Key<K>, ns: &N, element: E) -> Result<()> {
         let stamp = write_stamp(self.core.ttl.as_ref());
-        self.core.table.append(key, ns, vec![Stamped::new(stamp, element)])
+        self.core
+            .table
+            .append(key, ns, vec![Stamped::new(stamp, element)])
     }
 
     /// Appends every element (one write; a no-op when empty).
-    pub fn add_all(&self, key: &Key<K>, ns: &N, elements: impl IntoIterator<Item = E>) -> Result<()> {
+    pub fn add_all(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+        elements: impl IntoIterator<Item = E>,
+    ) -> Result<()> {
         let stamped = self.stamp_all(elements);
-        if stamped.is_empty() { Ok(()) } else { self.core.table.append(key, ns, stamped) }
+        if stamped.is_empty() {
+            Ok(())
+        } else {
+            self.core.table.append(key, ns, stamped)
+        }
     }
 
     /// Replaces the list (one write); an empty `elements` clears it.
-    pub fn update(&self, key: &Key<K>, ns: &N, elements: impl IntoIterator<Item = E>) -> Result<()> {
+    pub fn update(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+        elements: impl IntoIterator<Item = E>,
+    ) -> Result<()> {
         let stamped = self.stamp_all(elements);
         self.core.table.put(key, ns, stamped)
     }
@@ -86,11 +109,18 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
                 moved.extend(elements);
             }
         }
-        if moved.is_empty() { Ok(()) } else { self.core.table.append(key, target, moved) }
+        if moved.is_empty() {
+            Ok(())
+        } else {
+            self.core.table.append(key, target, moved)
+        }
     }
 
     fn stamp_all(&self, elements: impl IntoIterator<Item = E>) -> Vec<Stamped<E>> {
         let stamp = write_stamp(self.core.ttl.as_ref());
-        elements.into_iter().map(|e| Stamped::new(stamp, e)).collect()
+        elements
+            .into_iter()
+            .map(|e| Stamped::new(stamp, e))
+            .collect()
     }
 }

@@ -20,15 +20,24 @@ view_common!(MapState<K, UK, UV, N>);
 impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     /// The value for `user_key`, or `None`.
     pub fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<UV>> {
-        let Some(stored) = self.core.table.get(key, ns, user_key)? else { return Ok(None) };
-        let Some(ttl) = &self.core.ttl else { return Ok(Some(stored.value)) };
+        let Some(stored) = self.core.table.get(key, ns, user_key)? else {
+            return Ok(None);
+        };
+        let Some(ttl) = &self.core.ttl else {
+            return Ok(Some(stored.value));
+        };
         let now = ttl.now();
         if ttl.expired(stored.last_access, now) {
             self.core.table.remove(key, ns, user_key)?;
             return Ok(ttl.returns_expired().then_some(stored.value));
         }
         if ttl.refresh_on_read() {
-            self.core.table.put(key, ns, user_key.clone(), Stamped::new(now, stored.value.clone()))?;
+            self.core.table.put(
+                key,
+                ns,
+                user_key.clone(),
+                Stamped::new(now, stored.value.clone()),
+            )?;
         }
         Ok(Some(stored.value))
     }
@@ -41,14 +50,28 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     /// Inserts or replaces one entry.
     pub fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: UV) -> Result<()> {
         let stamp = write_stamp(self.core.ttl.as_ref());
-        self.core.table.put(key, ns, user_key, Stamped::new(stamp, value))
+        self.core
+            .table
+            .put(key, ns, user_key, Stamped::new(stamp, value))
     }
 
     /// Inserts or replaces every entry, all with one TTL stamp.
-    pub fn put_all(&self, key: &Key<K>, ns: &N, entries: impl IntoIterator<Item = (UK, UV)>) -> Result<()> {
+    pub fn put_all(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+        entries: impl IntoIterator<Item = (UK, UV)>,
+    ) -> Result<()> {
         let stamp = write_stamp(self.core.ttl.as_ref());
-        let entries: Vec<_> = entries.into_iter().map(|(k, v)| (k, Stamped::new(stamp, v))).collect();
-        if entries.is_empty() { Ok(()) } else { self.core.table.put_all(key, ns, entries) }
+        let entries: Vec<_> = entries
+            .into_iter()
+            .map(|(k, v)| (k, Stamped::new(stamp, v)))
+            .collect();
+        if entries.is_empty() {
+            Ok(())
+        } else {
+            self.core.table.put_all(key, ns, entries)
+        }
     }
 
     /// Removes the entry for `user_key` (a no-op when absent).
@@ -62,7 +85,11 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     pub fn entries(&self, key: &Key<K>, ns: &N) -> Result<vec::IntoIter<(UK, UV)>> {
         let stored = self.core.table.entries(key, ns)?;
         let Some(ttl) = &self.core.ttl else {
-            return Ok(stored.into_iter().map(|(k, s)| (k, s.value)).collect::<Vec<_>>().into_iter());
+            return Ok(stored
+                .into_iter()
+                .map(|(k, s)| (k, s.value))
+                .collect::<Vec<_>>()
+                .into_iter());
         };
         let now = ttl.now();
         let mut out = Vec::with_capacity(stored.len());
@@ -87,12 +114,20 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     }
 
     /// The (visible) user keys; see [`MapState::entries`].
-    pub fn keys(&self, key: &Key<K>, ns: &N) -> Result<impl Iterator<Item = UK> + use<K, UK, UV, N>> {
+    pub fn keys(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+    ) -> Result<impl Iterator<Item = UK> + use<K, UK, UV, N>> {
         Ok(self.entries(key, ns)?.map(|(k, _)| k))
     }
 
     /// The (visible) user values; see [`MapState::entries`].
-    pub fn values(&self, key: &Key<K>, ns: &N) -> Result<impl Iterator<Item = UV> + use<K, UK, UV, N>> {
+    pub fn values(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+    ) -> Result<impl Iterator<Item = UV> + use<K, UK, UV, N>> {
         Ok(self.entries(key, ns)?.map(|(_, v)| v))
     }
 

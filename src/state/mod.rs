@@ -98,9 +98,21 @@ impl StateMeta {
         let fields: [(&'static str, String, String); 6] = [
             ("kind", self.kind.to_string(), other.kind.to_string()),
             ("key codec", self.key_codec.clone(), other.key_codec.clone()),
-            ("namespace codec", self.namespace_codec.clone(), other.namespace_codec.clone()),
-            ("user key codec", format!("{:?}", self.user_key_codec), format!("{:?}", other.user_key_codec)),
-            ("value codec", self.value_codec.clone(), other.value_codec.clone()),
+            (
+                "namespace codec",
+                self.namespace_codec.clone(),
+                other.namespace_codec.clone(),
+            ),
+            (
+                "user key codec",
+                format!("{:?}", self.user_key_codec),
+                format!("{:?}", other.user_key_codec),
+            ),
+            (
+                "value codec",
+                self.value_codec.clone(),
+                other.value_codec.clone(),
+            ),
             ("TTL", format!("{:?}", self.ttl), format!("{:?}", other.ttl)),
         ];
         fields.into_iter().find(|(_, a, b)| a != b)
@@ -116,8 +128,12 @@ pub(crate) fn read_single<K, N, V: Clone>(
     key: &Key<K>,
     ns: &N,
 ) -> Result<Option<V>> {
-    let Some(stored) = table.get(key, ns)? else { return Ok(None) };
-    let Some(ttl) = ttl else { return Ok(Some(stored.value)) };
+    let Some(stored) = table.get(key, ns)? else {
+        return Ok(None);
+    };
+    let Some(ttl) = ttl else {
+        return Ok(Some(stored.value));
+    };
     let now = ttl.now();
     if ttl.expired(stored.last_access, now) {
         table.remove(key, ns)?;
@@ -158,7 +174,9 @@ pub(crate) fn merge_single<K, N: PartialEq, V>(
     let live = |s: &Stamped<V>| ttl.is_none_or(|t| !t.expired(s.last_access, now));
     let mut merged: Option<V> = None;
     for source in sources.iter().filter(|s| *s != target) {
-        let Some(stored) = table.get(key, source)? else { continue };
+        let Some(stored) = table.get(key, source)? else {
+            continue;
+        };
         table.remove(key, source)?;
         if live(&stored) {
             merged = Some(match merged {
@@ -167,7 +185,9 @@ pub(crate) fn merge_single<K, N: PartialEq, V>(
             });
         }
     }
-    let Some(mut merged) = merged else { return Ok(()) };
+    let Some(mut merged) = merged else {
+        return Ok(());
+    };
     if let Some(current) = table.get(key, target)?.filter(|s| live(s)) {
         merged = combine(merged, current.value);
     }
@@ -187,7 +207,12 @@ pub(crate) fn keys_in_namespace<K, N: PartialEq>(
 ) -> Result<Vec<K>> {
     let mut out = Vec::new();
     for g in groups {
-        out.extend(keys_of_group(g)?.into_iter().filter(|(_, n)| n == ns).map(|(k, _)| k));
+        out.extend(
+            keys_of_group(g)?
+                .into_iter()
+                .filter(|(_, n)| n == ns)
+                .map(|(k, _)| k),
+        );
     }
     Ok(out)
 }

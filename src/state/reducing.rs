@@ -41,6 +41,13 @@ impl<K, V: Clone, N: PartialEq> ReducingState<K, V, N> {
     /// removes the sources. A source equal to `target` is skipped.
     pub fn merge_namespaces(&self, key: &Key<K>, target: &N, sources: &[N]) -> Result<()> {
         let reduce = &self.core.extra;
-        merge_single(&*self.core.table, self.core.ttl.as_ref(), key, target, sources, |a, b| reduce(a, b))
+        merge_single(
+            &*self.core.table,
+            self.core.ttl.as_ref(),
+            key,
+            target,
+            sources,
+            |a, b| reduce(a, b),
+        )
     }
 }

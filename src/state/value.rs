@@ -21,7 +21,11 @@ impl<K, V: Clone, N> ValueState<K, V, N> {
 
     /// Sets the value.
     pub fn update(&self, key: &Key<K>, ns: &N, value: V) -> Result<()> {
-        self.core.table.put(key, ns, Stamped::new(write_stamp(self.core.ttl.as_ref()), value))
+        self.core.table.put(
+            key,
+            ns,
+            Stamped::new(write_stamp(self.core.ttl.as_ref()), value),
+        )
     }
 
     /// Removes the value.

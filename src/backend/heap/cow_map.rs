@@ -89,7 +89,11 @@ impl<T> CowSnapshot<T> {
 
 impl<T: Clone> Default for CowMap<T> {
     fn default() -> Self {
-        CowMap { segments: Arc::from(vec![Arc::new(HashTable::new())]), bits: 0, len: 0 }
+        CowMap {
+            segments: Arc::from(vec![Arc::new(HashTable::new())]),
+            bits: 0,
+            len: 0,
+        }
     }
 }
 
@@ -125,13 +129,21 @@ impl<T: Clone> CowMap<T> {
 
     /// The place of the entry matching `eq`; `hasher` recomputes an entry's hash when a segment
     /// grows.
-    pub(crate) fn slot(&mut self, hash: u64, eq: impl FnMut(&T) -> bool, hasher: impl Fn(&T) -> u64) -> Slot<'_, T> {
+    pub(crate) fn slot(
+        &mut self,
+        hash: u64,
+        eq: impl FnMut(&T) -> bool,
+        hasher: impl Fn(&T) -> u64,
+    ) -> Slot<'_, T> {
         self.maybe_grow(&hasher);
         let i = self.segment_of(hash);
         let segment = Arc::make_mut(&mut Arc::make_mut(&mut self.segments)[i]);
         match segment.entry(hash, eq, hasher) {
             HtEntry::Occupied(o) => Slot::Occupied(o.into_mut()),
-            HtEntry::Vacant(entry) => Slot::Vacant(Vacant { entry, len: &mut self.len }),
+            HtEntry::Vacant(entry) => Slot::Vacant(Vacant {
+                entry,
+                len: &mut self.len,
+            }),
         }
     }
 
@@ -152,12 +164,18 @@ impl<T: Clone> CowMap<T> {
     /// An O(1) frozen view (see the module documentation).
     #[allow(dead_code)]
     pub(crate) fn snapshot(&self) -> CowSnapshot<T> {
-        CowSnapshot { segments: self.segments.clone(), len: self.len }
+        CowSnapshot {
+            segments: self.segments.clone(),
+            len: self.len,
+        }
     }
 
     /// Bytes held by the segment tables (their bucket arrays), for metrics.
     pub(crate) fn allocation_size(&self) -> usize {
-        self.segments.iter().map(|s| s.allocation_size()).sum::<usize>()
+        self.segments
+            .iter()
+            .map(|s| s.allocation_size())
+            .sum::<usize>()
             + self.segments.len() * size_of::<Arc<HashTable<T>>>()
     }
 
@@ -169,7 +187,9 @@ impl<T: Clone> CowMap<T> {
         let bits = self.bits + 1;
         let count = 1usize << bits;
         let per_segment = self.len / count + self.len / (count * 8);
-        let mut fresh: Vec<HashTable<T>> = (0..count).map(|_| HashTable::with_capacity(per_segment)).collect();
+        let mut fresh: Vec<HashTable<T>> = (0..count)
+            .map(|_| HashTable::with_capacity(per_segment))
+            .collect();
         let mask = count - 1;
         let mut place = |v: T| {
             let h = hasher(&v);
@@ -185,11 +205,18 @@ impl<T: Clone> CowMap<T> {
                 }
             }
         } else {
-            old.iter().flat_map(|s| s.iter()).cloned().for_each(&mut place);
+            old.iter()
+                .flat_map(|s| s.iter())
+                .cloned()
+                .for_each(&mut place);
         }
         self.segments = fresh.into_iter().map(Arc::new).collect();
         self.bits = bits;
-        debug_assert_eq!(self.iter().count(), self.len, "doubling must keep every entry");
+        debug_assert_eq!(
+            self.iter().count(),
+            self.len,
+            "doubling must keep every entry"
+        );
     }
 
     /// Incremental cleanup: visits up to `budget` entries from `cursor`, asking `judge` about
@@ -217,7 +244,9 @@ impl<T: Clone> CowMap<T> {
             let (seg, bucket) = (cursor.segment, cursor.bucket);
             cursor.bucket += 1;
             probed += 1;
-            let Some(entry) = segment.get_bucket(bucket) else { continue };
+            let Some(entry) = segment.get_bucket(bucket) else {
+                continue;
+            };
             visited += 1;
             match judge(entry) {
                 Verdict::Keep => {}
@@ -307,7 +336,18 @@ mod tests {
         let mut cursor = Cursor::default();
         let mut steps = 0;
         // Remove odd values; every call visits at most 7 entries.
-        while !m.sweep(&mut cursor, 7, |e| if e.1 % 2 == 1 { Verdict::Remove } else { Verdict::Keep }, |_| {}) {
+        while !m.sweep(
+            &mut cursor,
+            7,
+            |e| {
+                if e.1 % 2 == 1 {
+                    Verdict::Remove
+                } else {
+                    Verdict::Keep
+                }
+            },
+            |_| {},
+        ) {
             steps += 1;
             assert!(steps < 5000, "sweep must terminate");
         }

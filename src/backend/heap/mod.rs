@@ -78,9 +78,15 @@ impl Engine for HeapEngine {
         meta: &StateMeta,
     ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>> {
         Ok(if meta.ttl.is_some() {
-            Arc::new(HeapTable::<K, N, MapEntries<UK, Stamped<UV>>>::new(&self.config, meta))
+            Arc::new(HeapTable::<K, N, MapEntries<UK, Stamped<UV>>>::new(
+                &self.config,
+                meta,
+            ))
         } else {
-            Arc::new(HeapTable::<K, N, MapEntries<UK, Bare<UV>>>::new(&self.config, meta))
+            Arc::new(HeapTable::<K, N, MapEntries<UK, Bare<UV>>>::new(
+                &self.config,
+                meta,
+            ))
         })
     }
 }

@@ -77,7 +77,11 @@ pub(crate) trait Expiring: Clone {
 }
 
 fn judge_one(p: &impl HasStamp, ttl: u64, now: u64) -> Verdict {
-    if is_expired(p.last_access(), ttl, now) { Verdict::Remove } else { Verdict::Keep }
+    if is_expired(p.last_access(), ttl, now) {
+        Verdict::Remove
+    } else {
+        Verdict::Keep
+    }
 }
 
 /// Lists and maps: remove when all expired, rewrite when some are.
@@ -105,7 +109,12 @@ impl<V: Clone> Expiring for Bare<V> {
 
 impl<P: HasStamp + Clone> Expiring for Vec<P> {
     fn judge(&self, ttl: u64, now: u64) -> Verdict {
-        judge_many(self.len(), self.iter().filter(|s| is_expired(s.last_access(), ttl, now)).count())
+        judge_many(
+            self.len(),
+            self.iter()
+                .filter(|s| is_expired(s.last_access(), ttl, now))
+                .count(),
+        )
     }
     fn drop_expired(&mut self, ttl: u64, now: u64) {
         self.retain(|s| !is_expired(s.last_access(), ttl, now));
@@ -114,7 +123,12 @@ impl<P: HasStamp + Clone> Expiring for Vec<P> {
 
 impl<UK: MapKey, P: HasStamp + Clone> Expiring for MapEntries<UK, P> {
     fn judge(&self, ttl: u64, now: u64) -> Verdict {
-        judge_many(self.len(), self.values().filter(|s| is_expired(s.last_access(), ttl, now)).count())
+        judge_many(
+            self.len(),
+            self.values()
+                .filter(|s| is_expired(s.last_access(), ttl, now))
+                .count(),
+        )
     }
     fn drop_expired(&mut self, ttl: u64, now: u64) {
         self.retain(|_, s| !is_expired(s.last_access(), ttl, now));
@@ -139,7 +153,11 @@ fn encoded_hash<T: Codec>(value: &T) -> u64 {
 /// costs nothing.
 #[inline]
 fn ns_hash<N: Codec>(ns: &N) -> u64 {
-    if N::FIXED_LEN == Some(0) { 0 } else { encoded_hash(ns) }
+    if N::FIXED_LEN == Some(0) {
+        0
+    } else {
+        encoded_hash(ns)
+    }
 }
 
 #[inline]
@@ -167,19 +185,33 @@ pub(crate) struct HeapTable<K, N, S> {
 
 impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     pub(crate) fn new(config: &EngineConfig, meta: &StateMeta) -> Self {
-        let groups = (0..config.key_group_range().len()).map(|_| CowMap::default()).collect();
+        let groups = (0..config.key_group_range().len())
+            .map(|_| CowMap::default())
+            .collect();
         let cleanup = meta
             .ttl
             .as_ref()
             .filter(|t| t.cleanup_per_access() > 0)
             .map(|t| (t.ttl_millis(), t.cleanup_per_access()));
-        HeapTable { config: config.clone(), cleanup, inner: Mutex::new(Inner { groups, cleanup: (0, Cursor::default()) }) }
+        HeapTable {
+            config: config.clone(),
+            cleanup,
+            inner: Mutex::new(Inner {
+                groups,
+                cleanup: (0, Cursor::default()),
+            }),
+        }
     }
 
     /// Runs `f` on the key group of `key` with the entry hash of (key, ns), under the lock,
     /// then lets incremental cleanup visit its share of entries.
     #[inline]
-    fn with_group<R>(&self, key: &Key<K>, ns: &N, f: impl FnOnce(&mut CowMap<Entry<K, N, S>>, u64) -> R) -> Result<R> {
+    fn with_group<R>(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+        f: impl FnOnce(&mut CowMap<Entry<K, N, S>>, u64) -> R,
+    ) -> Result<R> {
         let index = self.config.group_index(key)?;
         let hash = combine(key.hash(), ns_hash(ns));
         let mut inner = self.inner.lock();
@@ -196,7 +228,9 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     }
 
     fn get_state<R>(&self, key: &Key<K>, ns: &N, read: impl FnOnce(Option<&S>) -> R) -> Result<R> {
-        self.with_group(key, ns, |m, h| read(m.get(h, Self::eq(key, ns)).map(|e| &e.state)))
+        self.with_group(key, ns, |m, h| {
+            read(m.get(h, Self::eq(key, ns)).map(|e| &e.state))
+        })
     }
 
     /// Modifies the state of (key, ns) in place with `payload`, or creates it from `payload`.
@@ -211,7 +245,11 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         self.with_group(key, ns, |m, h| match m.slot(h, Self::eq(key, ns), rehash) {
             Slot::Occupied(e) => modify(&mut e.state, payload),
             Slot::Vacant(slot) => {
-                slot.insert(Entry { key: key.key().clone(), ns: ns.clone(), state: create(payload) });
+                slot.insert(Entry {
+                    key: key.key().clone(),
+                    ns: ns.clone(),
+                    state: create(payload),
+                });
             }
         })
     }
@@ -225,7 +263,10 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     fn keys_of(&self, group: u16) -> Result<Vec<(K, N)>> {
         let index = self.config.local_index(group)?;
         let inner = self.inner.lock();
-        Ok(inner.groups[index].iter().map(|e| (e.key.clone(), e.ns.clone())).collect())
+        Ok(inner.groups[index]
+            .iter()
+            .map(|e| (e.key.clone(), e.ns.clone()))
+            .collect())
     }
 
     /// Number of (key, namespace) entries over all key groups.
@@ -237,7 +278,12 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     /// Bytes held by the tables' bucket arrays.
     #[allow(dead_code)]
     pub(crate) fn allocation_size(&self) -> usize {
-        self.inner.lock().groups.iter().map(CowMap::allocation_size).sum()
+        self.inner
+            .lock()
+            .groups
+            .iter()
+            .map(CowMap::allocation_size)
+            .sum()
     }
 }
 
@@ -252,7 +298,12 @@ impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
                 self.cleanup = (0, Cursor::default());
                 continue;
             };
-            let wrapped = map.sweep(cursor, budget, |e| e.state.judge(ttl, now), |e| e.state.drop_expired(ttl, now));
+            let wrapped = map.sweep(
+                cursor,
+                budget,
+                |e| e.state.judge(ttl, now),
+                |e| e.state.drop_expired(ttl, now),
+            );
             if !wrapped {
                 return;
             }
@@ -261,7 +312,9 @@ impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
     }
 }
 
-impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTable<K, N, V> for HeapTable<K, N, P> {
+impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTable<K, N, V>
+    for HeapTable<K, N, P>
+{
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<Stamped<V>>> {
         self.get_state(key, ns, |s| s.map(P::unpack))
     }
@@ -283,23 +336,40 @@ fn pack_all<E, P: Packed<E>>(elements: Vec<Stamped<E>>) -> Vec<P> {
     elements.into_iter().map(P::pack).collect()
 }
 
-impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E> for HeapTable<K, N, Vec<P>> {
+impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
+    for HeapTable<K, N, Vec<P>>
+{
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Vec<Stamped<E>>> {
-        self.get_state(key, ns, |s| s.map(|l| l.iter().map(P::unpack).collect()).unwrap_or_default())
+        self.get_state(key, ns, |s| {
+            s.map(|l| l.iter().map(P::unpack).collect())
+                .unwrap_or_default()
+        })
     }
 
     fn append(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
         if elements.is_empty() {
             return Ok(());
         }
-        self.upsert(key, ns, pack_all::<E, P>(elements), |e| e, |list, e| list.extend(e))
+        self.upsert(
+            key,
+            ns,
+            pack_all::<E, P>(elements),
+            |e| e,
+            |list, e| list.extend(e),
+        )
     }
 
     fn put(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
         if elements.is_empty() {
             return self.remove_entry(key, ns);
         }
-        self.upsert(key, ns, pack_all::<E, P>(elements), |e| e, |list, e| *list = e)
+        self.upsert(
+            key,
+            ns,
+            pack_all::<E, P>(elements),
+            |e| e,
+            |list, e| *list = e,
+        )
     }
 
     fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
@@ -320,9 +390,15 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTa
 
     fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: Stamped<UV>) -> Result<()> {
         let single = |(k, v)| MapEntries::from_iter([(k, v)]);
-        self.upsert(key, ns, (user_key, P::pack(value)), single, |map, (k, v)| {
-            map.insert(k, v);
-        })
+        self.upsert(
+            key,
+            ns,
+            (user_key, P::pack(value)),
+            single,
+            |map, (k, v)| {
+                map.insert(k, v);
+            },
+        )
     }
 
     fn put_all(&self, key: &Key<K>, ns: &N, entries: Vec<(UK, Stamped<UV>)>) -> Result<()> {
@@ -330,14 +406,23 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTa
             return Ok(());
         }
         let packed: Vec<(UK, P)> = entries.into_iter().map(|(k, v)| (k, P::pack(v))).collect();
-        self.upsert(key, ns, packed, |e| e.into_iter().collect(), |map, e| map.extend(e))
+        self.upsert(
+            key,
+            ns,
+            packed,
+            |e| e.into_iter().collect(),
+            |map, e| map.extend(e),
+        )
     }
 
     fn remove(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<()> {
         self.with_group(key, ns, |m, h| {
             let eq = Self::eq(key, ns);
             // Look first, so removing an absent entry copies no segment shared with a snapshot.
-            if !m.get(h, &eq).is_some_and(|e| e.state.contains_key(user_key)) {
+            if !m
+                .get(h, &eq)
+                .is_some_and(|e| e.state.contains_key(user_key))
+            {
                 return;
             }
             let now_empty = m.get_mut(h, &eq).is_some_and(|e| {
@@ -352,7 +437,8 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTa
 
     fn entries(&self, key: &Key<K>, ns: &N) -> Result<Vec<(UK, Stamped<UV>)>> {
         self.get_state(key, ns, |s| {
-            s.map(|m| m.iter().map(|(k, v)| (k.clone(), v.unpack())).collect()).unwrap_or_default()
+            s.map(|m| m.iter().map(|(k, v)| (k.clone(), v.unpack())).collect())
+                .unwrap_or_default()
         })
     }
 
