@@ -7,7 +7,7 @@
 //! ```
 //! use keyed_state::key_group::{KeyGroupRange, key_group_for_bytes, range_for_operator};
 //! let group = key_group_for_bytes(b"hello", 128);
-//! assert_eq!(group, 0x248b_fa47 % 128);
+//! assert_eq!(u32::from(group), 0x248b_fa47 % 128);
 //! let r = range_for_operator(128, 3, 1).unwrap();
 //! assert_eq!((r.start(), r.end()), (43, 85));
 //! assert!(r.contains(group) == (43..=85).contains(&group));
@@ -179,9 +179,9 @@ impl KeyGroupRange {
     }
 
     /// Iterates the groups in ascending order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = u16> + ExactSizeIterator + use<> {
-        let (start, len) = (self.start, self.len());
-        (0..len).map(move |i| start + i as u16)
+    pub fn iter(&self) -> KeyGroupIter {
+        // Empty ranges are stored as 1..=0, which gives the empty 1..1 here.
+        (u32::from(self.start)..u32::from(self.end) + 1).map((|g| g as u16) as fn(u32) -> u16)
     }
 
     /// Checks that every group of the range is below `max_parallelism`.
@@ -198,12 +198,14 @@ impl KeyGroupRange {
     }
 }
 
+/// The groups of a [`KeyGroupRange`], ascending.
+pub type KeyGroupIter = std::iter::Map<std::ops::Range<u32>, fn(u32) -> u16>;
+
 impl IntoIterator for KeyGroupRange {
     type Item = u16;
-    type IntoIter = std::iter::Map<std::ops::Range<usize>, Box<dyn Fn(usize) -> u16>>;
-    fn into_iter(self) -> Self::IntoIter {
-        let start = self.start;
-        (0..self.len()).map(Box::new(move |i| start + i as u16))
+    type IntoIter = KeyGroupIter;
+    fn into_iter(self) -> KeyGroupIter {
+        self.iter()
     }
 }
 

@@ -3,7 +3,7 @@
 //! A descriptor names a state and fixes its types (and so its codecs), its TTL, and for
 //! Reducing / Aggregating the function. Registering it on a
 //! [`KeyedStateBackend`](crate::KeyedStateBackend) returns a view; every view method takes the
-//! resolved [`Key`](crate::Key) and a namespace (use `&()` for the default namespace).
+//! resolved [`Key`] and a namespace (use `&()` for the default namespace).
 //!
 //! Semantics follow Flink's keyed state: an absent value reads as `None` (never a default), and
 //! a state that becomes empty (a list updated to `[]`, the last map entry removed) is absent.

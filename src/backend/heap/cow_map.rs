@@ -104,6 +104,7 @@ impl<T: Clone> CowMap<T> {
     }
 
     /// Number of entries.
+    #[cfg_attr(not(any(test, debug_assertions)), allow(dead_code))]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -168,15 +169,6 @@ impl<T: Clone> CowMap<T> {
             segments: self.segments.clone(),
             len: self.len,
         }
-    }
-
-    /// Bytes held by the segment tables (their bucket arrays), for metrics.
-    pub(crate) fn allocation_size(&self) -> usize {
-        self.segments
-            .iter()
-            .map(|s| s.allocation_size())
-            .sum::<usize>()
-            + self.segments.len() * size_of::<Arc<HashTable<T>>>()
     }
 
     /// Doubles the directory when segments average more than [`SEGMENT_TARGET_LEN`] entries.

@@ -1,6 +1,6 @@
 //! The heap engine: state as Rust objects in memory, per state and per key group.
 //!
-//! Each registered state gets one table: a vector with one [`CowMap`](cow_map) per owned key
+//! Each registered state gets one table: a vector with one `CowMap` (a copy-on-write segmented hash table) per owned key
 //! group, behind a mutex, holding `(key, namespace, state)` entries of the user's own types
 //! (an access costs no serialization). Entries are found by a hash of the key's bytes (computed
 //! once per record in [`Key`](crate::Key)) combined with the namespace's. Tables apply TTL

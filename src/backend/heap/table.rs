@@ -268,23 +268,6 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             .map(|e| (e.key.clone(), e.ns.clone()))
             .collect())
     }
-
-    /// Number of (key, namespace) entries over all key groups.
-    #[allow(dead_code)]
-    pub(crate) fn len(&self) -> usize {
-        self.inner.lock().groups.iter().map(CowMap::len).sum()
-    }
-
-    /// Bytes held by the tables' bucket arrays.
-    #[allow(dead_code)]
-    pub(crate) fn allocation_size(&self) -> usize {
-        self.inner
-            .lock()
-            .groups
-            .iter()
-            .map(CowMap::allocation_size)
-            .sum()
-    }
 }
 
 impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
