@@ -65,3 +65,78 @@ macro_rules! serde_codec {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::codec::Codec;
+    use crate::state::ValueStateDescriptor;
+    use crate::{CodecError, HeapEngine, KeyedStateBackend};
+    use proptest::prelude::*;
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+    struct Profile {
+        name: String,
+        average: f64,
+        tags: Vec<String>,
+        limit: Option<u32>,
+    }
+    crate::serde_codec!(Profile, "profile-v1");
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+    struct Account(u64, String);
+    crate::serde_codec!(Account);
+
+    proptest! {
+        #[test]
+        fn serde_values_roundtrip(name in ".*", average in any::<f64>().prop_filter("not NaN", |f| !f.is_nan()),
+                                  tags in proptest::collection::vec(".*", 0..4), limit in any::<Option<u32>>()) {
+            let p = Profile { name, average, tags, limit };
+            prop_assert_eq!(Profile::decode(&p.to_bytes()).unwrap(), p.clone());
+            let mut nested = Vec::new();
+            p.encode_nested(&mut nested);
+            nested.push(7);
+            let mut input = &nested[..];
+            prop_assert_eq!(Profile::decode_nested(&mut input).unwrap(), p);
+            prop_assert_eq!(input, &[7][..]);
+        }
+
+        #[test]
+        fn serde_garbage_is_an_error_not_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Profile::decode(&bytes);
+            let _ = Account::decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn truncated_and_trailing_bytes_are_typed_errors() {
+        let bytes = Account(7, "seven".into()).to_bytes();
+        assert!(matches!(
+            Account::decode(&bytes[..bytes.len() - 1]),
+            Err(CodecError::Invalid { .. })
+        ));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            Account::decode(&longer),
+            Err(CodecError::TrailingBytes { .. })
+        ));
+        assert_eq!(Account::codec_id(), "serde-postcard:Account");
+    }
+
+    #[test]
+    fn serde_types_work_as_keys_and_values() {
+        let backend = KeyedStateBackend::<Account>::new(HeapEngine::default());
+        let state = backend
+            .value_state(&ValueStateDescriptor::<Profile>::new("profile"))
+            .unwrap();
+        let key = backend.key(Account(1, "a".into())).unwrap();
+        let p = Profile {
+            name: "a".into(),
+            average: 2.5,
+            tags: vec!["x".into()],
+            limit: None,
+        };
+        state.update(&key, &(), p.clone()).unwrap();
+        assert_eq!(state.get(&key, &()).unwrap(), Some(p));
+    }
+}
