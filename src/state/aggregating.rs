@@ -2,13 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{
-    AggregateFunction, Core, live_single, merge_single, read_single, view_common, write_stamp,
-};
+use super::{AggregateFunction, Core, fold_single, merge_single, read_single, view_common};
 use crate::backend::ValueTable;
 use crate::error::Result;
 use crate::key::Key;
-use crate::ttl::Stamped;
 
 /// An accumulator per (key, namespace); `add` folds inputs in, `get` returns the function's
 /// result. TTL applies to the accumulator as a whole, as for [`ReducingState`](super::ReducingState).
@@ -28,12 +25,13 @@ impl<K, F: AggregateFunction, N: PartialEq> AggregatingState<K, F, N> {
     /// Adds `value` to the accumulator (a fresh one when absent or expired).
     pub fn add(&self, key: &Key<K>, ns: &N, value: F::In) -> Result<()> {
         let f = &self.core.extra;
-        let now = write_stamp(self.core.ttl.as_ref());
-        let acc = live_single(&*self.core.table, self.core.ttl.as_ref(), key, ns, now)?
-            .unwrap_or_else(|| f.create_accumulator());
-        self.core
-            .table
-            .put(key, ns, Stamped::new(now, f.add(value, acc)))
+        fold_single(
+            &*self.core.table,
+            self.core.ttl.as_ref(),
+            key,
+            ns,
+            |current| f.add(value, current.unwrap_or_else(|| f.create_accumulator())),
+        )
     }
 
     /// Removes the accumulator.

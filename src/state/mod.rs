@@ -145,18 +145,21 @@ pub(crate) fn read_single<K, N, V: Clone>(
     Ok(Some(stored.value))
 }
 
-/// The live (unexpired) value for a read-modify-write, without refreshing it.
-pub(crate) fn live_single<K, N, V>(
+/// Read-modify-write of a single stamped value (Reducing and Aggregating `add`): `fold` gets
+/// the live value (an expired one counts as absent) and its result is stored, stamped now.
+pub(crate) fn fold_single<K, N, V>(
     table: &dyn ValueTable<K, N, V>,
     ttl: Option<&TtlPolicy>,
     key: &Key<K>,
     ns: &N,
-    now: u64,
-) -> Result<Option<V>> {
-    Ok(table.get(key, ns)?.and_then(|s| match ttl {
+    fold: impl FnOnce(Option<V>) -> V,
+) -> Result<()> {
+    let now = write_stamp(ttl);
+    let live = table.get(key, ns)?.and_then(|s| match ttl {
         Some(t) if t.expired(s.last_access, now) => None,
         _ => Some(s.value),
-    }))
+    });
+    table.put(key, ns, Stamped::new(now, fold(live)))
 }
 
 /// Folds the live values of `sources` (in order), then `target`'s, with `combine` into `target`,

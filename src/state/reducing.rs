@@ -1,11 +1,10 @@
 //! [`ReducingState`]: a value folded with a reduce function.
 
-use super::{Core, live_single, merge_single, read_single, view_common, write_stamp};
+use super::{Core, fold_single, merge_single, read_single, view_common};
 use crate::backend::ValueTable;
 use crate::error::Result;
 use crate::key::Key;
 use crate::state::ReduceFn;
-use crate::ttl::Stamped;
 
 /// A value per (key, namespace) that `add` folds with the descriptor's reduce function.
 /// With TTL the whole accumulated value shares one stamp: an add refreshes it, and an expired
@@ -24,12 +23,17 @@ impl<K, V: Clone, N: PartialEq> ReducingState<K, V, N> {
 
     /// Folds `value` in: `reduce(current, value)`, or `value` when absent.
     pub fn add(&self, key: &Key<K>, ns: &N, value: V) -> Result<()> {
-        let now = write_stamp(self.core.ttl.as_ref());
-        let reduced = match live_single(&*self.core.table, self.core.ttl.as_ref(), key, ns, now)? {
-            Some(current) => (self.core.extra)(current, value),
-            None => value,
-        };
-        self.core.table.put(key, ns, Stamped::new(now, reduced))
+        let reduce = &self.core.extra;
+        fold_single(
+            &*self.core.table,
+            self.core.ttl.as_ref(),
+            key,
+            ns,
+            |current| match current {
+                Some(current) => reduce(current, value),
+                None => value,
+            },
+        )
     }
 
     /// Removes the value.
