@@ -7,6 +7,9 @@
 //! record does; `raw_hashmap` uses the same hasher as the engine (foldhash, fixed seed), not
 //! SipHash, so the ratio measures the engine's overhead, not a hasher choice.
 //!
+//! Every group also runs `rocksdb` (the RocksDB engine) and `raw_rocksdb` (the `rocksdb` crate
+//! directly, same options, keys of the same length) when the `rocksdb` feature is on.
+//!
 //! `value_get` and `value_update` also run `heap_prepared_key`: the same access with keys
 //! resolved beforehand (untimed), as when one record's key serves several views. `value_get`
 //! also runs `raw_hashmap_dependent`: raw lookups chained so that no two cache misses overlap.
@@ -103,6 +106,102 @@ fn with_prepared_keys<E: keyed_state::Engine>(
     }
 }
 
+/// The RocksDB side: the engine, and a raw `rocksdb` database with the same options (shared
+/// 64 MiB LRU block cache, 10-bit bloom filter, LZ4, 64 MiB write buffers x2, no WAL, a
+/// concatenating merge operator) and keys of the same length as the engine's.
+#[cfg(feature = "rocksdb")]
+mod rocks {
+    use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+    use keyed_state::{EngineConfig, KeyedStateBackend};
+    use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteOptions};
+
+    pub type Backend = KeyedStateBackend<u64, RocksDbEngine>;
+
+    pub fn engine() -> Backend {
+        let engine = RocksDbEngine::open_temporary(EngineConfig::default(), RocksDbOptions::default()).expect("open");
+        KeyedStateBackend::new(engine)
+    }
+
+    pub struct Raw {
+        pub db: rocksdb::DB,
+        pub write: WriteOptions,
+        _dir: tempfile::TempDir,
+    }
+
+    pub fn raw() -> Raw {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::new_lru_cache(64 << 20);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_bloom_filter(10.0, false);
+        let mut cf = Options::default();
+        cf.set_block_based_table_factory(&table);
+        cf.set_write_buffer_size(64 << 20);
+        cf.set_max_write_buffer_number(2);
+        cf.set_compression_type(DBCompressionType::Lz4);
+        cf.set_merge_operator_associative("concat", |_k, existing, ops| {
+            let mut out = existing.map(<[u8]>::to_vec).unwrap_or_default();
+            for op in ops {
+                out.extend_from_slice(op);
+            }
+            Some(out)
+        });
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(2);
+        let db = rocksdb::DB::open_cf_descriptors(&db_opts, dir.path(), [ColumnFamilyDescriptor::new("raw", cf)])
+            .expect("open raw");
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        Raw { db, write, _dir: dir }
+    }
+
+    /// A raw key as long as the engine's for a `u64` key: a group byte and 8 key bytes.
+    pub fn key(k: u64) -> [u8; 9] {
+        let mut out = [0u8; 9];
+        out[0] = (k % 128) as u8;
+        out[1..].copy_from_slice(&k.to_be_bytes());
+        out
+    }
+
+    /// A raw map entry key: the key and 8 user-key bytes, as the engine lays out a `u64` map.
+    pub fn entry_key(k: u64, user_key: u64) -> [u8; 17] {
+        let mut out = [0u8; 17];
+        out[..9].copy_from_slice(&key(k));
+        out[9..].copy_from_slice(&user_key.to_be_bytes());
+        out
+    }
+
+    /// The exclusive upper bound of a prefix scan (the prefix's first byte is below 0x80, so
+    /// there always is one).
+    pub fn successor(prefix: &[u8]) -> Vec<u8> {
+        let mut bound = prefix.to_vec();
+        while let Some(last) = bound.pop() {
+            if last < 0xff {
+                bound.push(last + 1);
+                break;
+            }
+        }
+        bound
+    }
+
+    /// A raw list element framed as the engine frames it: a length byte and 8 bytes.
+    pub fn element(v: u64) -> [u8; 9] {
+        let mut out = [8u8; 9];
+        out[1..].copy_from_slice(&v.to_be_bytes());
+        out
+    }
+}
+
+/// The big-endian `u64` at `at` in `bytes`.
+#[cfg(feature = "rocksdb")]
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(b)
+}
+
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -124,6 +223,19 @@ fn value_groups(c: &mut Criterion, w: &Workload) {
             .expect("update");
         map.insert(k, k);
     }
+    #[cfg(feature = "rocksdb")]
+    let (rbackend, rstate, rraw) = {
+        let rb = rocks::engine();
+        let rs = rb.value_state(&ValueStateDescriptor::<u64>::new("value")).expect("register");
+        let raw = rocks::raw();
+        let cf = raw.db.cf_handle("raw").expect("cf");
+        for &k in &w.keys {
+            rs.update(&rb.key(k).expect("key"), &(), k).expect("update");
+            raw.db.put_cf_opt(&cf, rocks::key(k), k.to_be_bytes(), &raw.write).expect("put");
+        }
+        drop(cf);
+        (rb, rs, raw)
+    };
 
     let mut g = group(c, "value_get");
     g.bench_function("heap", |b| {
@@ -153,6 +265,23 @@ fn value_groups(c: &mut Criterion, w: &Workload) {
             black_box(state.get(key, &()).expect("get"));
         }))
     });
+    #[cfg(feature = "rocksdb")]
+    {
+        g.bench_function("rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                black_box(rstate.get(&rbackend.key(k).expect("key"), &()).expect("get"));
+            });
+            b.iter(&mut step)
+        });
+        let cf = rraw.db.cf_handle("raw").expect("cf");
+        g.bench_function("raw_rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                let v = rraw.db.get_pinned_cf(&cf, rocks::key(k)).expect("get");
+                black_box(v.map(|v| u64_at(&v, 0)));
+            });
+            b.iter(&mut step)
+        });
+    }
     g.finish();
 
     let mut g = group(c, "value_update");
@@ -174,6 +303,22 @@ fn value_groups(c: &mut Criterion, w: &Workload) {
             state.update(key, &(), 7).expect("update");
         }))
     });
+    #[cfg(feature = "rocksdb")]
+    {
+        g.bench_function("rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                rstate.update(&rbackend.key(k).expect("key"), &(), k ^ 1).expect("update");
+            });
+            b.iter(&mut step)
+        });
+        let cf = rraw.db.cf_handle("raw").expect("cf");
+        g.bench_function("raw_rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                rraw.db.put_cf_opt(&cf, rocks::key(k), (k ^ 1).to_be_bytes(), &rraw.write).expect("put");
+            });
+            b.iter(&mut step)
+        });
+    }
     g.finish();
 }
 
@@ -192,6 +337,26 @@ fn list_groups(c: &mut Criterion, w: &Workload) {
         reset_heap(k);
         map.insert(k, (0..ELEMENTS).collect());
     }
+    #[cfg(feature = "rocksdb")]
+    let (rbackend, rstate, rraw) = {
+        let rb = rocks::engine();
+        let rs = rb.list_state(&ListStateDescriptor::<u64>::new("list")).expect("register");
+        (rb, rs, rocks::raw())
+    };
+    #[cfg(feature = "rocksdb")]
+    let raw_list: Vec<u8> = (0..ELEMENTS).flat_map(rocks::element).collect();
+    #[cfg(feature = "rocksdb")]
+    let reset_rocks = |k: u64| rstate.update(&rbackend.key(k).expect("key"), &(), 0..ELEMENTS).expect("update");
+    #[cfg(feature = "rocksdb")]
+    let reset_raw = |k: u64| {
+        let cf = rraw.db.cf_handle("raw").expect("cf");
+        rraw.db.put_cf_opt(&cf, rocks::key(k), &raw_list, &rraw.write).expect("put");
+    };
+    #[cfg(feature = "rocksdb")]
+    for &k in &w.keys {
+        reset_rocks(k);
+        reset_raw(k);
+    }
 
     let mut g = group(c, "list_get");
     g.bench_function("heap", |b| {
@@ -207,6 +372,23 @@ fn list_groups(c: &mut Criterion, w: &Workload) {
         });
         b.iter(&mut step)
     });
+    #[cfg(feature = "rocksdb")]
+    {
+        g.bench_function("rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                black_box(rstate.get(&rbackend.key(k).expect("key"), &()).expect("get").sum::<u64>());
+            });
+            b.iter(&mut step)
+        });
+        let cf = rraw.db.cf_handle("raw").expect("cf");
+        g.bench_function("raw_rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                let v = rraw.db.get_pinned_cf(&cf, rocks::key(k)).expect("get");
+                black_box(v.map(|v| v.chunks_exact(9).map(|e| u64_at(e, 1)).sum::<u64>()));
+            });
+            b.iter(&mut step)
+        });
+    }
     g.finish();
 
     // Appends to lists of 10; after each full pass over the keys (one more element each) the
@@ -245,6 +427,34 @@ fn list_groups(c: &mut Criterion, w: &Workload) {
             )
         })
     });
+    #[cfg(feature = "rocksdb")]
+    {
+        g.bench_function("rocksdb", |b| {
+            let mut pos = 0usize;
+            b.iter_custom(|iters| {
+                timed_passes(
+                    iters,
+                    &mut pos,
+                    w,
+                    |k| rstate.add(&rbackend.key(k).expect("key"), &(), k).expect("add"),
+                    &reset_rocks,
+                )
+            })
+        });
+        g.bench_function("raw_rocksdb", |b| {
+            let mut pos = 0usize;
+            let cf = rraw.db.cf_handle("raw").expect("cf");
+            b.iter_custom(|iters| {
+                timed_passes(
+                    iters,
+                    &mut pos,
+                    w,
+                    |k| rraw.db.merge_cf_opt(&cf, rocks::key(k), rocks::element(k), &rraw.write).expect("merge"),
+                    &reset_raw,
+                )
+            })
+        });
+    }
     g.finish();
 }
 
@@ -292,6 +502,23 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
         inner.extend((0..ELEMENTS).map(|u| (u, k ^ u)));
         map.insert(k, inner);
     }
+    #[cfg(feature = "rocksdb")]
+    let (rbackend, rstate, rraw) = {
+        let rb = rocks::engine();
+        let rs = rb.map_state(&MapStateDescriptor::<u64, u64>::new("map")).expect("register");
+        let raw = rocks::raw();
+        let cf = raw.db.cf_handle("raw").expect("cf");
+        for &k in &w.keys {
+            rs.put_all(&rb.key(k).expect("key"), &(), (0..ELEMENTS).map(|u| (u, k ^ u))).expect("put_all");
+            let mut batch = rocksdb::WriteBatch::default();
+            for u in 0..ELEMENTS {
+                batch.put_cf(&cf, rocks::entry_key(k, u), (k ^ u).to_be_bytes());
+            }
+            raw.db.write_opt(batch, &raw.write).expect("write");
+        }
+        drop(cf);
+        (rb, rs, raw)
+    };
 
     let mut g = group(c, "map_put");
     g.bench_function("heap", |b| {
@@ -308,6 +535,23 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
         });
         b.iter(&mut step)
     });
+    #[cfg(feature = "rocksdb")]
+    {
+        g.bench_function("rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                rstate.put(&rbackend.key(k).expect("key"), &(), k % ELEMENTS, k).expect("put");
+            });
+            b.iter(&mut step)
+        });
+        let cf = rraw.db.cf_handle("raw").expect("cf");
+        g.bench_function("raw_rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                let key = rocks::entry_key(k, k % ELEMENTS);
+                rraw.db.put_cf_opt(&cf, key, k.to_be_bytes(), &rraw.write).expect("put");
+            });
+            b.iter(&mut step)
+        });
+    }
     g.finish();
 
     let mut g = group(c, "map_get");
@@ -327,6 +571,23 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
         });
         b.iter(&mut step)
     });
+    #[cfg(feature = "rocksdb")]
+    {
+        g.bench_function("rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                black_box(rstate.get(&rbackend.key(k).expect("key"), &(), &(k % ELEMENTS)).expect("get"));
+            });
+            b.iter(&mut step)
+        });
+        let cf = rraw.db.cf_handle("raw").expect("cf");
+        g.bench_function("raw_rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                let v = rraw.db.get_pinned_cf(&cf, rocks::entry_key(k, k % ELEMENTS)).expect("get");
+                black_box(v.map(|v| u64_at(&v, 0)));
+            });
+            b.iter(&mut step)
+        });
+    }
     g.finish();
 
     let mut g = group(c, "map_iter");
@@ -348,6 +609,31 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
         });
         b.iter(&mut step)
     });
+    #[cfg(feature = "rocksdb")]
+    {
+        g.bench_function("rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                let entries = rstate.entries(&rbackend.key(k).expect("key"), &()).expect("entries");
+                black_box(entries.map(|(u, v)| u ^ v).sum::<u64>());
+            });
+            b.iter(&mut step)
+        });
+        let cf = rraw.db.cf_handle("raw").expect("cf");
+        g.bench_function("raw_rocksdb", |b| {
+            let mut step = over_keys(&w.order, |k| {
+                let prefix = rocks::key(k);
+                let mut read = rocksdb::ReadOptions::default();
+                read.set_iterate_upper_bound(rocks::successor(&prefix));
+                let iter = rraw.db.iterator_cf_opt(&cf, read, rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward));
+                let sum: u64 = iter.map(|item| {
+                    let (key, value) = item.expect("iterate");
+                    u64_at(&key, 9) ^ u64_at(&value, 0)
+                }).sum();
+                black_box(sum);
+            });
+            b.iter(&mut step)
+        });
+    }
     g.finish();
 }
 

@@ -110,6 +110,16 @@ pub enum Error {
         #[source]
         source: CodecError,
     },
+    /// No state of that name is registered.
+    #[error("no state named '{0}' is registered")]
+    UnknownState(String),
+    /// A file-system operation failed.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// RocksDB reported an error.
+    #[cfg(feature = "rocksdb")]
+    #[error("RocksDB: {0}")]
+    RocksDb(#[from] rocksdb::Error),
     /// Bytes could not be decoded (no state involved).
     #[error(transparent)]
     Codec(#[from] CodecError),

@@ -856,3 +856,13 @@ macro_rules! conformance {
 }
 
 conformance!(heap, HeapEngine::new);
+
+#[cfg(feature = "rocksdb")]
+fn rocksdb_engine(config: EngineConfig) -> keyed_state::backend::rocksdb::RocksDbEngine {
+    use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+    // No background compaction: TTL effects happen only when a test asks for them.
+    RocksDbEngine::open_temporary(config, RocksDbOptions::default().with_auto_compaction(false)).unwrap()
+}
+
+#[cfg(feature = "rocksdb")]
+conformance!(rocksdb, rocksdb_engine);

@@ -12,6 +12,8 @@
 
 pub mod heap;
 mod keyed;
+#[cfg(feature = "rocksdb")]
+pub mod rocksdb;
 
 pub use keyed::KeyedStateBackend;
 
@@ -95,6 +97,32 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>>;
+    /// Figures a caller can poll cheaply (no scan of the state).
+    fn metrics(&self) -> Result<EngineMetrics>;
+}
+
+/// Per-state figures of [`EngineMetrics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateMetrics {
+    /// The state's name.
+    pub name: String,
+    /// Entries: (key, namespace) pairs on the heap; RocksDB's estimate of its keys (map
+    /// entries count one each; deleted and expired entries until compaction).
+    pub approximate_entries: u64,
+    /// Bytes: the heap's hash tables (not what values own on the heap); RocksDB's SST files
+    /// plus memtables.
+    pub approximate_bytes: u64,
+}
+
+/// What an engine reports about itself; both engines fill the same struct.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EngineMetrics {
+    /// One entry per registered state, by name.
+    pub states: Vec<StateMetrics>,
+    /// Memory of live state: all memtables (RocksDB) or all hash tables (heap).
+    pub memory_bytes: u64,
+    /// Block-cache usage (RocksDB; 0 on the heap).
+    pub cache_bytes: u64,
 }
 
 /// What every engine is configured with: the key-group scheme and the clock.

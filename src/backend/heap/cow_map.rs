@@ -104,7 +104,6 @@ impl<T: Clone> CowMap<T> {
     }
 
     /// Number of entries.
-    #[allow(dead_code)] // read by tests and debug assertions
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -169,6 +168,12 @@ impl<T: Clone> CowMap<T> {
             segments: self.segments.clone(),
             len: self.len,
         }
+    }
+
+    /// Bytes held by the segments' tables and the directory, for metrics.
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.segments.iter().map(|s| s.allocation_size()).sum::<usize>()
+            + self.segments.len() * size_of::<Arc<HashTable<T>>>()
     }
 
     /// Doubles the directory when segments average more than [`SEGMENT_TARGET_LEN`] entries.

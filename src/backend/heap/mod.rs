@@ -12,11 +12,13 @@ mod table;
 
 use std::sync::Arc;
 
-use crate::backend::{Engine, EngineConfig, ListTable, MapTable, ValueTable};
+use parking_lot::Mutex;
+
+use crate::backend::{Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable};
 use crate::error::Result;
 use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
 use crate::ttl::Stamped;
-use table::{Bare, HeapTable, MapEntries};
+use table::{Bare, HeapTable, MapEntries, TableStats};
 
 /// The in-memory engine. Cheap to create; see the module docs for its structure.
 ///
@@ -29,15 +31,33 @@ use table::{Bare, HeapTable, MapEntries};
 /// let backend = KeyedStateBackend::<String>::new(HeapEngine::new(config));
 /// assert_eq!(backend.key_group_range().len(), 32);
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct HeapEngine {
     config: EngineConfig,
+    /// Every table created, by state name, for metrics.
+    tables: Mutex<Vec<(String, Arc<dyn TableStats>)>>,
 }
 
 impl HeapEngine {
     /// A heap engine with `config`.
     pub fn new(config: EngineConfig) -> Self {
-        HeapEngine { config }
+        HeapEngine { config, tables: Mutex::new(Vec::new()) }
+    }
+
+    /// Records `table` for metrics and returns it.
+    fn track<T: TableStats + 'static>(&self, meta: &StateMeta, table: T) -> Arc<T> {
+        let table = Arc::new(table);
+        self.tables.lock().push((meta.name.clone(), table.clone()));
+        table
+    }
+}
+
+impl std::fmt::Debug for HeapEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeapEngine")
+            .field("config", &self.config)
+            .field("states", &self.tables.lock().len())
+            .finish()
     }
 }
 
@@ -56,9 +76,9 @@ impl Engine for HeapEngine {
     ) -> Result<Arc<dyn ValueTable<K, N, V>>> {
         // States without TTL keep bare values: 8 bytes less per value.
         Ok(if meta.ttl.is_some() {
-            Arc::new(HeapTable::<K, N, Stamped<V>>::new(&self.config, meta))
+            self.track(meta, HeapTable::<K, N, Stamped<V>>::new(&self.config, meta))
         } else {
-            Arc::new(HeapTable::<K, N, Bare<V>>::new(&self.config, meta))
+            self.track(meta, HeapTable::<K, N, Bare<V>>::new(&self.config, meta))
         })
     }
 
@@ -67,9 +87,9 @@ impl Engine for HeapEngine {
         meta: &StateMeta,
     ) -> Result<Arc<dyn ListTable<K, N, E>>> {
         Ok(if meta.ttl.is_some() {
-            Arc::new(HeapTable::<K, N, Vec<Stamped<E>>>::new(&self.config, meta))
+            self.track(meta, HeapTable::<K, N, Vec<Stamped<E>>>::new(&self.config, meta))
         } else {
-            Arc::new(HeapTable::<K, N, Vec<Bare<E>>>::new(&self.config, meta))
+            self.track(meta, HeapTable::<K, N, Vec<Bare<E>>>::new(&self.config, meta))
         })
     }
 
@@ -78,15 +98,31 @@ impl Engine for HeapEngine {
         meta: &StateMeta,
     ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>> {
         Ok(if meta.ttl.is_some() {
-            Arc::new(HeapTable::<K, N, MapEntries<UK, Stamped<UV>>>::new(
+            self.track(meta, HeapTable::<K, N, MapEntries<UK, Stamped<UV>>>::new(
                 &self.config,
                 meta,
             ))
         } else {
-            Arc::new(HeapTable::<K, N, MapEntries<UK, Bare<UV>>>::new(
+            self.track(meta, HeapTable::<K, N, MapEntries<UK, Bare<UV>>>::new(
                 &self.config,
                 meta,
             ))
         })
+    }
+
+    fn metrics(&self) -> Result<EngineMetrics> {
+        let mut states: Vec<StateMetrics> = self
+            .tables
+            .lock()
+            .iter()
+            .map(|(name, t)| StateMetrics {
+                name: name.clone(),
+                approximate_entries: t.entries(),
+                approximate_bytes: t.bytes(),
+            })
+            .collect();
+        states.sort_by(|a, b| a.name.cmp(&b.name));
+        let memory_bytes = states.iter().map(|s| s.approximate_bytes).sum();
+        Ok(EngineMetrics { states, memory_bytes, cache_bytes: 0 })
     }
 }

@@ -270,6 +270,24 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     }
 }
 
+/// What the engine's metrics read from a table.
+pub(crate) trait TableStats: Send + Sync {
+    /// (key, namespace) entries over all key groups.
+    fn entries(&self) -> u64;
+    /// Bytes of the hash tables (not what values own on the heap).
+    fn bytes(&self) -> u64;
+}
+
+impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> TableStats for HeapTable<K, N, S> {
+    fn entries(&self) -> u64 {
+        self.inner.lock().groups.iter().map(|g| g.len() as u64).sum()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.inner.lock().groups.iter().map(|g| g.allocation_size() as u64).sum()
+    }
+}
+
 impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
     /// Visits up to `budget` entries from the cleanup cursor, dropping what expired.
     fn cleanup_step(&mut self, ttl: u64, budget: usize, now: u64) {

@@ -1,0 +1,257 @@
+//! The byte layout of RocksDB keys and values (DESIGN.md §11 describes it byte by byte).
+//!
+//! Keys: `[key group: 1 byte if M ≤ 128, else 2, big-endian][key part][namespace part]`
+//! and, for Map states, `[user-key part]`. A *part* is the top-level codec encoding of the
+//! value, preceded by its canonical LEB128 length unless the type has a fixed width. Every
+//! part is prefix-free, so a whole key is too: no two different (key, namespace, user key)
+//! triples encode to the same bytes or to a prefix of one another, and the prefix of a map's
+//! entries, `[group][key][namespace]`, matches that map's entries only.
+//!
+//! Values: `[8-byte big-endian last access, TTL states only][value]`; a list is a sequence of
+//! elements, each `[LEB128 length][8-byte stamp, TTL only][element]`.
+
+use crate::codec::{Codec, expect_end, read_varint_u32, take, write_varint_u32};
+use crate::error::CodecError;
+use crate::key::Key;
+use crate::ttl::Stamped;
+
+/// Bytes of the key-group prefix for `max_parallelism` groups.
+pub(crate) fn group_prefix_len(max_parallelism: u32) -> usize {
+    if max_parallelism <= 128 { 1 } else { 2 }
+}
+
+/// Appends the key-group prefix.
+pub(crate) fn write_group(out: &mut Vec<u8>, group: u16, prefix_len: usize) {
+    if prefix_len == 1 {
+        debug_assert!(group < 128);
+        out.push(group as u8);
+    } else {
+        out.extend_from_slice(&group.to_be_bytes());
+    }
+}
+
+/// Reads the key-group prefix.
+pub(crate) fn read_group(input: &mut &[u8], prefix_len: usize) -> Result<u16, CodecError> {
+    let bytes = take(input, prefix_len, "key group")?;
+    match *bytes {
+        [g] => Ok(u16::from(g)),
+        [hi, lo] => Ok(u16::from_be_bytes([hi, lo])),
+        _ => Err(CodecError::Invalid { what: "key group", reason: format!("{prefix_len}-byte prefix") }),
+    }
+}
+
+/// Appends a part: the already-encoded top-level bytes of a `T`, length-prefixed unless `T`
+/// has a fixed width.
+pub(crate) fn write_part<T: Codec>(out: &mut Vec<u8>, encoded: &[u8]) {
+    debug_assert!(T::FIXED_LEN.is_none_or(|n| n == encoded.len()));
+    if T::FIXED_LEN.is_none() {
+        write_varint_u32(out, encoded.len() as u32);
+    }
+    out.extend_from_slice(encoded);
+}
+
+/// Encodes `value` as a part.
+pub(crate) fn write_value_part<T: Codec>(out: &mut Vec<u8>, value: &T) {
+    match T::FIXED_LEN {
+        Some(_) => value.encode(out),
+        None => {
+            let mut body = Vec::new();
+            value.encode(&mut body);
+            write_part::<T>(out, &body);
+        }
+    }
+}
+
+/// Splits a part off the front of `input` (its top-level bytes).
+pub(crate) fn read_part<'a, T: Codec>(input: &mut &'a [u8]) -> Result<&'a [u8], CodecError> {
+    let len = match T::FIXED_LEN {
+        Some(n) => n,
+        None => read_varint_u32(input, "part length")? as usize,
+    };
+    take(input, len, "key part")
+}
+
+/// The RocksDB key prefix of (key, namespace): `[group][key part][namespace part]`.
+pub(crate) fn key_prefix<K: Codec, N: Codec>(out: &mut Vec<u8>, prefix_len: usize, key: &Key<K>, ns: &N) {
+    write_group(out, key.group(), prefix_len);
+    write_part::<K>(out, key.bytes());
+    write_value_part(out, ns);
+}
+
+/// Decodes `(group, key, namespace)` from the front of a RocksDB key; returns the rest.
+pub(crate) fn decode_prefix<'a, K: Codec, N: Codec>(
+    raw: &'a [u8],
+    prefix_len: usize,
+) -> Result<(u16, K, N, &'a [u8]), CodecError> {
+    let mut input = raw;
+    let group = read_group(&mut input, prefix_len)?;
+    let key = K::decode(read_part::<K>(&mut input)?)?;
+    let ns = N::decode(read_part::<N>(&mut input)?)?;
+    Ok((group, key, ns, input))
+}
+
+/// The smallest byte string greater than every string starting with `prefix`, or `None` when
+/// there is none (all bytes 0xff): the exclusive upper bound of a prefix scan.
+pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut bound = prefix.to_vec();
+    while let Some(last) = bound.pop() {
+        if last < 0xff {
+            bound.push(last + 1);
+            return Some(bound);
+        }
+    }
+    None
+}
+
+/// Appends a stored value: the stamp when the state has TTL, then the value.
+pub(crate) fn write_value<V: Codec>(out: &mut Vec<u8>, ttl: bool, value: &Stamped<V>) {
+    if ttl {
+        out.extend_from_slice(&value.last_access.to_be_bytes());
+    }
+    value.value.encode(out);
+}
+
+/// Splits a stored value into its stamp (0 without TTL) and the value's bytes.
+pub(crate) fn split_stamp(bytes: &[u8], ttl: bool) -> Result<(u64, &[u8]), CodecError> {
+    if !ttl {
+        return Ok((0, bytes));
+    }
+    let mut input = bytes;
+    let stamp = take(&mut input, 8, "TTL stamp")?;
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(stamp);
+    Ok((u64::from_be_bytes(ts), input))
+}
+
+/// Decodes a stored value.
+pub(crate) fn read_value<V: Codec>(bytes: &[u8], ttl: bool) -> Result<Stamped<V>, CodecError> {
+    let (last_access, body) = split_stamp(bytes, ttl)?;
+    Ok(Stamped::new(last_access, V::decode(body)?))
+}
+
+/// Appends list elements, each framed as `[LEB128 length][stored value]`.
+pub(crate) fn write_elements<E: Codec>(out: &mut Vec<u8>, ttl: bool, elements: &[Stamped<E>]) {
+    let mut body = Vec::new();
+    for e in elements {
+        body.clear();
+        write_value(&mut body, ttl, e);
+        write_varint_u32(out, body.len() as u32);
+        out.extend_from_slice(&body);
+    }
+}
+
+/// Iterates the frames of a list value (each a stored value's bytes); stops with an error at
+/// the first malformed frame.
+pub(crate) fn frames(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], CodecError>> {
+    std::iter::from_fn(move || {
+        if bytes.is_empty() {
+            return None;
+        }
+        let frame = read_varint_u32(&mut bytes, "list element length")
+            .and_then(|len| take(&mut bytes, len as usize, "list element"));
+        if frame.is_err() {
+            bytes = &[]; // stop after reporting
+        }
+        Some(frame)
+    })
+}
+
+/// Decodes a list value.
+pub(crate) fn read_elements<E: Codec>(bytes: &[u8], ttl: bool) -> Result<Vec<Stamped<E>>, CodecError> {
+    frames(bytes).map(|f| f.and_then(|f| read_value(f, ttl))).collect()
+}
+
+/// Decodes the user key of a map entry from what follows the (key, namespace) prefix.
+pub(crate) fn read_user_key<UK: Codec>(mut rest: &[u8]) -> Result<UK, CodecError> {
+    let uk = UK::decode(read_part::<UK>(&mut rest)?)?;
+    expect_end(rest, "map entry key")?;
+    Ok(uk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn full_key<K: Codec + Clone, N: Codec, UK: Codec>(m: u32, k: &K, ns: &N, uk: Option<&UK>) -> Vec<u8> {
+        let key = Key::new(k.clone(), m).unwrap();
+        let mut out = Vec::new();
+        key_prefix(&mut out, group_prefix_len(m), &key, ns);
+        if let Some(uk) = uk {
+            write_value_part(&mut out, uk);
+        }
+        out
+    }
+
+    type Triple = (String, Option<Vec<u8>>, String);
+
+    proptest! {
+        /// Flink's composite keys are ambiguous when key and namespace are both variable-size
+        /// and not length-suffixed; ours never are: different triples never encode to equal
+        /// bytes or to a prefix of one another, for 1- and 2-byte group prefixes.
+        #[test]
+        fn composite_keys_are_unambiguous(a in any::<Triple>(), b in any::<Triple>(), m in prop_oneof![Just(128u32), Just(32768u32)]) {
+            let ka = full_key(m, &a.0, &a.1, Some(&a.2));
+            let kb = full_key(m, &b.0, &b.1, Some(&b.2));
+            if a != b {
+                prop_assert!(!ka.starts_with(&kb) && !kb.starts_with(&ka), "{:?} vs {:?}", ka, kb);
+            } else {
+                prop_assert_eq!(&ka, &kb);
+            }
+            // A map's prefix scan sees exactly its own entries.
+            let pa = full_key::<String, Option<Vec<u8>>, ()>(m, &a.0, &a.1, None);
+            prop_assert_eq!(kb.starts_with(&pa), a.0 == b.0 && a.1 == b.1);
+        }
+
+        #[test]
+        fn fixed_and_unit_parts_are_unambiguous(a in any::<(u64, u32, i16)>(), b in any::<(u64, u32, i16)>()) {
+            let ka = full_key(128, &a.0, &a.1, Some(&a.2));
+            let kb = full_key(128, &b.0, &b.1, Some(&b.2));
+            prop_assert_eq!(ka == kb, a == b);
+            let ua = full_key::<u64, (), ()>(128, &a.0, &(), None);
+            let ub = full_key::<u64, (), ()>(128, &b.0, &(), None);
+            prop_assert_eq!(ua.len(), 9);
+            prop_assert_eq!(ua == ub, a.0 == b.0);
+        }
+
+        #[test]
+        fn prefixes_decode_back(k in ".*", ns in any::<(u32, String)>(), m in prop_oneof![Just(128u32), Just(32768u32)]) {
+            let key = Key::new(k.clone(), m).unwrap();
+            let mut raw = Vec::new();
+            key_prefix(&mut raw, group_prefix_len(m), &key, &ns);
+            let (g, k2, ns2, rest) = decode_prefix::<String, (u32, String)>(&raw, group_prefix_len(m)).unwrap();
+            prop_assert_eq!((g, k2, ns2), (key.group(), k, ns));
+            prop_assert!(rest.is_empty());
+        }
+
+        #[test]
+        fn lists_roundtrip_and_garbage_never_panics(elems in proptest::collection::vec((any::<u64>(), ".*"), 0..6), ttl in any::<bool>(),
+                                                    garbage in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let stamped: Vec<Stamped<String>> = elems.iter().map(|(t, v)| Stamped::new(if ttl { *t } else { 0 }, v.clone())).collect();
+            let mut bytes = Vec::new();
+            write_elements(&mut bytes, ttl, &stamped);
+            prop_assert_eq!(read_elements::<String>(&bytes, ttl).unwrap(), stamped);
+            let _ = read_elements::<String>(&garbage, ttl);
+            let _ = decode_prefix::<String, u32>(&garbage, 2);
+        }
+    }
+
+    #[test]
+    fn prefix_successor_is_the_exclusive_bound() {
+        assert_eq!(prefix_successor(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_successor(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_successor(&[0xff, 0xff]), None);
+        assert_eq!(prefix_successor(&[]), None);
+    }
+
+    #[test]
+    fn group_prefix_is_big_endian() {
+        let mut out = Vec::new();
+        write_group(&mut out, 0x0102, 2);
+        write_group(&mut out, 0x7f, 1);
+        assert_eq!(out, [1, 2, 0x7f]);
+        let mut input = &out[..];
+        assert_eq!(read_group(&mut input, 2).unwrap(), 0x0102);
+        assert_eq!(read_group(&mut input, 1).unwrap(), 0x7f);
+    }
+}

@@ -1,0 +1,334 @@
+//! The RocksDB engine: every registered state in its own column family of one RocksDB instance,
+//! through the `rocksdb` crate (cargo feature `rocksdb`, on by default).
+//!
+//! Keys and values are laid out as [`layout`] describes (and DESIGN.md byte by byte). List
+//! state appends through a merge operator (no read before write; `get` is one point read); map
+//! iteration is a bounded prefix scan; Reducing and Aggregating read, modify and write. TTL
+//! values carry an 8-byte stamp, and a compaction filter plus the merge operator drop what
+//! expired ([`ttl_filter`]). The write-ahead log is off by default: durability comes from
+//! checkpoints. State metadata is persisted, so a reopened instance finds its states again and
+//! refuses a registration that does not match.
+
+mod layout;
+mod meta;
+mod options;
+mod tables;
+mod ttl_filter;
+
+pub use options::{Compression, RocksDbOptions};
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, MultiThreaded, WriteBufferManager};
+
+use crate::backend::{Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable};
+use crate::error::{Error, Result};
+use crate::state::{MapKey, Namespace, StateKind, StateKey, StateMeta, StateValue};
+use crate::ttl::StateVisibility;
+use tables::RocksTable;
+use ttl_filter::{TtlFilterFactory, TtlRule, TtlSlot};
+
+type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
+
+/// The column family of a state: its name prefixed, so no state collides with `default`.
+fn cf_name(state: &str) -> String {
+    format!("state:{state}")
+}
+
+/// The open database, shared by the engine and its tables. Field order matters: the database
+/// closes before a temporary directory is removed.
+pub(crate) struct DbHandle {
+    db: Db,
+    _temp_dir: Option<tempfile::TempDir>,
+}
+
+/// The RocksDB engine. See the module documentation.
+///
+/// ```
+/// use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+/// use keyed_state::state::ListStateDescriptor;
+/// use keyed_state::{EngineConfig, KeyedStateBackend};
+/// # fn main() -> Result<(), keyed_state::Error> {
+/// let dir = tempfile::tempdir()?;
+/// let engine = RocksDbEngine::open(dir.path(), EngineConfig::default(), RocksDbOptions::default())?;
+/// let backend = KeyedStateBackend::<String, _>::new(engine);
+/// let recent = backend.list_state(&ListStateDescriptor::<u64>::new("recent"))?;
+/// let key = backend.key("alice".to_string())?;
+/// recent.add(&key, &(), 30)?; // a merge: no read before the write
+/// recent.add(&key, &(), 70)?;
+/// assert_eq!(recent.get(&key, &())?.collect::<Vec<_>>(), vec![30, 70]);
+/// # Ok(())
+/// # }
+/// ```
+pub struct RocksDbEngine {
+    config: EngineConfig,
+    options: RocksDbOptions,
+    path: PathBuf,
+    cache: Cache,
+    write_buffers: Option<WriteBufferManager>,
+    /// The TTL slot of every state column family, by column family name.
+    slots: Mutex<HashMap<String, Arc<TtlSlot>>>,
+    handle: Arc<DbHandle>,
+}
+
+impl RocksDbEngine {
+    /// Opens (or creates) the engine's database in directory `path`. States registered there
+    /// before are found again; their registrations are checked against the persisted metadata.
+    pub fn open(path: impl AsRef<Path>, config: EngineConfig, options: RocksDbOptions) -> Result<Self> {
+        Self::open_in(path.as_ref().to_path_buf(), None, config, options)
+    }
+
+    /// Opens an engine in a fresh temporary directory, removed when the engine and all its
+    /// states are dropped (tests, benchmarks, state that needs no restart).
+    pub fn open_temporary(config: EngineConfig, options: RocksDbOptions) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("keyed-state-").tempdir()?;
+        Self::open_in(dir.path().to_path_buf(), Some(dir), config, options)
+    }
+
+    fn open_in(
+        path: PathBuf,
+        temp_dir: Option<tempfile::TempDir>,
+        config: EngineConfig,
+        options: RocksDbOptions,
+    ) -> Result<Self> {
+        let cache = Cache::new_lru_cache(options.block_cache_bytes());
+        let write_buffers = options
+            .memory_budget_bytes()
+            .map(|budget| WriteBufferManager::new_write_buffer_manager_with_cache(budget, false, cache.clone()));
+        let mut db_opts = rocksdb::Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(options.background_jobs());
+        db_opts.set_disable_auto_compactions(!options.auto_compaction());
+        if let Some(wbm) = &write_buffers {
+            db_opts.set_write_buffer_manager(wbm);
+        }
+        let existing = if path.join("CURRENT").exists() { Db::list_cf(&db_opts, &path)? } else { Vec::new() };
+        let mut slots = HashMap::new();
+        let mut descriptors = vec![ColumnFamilyDescriptor::new("default", rocksdb::Options::default())];
+        for name in existing.into_iter().filter(|n| n != "default") {
+            let slot = Arc::new(TtlSlot::default());
+            descriptors.push(ColumnFamilyDescriptor::new(name.clone(), state_cf_options(&options, &cache, &write_buffers, &slot)));
+            slots.insert(name, slot);
+        }
+        let db = Db::open_cf_descriptors(&db_opts, &path, descriptors)?;
+        tracing::debug!(path = %path.display(), states = slots.len(), "opened RocksDB engine");
+        Ok(RocksDbEngine {
+            config,
+            options,
+            path,
+            cache,
+            write_buffers,
+            slots: Mutex::new(slots),
+            handle: Arc::new(DbHandle { db, _temp_dir: temp_dir }),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The options the engine was opened with.
+    pub fn options(&self) -> &RocksDbOptions {
+        &self.options
+    }
+
+    /// Flushes every state's memtables to SST files.
+    pub fn flush(&self) -> Result<()> {
+        for name in self.state_cfs() {
+            if let Some(cf) = self.handle.db.cf_handle(&name) {
+                self.handle.db.flush_cf(&cf)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and fully compacts one state's column family (TTL cleanup runs in compactions;
+    /// with automatic compaction off, this is when it happens).
+    pub fn compact_state(&self, state: &str) -> Result<()> {
+        let cf = self.cf(state)?;
+        self.handle.db.flush_cf(&cf)?;
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        self.handle.db.compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &opts);
+        Ok(())
+    }
+
+    /// Every raw (key, value) pair of a state's column family, in key order: what is
+    /// physically there, expired or not (tests and tooling).
+    pub fn raw_entries(&self, state: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let cf = self.cf(state)?;
+        let mut out = Vec::new();
+        for item in self.handle.db.iterator_cf(&cf, rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes raw bytes into a state's column family (tests of bad input and tooling).
+    pub fn put_raw(&self, state: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let cf = self.cf(state)?;
+        Ok(self.handle.db.put_cf(&cf, key, value)?)
+    }
+
+    /// Values of a state that the TTL compaction filter or merge operator could not parse (and
+    /// so kept unchanged).
+    pub fn unparsable_values(&self, state: &str) -> u64 {
+        self.slots.lock().get(&cf_name(state)).map_or(0, |s| s.unparsable())
+    }
+
+    fn cf(&self, state: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.handle.db.cf_handle(&cf_name(state)).ok_or_else(|| Error::UnknownState(state.to_owned()))
+    }
+
+    fn state_cfs(&self) -> Vec<String> {
+        self.slots.lock().keys().cloned().collect()
+    }
+
+    /// Checks `meta` against what the database recorded (or records it), makes sure the column
+    /// family exists and configures its TTL callbacks.
+    fn prepare_state(&self, meta: &StateMeta) -> Result<()> {
+        let db = &self.handle.db;
+        let key = meta::meta_key(&meta.name);
+        match db.get(&key)? {
+            Some(bytes) => {
+                let stored = meta::decode(&bytes).map_err(|source| Error::Decode { state: meta.name.clone(), source })?;
+                if let Some((field, existing, requested)) = stored.first_difference(meta) {
+                    return Err(Error::IncompatibleRegistration { name: meta.name.clone(), field, existing, requested });
+                }
+            }
+            None => db.put(&key, meta::encode(meta))?,
+        }
+        let name = cf_name(&meta.name);
+        let mut slots = self.slots.lock();
+        let slot = match slots.get(&name) {
+            Some(slot) => slot.clone(),
+            None => {
+                let slot = Arc::new(TtlSlot::default());
+                db.create_cf(&name, &state_cf_options(&self.options, &self.cache, &self.write_buffers, &slot))?;
+                slots.insert(name, slot.clone());
+                slot
+            }
+        };
+        slot.configure(meta.ttl.as_ref().map(|t| TtlRule {
+            ttl_millis: t.ttl_millis(),
+            list: meta.kind == StateKind::List,
+            prune_on_merge: t.visibility() == StateVisibility::NeverReturnExpired,
+            clock: self.config.clock().clone(),
+        }));
+        Ok(())
+    }
+
+    fn table<K: StateKey, N: Namespace, X>(&self, meta: &StateMeta) -> Result<RocksTable<K, N, X>> {
+        self.prepare_state(meta)?;
+        Ok(RocksTable::new(self.handle.clone(), &self.config, meta, !self.options.write_ahead_log()))
+    }
+}
+
+/// The options of every state column family: shared block cache, bloom filter, compression,
+/// memtables, the list merge operator and the TTL compaction filter (both inert until the
+/// state's TTL is known).
+fn state_cf_options(
+    options: &RocksDbOptions,
+    cache: &Cache,
+    write_buffers: &Option<WriteBufferManager>,
+    slot: &Arc<TtlSlot>,
+) -> rocksdb::Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    if let Some(bits) = options.bloom_bits_per_key() {
+        table.set_bloom_filter(bits, false);
+    }
+    let mut cf = rocksdb::Options::default();
+    cf.set_block_based_table_factory(&table);
+    cf.set_write_buffer_size(options.write_buffer_bytes());
+    cf.set_max_write_buffer_number(options.max_write_buffers());
+    cf.set_disable_auto_compactions(!options.auto_compaction());
+    if let Some(wbm) = write_buffers {
+        cf.set_write_buffer_manager(wbm);
+    }
+    cf.set_compression_type(match options.compression() {
+        Compression::None => DBCompressionType::None,
+        Compression::Lz4 => DBCompressionType::Lz4,
+        Compression::Zstd => DBCompressionType::Zstd,
+    });
+    let full = slot.clone();
+    cf.set_merge_operator(
+        "keyed-state-list-append",
+        move |_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands| {
+            Some(ttl_filter::full_merge(&full, existing, operands))
+        },
+        |_key: &[u8], _existing: Option<&[u8]>, operands: &rocksdb::MergeOperands| {
+            Some(ttl_filter::partial_merge(operands))
+        },
+    );
+    cf.set_compaction_filter_factory(TtlFilterFactory::new(slot.clone()));
+    cf
+}
+
+impl Engine for RocksDbEngine {
+    fn name(&self) -> &'static str {
+        "rocksdb"
+    }
+
+    fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn value_table<K: StateKey, N: Namespace, V: StateValue>(
+        &self,
+        meta: &StateMeta,
+    ) -> Result<Arc<dyn ValueTable<K, N, V>>> {
+        Ok(Arc::new(self.table::<K, N, V>(meta)?))
+    }
+
+    fn list_table<K: StateKey, N: Namespace, E: StateValue>(
+        &self,
+        meta: &StateMeta,
+    ) -> Result<Arc<dyn ListTable<K, N, E>>> {
+        Ok(Arc::new(self.table::<K, N, Vec<E>>(meta)?))
+    }
+
+    fn map_table<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue>(
+        &self,
+        meta: &StateMeta,
+    ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>> {
+        Ok(Arc::new(self.table::<K, N, (UK, UV)>(meta)?))
+    }
+
+    fn metrics(&self) -> Result<EngineMetrics> {
+        let db = &self.handle.db;
+        let mut states = Vec::new();
+        let mut memtable_bytes = 0;
+        let mut names = self.state_cfs();
+        names.sort();
+        for name in names {
+            let Some(cf) = db.cf_handle(&name) else { continue };
+            let int = |prop: &str| db.property_int_value_cf(&cf, prop).map(|v| v.unwrap_or(0));
+            memtable_bytes += int("rocksdb.cur-size-all-mem-tables")?;
+            states.push(StateMetrics {
+                name: name.trim_start_matches("state:").to_owned(),
+                approximate_entries: int("rocksdb.estimate-num-keys")?,
+                approximate_bytes: int("rocksdb.total-sst-files-size")? + int("rocksdb.cur-size-all-mem-tables")?,
+            });
+        }
+        Ok(EngineMetrics { states, memory_bytes: memtable_bytes, cache_bytes: self.cache.get_usage() as u64 })
+    }
+}
+
+impl fmt::Debug for RocksDbEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksDbEngine")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .field("options", &self.options)
+            .field("states", &self.slots.lock().len())
+            .finish()
+    }
+}

@@ -1,0 +1,265 @@
+//! The RocksDB engine's tables: the Value, List and Map contracts over one column family.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use rocksdb::{BoundColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+
+use super::layout::{
+    decode_prefix, group_prefix_len, key_prefix, prefix_successor, read_elements, read_user_key, read_value,
+    write_elements, write_group, write_value, write_value_part,
+};
+use super::{DbHandle, cf_name};
+use crate::backend::{EngineConfig, ListTable, MapTable, ValueTable};
+use crate::error::{CodecError, Error, Result};
+use crate::key::Key;
+use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
+use crate::ttl::Stamped;
+
+/// One state's column family. `X` names the shape: `V` (Value, Reducing, Aggregating),
+/// `Vec<E>` (List) or `(UK, UV)` (Map).
+pub(crate) struct RocksTable<K, N, X> {
+    handle: Arc<DbHandle>,
+    config: EngineConfig,
+    cf: String,
+    state: Arc<str>,
+    ttl: bool,
+    prefix_len: usize,
+    write: WriteOptions,
+    _types: PhantomData<fn() -> (K, N, X)>,
+}
+
+impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
+    pub(crate) fn new(handle: Arc<DbHandle>, config: &EngineConfig, meta: &StateMeta, no_wal: bool) -> Self {
+        let mut write = WriteOptions::default();
+        write.disable_wal(no_wal);
+        RocksTable {
+            handle,
+            config: config.clone(),
+            cf: cf_name(&meta.name),
+            state: meta.name.as_str().into(),
+            ttl: meta.ttl.is_some(),
+            prefix_len: group_prefix_len(config.max_parallelism()),
+            write,
+            _types: PhantomData,
+        }
+    }
+
+    fn cf(&self) -> Result<Arc<BoundColumnFamily<'_>>> {
+        self.handle.db.cf_handle(&self.cf).ok_or_else(|| Error::UnknownState(self.state.to_string()))
+    }
+
+    fn decode_err(&self, source: CodecError) -> Error {
+        Error::Decode { state: self.state.to_string(), source }
+    }
+
+    /// The key prefix of (key, ns), after checking the key's group and `max_parallelism`.
+    fn prefix(&self, key: &Key<K>, ns: &N) -> Result<Vec<u8>> {
+        self.config.group_index(key)?;
+        let mut out = Vec::with_capacity(self.prefix_len + key.bytes().len() + 8);
+        key_prefix(&mut out, self.prefix_len, key, ns);
+        Ok(out)
+    }
+
+    fn get_raw(&self, raw_key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
+        Ok(self.handle.db.get_pinned_cf(&self.cf()?, raw_key)?)
+    }
+
+    fn put_raw(&self, raw_key: &[u8], value: &[u8]) -> Result<()> {
+        Ok(self.handle.db.put_cf_opt(&self.cf()?, raw_key, value, &self.write)?)
+    }
+
+    fn delete_raw(&self, raw_key: &[u8]) -> Result<()> {
+        Ok(self.handle.db.delete_cf_opt(&self.cf()?, raw_key, &self.write)?)
+    }
+
+    /// Calls `visit` with every raw (key, value) starting with `prefix`, in key order, until it
+    /// returns `false`.
+    fn scan(&self, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+        let cf = self.cf()?;
+        let mut read = ReadOptions::default();
+        if let Some(upper) = prefix_successor(prefix) {
+            read.set_iterate_upper_bound(upper);
+        }
+        let iter = self.handle.db.iterator_cf_opt(&cf, read, IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            debug_assert!(k.starts_with(prefix), "the upper bound ends the scan");
+            if !visit(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every distinct (key, namespace) in `group` whose value passes `keep`.
+    fn keys_of(&self, group: u16, keep: impl Fn(&[u8]) -> bool) -> Result<Vec<(K, N)>> {
+        self.config.local_index(group)?;
+        let mut prefix = Vec::with_capacity(2);
+        write_group(&mut prefix, group, self.prefix_len);
+        let mut out: Vec<(K, N)> = Vec::new();
+        let mut last: Option<Vec<u8>> = None;
+        self.scan(&prefix, |raw, value| {
+            let (_, k, ns, rest) = decode_prefix::<K, N>(raw, self.prefix_len).map_err(|e| self.decode_err(e))?;
+            let head = &raw[..raw.len() - rest.len()];
+            // Map entries repeat their (key, namespace) prefix: list it once.
+            if keep(value) && last.as_deref() != Some(head) {
+                last = Some(head.to_vec());
+                out.push((k, ns));
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+}
+
+impl<K: StateKey, N: Namespace, V: StateValue> ValueTable<K, N, V> for RocksTable<K, N, V> {
+    fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<Stamped<V>>> {
+        let raw_key = self.prefix(key, ns)?;
+        match self.get_raw(&raw_key)? {
+            Some(bytes) => read_value(&bytes, self.ttl).map(Some).map_err(|e| self.decode_err(e)),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&self, key: &Key<K>, ns: &N, value: Stamped<V>) -> Result<()> {
+        let raw_key = self.prefix(key, ns)?;
+        let mut bytes = Vec::with_capacity(V::FIXED_LEN.unwrap_or(16) + 8);
+        write_value(&mut bytes, self.ttl, &value);
+        self.put_raw(&raw_key, &bytes)
+    }
+
+    fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
+        self.delete_raw(&self.prefix(key, ns)?)
+    }
+
+    fn keys(&self, group: u16) -> Result<Vec<(K, N)>> {
+        self.keys_of(group, |_| true)
+    }
+}
+
+impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for RocksTable<K, N, Vec<E>> {
+    fn get(&self, key: &Key<K>, ns: &N) -> Result<Vec<Stamped<E>>> {
+        let raw_key = self.prefix(key, ns)?;
+        match self.get_raw(&raw_key)? {
+            Some(bytes) => read_elements(&bytes, self.ttl).map_err(|e| self.decode_err(e)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn append(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
+        if elements.is_empty() {
+            return Ok(());
+        }
+        let raw_key = self.prefix(key, ns)?;
+        let mut bytes = Vec::new();
+        write_elements(&mut bytes, self.ttl, &elements);
+        Ok(self.handle.db.merge_cf_opt(&self.cf()?, &raw_key, &bytes, &self.write)?)
+    }
+
+    fn put(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
+        let raw_key = self.prefix(key, ns)?;
+        if elements.is_empty() {
+            return self.delete_raw(&raw_key);
+        }
+        let mut bytes = Vec::new();
+        write_elements(&mut bytes, self.ttl, &elements);
+        self.put_raw(&raw_key, &bytes)
+    }
+
+    fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
+        self.delete_raw(&self.prefix(key, ns)?)
+    }
+
+    fn keys(&self, group: u16) -> Result<Vec<(K, N)>> {
+        // A merge that expired every element leaves an empty value until compaction drops it.
+        self.keys_of(group, |value| !value.is_empty())
+    }
+}
+
+impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> RocksTable<K, N, (UK, UV)> {
+    fn entry_key(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Vec<u8>> {
+        let mut raw_key = self.prefix(key, ns)?;
+        write_value_part(&mut raw_key, user_key);
+        Ok(raw_key)
+    }
+
+    fn encode_value(&self, value: &Stamped<UV>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        write_value(&mut bytes, self.ttl, value);
+        bytes
+    }
+}
+
+impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, UV> for RocksTable<K, N, (UK, UV)> {
+    fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>> {
+        let raw_key = self.entry_key(key, ns, user_key)?;
+        match self.get_raw(&raw_key)? {
+            Some(bytes) => read_value(&bytes, self.ttl).map(Some).map_err(|e| self.decode_err(e)),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: Stamped<UV>) -> Result<()> {
+        let raw_key = self.entry_key(key, ns, &user_key)?;
+        self.put_raw(&raw_key, &self.encode_value(&value))
+    }
+
+    fn put_all(&self, key: &Key<K>, ns: &N, entries: Vec<(UK, Stamped<UV>)>) -> Result<()> {
+        let prefix = self.prefix(key, ns)?;
+        let cf = self.cf()?;
+        let mut batch = WriteBatch::default();
+        for (user_key, value) in &entries {
+            let mut raw_key = prefix.clone();
+            write_value_part(&mut raw_key, user_key);
+            batch.put_cf(&cf, raw_key, self.encode_value(value));
+        }
+        Ok(self.handle.db.write_opt(batch, &self.write)?)
+    }
+
+    fn remove(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<()> {
+        self.delete_raw(&self.entry_key(key, ns, user_key)?)
+    }
+
+    fn entries(&self, key: &Key<K>, ns: &N) -> Result<Vec<(UK, Stamped<UV>)>> {
+        let prefix = self.prefix(key, ns)?;
+        let mut out = Vec::new();
+        self.scan(&prefix, |raw, value| {
+            let user_key = read_user_key::<UK>(&raw[prefix.len()..]).map_err(|e| self.decode_err(e))?;
+            out.push((user_key, read_value(value, self.ttl).map_err(|e| self.decode_err(e))?));
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    fn is_empty(&self, key: &Key<K>, ns: &N) -> Result<bool> {
+        let prefix = self.prefix(key, ns)?;
+        let mut empty = true;
+        self.scan(&prefix, |_, _| {
+            empty = false;
+            Ok(false)
+        })?;
+        Ok(empty)
+    }
+
+    fn clear(&self, key: &Key<K>, ns: &N) -> Result<()> {
+        let prefix = self.prefix(key, ns)?;
+        let cf = self.cf()?;
+        match prefix_successor(&prefix) {
+            Some(end) => Ok(self.handle.db.delete_range_cf_opt(&cf, &prefix, &end, &self.write)?),
+            None => {
+                // No upper bound exists (an all-0xff prefix): delete entry by entry.
+                let mut keys = Vec::new();
+                self.scan(&prefix, |raw, _| {
+                    keys.push(raw.to_vec());
+                    Ok(true)
+                })?;
+                keys.iter().try_for_each(|k| self.delete_raw(k))
+            }
+        }
+    }
+
+    fn keys(&self, group: u16) -> Result<Vec<(K, N)>> {
+        self.keys_of(group, |_| true)
+    }
+}
