@@ -113,12 +113,16 @@ fn with_prepared_keys<E: keyed_state::Engine>(
 mod rocks {
     use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
     use keyed_state::{EngineConfig, KeyedStateBackend};
-    use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteOptions};
+    use rocksdb::{
+        BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteOptions,
+    };
 
     pub type Backend = KeyedStateBackend<u64, RocksDbEngine>;
 
     pub fn engine() -> Backend {
-        let engine = RocksDbEngine::open_temporary(EngineConfig::default(), RocksDbOptions::default()).expect("open");
+        let engine =
+            RocksDbEngine::open_temporary(EngineConfig::default(), RocksDbOptions::default())
+                .expect("open");
         KeyedStateBackend::new(engine)
     }
 
@@ -150,11 +154,28 @@ mod rocks {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
-        let db = rocksdb::DB::open_cf_descriptors(&db_opts, dir.path(), [ColumnFamilyDescriptor::new("raw", cf)])
-            .expect("open raw");
+        let db = rocksdb::DB::open_cf_descriptors(
+            &db_opts,
+            dir.path(),
+            [ColumnFamilyDescriptor::new("raw", cf)],
+        )
+        .expect("open raw");
         let mut write = WriteOptions::default();
         write.disable_wal(true);
-        Raw { db, write, _dir: dir }
+        Raw {
+            db,
+            write,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until both databases finished their background flushes and compactions, so that
+    /// neither measurement pays for the other's (or the setup's) background work.
+    pub fn settle(backend: &Backend, raw: &Raw) {
+        backend.engine().settle().expect("settle engine");
+        let mut opts = rocksdb::WaitForCompactOptions::default();
+        opts.set_flush(true);
+        raw.db.wait_for_compact(&opts).expect("settle raw");
     }
 
     /// A raw key as long as the engine's for a `u64` key: a group byte and 8 key bytes.
@@ -226,12 +247,16 @@ fn value_groups(c: &mut Criterion, w: &Workload) {
     #[cfg(feature = "rocksdb")]
     let (rbackend, rstate, rraw) = {
         let rb = rocks::engine();
-        let rs = rb.value_state(&ValueStateDescriptor::<u64>::new("value")).expect("register");
+        let rs = rb
+            .value_state(&ValueStateDescriptor::<u64>::new("value"))
+            .expect("register");
         let raw = rocks::raw();
         let cf = raw.db.cf_handle("raw").expect("cf");
         for &k in &w.keys {
             rs.update(&rb.key(k).expect("key"), &(), k).expect("update");
-            raw.db.put_cf_opt(&cf, rocks::key(k), k.to_be_bytes(), &raw.write).expect("put");
+            raw.db
+                .put_cf_opt(&cf, rocks::key(k), k.to_be_bytes(), &raw.write)
+                .expect("put");
         }
         drop(cf);
         (rb, rs, raw)
@@ -267,13 +292,19 @@ fn value_groups(c: &mut Criterion, w: &Workload) {
     });
     #[cfg(feature = "rocksdb")]
     {
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
-                black_box(rstate.get(&rbackend.key(k).expect("key"), &()).expect("get"));
+                black_box(
+                    rstate
+                        .get(&rbackend.key(k).expect("key"), &())
+                        .expect("get"),
+                );
             });
             b.iter(&mut step)
         });
         let cf = rraw.db.cf_handle("raw").expect("cf");
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("raw_rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
                 let v = rraw.db.get_pinned_cf(&cf, rocks::key(k)).expect("get");
@@ -305,16 +336,22 @@ fn value_groups(c: &mut Criterion, w: &Workload) {
     });
     #[cfg(feature = "rocksdb")]
     {
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
-                rstate.update(&rbackend.key(k).expect("key"), &(), k ^ 1).expect("update");
+                rstate
+                    .update(&rbackend.key(k).expect("key"), &(), k ^ 1)
+                    .expect("update");
             });
             b.iter(&mut step)
         });
         let cf = rraw.db.cf_handle("raw").expect("cf");
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("raw_rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
-                rraw.db.put_cf_opt(&cf, rocks::key(k), (k ^ 1).to_be_bytes(), &rraw.write).expect("put");
+                rraw.db
+                    .put_cf_opt(&cf, rocks::key(k), (k ^ 1).to_be_bytes(), &rraw.write)
+                    .expect("put");
             });
             b.iter(&mut step)
         });
@@ -340,17 +377,25 @@ fn list_groups(c: &mut Criterion, w: &Workload) {
     #[cfg(feature = "rocksdb")]
     let (rbackend, rstate, rraw) = {
         let rb = rocks::engine();
-        let rs = rb.list_state(&ListStateDescriptor::<u64>::new("list")).expect("register");
+        let rs = rb
+            .list_state(&ListStateDescriptor::<u64>::new("list"))
+            .expect("register");
         (rb, rs, rocks::raw())
     };
     #[cfg(feature = "rocksdb")]
     let raw_list: Vec<u8> = (0..ELEMENTS).flat_map(rocks::element).collect();
     #[cfg(feature = "rocksdb")]
-    let reset_rocks = |k: u64| rstate.update(&rbackend.key(k).expect("key"), &(), 0..ELEMENTS).expect("update");
+    let reset_rocks = |k: u64| {
+        rstate
+            .update(&rbackend.key(k).expect("key"), &(), 0..ELEMENTS)
+            .expect("update")
+    };
     #[cfg(feature = "rocksdb")]
     let reset_raw = |k: u64| {
         let cf = rraw.db.cf_handle("raw").expect("cf");
-        rraw.db.put_cf_opt(&cf, rocks::key(k), &raw_list, &rraw.write).expect("put");
+        rraw.db
+            .put_cf_opt(&cf, rocks::key(k), &raw_list, &rraw.write)
+            .expect("put");
     };
     #[cfg(feature = "rocksdb")]
     for &k in &w.keys {
@@ -374,13 +419,20 @@ fn list_groups(c: &mut Criterion, w: &Workload) {
     });
     #[cfg(feature = "rocksdb")]
     {
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
-                black_box(rstate.get(&rbackend.key(k).expect("key"), &()).expect("get").sum::<u64>());
+                black_box(
+                    rstate
+                        .get(&rbackend.key(k).expect("key"), &())
+                        .expect("get")
+                        .sum::<u64>(),
+                );
             });
             b.iter(&mut step)
         });
         let cf = rraw.db.cf_handle("raw").expect("cf");
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("raw_rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
                 let v = rraw.db.get_pinned_cf(&cf, rocks::key(k)).expect("get");
@@ -429,6 +481,7 @@ fn list_groups(c: &mut Criterion, w: &Workload) {
     });
     #[cfg(feature = "rocksdb")]
     {
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("rocksdb", |b| {
             let mut pos = 0usize;
             b.iter_custom(|iters| {
@@ -436,11 +489,16 @@ fn list_groups(c: &mut Criterion, w: &Workload) {
                     iters,
                     &mut pos,
                     w,
-                    |k| rstate.add(&rbackend.key(k).expect("key"), &(), k).expect("add"),
+                    |k| {
+                        rstate
+                            .add(&rbackend.key(k).expect("key"), &(), k)
+                            .expect("add")
+                    },
                     &reset_rocks,
                 )
             })
         });
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("raw_rocksdb", |b| {
             let mut pos = 0usize;
             let cf = rraw.db.cf_handle("raw").expect("cf");
@@ -449,7 +507,11 @@ fn list_groups(c: &mut Criterion, w: &Workload) {
                     iters,
                     &mut pos,
                     w,
-                    |k| rraw.db.merge_cf_opt(&cf, rocks::key(k), rocks::element(k), &rraw.write).expect("merge"),
+                    |k| {
+                        rraw.db
+                            .merge_cf_opt(&cf, rocks::key(k), rocks::element(k), &rraw.write)
+                            .expect("merge")
+                    },
                     &reset_raw,
                 )
             })
@@ -505,11 +567,18 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
     #[cfg(feature = "rocksdb")]
     let (rbackend, rstate, rraw) = {
         let rb = rocks::engine();
-        let rs = rb.map_state(&MapStateDescriptor::<u64, u64>::new("map")).expect("register");
+        let rs = rb
+            .map_state(&MapStateDescriptor::<u64, u64>::new("map"))
+            .expect("register");
         let raw = rocks::raw();
         let cf = raw.db.cf_handle("raw").expect("cf");
         for &k in &w.keys {
-            rs.put_all(&rb.key(k).expect("key"), &(), (0..ELEMENTS).map(|u| (u, k ^ u))).expect("put_all");
+            rs.put_all(
+                &rb.key(k).expect("key"),
+                &(),
+                (0..ELEMENTS).map(|u| (u, k ^ u)),
+            )
+            .expect("put_all");
             let mut batch = rocksdb::WriteBatch::default();
             for u in 0..ELEMENTS {
                 batch.put_cf(&cf, rocks::entry_key(k, u), (k ^ u).to_be_bytes());
@@ -537,17 +606,23 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
     });
     #[cfg(feature = "rocksdb")]
     {
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
-                rstate.put(&rbackend.key(k).expect("key"), &(), k % ELEMENTS, k).expect("put");
+                rstate
+                    .put(&rbackend.key(k).expect("key"), &(), k % ELEMENTS, k)
+                    .expect("put");
             });
             b.iter(&mut step)
         });
         let cf = rraw.db.cf_handle("raw").expect("cf");
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("raw_rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
                 let key = rocks::entry_key(k, k % ELEMENTS);
-                rraw.db.put_cf_opt(&cf, key, k.to_be_bytes(), &rraw.write).expect("put");
+                rraw.db
+                    .put_cf_opt(&cf, key, k.to_be_bytes(), &rraw.write)
+                    .expect("put");
             });
             b.iter(&mut step)
         });
@@ -573,16 +648,25 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
     });
     #[cfg(feature = "rocksdb")]
     {
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
-                black_box(rstate.get(&rbackend.key(k).expect("key"), &(), &(k % ELEMENTS)).expect("get"));
+                black_box(
+                    rstate
+                        .get(&rbackend.key(k).expect("key"), &(), &(k % ELEMENTS))
+                        .expect("get"),
+                );
             });
             b.iter(&mut step)
         });
         let cf = rraw.db.cf_handle("raw").expect("cf");
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("raw_rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
-                let v = rraw.db.get_pinned_cf(&cf, rocks::entry_key(k, k % ELEMENTS)).expect("get");
+                let v = rraw
+                    .db
+                    .get_pinned_cf(&cf, rocks::entry_key(k, k % ELEMENTS))
+                    .expect("get");
                 black_box(v.map(|v| u64_at(&v, 0)));
             });
             b.iter(&mut step)
@@ -611,24 +695,34 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
     });
     #[cfg(feature = "rocksdb")]
     {
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
-                let entries = rstate.entries(&rbackend.key(k).expect("key"), &()).expect("entries");
+                let entries = rstate
+                    .entries(&rbackend.key(k).expect("key"), &())
+                    .expect("entries");
                 black_box(entries.map(|(u, v)| u ^ v).sum::<u64>());
             });
             b.iter(&mut step)
         });
         let cf = rraw.db.cf_handle("raw").expect("cf");
+        rocks::settle(&rbackend, &rraw);
         g.bench_function("raw_rocksdb", |b| {
             let mut step = over_keys(&w.order, |k| {
                 let prefix = rocks::key(k);
                 let mut read = rocksdb::ReadOptions::default();
                 read.set_iterate_upper_bound(rocks::successor(&prefix));
-                let iter = rraw.db.iterator_cf_opt(&cf, read, rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward));
-                let sum: u64 = iter.map(|item| {
-                    let (key, value) = item.expect("iterate");
-                    u64_at(&key, 9) ^ u64_at(&value, 0)
-                }).sum();
+                let iter = rraw.db.iterator_cf_opt(
+                    &cf,
+                    read,
+                    rocksdb::IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+                );
+                let sum: u64 = iter
+                    .map(|item| {
+                        let (key, value) = item.expect("iterate");
+                        u64_at(&key, 9) ^ u64_at(&value, 0)
+                    })
+                    .sum();
                 black_box(sum);
             });
             b.iter(&mut step)

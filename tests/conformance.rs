@@ -861,7 +861,11 @@ conformance!(heap, HeapEngine::new);
 fn rocksdb_engine(config: EngineConfig) -> keyed_state::backend::rocksdb::RocksDbEngine {
     use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
     // No background compaction: TTL effects happen only when a test asks for them.
-    RocksDbEngine::open_temporary(config, RocksDbOptions::default().with_auto_compaction(false)).unwrap()
+    RocksDbEngine::open_temporary(
+        config,
+        RocksDbOptions::default().with_auto_compaction(false),
+    )
+    .unwrap()
 }
 
 #[cfg(feature = "rocksdb")]

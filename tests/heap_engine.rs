@@ -126,16 +126,37 @@ fn views_are_shared_across_threads() {
 fn metrics_count_entries_per_state() {
     use keyed_state::Engine;
     let b = KeyedStateBackend::<u64>::new(HeapEngine::default());
-    let v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
-    let m = b.map_state(&MapStateDescriptor::<u8, u64>::new("m")).unwrap();
+    let v = b
+        .value_state(&ValueStateDescriptor::<u64>::new("v"))
+        .unwrap();
+    let m = b
+        .map_state(&MapStateDescriptor::<u8, u64>::new("m"))
+        .unwrap();
     for k in 0..500u64 {
         v.update(&b.key(k).unwrap(), &(), k).unwrap();
-        m.put_all(&b.key(k).unwrap(), &(), [(1, 1), (2, 2)]).unwrap();
+        m.put_all(&b.key(k).unwrap(), &(), [(1, 1), (2, 2)])
+            .unwrap();
     }
     v.clear(&b.key(0).unwrap(), &()).unwrap();
     let metrics = b.engine().metrics().unwrap();
-    let figures: Vec<(&str, u64)> = metrics.states.iter().map(|s| (s.name.as_str(), s.approximate_entries)).collect();
+    let figures: Vec<(&str, u64)> = metrics
+        .states
+        .iter()
+        .map(|s| (s.name.as_str(), s.approximate_entries))
+        .collect();
     assert_eq!(figures, vec![("m", 500), ("v", 499)]);
-    assert!(metrics.states.iter().all(|s| s.approximate_bytes >= 500 * 8));
-    assert_eq!(metrics.memory_bytes, metrics.states.iter().map(|s| s.approximate_bytes).sum::<u64>());
+    assert!(
+        metrics
+            .states
+            .iter()
+            .all(|s| s.approximate_bytes >= 500 * 8)
+    );
+    assert_eq!(
+        metrics.memory_bytes,
+        metrics
+            .states
+            .iter()
+            .map(|s| s.approximate_bytes)
+            .sum::<u64>()
+    );
 }

@@ -647,7 +647,11 @@ model!(heap, HeapEngine::new);
 #[cfg(feature = "rocksdb")]
 fn rocksdb_engine(config: EngineConfig) -> keyed_state::backend::rocksdb::RocksDbEngine {
     use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
-    RocksDbEngine::open_temporary(config, RocksDbOptions::default().with_auto_compaction(false)).unwrap()
+    RocksDbEngine::open_temporary(
+        config,
+        RocksDbOptions::default().with_auto_compaction(false),
+    )
+    .unwrap()
 }
 
 #[cfg(feature = "rocksdb")]
@@ -667,27 +671,48 @@ fn observe<E: Engine>(sut: &Sut<E>, op: &Op, ttl: bool) -> String {
         Op::ValueGet(key, ns) => format!("{:?}", sut.value.get(&k(key), ns).unwrap()),
         Op::ValueClear(key, ns) => format!("{:?}", sut.value.clear(&k(key), ns).unwrap()),
         Op::ListAdd(key, ns, v) => format!("{:?}", sut.list.add(&k(key), ns, *v).unwrap()),
-        Op::ListAddAll(key, ns, vs) => format!("{:?}", sut.list.add_all(&k(key), ns, vs.clone()).unwrap()),
-        Op::ListUpdate(key, ns, vs) => format!("{:?}", sut.list.update(&k(key), ns, vs.clone()).unwrap()),
-        Op::ListGet(key, ns) => format!("{:?}", sut.list.get(&k(key), ns).unwrap().collect::<Vec<_>>()),
+        Op::ListAddAll(key, ns, vs) => {
+            format!("{:?}", sut.list.add_all(&k(key), ns, vs.clone()).unwrap())
+        }
+        Op::ListUpdate(key, ns, vs) => {
+            format!("{:?}", sut.list.update(&k(key), ns, vs.clone()).unwrap())
+        }
+        Op::ListGet(key, ns) => format!(
+            "{:?}",
+            sut.list.get(&k(key), ns).unwrap().collect::<Vec<_>>()
+        ),
         Op::ListClear(key, ns) => format!("{:?}", sut.list.clear(&k(key), ns).unwrap()),
-        Op::ListMerge(key, t, srcs) => format!("{:?}", sut.list.merge_namespaces(&k(key), t, srcs).unwrap()),
+        Op::ListMerge(key, t, srcs) => {
+            format!("{:?}", sut.list.merge_namespaces(&k(key), t, srcs).unwrap())
+        }
         Op::MapPut(key, ns, uk, v) => format!("{:?}", sut.map.put(&k(key), ns, *uk, *v).unwrap()),
-        Op::MapPutAll(key, ns, e) => format!("{:?}", sut.map.put_all(&k(key), ns, e.clone()).unwrap()),
+        Op::MapPutAll(key, ns, e) => {
+            format!("{:?}", sut.map.put_all(&k(key), ns, e.clone()).unwrap())
+        }
         Op::MapRemove(key, ns, uk) => format!("{:?}", sut.map.remove(&k(key), ns, uk).unwrap()),
         Op::MapGet(key, ns, uk) => format!("{:?}", sut.map.get(&k(key), ns, uk).unwrap()),
         Op::MapContains(key, ns, uk) => format!("{:?}", sut.map.contains(&k(key), ns, uk).unwrap()),
-        Op::MapEntries(key, ns) => format!("{:?}", sorted(sut.map.entries(&k(key), ns).unwrap().collect())),
+        Op::MapEntries(key, ns) => format!(
+            "{:?}",
+            sorted(sut.map.entries(&k(key), ns).unwrap().collect())
+        ),
         Op::MapIsEmpty(key, ns) => format!("{:?}", sut.map.is_empty(&k(key), ns).unwrap()),
         Op::MapClear(key, ns) => format!("{:?}", sut.map.clear(&k(key), ns).unwrap()),
-        Op::ReduceAdd(key, ns, v) => format!("{:?}", sut.reduce.add(&k(key), ns, i64::from(*v)).unwrap()),
+        Op::ReduceAdd(key, ns, v) => {
+            format!("{:?}", sut.reduce.add(&k(key), ns, i64::from(*v)).unwrap())
+        }
         Op::ReduceGet(key, ns) => format!("{:?}", sut.reduce.get(&k(key), ns).unwrap()),
         Op::ReduceClear(key, ns) => format!("{:?}", sut.reduce.clear(&k(key), ns).unwrap()),
-        Op::ReduceMerge(key, t, srcs) => format!("{:?}", sut.reduce.merge_namespaces(&k(key), t, srcs).unwrap()),
+        Op::ReduceMerge(key, t, srcs) => format!(
+            "{:?}",
+            sut.reduce.merge_namespaces(&k(key), t, srcs).unwrap()
+        ),
         Op::AggAdd(key, ns, v) => format!("{:?}", sut.agg.add(&k(key), ns, *v).unwrap()),
         Op::AggGet(key, ns) => format!("{:?}", sut.agg.get(&k(key), ns).unwrap()),
         Op::AggClear(key, ns) => format!("{:?}", sut.agg.clear(&k(key), ns).unwrap()),
-        Op::AggMerge(key, t, srcs) => format!("{:?}", sut.agg.merge_namespaces(&k(key), t, srcs).unwrap()),
+        Op::AggMerge(key, t, srcs) => {
+            format!("{:?}", sut.agg.merge_namespaces(&k(key), t, srcs).unwrap())
+        }
         Op::CheckKeys if ttl => String::new(),
         Op::CheckKeys => format!("{:?}", sut.cells()),
     }

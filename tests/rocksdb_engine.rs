@@ -29,10 +29,18 @@ fn compaction_physically_removes_expired_state_and_keeps_live_state() {
     let clock = ManualClock::new(0);
     let b = backend_at(dir.path(), &clock);
     let ttl = TtlConfig::new(Duration::from_millis(100));
-    let value = b.value_state(&ValueStateDescriptor::<u64>::new("value").with_ttl(ttl.clone())).unwrap();
-    let map = b.map_state(&MapStateDescriptor::<u32, u64>::new("map").with_ttl(ttl.clone())).unwrap();
-    let put_list = b.list_state(&ListStateDescriptor::<u64>::new("put-list").with_ttl(ttl.clone())).unwrap();
-    let merged_list = b.list_state(&ListStateDescriptor::<u64>::new("merged-list").with_ttl(ttl)).unwrap();
+    let value = b
+        .value_state(&ValueStateDescriptor::<u64>::new("value").with_ttl(ttl.clone()))
+        .unwrap();
+    let map = b
+        .map_state(&MapStateDescriptor::<u32, u64>::new("map").with_ttl(ttl.clone()))
+        .unwrap();
+    let put_list = b
+        .list_state(&ListStateDescriptor::<u64>::new("put-list").with_ttl(ttl.clone()))
+        .unwrap();
+    let merged_list = b
+        .list_state(&ListStateDescriptor::<u64>::new("merged-list").with_ttl(ttl))
+        .unwrap();
     for k in 0..20u64 {
         let key = b.key(k).unwrap();
         value.update(&key, &(), k).unwrap();
@@ -52,27 +60,61 @@ fn compaction_physically_removes_expired_state_and_keeps_live_state() {
     clock.set(100); // what was written at 0 has expired
     let engine = b.engine();
     for state in ["value", "map", "put-list", "merged-list"] {
-        assert_eq!(engine.raw_entries(state).unwrap().len() >= 10, true, "{state}: nothing removed yet");
+        assert_eq!(
+            engine.raw_entries(state).unwrap().len() >= 10,
+            true,
+            "{state}: nothing removed yet"
+        );
     }
-    let live_values_before = engine.raw_entries("value").unwrap().into_iter().filter(|(_, v)| v[..8] == 60u64.to_be_bytes()).collect::<Vec<_>>();
+    let live_values_before = engine
+        .raw_entries("value")
+        .unwrap()
+        .into_iter()
+        .filter(|(_, v)| v[..8] == 60u64.to_be_bytes())
+        .collect::<Vec<_>>();
     for state in ["value", "map", "put-list", "merged-list"] {
         engine.compact_state(state).unwrap();
         engine.compact_state(state).unwrap(); // a second pass filters what the first one merged
     }
-    assert_eq!(engine.raw_entries("value").unwrap(), live_values_before, "only the values written at 60 remain, unchanged");
-    assert_eq!(engine.raw_entries("map").unwrap().len(), 10, "entries written at 0 are gone");
+    assert_eq!(
+        engine.raw_entries("value").unwrap(),
+        live_values_before,
+        "only the values written at 60 remain, unchanged"
+    );
+    assert_eq!(
+        engine.raw_entries("map").unwrap().len(),
+        10,
+        "entries written at 0 are gone"
+    );
     assert_eq!(engine.raw_entries("put-list").unwrap().len(), 10);
     let merged = engine.raw_entries("merged-list").unwrap();
-    assert_eq!(merged.len(), 10, "lists with only expired elements are gone");
+    assert_eq!(
+        merged.len(),
+        10,
+        "lists with only expired elements are gone"
+    );
     for k in 10..20u64 {
         let key = b.key(k).unwrap();
-        assert_eq!(merged_list.get(&key, &()).unwrap().collect::<Vec<_>>(), vec![k + 1]);
-        assert_eq!(put_list.get(&key, &()).unwrap().collect::<Vec<_>>(), vec![k, k + 1]);
-        assert_eq!(map.entries(&key, &()).unwrap().collect::<Vec<_>>(), vec![(2, k)]);
+        assert_eq!(
+            merged_list.get(&key, &()).unwrap().collect::<Vec<_>>(),
+            vec![k + 1]
+        );
+        assert_eq!(
+            put_list.get(&key, &()).unwrap().collect::<Vec<_>>(),
+            vec![k, k + 1]
+        );
+        assert_eq!(
+            map.entries(&key, &()).unwrap().collect::<Vec<_>>(),
+            vec![(2, k)]
+        );
         assert_eq!(value.get(&key, &()).unwrap(), Some(k + 100));
     }
     // Each remaining merged list holds exactly one element frame: [len][8-byte stamp][8-byte value].
-    assert!(merged.iter().all(|(_, v)| v.len() == 1 + 8 + 8 && v[1..9] == 60u64.to_be_bytes()));
+    assert!(
+        merged
+            .iter()
+            .all(|(_, v)| v.len() == 1 + 8 + 8 && v[1..9] == 60u64.to_be_bytes())
+    );
     assert_eq!(engine.unparsable_values("value"), 0);
 }
 
@@ -82,18 +124,32 @@ fn reopening_finds_states_and_checks_their_registration() {
     let clock = ManualClock::new(0);
     {
         let b = backend_at(dir.path(), &clock);
-        let count = b.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
-        let list = b.list_state(&ListStateDescriptor::<String, u32>::new("names")).unwrap();
+        let count = b
+            .value_state(&ValueStateDescriptor::<u64>::new("count"))
+            .unwrap();
+        let list = b
+            .list_state(&ListStateDescriptor::<String, u32>::new("names"))
+            .unwrap();
         count.update(&b.key(1).unwrap(), &(), 41).unwrap();
-        list.add_all(&b.key(1).unwrap(), &7, ["a".to_string(), "b".to_string()]).unwrap();
+        list.add_all(&b.key(1).unwrap(), &7, ["a".to_string(), "b".to_string()])
+            .unwrap();
         b.engine().flush().unwrap(); // no write-ahead log: what is not flushed is not kept
     }
     {
         let b = backend_at(dir.path(), &clock);
-        let count = b.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
-        let list = b.list_state(&ListStateDescriptor::<String, u32>::new("names")).unwrap();
+        let count = b
+            .value_state(&ValueStateDescriptor::<u64>::new("count"))
+            .unwrap();
+        let list = b
+            .list_state(&ListStateDescriptor::<String, u32>::new("names"))
+            .unwrap();
         assert_eq!(count.get(&b.key(1).unwrap(), &()).unwrap(), Some(41));
-        assert_eq!(list.get(&b.key(1).unwrap(), &7).unwrap().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(
+            list.get(&b.key(1).unwrap(), &7)
+                .unwrap()
+                .collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
     }
     let b = backend_at(dir.path(), &clock);
     match b.value_state(&ValueStateDescriptor::<String>::new("count")) {
@@ -102,12 +158,17 @@ fn reopening_finds_states_and_checks_their_registration() {
         }
         other => panic!("expected a persisted-metadata mismatch, got {other:?}"),
     }
-    match b.value_state(&ValueStateDescriptor::<u64>::new("count").with_ttl(TtlConfig::new(Duration::from_secs(1)))) {
+    match b.value_state(
+        &ValueStateDescriptor::<u64>::new("count").with_ttl(TtlConfig::new(Duration::from_secs(1))),
+    ) {
         Err(Error::IncompatibleRegistration { field: "TTL", .. }) => {}
         other => panic!("expected a TTL mismatch, got {other:?}"),
     }
     match b.list_state(&ListStateDescriptor::<String>::new("names")) {
-        Err(Error::IncompatibleRegistration { field: "namespace codec", .. }) => {}
+        Err(Error::IncompatibleRegistration {
+            field: "namespace codec",
+            ..
+        }) => {}
         other => panic!("expected a namespace mismatch, got {other:?}"),
     }
 }
@@ -116,9 +177,14 @@ fn reopening_finds_states_and_checks_their_registration() {
 fn undecodable_bytes_are_typed_errors_naming_the_state() {
     let clock = ManualClock::new(0);
     let config = EngineConfig::new(128).unwrap().with_clock(clock.shared());
-    let b = KeyedStateBackend::<u64, _>::new(RocksDbEngine::open_temporary(config, options()).unwrap());
-    let count = b.value_state(&ValueStateDescriptor::<u64>::new("count")).unwrap();
-    let list = b.list_state(&ListStateDescriptor::<u64>::new("list")).unwrap();
+    let b =
+        KeyedStateBackend::<u64, _>::new(RocksDbEngine::open_temporary(config, options()).unwrap());
+    let count = b
+        .value_state(&ValueStateDescriptor::<u64>::new("count"))
+        .unwrap();
+    let list = b
+        .list_state(&ListStateDescriptor::<u64>::new("list"))
+        .unwrap();
     let key = b.key(9).unwrap();
     count.update(&key, &(), 1).unwrap();
     list.add(&key, &(), 1).unwrap();
@@ -142,13 +208,22 @@ fn undecodable_bytes_are_typed_errors_naming_the_state() {
 fn the_ttl_filter_keeps_and_counts_what_it_cannot_parse() {
     let clock = ManualClock::new(0);
     let config = EngineConfig::new(128).unwrap().with_clock(clock.shared());
-    let b = KeyedStateBackend::<u64, _>::new(RocksDbEngine::open_temporary(config, options()).unwrap());
+    let b =
+        KeyedStateBackend::<u64, _>::new(RocksDbEngine::open_temporary(config, options()).unwrap());
     let ttl = TtlConfig::new(Duration::from_millis(10));
-    let _list = b.list_state(&ListStateDescriptor::<u64>::new("list").with_ttl(ttl)).unwrap();
-    b.engine().put_raw("list", &[3, 0, 0, 0, 0, 0, 0, 0, 1], &[200, 1, 2]).unwrap();
+    let _list = b
+        .list_state(&ListStateDescriptor::<u64>::new("list").with_ttl(ttl))
+        .unwrap();
+    b.engine()
+        .put_raw("list", &[3, 0, 0, 0, 0, 0, 0, 0, 1], &[200, 1, 2])
+        .unwrap();
     clock.set(1000);
     b.engine().compact_state("list").unwrap();
-    assert_eq!(b.engine().raw_entries("list").unwrap().len(), 1, "kept unchanged");
+    assert_eq!(
+        b.engine().raw_entries("list").unwrap().len(),
+        1,
+        "kept unchanged"
+    );
     // Counted on every visit (a forced full compaction passes over the value more than once).
     assert!(b.engine().unparsable_values("list") >= 1);
 }
@@ -157,8 +232,12 @@ fn the_ttl_filter_keeps_and_counts_what_it_cannot_parse() {
 /// (no length); String parts carry a LEB128 length; `()` namespaces take no byte.
 #[test]
 fn key_layout_is_pinned() {
-    let b = KeyedStateBackend::<String, _>::new(RocksDbEngine::open_temporary(EngineConfig::default(), options()).unwrap());
-    let s = b.map_state(&MapStateDescriptor::<String, u64, u32>::new("m")).unwrap();
+    let b = KeyedStateBackend::<String, _>::new(
+        RocksDbEngine::open_temporary(EngineConfig::default(), options()).unwrap(),
+    );
+    let s = b
+        .map_state(&MapStateDescriptor::<String, u64, u32>::new("m"))
+        .unwrap();
     let key = b.key("alice".to_string()).unwrap();
     s.put(&key, &7, "x".to_string(), 1).unwrap();
     let (k, v) = b.engine().raw_entries("m").unwrap().remove(0);
@@ -171,9 +250,15 @@ fn key_layout_is_pinned() {
 
 #[test]
 fn metrics_report_every_state() {
-    let b = KeyedStateBackend::<u64, _>::new(RocksDbEngine::open_temporary(EngineConfig::default(), options()).unwrap());
-    let v = b.value_state(&ValueStateDescriptor::<u64>::new("v")).unwrap();
-    let m = b.map_state(&MapStateDescriptor::<u64, u64>::new("m")).unwrap();
+    let b = KeyedStateBackend::<u64, _>::new(
+        RocksDbEngine::open_temporary(EngineConfig::default(), options()).unwrap(),
+    );
+    let v = b
+        .value_state(&ValueStateDescriptor::<u64>::new("v"))
+        .unwrap();
+    let m = b
+        .map_state(&MapStateDescriptor::<u64, u64>::new("m"))
+        .unwrap();
     for k in 0..1000u64 {
         let key = b.key(k).unwrap();
         v.update(&key, &(), k).unwrap();

@@ -172,7 +172,10 @@ impl<T: Clone> CowMap<T> {
 
     /// Bytes held by the segments' tables and the directory, for metrics.
     pub(crate) fn allocation_size(&self) -> usize {
-        self.segments.iter().map(|s| s.allocation_size()).sum::<usize>()
+        self.segments
+            .iter()
+            .map(|s| s.allocation_size())
+            .sum::<usize>()
             + self.segments.len() * size_of::<Arc<HashTable<T>>>()
     }
 

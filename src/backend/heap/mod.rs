@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::backend::{Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable};
+use crate::backend::{
+    Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable,
+};
 use crate::error::Result;
 use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
 use crate::ttl::Stamped;
@@ -41,7 +43,10 @@ pub struct HeapEngine {
 impl HeapEngine {
     /// A heap engine with `config`.
     pub fn new(config: EngineConfig) -> Self {
-        HeapEngine { config, tables: Mutex::new(Vec::new()) }
+        HeapEngine {
+            config,
+            tables: Mutex::new(Vec::new()),
+        }
     }
 
     /// Records `table` for metrics and returns it.
@@ -87,9 +92,15 @@ impl Engine for HeapEngine {
         meta: &StateMeta,
     ) -> Result<Arc<dyn ListTable<K, N, E>>> {
         Ok(if meta.ttl.is_some() {
-            self.track(meta, HeapTable::<K, N, Vec<Stamped<E>>>::new(&self.config, meta))
+            self.track(
+                meta,
+                HeapTable::<K, N, Vec<Stamped<E>>>::new(&self.config, meta),
+            )
         } else {
-            self.track(meta, HeapTable::<K, N, Vec<Bare<E>>>::new(&self.config, meta))
+            self.track(
+                meta,
+                HeapTable::<K, N, Vec<Bare<E>>>::new(&self.config, meta),
+            )
         })
     }
 
@@ -98,15 +109,15 @@ impl Engine for HeapEngine {
         meta: &StateMeta,
     ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>> {
         Ok(if meta.ttl.is_some() {
-            self.track(meta, HeapTable::<K, N, MapEntries<UK, Stamped<UV>>>::new(
-                &self.config,
+            self.track(
                 meta,
-            ))
+                HeapTable::<K, N, MapEntries<UK, Stamped<UV>>>::new(&self.config, meta),
+            )
         } else {
-            self.track(meta, HeapTable::<K, N, MapEntries<UK, Bare<UV>>>::new(
-                &self.config,
+            self.track(
                 meta,
-            ))
+                HeapTable::<K, N, MapEntries<UK, Bare<UV>>>::new(&self.config, meta),
+            )
         })
     }
 
@@ -123,6 +134,10 @@ impl Engine for HeapEngine {
             .collect();
         states.sort_by(|a, b| a.name.cmp(&b.name));
         let memory_bytes = states.iter().map(|s| s.approximate_bytes).sum();
-        Ok(EngineMetrics { states, memory_bytes, cache_bytes: 0 })
+        Ok(EngineMetrics {
+            states,
+            memory_bytes,
+            cache_bytes: 0,
+        })
     }
 }

@@ -280,11 +280,21 @@ pub(crate) trait TableStats: Send + Sync {
 
 impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> TableStats for HeapTable<K, N, S> {
     fn entries(&self) -> u64 {
-        self.inner.lock().groups.iter().map(|g| g.len() as u64).sum()
+        self.inner
+            .lock()
+            .groups
+            .iter()
+            .map(|g| g.len() as u64)
+            .sum()
     }
 
     fn bytes(&self) -> u64 {
-        self.inner.lock().groups.iter().map(|g| g.allocation_size() as u64).sum()
+        self.inner
+            .lock()
+            .groups
+            .iter()
+            .map(|g| g.allocation_size() as u64)
+            .sum()
     }
 }
 

@@ -36,7 +36,10 @@ pub(crate) fn read_group(input: &mut &[u8], prefix_len: usize) -> Result<u16, Co
     match *bytes {
         [g] => Ok(u16::from(g)),
         [hi, lo] => Ok(u16::from_be_bytes([hi, lo])),
-        _ => Err(CodecError::Invalid { what: "key group", reason: format!("{prefix_len}-byte prefix") }),
+        _ => Err(CodecError::Invalid {
+            what: "key group",
+            reason: format!("{prefix_len}-byte prefix"),
+        }),
     }
 }
 
@@ -72,7 +75,12 @@ pub(crate) fn read_part<'a, T: Codec>(input: &mut &'a [u8]) -> Result<&'a [u8], 
 }
 
 /// The RocksDB key prefix of (key, namespace): `[group][key part][namespace part]`.
-pub(crate) fn key_prefix<K: Codec, N: Codec>(out: &mut Vec<u8>, prefix_len: usize, key: &Key<K>, ns: &N) {
+pub(crate) fn key_prefix<K: Codec, N: Codec>(
+    out: &mut Vec<u8>,
+    prefix_len: usize,
+    key: &Key<K>,
+    ns: &N,
+) {
     write_group(out, key.group(), prefix_len);
     write_part::<K>(out, key.bytes());
     write_value_part(out, ns);
@@ -131,12 +139,20 @@ pub(crate) fn read_value<V: Codec>(bytes: &[u8], ttl: bool) -> Result<Stamped<V>
 
 /// Appends list elements, each framed as `[LEB128 length][stored value]`.
 pub(crate) fn write_elements<E: Codec>(out: &mut Vec<u8>, ttl: bool, elements: &[Stamped<E>]) {
-    let mut body = Vec::new();
     for e in elements {
-        body.clear();
-        write_value(&mut body, ttl, e);
-        write_varint_u32(out, body.len() as u32);
-        out.extend_from_slice(&body);
+        // Encode in place after a one-byte length, the common case; move the body along when
+        // the length needs more bytes.
+        let start = out.len();
+        out.push(0);
+        write_value(out, ttl, e);
+        let len = out.len() - start - 1;
+        if len < 0x80 {
+            out[start] = len as u8;
+        } else {
+            let mut prefix = Vec::with_capacity(5);
+            write_varint_u32(&mut prefix, len as u32);
+            out.splice(start..start + 1, prefix);
+        }
     }
 }
 
@@ -157,8 +173,13 @@ pub(crate) fn frames(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], Cod
 }
 
 /// Decodes a list value.
-pub(crate) fn read_elements<E: Codec>(bytes: &[u8], ttl: bool) -> Result<Vec<Stamped<E>>, CodecError> {
-    frames(bytes).map(|f| f.and_then(|f| read_value(f, ttl))).collect()
+pub(crate) fn read_elements<E: Codec>(
+    bytes: &[u8],
+    ttl: bool,
+) -> Result<Vec<Stamped<E>>, CodecError> {
+    frames(bytes)
+        .map(|f| f.and_then(|f| read_value(f, ttl)))
+        .collect()
 }
 
 /// Decodes the user key of a map entry from what follows the (key, namespace) prefix.
@@ -173,7 +194,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn full_key<K: Codec + Clone, N: Codec, UK: Codec>(m: u32, k: &K, ns: &N, uk: Option<&UK>) -> Vec<u8> {
+    fn full_key<K: Codec + Clone, N: Codec, UK: Codec>(
+        m: u32,
+        k: &K,
+        ns: &N,
+        uk: Option<&UK>,
+    ) -> Vec<u8> {
         let key = Key::new(k.clone(), m).unwrap();
         let mut out = Vec::new();
         key_prefix(&mut out, group_prefix_len(m), &key, ns);
@@ -234,6 +260,23 @@ mod tests {
             let _ = read_elements::<String>(&garbage, ttl);
             let _ = decode_prefix::<String, u32>(&garbage, 2);
         }
+    }
+
+    #[test]
+    fn long_list_elements_get_multi_byte_lengths() {
+        let elems = vec![
+            Stamped::new(7, "x".repeat(300)),
+            Stamped::new(8, "y".to_string()),
+            Stamped::new(9, "z".repeat(127)),
+        ];
+        let mut bytes = Vec::new();
+        write_elements(&mut bytes, true, &elems);
+        assert_eq!(
+            &bytes[..2],
+            &[0xb4, 0x02],
+            "308 = 8-byte stamp + 300 bytes, two LEB128 bytes"
+        );
+        assert_eq!(read_elements::<String>(&bytes, true).unwrap(), elems);
     }
 
     #[test]

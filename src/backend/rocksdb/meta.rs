@@ -22,7 +22,11 @@ pub(crate) fn meta_key(name: &str) -> Vec<u8> {
 }
 
 type TtlTuple = (u64, u32, u8, u8, u64);
-type Encoded = ((String, u8), (String, String, Option<String>, String), Option<TtlTuple>);
+type Encoded = (
+    (String, u8),
+    (String, String, Option<String>, String),
+    Option<TtlTuple>,
+);
 
 fn kind_code(kind: StateKind) -> u8 {
     match kind {
@@ -35,7 +39,10 @@ fn kind_code(kind: StateKind) -> u8 {
 }
 
 fn invalid(reason: String) -> CodecError {
-    CodecError::Invalid { what: "state metadata", reason }
+    CodecError::Invalid {
+        what: "state metadata",
+        reason,
+    }
 }
 
 /// Encodes `meta`.
@@ -43,11 +50,22 @@ pub(crate) fn encode(meta: &StateMeta) -> Vec<u8> {
     let ttl = meta.ttl.as_ref().map(|t| {
         let update = u8::from(t.update() == UpdateType::OnReadAndWrite);
         let visibility = u8::from(t.visibility() == StateVisibility::ReturnExpiredIfNotCleanedUp);
-        (t.ttl().as_secs(), t.ttl().subsec_nanos(), update, visibility, t.cleanup_per_access() as u64)
+        (
+            t.ttl().as_secs(),
+            t.ttl().subsec_nanos(),
+            update,
+            visibility,
+            t.cleanup_per_access() as u64,
+        )
     });
     let encoded: Encoded = (
         (meta.name.clone(), kind_code(meta.kind)),
-        (meta.key_codec.clone(), meta.namespace_codec.clone(), meta.user_key_codec.clone(), meta.value_codec.clone()),
+        (
+            meta.key_codec.clone(),
+            meta.namespace_codec.clone(),
+            meta.user_key_codec.clone(),
+            meta.value_codec.clone(),
+        ),
         ttl,
     );
     let mut out = vec![VERSION];
@@ -58,12 +76,16 @@ pub(crate) fn encode(meta: &StateMeta) -> Vec<u8> {
 /// Decodes what [`encode`] wrote.
 pub(crate) fn decode(bytes: &[u8]) -> Result<StateMeta, CodecError> {
     let Some((&version, body)) = bytes.split_first() else {
-        return Err(CodecError::UnexpectedEnd { what: "state metadata", needed: 1 });
+        return Err(CodecError::UnexpectedEnd {
+            what: "state metadata",
+            needed: 1,
+        });
     };
     if version != VERSION {
         return Err(invalid(format!("unknown version {version}")));
     }
-    let ((name, kind), (key_codec, namespace_codec, user_key_codec, value_codec), ttl) = Encoded::decode(body)?;
+    let ((name, kind), (key_codec, namespace_codec, user_key_codec, value_codec), ttl) =
+        Encoded::decode(body)?;
     let kind = match kind {
         0 => StateKind::Value,
         1 => StateKind::List,
@@ -74,7 +96,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateMeta, CodecError> {
     };
     let ttl = ttl.map(|(secs, nanos, update, visibility, cleanup)| {
         TtlConfig::new(Duration::new(secs, nanos))
-            .with_update(if update == 1 { UpdateType::OnReadAndWrite } else { UpdateType::OnCreateAndWrite })
+            .with_update(if update == 1 {
+                UpdateType::OnReadAndWrite
+            } else {
+                UpdateType::OnCreateAndWrite
+            })
             .with_visibility(if visibility == 1 {
                 StateVisibility::ReturnExpiredIfNotCleanedUp
             } else {
@@ -82,7 +108,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateMeta, CodecError> {
             })
             .with_cleanup_per_access(usize::try_from(cleanup).unwrap_or(usize::MAX))
     });
-    Ok(StateMeta { name, kind, key_codec, namespace_codec, user_key_codec, value_codec, ttl })
+    Ok(StateMeta {
+        name,
+        kind,
+        key_codec,
+        namespace_codec,
+        user_key_codec,
+        value_codec,
+        ttl,
+    })
 }
 
 #[cfg(test)]
@@ -98,7 +132,9 @@ mod tests {
             namespace_codec: "u64".into(),
             user_key_codec: Some("string".into()),
             value_codec: "u64".into(),
-            ttl: Some(TtlConfig::new(Duration::from_millis(1500)).with_update(UpdateType::OnReadAndWrite)),
+            ttl: Some(
+                TtlConfig::new(Duration::from_millis(1500)).with_update(UpdateType::OnReadAndWrite),
+            ),
         };
         let bytes = encode(&meta);
         assert_eq!(decode(&bytes).unwrap(), meta);

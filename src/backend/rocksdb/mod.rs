@@ -23,11 +23,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, MultiThreaded, WriteBufferManager};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, MultiThreaded,
+    WriteBufferManager,
+};
 
-use crate::backend::{Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable};
+use crate::backend::{
+    Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable,
+};
 use crate::error::{Error, Result};
-use crate::state::{MapKey, Namespace, StateKind, StateKey, StateMeta, StateValue};
+use crate::state::{MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue};
 use crate::ttl::StateVisibility;
 use tables::RocksTable;
 use ttl_filter::{TtlFilterFactory, TtlRule, TtlSlot};
@@ -78,7 +83,11 @@ pub struct RocksDbEngine {
 impl RocksDbEngine {
     /// Opens (or creates) the engine's database in directory `path`. States registered there
     /// before are found again; their registrations are checked against the persisted metadata.
-    pub fn open(path: impl AsRef<Path>, config: EngineConfig, options: RocksDbOptions) -> Result<Self> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        config: EngineConfig,
+        options: RocksDbOptions,
+    ) -> Result<Self> {
         Self::open_in(path.as_ref().to_path_buf(), None, config, options)
     }
 
@@ -96,9 +105,9 @@ impl RocksDbEngine {
         options: RocksDbOptions,
     ) -> Result<Self> {
         let cache = Cache::new_lru_cache(options.block_cache_bytes());
-        let write_buffers = options
-            .memory_budget_bytes()
-            .map(|budget| WriteBufferManager::new_write_buffer_manager_with_cache(budget, false, cache.clone()));
+        let write_buffers = options.memory_budget_bytes().map(|budget| {
+            WriteBufferManager::new_write_buffer_manager_with_cache(budget, false, cache.clone())
+        });
         let mut db_opts = rocksdb::Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -107,12 +116,22 @@ impl RocksDbEngine {
         if let Some(wbm) = &write_buffers {
             db_opts.set_write_buffer_manager(wbm);
         }
-        let existing = if path.join("CURRENT").exists() { Db::list_cf(&db_opts, &path)? } else { Vec::new() };
+        let existing = if path.join("CURRENT").exists() {
+            Db::list_cf(&db_opts, &path)?
+        } else {
+            Vec::new()
+        };
         let mut slots = HashMap::new();
-        let mut descriptors = vec![ColumnFamilyDescriptor::new("default", rocksdb::Options::default())];
+        let mut descriptors = vec![ColumnFamilyDescriptor::new(
+            "default",
+            rocksdb::Options::default(),
+        )];
         for name in existing.into_iter().filter(|n| n != "default") {
             let slot = Arc::new(TtlSlot::default());
-            descriptors.push(ColumnFamilyDescriptor::new(name.clone(), state_cf_options(&options, &cache, &write_buffers, &slot)));
+            descriptors.push(ColumnFamilyDescriptor::new(
+                name.clone(),
+                state_cf_options(&options, &cache, &write_buffers, &slot),
+            ));
             slots.insert(name, slot);
         }
         let db = Db::open_cf_descriptors(&db_opts, &path, descriptors)?;
@@ -124,7 +143,10 @@ impl RocksDbEngine {
             cache,
             write_buffers,
             slots: Mutex::new(slots),
-            handle: Arc::new(DbHandle { db, _temp_dir: temp_dir }),
+            handle: Arc::new(DbHandle {
+                db,
+                _temp_dir: temp_dir,
+            }),
         })
     }
 
@@ -148,6 +170,14 @@ impl RocksDbEngine {
         Ok(())
     }
 
+    /// Flushes every memtable and waits until RocksDB's background flushes and compactions are
+    /// done: a quiet point for measurements and for deterministic runs.
+    pub fn settle(&self) -> Result<()> {
+        let mut opts = rocksdb::WaitForCompactOptions::default();
+        opts.set_flush(true);
+        Ok(self.handle.db.wait_for_compact(&opts)?)
+    }
+
     /// Flushes and fully compacts one state's column family (TTL cleanup runs in compactions;
     /// with automatic compaction off, this is when it happens).
     pub fn compact_state(&self, state: &str) -> Result<()> {
@@ -155,7 +185,9 @@ impl RocksDbEngine {
         self.handle.db.flush_cf(&cf)?;
         let mut opts = rocksdb::CompactOptions::default();
         opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        self.handle.db.compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &opts);
+        self.handle
+            .db
+            .compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &opts);
         Ok(())
     }
 
@@ -164,7 +196,11 @@ impl RocksDbEngine {
     pub fn raw_entries(&self, state: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let cf = self.cf(state)?;
         let mut out = Vec::new();
-        for item in self.handle.db.iterator_cf(&cf, rocksdb::IteratorMode::Start) {
+        for item in self
+            .handle
+            .db
+            .iterator_cf(&cf, rocksdb::IteratorMode::Start)
+        {
             let (k, v) = item?;
             out.push((k.to_vec(), v.to_vec()));
         }
@@ -180,11 +216,17 @@ impl RocksDbEngine {
     /// Values of a state that the TTL compaction filter or merge operator could not parse (and
     /// so kept unchanged).
     pub fn unparsable_values(&self, state: &str) -> u64 {
-        self.slots.lock().get(&cf_name(state)).map_or(0, |s| s.unparsable())
+        self.slots
+            .lock()
+            .get(&cf_name(state))
+            .map_or(0, |s| s.unparsable())
     }
 
     fn cf(&self, state: &str) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
-        self.handle.db.cf_handle(&cf_name(state)).ok_or_else(|| Error::UnknownState(state.to_owned()))
+        self.handle
+            .db
+            .cf_handle(&cf_name(state))
+            .ok_or_else(|| Error::UnknownState(state.to_owned()))
     }
 
     fn state_cfs(&self) -> Vec<String> {
@@ -198,9 +240,17 @@ impl RocksDbEngine {
         let key = meta::meta_key(&meta.name);
         match db.get(&key)? {
             Some(bytes) => {
-                let stored = meta::decode(&bytes).map_err(|source| Error::Decode { state: meta.name.clone(), source })?;
+                let stored = meta::decode(&bytes).map_err(|source| Error::Decode {
+                    state: meta.name.clone(),
+                    source,
+                })?;
                 if let Some((field, existing, requested)) = stored.first_difference(meta) {
-                    return Err(Error::IncompatibleRegistration { name: meta.name.clone(), field, existing, requested });
+                    return Err(Error::IncompatibleRegistration {
+                        name: meta.name.clone(),
+                        field,
+                        existing,
+                        requested,
+                    });
                 }
             }
             None => db.put(&key, meta::encode(meta))?,
@@ -211,7 +261,10 @@ impl RocksDbEngine {
             Some(slot) => slot.clone(),
             None => {
                 let slot = Arc::new(TtlSlot::default());
-                db.create_cf(&name, &state_cf_options(&self.options, &self.cache, &self.write_buffers, &slot))?;
+                db.create_cf(
+                    &name,
+                    &state_cf_options(&self.options, &self.cache, &self.write_buffers, &slot),
+                )?;
                 slots.insert(name, slot.clone());
                 slot
             }
@@ -227,7 +280,12 @@ impl RocksDbEngine {
 
     fn table<K: StateKey, N: Namespace, X>(&self, meta: &StateMeta) -> Result<RocksTable<K, N, X>> {
         self.prepare_state(meta)?;
-        Ok(RocksTable::new(self.handle.clone(), &self.config, meta, !self.options.write_ahead_log()))
+        Ok(RocksTable::new(
+            self.handle.clone(),
+            &self.config,
+            meta,
+            !self.options.write_ahead_log(),
+        ))
     }
 }
 
@@ -309,16 +367,23 @@ impl Engine for RocksDbEngine {
         let mut names = self.state_cfs();
         names.sort();
         for name in names {
-            let Some(cf) = db.cf_handle(&name) else { continue };
+            let Some(cf) = db.cf_handle(&name) else {
+                continue;
+            };
             let int = |prop: &str| db.property_int_value_cf(&cf, prop).map(|v| v.unwrap_or(0));
             memtable_bytes += int("rocksdb.cur-size-all-mem-tables")?;
             states.push(StateMetrics {
                 name: name.trim_start_matches("state:").to_owned(),
                 approximate_entries: int("rocksdb.estimate-num-keys")?,
-                approximate_bytes: int("rocksdb.total-sst-files-size")? + int("rocksdb.cur-size-all-mem-tables")?,
+                approximate_bytes: int("rocksdb.total-sst-files-size")?
+                    + int("rocksdb.cur-size-all-mem-tables")?,
             });
         }
-        Ok(EngineMetrics { states, memory_bytes: memtable_bytes, cache_bytes: self.cache.get_usage() as u64 })
+        Ok(EngineMetrics {
+            states,
+            memory_bytes: memtable_bytes,
+            cache_bytes: self.cache.get_usage() as u64,
+        })
     }
 }
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use rocksdb::{BoundColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 
 use super::layout::{
-    decode_prefix, group_prefix_len, key_prefix, prefix_successor, read_elements, read_user_key, read_value,
-    write_elements, write_group, write_value, write_value_part,
+    decode_prefix, group_prefix_len, key_prefix, prefix_successor, read_elements, read_user_key,
+    read_value, write_elements, write_group, write_value, write_value_part,
 };
 use super::{DbHandle, cf_name};
 use crate::backend::{EngineConfig, ListTable, MapTable, ValueTable};
@@ -30,7 +30,12 @@ pub(crate) struct RocksTable<K, N, X> {
 }
 
 impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
-    pub(crate) fn new(handle: Arc<DbHandle>, config: &EngineConfig, meta: &StateMeta, no_wal: bool) -> Self {
+    pub(crate) fn new(
+        handle: Arc<DbHandle>,
+        config: &EngineConfig,
+        meta: &StateMeta,
+        no_wal: bool,
+    ) -> Self {
         let mut write = WriteOptions::default();
         write.disable_wal(no_wal);
         RocksTable {
@@ -46,11 +51,17 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
     }
 
     fn cf(&self) -> Result<Arc<BoundColumnFamily<'_>>> {
-        self.handle.db.cf_handle(&self.cf).ok_or_else(|| Error::UnknownState(self.state.to_string()))
+        self.handle
+            .db
+            .cf_handle(&self.cf)
+            .ok_or_else(|| Error::UnknownState(self.state.to_string()))
     }
 
     fn decode_err(&self, source: CodecError) -> Error {
-        Error::Decode { state: self.state.to_string(), source }
+        Error::Decode {
+            state: self.state.to_string(),
+            source,
+        }
     }
 
     /// The key prefix of (key, ns), after checking the key's group and `max_parallelism`.
@@ -66,22 +77,36 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
     }
 
     fn put_raw(&self, raw_key: &[u8], value: &[u8]) -> Result<()> {
-        Ok(self.handle.db.put_cf_opt(&self.cf()?, raw_key, value, &self.write)?)
+        Ok(self
+            .handle
+            .db
+            .put_cf_opt(&self.cf()?, raw_key, value, &self.write)?)
     }
 
     fn delete_raw(&self, raw_key: &[u8]) -> Result<()> {
-        Ok(self.handle.db.delete_cf_opt(&self.cf()?, raw_key, &self.write)?)
+        Ok(self
+            .handle
+            .db
+            .delete_cf_opt(&self.cf()?, raw_key, &self.write)?)
     }
 
     /// Calls `visit` with every raw (key, value) starting with `prefix`, in key order, until it
     /// returns `false`.
-    fn scan(&self, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+    fn scan(
+        &self,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+    ) -> Result<()> {
         let cf = self.cf()?;
         let mut read = ReadOptions::default();
         if let Some(upper) = prefix_successor(prefix) {
             read.set_iterate_upper_bound(upper);
         }
-        let iter = self.handle.db.iterator_cf_opt(&cf, read, IteratorMode::From(prefix, Direction::Forward));
+        let iter = self.handle.db.iterator_cf_opt(
+            &cf,
+            read,
+            IteratorMode::From(prefix, Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item?;
             debug_assert!(k.starts_with(prefix), "the upper bound ends the scan");
@@ -100,7 +125,8 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
         let mut out: Vec<(K, N)> = Vec::new();
         let mut last: Option<Vec<u8>> = None;
         self.scan(&prefix, |raw, value| {
-            let (_, k, ns, rest) = decode_prefix::<K, N>(raw, self.prefix_len).map_err(|e| self.decode_err(e))?;
+            let (_, k, ns, rest) =
+                decode_prefix::<K, N>(raw, self.prefix_len).map_err(|e| self.decode_err(e))?;
             let head = &raw[..raw.len() - rest.len()];
             // Map entries repeat their (key, namespace) prefix: list it once.
             if keep(value) && last.as_deref() != Some(head) {
@@ -117,7 +143,9 @@ impl<K: StateKey, N: Namespace, V: StateValue> ValueTable<K, N, V> for RocksTabl
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<Stamped<V>>> {
         let raw_key = self.prefix(key, ns)?;
         match self.get_raw(&raw_key)? {
-            Some(bytes) => read_value(&bytes, self.ttl).map(Some).map_err(|e| self.decode_err(e)),
+            Some(bytes) => read_value(&bytes, self.ttl)
+                .map(Some)
+                .map_err(|e| self.decode_err(e)),
             None => Ok(None),
         }
     }
@@ -154,7 +182,10 @@ impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for RocksTable
         let raw_key = self.prefix(key, ns)?;
         let mut bytes = Vec::new();
         write_elements(&mut bytes, self.ttl, &elements);
-        Ok(self.handle.db.merge_cf_opt(&self.cf()?, &raw_key, &bytes, &self.write)?)
+        Ok(self
+            .handle
+            .db
+            .merge_cf_opt(&self.cf()?, &raw_key, &bytes, &self.write)?)
     }
 
     fn put(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
@@ -191,11 +222,15 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> RocksTable<K, N, (UK
     }
 }
 
-impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, UV> for RocksTable<K, N, (UK, UV)> {
+impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, UV>
+    for RocksTable<K, N, (UK, UV)>
+{
     fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>> {
         let raw_key = self.entry_key(key, ns, user_key)?;
         match self.get_raw(&raw_key)? {
-            Some(bytes) => read_value(&bytes, self.ttl).map(Some).map_err(|e| self.decode_err(e)),
+            Some(bytes) => read_value(&bytes, self.ttl)
+                .map(Some)
+                .map_err(|e| self.decode_err(e)),
             None => Ok(None),
         }
     }
@@ -225,8 +260,12 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, U
         let prefix = self.prefix(key, ns)?;
         let mut out = Vec::new();
         self.scan(&prefix, |raw, value| {
-            let user_key = read_user_key::<UK>(&raw[prefix.len()..]).map_err(|e| self.decode_err(e))?;
-            out.push((user_key, read_value(value, self.ttl).map_err(|e| self.decode_err(e))?));
+            let user_key =
+                read_user_key::<UK>(&raw[prefix.len()..]).map_err(|e| self.decode_err(e))?;
+            out.push((
+                user_key,
+                read_value(value, self.ttl).map_err(|e| self.decode_err(e))?,
+            ));
             Ok(true)
         })?;
         Ok(out)
@@ -246,7 +285,10 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, U
         let prefix = self.prefix(key, ns)?;
         let cf = self.cf()?;
         match prefix_successor(&prefix) {
-            Some(end) => Ok(self.handle.db.delete_range_cf_opt(&cf, &prefix, &end, &self.write)?),
+            Some(end) => Ok(self
+                .handle
+                .db
+                .delete_range_cf_opt(&cf, &prefix, &end, &self.write)?),
             None => {
                 // No upper bound exists (an all-0xff prefix): delete entry by entry.
                 let mut keys = Vec::new();

@@ -104,7 +104,10 @@ pub(crate) struct TtlFilterFactory {
 
 impl TtlFilterFactory {
     pub(crate) fn new(slot: Arc<TtlSlot>) -> Self {
-        TtlFilterFactory { slot, name: c"keyed-state-ttl-factory".to_owned() }
+        TtlFilterFactory {
+            slot,
+            name: c"keyed-state-ttl-factory".to_owned(),
+        }
     }
 }
 
@@ -112,7 +115,11 @@ impl CompactionFilterFactory for TtlFilterFactory {
     type Filter = TtlFilter;
 
     fn create(&mut self, _context: CompactionFilterContext) -> TtlFilter {
-        TtlFilter { slot: self.slot.clone(), buf: Vec::new(), name: c"keyed-state-ttl".to_owned() }
+        TtlFilter {
+            slot: self.slot.clone(),
+            buf: Vec::new(),
+            name: c"keyed-state-ttl".to_owned(),
+        }
     }
 
     fn name(&self) -> &CStr {
@@ -130,7 +137,9 @@ pub(crate) struct TtlFilter {
 
 impl CompactionFilter for TtlFilter {
     fn filter(&mut self, _level: u32, _key: &[u8], value: &[u8]) -> Decision {
-        let Some(rule) = self.slot.rule() else { return Decision::Keep };
+        let Some(rule) = self.slot.rule() else {
+            return Decision::Keep;
+        };
         let now = rule.clock.now_millis();
         if !rule.list {
             return match split_stamp(value, true) {
@@ -150,7 +159,8 @@ impl CompactionFilter for TtlFilter {
                 // the new value (`new_value->assign(...)`) as soon as this callback returns,
                 // before it can call `filter` again; `buf` is neither touched nor dropped until
                 // the next call on this filter, so the slice outlives every use of it.
-                let bytes: &'static [u8] = unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&self.buf) };
+                let bytes: &'static [u8] =
+                    unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&self.buf) };
                 Decision::Change(bytes)
             }
             Err(()) => {
@@ -167,17 +177,30 @@ impl CompactionFilter for TtlFilter {
 
 /// The list merge operator's full merge: the existing value followed by every operand, with
 /// expired elements dropped when the state has TTL. Never fails: unparsable input is kept as is.
-pub(crate) fn full_merge(slot: &TtlSlot, existing: Option<&[u8]>, operands: &MergeOperands) -> Vec<u8> {
-    let mut joined = Vec::with_capacity(existing.map_or(0, <[u8]>::len) + operands.iter().map(<[u8]>::len).sum::<usize>());
+pub(crate) fn full_merge(
+    slot: &TtlSlot,
+    existing: Option<&[u8]>,
+    operands: &MergeOperands,
+) -> Vec<u8> {
+    let mut joined = Vec::with_capacity(
+        existing.map_or(0, <[u8]>::len) + operands.iter().map(<[u8]>::len).sum::<usize>(),
+    );
     if let Some(existing) = existing {
         joined.extend_from_slice(existing);
     }
     for op in operands {
         joined.extend_from_slice(op);
     }
-    let Some(rule) = slot.rule().filter(|r| r.prune_on_merge) else { return joined };
+    let Some(rule) = slot.rule().filter(|r| r.prune_on_merge) else {
+        return joined;
+    };
     let mut pruned = Vec::new();
-    match prune_list(&joined, rule.ttl_millis, rule.clock.now_millis(), &mut pruned) {
+    match prune_list(
+        &joined,
+        rule.ttl_millis,
+        rule.clock.now_millis(),
+        &mut pruned,
+    ) {
         Ok(Pruned::Unchanged) => joined,
         Ok(Pruned::Empty | Pruned::Rewritten) => pruned,
         Err(()) => {
@@ -212,12 +235,29 @@ mod tests {
     #[test]
     fn pruning_keeps_live_elements_in_order() {
         let mut out = Vec::new();
-        assert_eq!(prune_list(&list(&[0, 50, 10, 60]), 100, 110, &mut out), Ok(Pruned::Rewritten));
-        assert_eq!(out, list(&[50, 60]), "0 and 10 expired at 100 and 110; order kept");
-        assert_eq!(prune_list(&list(&[10, 60]), 100, 105, &mut out), Ok(Pruned::Unchanged));
-        assert_eq!(prune_list(&list(&[0, 1]), 100, 105, &mut out), Ok(Pruned::Empty));
+        assert_eq!(
+            prune_list(&list(&[0, 50, 10, 60]), 100, 110, &mut out),
+            Ok(Pruned::Rewritten)
+        );
+        assert_eq!(
+            out,
+            list(&[50, 60]),
+            "0 and 10 expired at 100 and 110; order kept"
+        );
+        assert_eq!(
+            prune_list(&list(&[10, 60]), 100, 105, &mut out),
+            Ok(Pruned::Unchanged)
+        );
+        assert_eq!(
+            prune_list(&list(&[0, 1]), 100, 105, &mut out),
+            Ok(Pruned::Empty)
+        );
         assert_eq!(prune_list(&[], 100, 105, &mut out), Ok(Pruned::Empty));
         assert_eq!(prune_list(&[5, 1, 2], 100, 105, &mut out), Err(()));
-        assert_eq!(prune_list(&[1, 7], 100, 105, &mut out), Err(()), "a frame shorter than a stamp");
+        assert_eq!(
+            prune_list(&[1, 7], 100, 105, &mut out),
+            Err(()),
+            "a frame shorter than a stamp"
+        );
     }
 }
