@@ -259,6 +259,7 @@ fn value_groups(c: &mut Criterion, w: &Workload) {
                 .expect("put");
         }
         drop(cf);
+        rocks::settle(&rb, &raw); // no background compaction during the heap measurements
         (rb, rs, raw)
     };
 
@@ -402,6 +403,8 @@ fn list_groups(c: &mut Criterion, w: &Workload) {
         reset_rocks(k);
         reset_raw(k);
     }
+    #[cfg(feature = "rocksdb")]
+    rocks::settle(&rbackend, &rraw); // no background compaction during the heap measurements
 
     let mut g = group(c, "list_get");
     g.bench_function("heap", |b| {
@@ -586,6 +589,7 @@ fn map_groups(c: &mut Criterion, w: &Workload) {
             raw.db.write_opt(batch, &raw.write).expect("write");
         }
         drop(cf);
+        rocks::settle(&rb, &raw); // no background compaction during the heap measurements
         (rb, rs, raw)
     };
 

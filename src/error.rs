@@ -64,6 +64,15 @@ pub enum ConfigError {
         /// The maximum parallelism (number of key groups).
         max_parallelism: u32,
     },
+    /// State written with one `max_parallelism` cannot be opened with another: the key → group
+    /// mapping and the key layout depend on it.
+    #[error("the state was written with max_parallelism {stored}, not {requested}")]
+    MaxParallelismChanged {
+        /// What the stored state was written with.
+        stored: u32,
+        /// What the engine was configured with.
+        requested: u32,
+    },
     /// A TTL must be at least one millisecond.
     #[error("TTL must be at least 1 ms")]
     ZeroTtl,

@@ -31,7 +31,7 @@ use rocksdb::{
 use crate::backend::{
     Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable,
 };
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 use crate::state::{MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue};
 use crate::ttl::StateVisibility;
 use tables::RocksTable;
@@ -135,6 +135,7 @@ impl RocksDbEngine {
             slots.insert(name, slot);
         }
         let db = Db::open_cf_descriptors(&db_opts, &path, descriptors)?;
+        check_max_parallelism_unchanged(&db, config.max_parallelism())?;
         tracing::debug!(path = %path.display(), states = slots.len(), "opened RocksDB engine");
         Ok(RocksDbEngine {
             config,
@@ -286,6 +287,26 @@ impl RocksDbEngine {
             meta,
             !self.options.write_ahead_log(),
         ))
+    }
+}
+
+/// Records `max_parallelism` in a new database, or checks it against the recorded one.
+fn check_max_parallelism_unchanged(db: &Db, requested: u32) -> Result<()> {
+    const KEY: &[u8] = b"meta/max_parallelism";
+    match db.get(KEY)? {
+        None => Ok(db.put(KEY, requested.to_be_bytes())?),
+        Some(bytes) => {
+            let stored =
+                <u32 as crate::codec::Codec>::decode(&bytes).map_err(|source| Error::Decode {
+                    state: "meta/max_parallelism".into(),
+                    source,
+                })?;
+            if stored == requested {
+                Ok(())
+            } else {
+                Err(ConfigError::MaxParallelismChanged { stored, requested }.into())
+            }
+        }
     }
 }
 
