@@ -78,6 +78,76 @@ pub enum ConfigError {
     ZeroTtl,
 }
 
+/// A checkpoint, its manifest or one of its files is missing, malformed or inconsistent, or the
+/// checkpoint protocol was used out of order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// A path is not a safe relative storage path (`..`, absolute, empty or odd components,
+    /// separators where none belong).
+    #[error("unsafe path {path:?} in checkpoint storage: {reason}")]
+    UnsafePath {
+        /// The offending path.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A file the checkpoint needs is not in storage.
+    #[error("file {path} is missing from checkpoint storage")]
+    Missing {
+        /// The file's storage path.
+        path: String,
+    },
+    /// A file has another size than its manifest records.
+    #[error("file {path} has {actual} bytes, the manifest says {expected}")]
+    SizeMismatch {
+        /// The file's storage path.
+        path: String,
+        /// The size the manifest records.
+        expected: u64,
+        /// The size found.
+        actual: u64,
+    },
+    /// A file's crc32 differs from its manifest's.
+    #[error("file {path} has crc32 {actual:08x}, the manifest says {expected:08x}")]
+    ChecksumMismatch {
+        /// The file's storage path.
+        path: String,
+        /// The checksum the manifest records.
+        expected: u32,
+        /// The checksum computed.
+        actual: u32,
+    },
+    /// A file's contents are malformed (bad magic, unknown version, truncated, bad block).
+    #[error("file {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file's storage path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No completed checkpoint exists to restore from.
+    #[error("no completed checkpoint in {0}")]
+    NoCheckpoint(String),
+    /// Restore inputs do not fit together (max parallelism, engine, overlapping ranges...).
+    #[error("cannot restore: {0}")]
+    Incompatible(String),
+    /// A checkpoint with this id (or a later one) already completed, or one is in progress.
+    #[error("checkpoint {id}: {reason}")]
+    Protocol {
+        /// The checkpoint id.
+        id: u64,
+        /// What was out of order.
+        reason: String,
+    },
+    /// An operation failed on purpose (the fault-injecting storage of tests and the simulator).
+    #[error("injected fault: {0}")]
+    Injected(String),
+    /// The background part of a checkpoint stopped without a result (its thread panicked).
+    #[error("checkpoint {0}: the background upload did not finish")]
+    Lost(u64),
+}
+
 /// The umbrella error of every fallible operation in this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -135,6 +205,9 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A checkpoint or restore failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
 }
 
 /// Shorthand for results of this crate.

@@ -53,6 +53,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod backend;
+pub mod checkpoint;
 pub mod clock;
 pub mod codec;
 pub mod error;
@@ -63,5 +64,5 @@ pub mod ttl;
 
 pub use backend::heap::HeapEngine;
 pub use backend::{Engine, EngineConfig, KeyedStateBackend};
-pub use error::{CodecError, ConfigError, Error, Result};
+pub use error::{CheckpointError, CodecError, ConfigError, Error, Result};
 pub use key::Key;

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 
 use super::{Engine, EngineConfig};
 use crate::backend::heap::HeapEngine;
+use crate::checkpoint::{CheckpointStore, PendingCheckpoint, SnapshotMode};
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -219,6 +220,43 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         Ok(AggregatingState {
             core: self.core(desc, table, desc.function.clone()),
         })
+    }
+}
+
+impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
+    /// Takes checkpoint `id` into `store`: the engine's synchronous part runs now; the upload
+    /// and the commit run on a background thread while processing continues. `offsets` (for
+    /// example the input position this state reflects) are stored in the manifest and come
+    /// back on restore. On any failure the attempt is aborted and leaves nothing behind.
+    pub fn checkpoint(
+        &self,
+        store: &Arc<CheckpointStore>,
+        id: u64,
+        offsets: &[(&str, u64)],
+    ) -> Result<PendingCheckpoint> {
+        self.snapshot_into(store, id, offsets, SnapshotMode::Checkpoint)
+    }
+
+    /// Like [`checkpoint`](Self::checkpoint), in the given mode ([`SnapshotMode::Full`] copies
+    /// every file; [`SnapshotMode::Savepoint`] writes the canonical format either engine can
+    /// restore).
+    pub fn snapshot_into(
+        &self,
+        store: &Arc<CheckpointStore>,
+        id: u64,
+        offsets: &[(&str, u64)],
+        mode: SnapshotMode,
+    ) -> Result<PendingCheckpoint> {
+        store.begin(id)?;
+        let job = match self.engine.snapshot(mode) {
+            Ok(job) => job,
+            Err(e) => {
+                let _ = store.abort(id);
+                return Err(e);
+            }
+        };
+        let offsets = offsets.iter().map(|(n, o)| ((*n).to_owned(), *o)).collect();
+        PendingCheckpoint::spawn(store.clone(), id, job, offsets)
     }
 }
 

@@ -20,6 +20,7 @@ pub use keyed::KeyedStateBackend;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::checkpoint::{SnapshotJob, SnapshotMode};
 use crate::clock::{SharedClock, SystemClock};
 use crate::error::{ConfigError, Error, Result};
 use crate::key::Key;
@@ -99,6 +100,9 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>>;
     /// Figures a caller can poll cheaply (no scan of the state).
     fn metrics(&self) -> Result<EngineMetrics>;
+    /// The synchronous part of a snapshot: as short as the engine can make it; the returned
+    /// job's upload runs in the background while processing continues.
+    fn snapshot(&self, mode: SnapshotMode) -> Result<SnapshotJob>;
 }
 
 /// Per-state figures of [`EngineMetrics`].

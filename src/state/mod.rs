@@ -12,6 +12,7 @@ mod aggregating;
 pub(crate) mod descriptor;
 mod list;
 mod map;
+pub(crate) mod meta_codec;
 mod reducing;
 mod value;
 

@@ -66,15 +66,12 @@ pub(crate) struct Cursor {
     bucket: usize,
 }
 
-/// A frozen view of a [`CowMap`], unaffected by later writes.
-// Written by heap snapshots (the checkpoint work); until then only tests take one.
-#[allow(dead_code)]
+/// A frozen view of a [`CowMap`], unaffected by later writes (what heap snapshots encode).
 pub(crate) struct CowSnapshot<T> {
     segments: Segments<T>,
     len: usize,
 }
 
-#[allow(dead_code)]
 impl<T> CowSnapshot<T> {
     /// Number of entries.
     pub(crate) fn len(&self) -> usize {
@@ -162,7 +159,6 @@ impl<T: Clone> CowMap<T> {
     }
 
     /// An O(1) frozen view (see the module documentation).
-    #[allow(dead_code)]
     pub(crate) fn snapshot(&self) -> CowSnapshot<T> {
         CowSnapshot {
             segments: self.segments.clone(),

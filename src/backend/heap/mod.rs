@@ -8,8 +8,10 @@
 //! ones, so keys nobody reads again do not live forever.
 
 mod cow_map;
+mod snapshot;
 mod table;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -17,10 +19,12 @@ use parking_lot::Mutex;
 use crate::backend::{
     Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable,
 };
-use crate::error::Result;
+use crate::checkpoint::{RestoreSource, SnapshotJob, SnapshotMode, plan_restore};
+use crate::error::{Error, Result};
 use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
 use crate::ttl::Stamped;
-use table::{Bare, HeapTable, MapEntries, TableStats};
+use snapshot::{HeapUpload, Restored, Source};
+use table::{Bare, HeapState, HeapTable, MapEntries};
 
 /// The in-memory engine. Cheap to create; see the module docs for its structure.
 ///
@@ -36,8 +40,10 @@ use table::{Bare, HeapTable, MapEntries, TableStats};
 #[derive(Default)]
 pub struct HeapEngine {
     config: EngineConfig,
-    /// Every table created, by state name, for metrics.
-    tables: Mutex<Vec<(String, Arc<dyn TableStats>)>>,
+    /// Every table created, with its state's metadata, for metrics and snapshots.
+    tables: Mutex<Vec<(StateMeta, Arc<dyn HeapState>)>>,
+    /// Restored states not registered again yet, by name (see [`snapshot`]).
+    restored: Mutex<BTreeMap<String, Restored>>,
 }
 
 impl HeapEngine {
@@ -46,14 +52,56 @@ impl HeapEngine {
         HeapEngine {
             config,
             tables: Mutex::new(Vec::new()),
+            restored: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Records `table` for metrics and returns it.
-    fn track<T: TableStats + 'static>(&self, meta: &StateMeta, table: T) -> Arc<T> {
+    /// A heap engine for `config`'s key-group range, restored from heap checkpoints or
+    /// savepoints of either engine. With several sources (rescaling), each must hold a
+    /// distinct part of the range and together all of it; only the blocks of owned key groups
+    /// are read. Every file is checked against its size and crc32 first.
+    ///
+    /// Restored states come back as their states are registered again, which must match the
+    /// checkpoint's metadata; until then they are carried into new snapshots unchanged.
+    pub fn restore(config: EngineConfig, sources: &[RestoreSource]) -> Result<Self> {
+        let range = config.key_group_range();
+        let (used, states) = plan_restore(sources, config.max_parallelism(), range)?;
+        let restored = snapshot::read_sources(&used, &states, range)?;
+        tracing::info!(states = restored.len(), range = %range, sources = used.len(), "restored heap engine");
+        Ok(HeapEngine {
+            config,
+            tables: Mutex::new(Vec::new()),
+            restored: Mutex::new(restored),
+        })
+    }
+
+    /// Records `table` for metrics and snapshots, fills it with the state's restored records
+    /// if there are any, and returns it.
+    fn track<T: HeapState + 'static>(&self, meta: &StateMeta, table: T) -> Result<Arc<T>> {
+        let pending = self.restored.lock().remove(&meta.name);
+        if let Some(pending) = pending {
+            if let Some((field, existing, requested)) = pending.meta.first_difference(meta) {
+                let name = meta.name.clone();
+                self.restored.lock().insert(name.clone(), pending);
+                return Err(Error::IncompatibleRegistration {
+                    name,
+                    field,
+                    existing,
+                    requested,
+                });
+            }
+            for (group, g) in &pending.groups {
+                table
+                    .restore_group(*group, g.records, &g.bytes)
+                    .map_err(|source| Error::Decode {
+                        state: meta.name.clone(),
+                        source,
+                    })?;
+            }
+        }
         let table = Arc::new(table);
-        self.tables.lock().push((meta.name.clone(), table.clone()));
-        table
+        self.tables.lock().push((meta.clone(), table.clone()));
+        Ok(table)
     }
 }
 
@@ -62,6 +110,7 @@ impl std::fmt::Debug for HeapEngine {
         f.debug_struct("HeapEngine")
             .field("config", &self.config)
             .field("states", &self.tables.lock().len())
+            .field("restored_unregistered", &self.restored.lock().len())
             .finish()
     }
 }
@@ -81,9 +130,9 @@ impl Engine for HeapEngine {
     ) -> Result<Arc<dyn ValueTable<K, N, V>>> {
         // States without TTL keep bare values: 8 bytes less per value.
         Ok(if meta.ttl.is_some() {
-            self.track(meta, HeapTable::<K, N, Stamped<V>>::new(&self.config, meta))
+            self.track(meta, HeapTable::<K, N, Stamped<V>>::new(&self.config, meta))?
         } else {
-            self.track(meta, HeapTable::<K, N, Bare<V>>::new(&self.config, meta))
+            self.track(meta, HeapTable::<K, N, Bare<V>>::new(&self.config, meta))?
         })
     }
 
@@ -95,12 +144,12 @@ impl Engine for HeapEngine {
             self.track(
                 meta,
                 HeapTable::<K, N, Vec<Stamped<E>>>::new(&self.config, meta),
-            )
+            )?
         } else {
             self.track(
                 meta,
                 HeapTable::<K, N, Vec<Bare<E>>>::new(&self.config, meta),
-            )
+            )?
         })
     }
 
@@ -112,12 +161,44 @@ impl Engine for HeapEngine {
             self.track(
                 meta,
                 HeapTable::<K, N, MapEntries<UK, Stamped<UV>>>::new(&self.config, meta),
-            )
+            )?
         } else {
             self.track(
                 meta,
                 HeapTable::<K, N, MapEntries<UK, Bare<UV>>>::new(&self.config, meta),
-            )
+            )?
+        })
+    }
+
+    /// Freezes every table (O(states × key groups)); encoding, compression and the upload run
+    /// in the returned job. Every heap snapshot is full and in the canonical format, so a
+    /// checkpoint and a savepoint differ only in their manifest's kind.
+    fn snapshot(&self, mode: SnapshotMode) -> Result<SnapshotJob> {
+        let now = self.config.clock().now_millis();
+        let mut states: Vec<(StateMeta, Source)> = self
+            .tables
+            .lock()
+            .iter()
+            .map(|(meta, table)| (meta.clone(), Source::Live(table.freeze())))
+            .collect();
+        states.extend(
+            self.restored
+                .lock()
+                .values()
+                .map(|r| (r.meta.clone(), Source::Restored(r.groups.clone()))),
+        );
+        states.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(SnapshotJob {
+            upload: Box::new(HeapUpload {
+                range: self.config.key_group_range(),
+                now,
+                savepoint: mode == SnapshotMode::Savepoint,
+                states,
+            }),
+            engine: self.name(),
+            max_parallelism: self.config.max_parallelism(),
+            range: self.config.key_group_range(),
+            created_at_millis: now,
         })
     }
 
@@ -126,8 +207,8 @@ impl Engine for HeapEngine {
             .tables
             .lock()
             .iter()
-            .map(|(name, t)| StateMetrics {
-                name: name.clone(),
+            .map(|(meta, t)| StateMetrics {
+                name: meta.name.clone(),
                 approximate_entries: t.entries(),
                 approximate_bytes: t.bytes(),
             })

@@ -5,11 +5,14 @@ use std::cell::RefCell;
 
 use parking_lot::Mutex;
 
-use super::cow_map::{CowMap, Cursor, Slot, Verdict};
+use super::cow_map::{CowMap, CowSnapshot, Cursor, Slot, Verdict};
+use super::snapshot::{Canonical, FrozenState, write_encoded};
 use crate::backend::{EngineConfig, ListTable, MapTable, ValueTable};
+use crate::checkpoint::blocks::read_bytes;
 use crate::codec::Codec;
-use crate::error::Result;
+use crate::error::{CodecError, Result};
 use crate::key::{Key, hash_bytes};
+use crate::key_group::key_group_for_bytes;
 use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
 use crate::ttl::{Stamped, is_expired};
 
@@ -30,7 +33,7 @@ pub(crate) trait Packed<V>: HasStamp + Clone + Send + Sync + 'static {
 
 /// A value of a state without TTL (its stamp is always 0).
 #[derive(Clone)]
-pub(crate) struct Bare<V>(V);
+pub(crate) struct Bare<V>(pub(crate) V);
 
 impl<V> HasStamp for Stamped<V> {
     fn last_access(&self) -> u64 {
@@ -180,6 +183,8 @@ pub(crate) struct HeapTable<K, N, S> {
     config: EngineConfig,
     /// `(ttl in ms, entries to visit per access)` when the state has TTL and cleanup is on.
     cleanup: Option<(u64, usize)>,
+    /// The TTL in ms (snapshots leave out what expired).
+    ttl_millis: Option<u64>,
     inner: Mutex<Inner<K, N, S>>,
 }
 
@@ -196,6 +201,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         HeapTable {
             config: config.clone(),
             cleanup,
+            ttl_millis: meta.ttl.as_ref().map(|t| t.ttl_millis()),
             inner: Mutex::new(Inner {
                 groups,
                 cleanup: (0, Cursor::default()),
@@ -295,6 +301,89 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> TableStats for HeapTa
             .iter()
             .map(|g| g.allocation_size() as u64)
             .sum()
+    }
+}
+
+/// What snapshots and restores need from a table, type-erased.
+pub(crate) trait HeapState: TableStats {
+    /// Freezes the table: O(key groups), no entry is copied.
+    fn freeze(&self) -> Box<dyn FrozenState>;
+    /// Decodes `records` canonical records of key group `group` into the table.
+    fn restore_group(&self, group: u16, records: u32, bytes: &[u8]) -> Result<(), CodecError>;
+}
+
+struct Frozen<K, N, S> {
+    groups: Vec<CowSnapshot<Entry<K, N, S>>>,
+    ttl: Option<u64>,
+}
+
+impl<K: StateKey, N: Namespace, S: Canonical + Send + Sync + 'static> FrozenState
+    for Frozen<K, N, S>
+{
+    fn write_group(&self, index: usize, now: u64, out: &mut Vec<u8>) -> u32 {
+        let Some(group) = self.groups.get(index).filter(|g| g.len() > 0) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in group.iter() {
+            let start = out.len();
+            write_encoded(out, &e.key);
+            write_encoded(out, &e.ns);
+            if e.state.write_live(self.ttl, now, out) {
+                n += 1;
+            } else {
+                out.truncate(start);
+            }
+        }
+        n
+    }
+}
+
+impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static> HeapState
+    for HeapTable<K, N, S>
+{
+    fn freeze(&self) -> Box<dyn FrozenState> {
+        let inner = self.inner.lock();
+        Box::new(Frozen {
+            groups: inner.groups.iter().map(CowMap::snapshot).collect(),
+            ttl: self.ttl_millis,
+        })
+    }
+
+    fn restore_group(&self, group: u16, records: u32, bytes: &[u8]) -> Result<(), CodecError> {
+        let invalid = |reason: String| CodecError::Invalid {
+            what: "restored record",
+            reason,
+        };
+        let index = self
+            .config
+            .local_index(group)
+            .map_err(|e| invalid(e.to_string()))?;
+        let max_parallelism = self.config.max_parallelism();
+        let mut input = bytes;
+        let mut inner = self.inner.lock();
+        let map = &mut inner.groups[index];
+        for _ in 0..records {
+            let key_bytes = read_bytes(&mut input, "key")?;
+            if key_group_for_bytes(key_bytes, max_parallelism) != group {
+                return Err(invalid(format!(
+                    "a key of another group in key group {group}"
+                )));
+            }
+            let key = K::decode(key_bytes)?;
+            let ns = N::decode(read_bytes(&mut input, "namespace")?)?;
+            let state = S::read(&mut input)?;
+            let hash = combine(hash_bytes(key_bytes), ns_hash(&ns));
+            match map.slot(hash, |e| e.key == key && e.ns == ns, rehash) {
+                Slot::Occupied(_) => {
+                    return Err(invalid("a key and namespace appear twice".into()));
+                }
+                Slot::Vacant(slot) => {
+                    slot.insert(Entry { key, ns, state });
+                }
+            }
+        }
+        crate::codec::expect_end(input, "restored records")
     }
 }
 

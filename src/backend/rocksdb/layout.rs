@@ -1,4 +1,4 @@
-//! The byte layout of RocksDB keys and values (DESIGN.md §11 describes it byte by byte).
+//! The byte layout of RocksDB keys and values (DESIGN.md §7b describes it byte by byte).
 //!
 //! Keys: `[key group: 1 byte if M ≤ 128, else 2, big-endian][key part][namespace part]`
 //! and, for Map states, `[user-key part]`. A *part* is the top-level codec encoding of the
@@ -87,10 +87,10 @@ pub(crate) fn key_prefix<K: Codec, N: Codec>(
 }
 
 /// Decodes `(group, key, namespace)` from the front of a RocksDB key; returns the rest.
-pub(crate) fn decode_prefix<'a, K: Codec, N: Codec>(
-    raw: &'a [u8],
+pub(crate) fn decode_prefix<K: Codec, N: Codec>(
+    raw: &[u8],
     prefix_len: usize,
-) -> Result<(u16, K, N, &'a [u8]), CodecError> {
+) -> Result<(u16, K, N, &[u8]), CodecError> {
     let mut input = raw;
     let group = read_group(&mut input, prefix_len)?;
     let key = K::decode(read_part::<K>(&mut input)?)?;

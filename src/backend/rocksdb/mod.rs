@@ -10,15 +10,16 @@
 //! refuses a registration that does not match.
 
 mod layout;
-mod meta;
 mod options;
+mod snapshot;
 mod tables;
 mod ttl_filter;
 
 pub use options::{Compression, RocksDbOptions};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,8 +32,12 @@ use rocksdb::{
 use crate::backend::{
     Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable,
 };
-use crate::error::{ConfigError, Error, Result};
-use crate::state::{MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue};
+use crate::checkpoint::{
+    RestoreSource, SnapshotJob, SnapshotKind, SnapshotMode, fetch_verified, plan_restore,
+};
+use crate::error::{CheckpointError, ConfigError, Error, Result};
+use crate::key_group::KeyGroupRange;
+use crate::state::{MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue, meta_codec};
 use crate::ttl::StateVisibility;
 use tables::RocksTable;
 use ttl_filter::{TtlFilterFactory, TtlRule, TtlSlot};
@@ -77,8 +82,17 @@ pub struct RocksDbEngine {
     write_buffers: Option<WriteBufferManager>,
     /// The TTL slot of every state column family, by column family name.
     slots: Mutex<HashMap<String, Arc<TtlSlot>>>,
+    /// Every state's metadata as the database records it, by name.
+    metas: Mutex<BTreeMap<String, StateMeta>>,
+    /// This database's id: the prefix of its SSTs' shared names in checkpoints.
+    uid: String,
+    /// Shared names of SSTs restored from a checkpoint, by local file name.
+    restored_ssts: HashMap<String, String>,
     handle: Arc<DbHandle>,
 }
+
+const META_PREFIX: &[u8] = b"meta/state/";
+const UID_KEY: &[u8] = b"meta/uid";
 
 impl RocksDbEngine {
     /// Opens (or creates) the engine's database in directory `path`. States registered there
@@ -88,14 +102,14 @@ impl RocksDbEngine {
         config: EngineConfig,
         options: RocksDbOptions,
     ) -> Result<Self> {
-        Self::open_in(path.as_ref().to_path_buf(), None, config, options)
+        Self::open_in(path.as_ref().to_path_buf(), None, config, options, false)
     }
 
     /// Opens an engine in a fresh temporary directory, removed when the engine and all its
     /// states are dropped (tests, benchmarks, state that needs no restart).
     pub fn open_temporary(config: EngineConfig, options: RocksDbOptions) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("keyed-state-").tempdir()?;
-        Self::open_in(dir.path().to_path_buf(), Some(dir), config, options)
+        Self::open_in(dir.path().to_path_buf(), Some(dir), config, options, false)
     }
 
     fn open_in(
@@ -103,6 +117,7 @@ impl RocksDbEngine {
         temp_dir: Option<tempfile::TempDir>,
         config: EngineConfig,
         options: RocksDbOptions,
+        fresh_uid: bool,
     ) -> Result<Self> {
         let cache = Cache::new_lru_cache(options.block_cache_bytes());
         let write_buffers = options.memory_budget_bytes().map(|budget| {
@@ -136,7 +151,19 @@ impl RocksDbEngine {
         }
         let db = Db::open_cf_descriptors(&db_opts, &path, descriptors)?;
         check_max_parallelism_unchanged(&db, config.max_parallelism())?;
-        tracing::debug!(path = %path.display(), states = slots.len(), "opened RocksDB engine");
+        // Staging directories of checkpoints a crash interrupted (the database lock is ours
+        // now, so nobody else is using them).
+        snapshot::remove_stale_staging(&path);
+        let metas = read_metas(&db)?;
+        let uid = match db.get(UID_KEY)? {
+            Some(uid) if !fresh_uid => String::from_utf8_lossy(&uid).into_owned(),
+            _ => {
+                let uid = new_uid();
+                db.put(UID_KEY, uid.as_bytes())?;
+                uid
+            }
+        };
+        tracing::debug!(path = %path.display(), states = slots.len(), uid, "opened RocksDB engine");
         Ok(RocksDbEngine {
             config,
             options,
@@ -144,11 +171,185 @@ impl RocksDbEngine {
             cache,
             write_buffers,
             slots: Mutex::new(slots),
+            metas: Mutex::new(metas),
+            uid,
+            restored_ssts: HashMap::new(),
             handle: Arc::new(DbHandle {
                 db,
                 _temp_dir: temp_dir,
             }),
         })
+    }
+
+    /// Restores an engine into directory `path` (which must not exist or be empty) from
+    /// RocksDB checkpoints, for `config`'s key-group range.
+    ///
+    /// Every file is checked against its size and crc32 as it is downloaded. With one source
+    /// holding exactly the range, its files are opened as they are. When rescaling, the source
+    /// overlapping the range most is opened and clipped (range deletions on the key-group
+    /// prefixes outside the range), and the other sources' key groups are written into SST
+    /// files and ingested.
+    pub fn restore(
+        path: impl AsRef<Path>,
+        config: EngineConfig,
+        options: RocksDbOptions,
+        sources: &[RestoreSource],
+    ) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let range = config.key_group_range();
+        let (used, states) = plan_restore(sources, config.max_parallelism(), range)?;
+        for s in &used {
+            let m = &s.manifest;
+            if m.engine != "rocksdb" || m.kind == SnapshotKind::Savepoint {
+                return Err(CheckpointError::Incompatible(format!(
+                    "checkpoint {} is a {} {}; the RocksDB engine restores its own checkpoints",
+                    m.checkpoint_id, m.engine, m.kind
+                ))
+                .into());
+            }
+        }
+        if path.exists() && fs::read_dir(&path)?.next().is_some() {
+            return Err(CheckpointError::Incompatible(format!(
+                "restore target {} is not empty",
+                path.display()
+            ))
+            .into());
+        }
+        let Some(base) = used
+            .iter()
+            .max_by_key(|s| s.manifest.range.intersect(&range).len())
+        else {
+            // An empty range: nothing to restore.
+            return Self::open(path, config, options);
+        };
+        fs::create_dir_all(&path)?;
+        let restored_ssts = download(base, &path)?;
+        let mut engine = Self::open_in(path, None, config, options, true)?;
+        engine.restored_ssts = restored_ssts;
+        for meta in &states {
+            engine.prepare_state(meta)?;
+        }
+        engine.clip(base.manifest.range, range)?;
+        for other in used.iter().filter(|s| !std::ptr::eq(**s, *base)) {
+            engine.ingest(other, range)?;
+        }
+        tracing::info!(path = %engine.path.display(), range = %range, sources = used.len(), "restored RocksDB engine");
+        Ok(engine)
+    }
+
+    /// Deletes the key groups of `held` outside `range` from every state.
+    fn clip(&self, held: KeyGroupRange, range: KeyGroupRange) -> Result<()> {
+        let prefix_len = layout::group_prefix_len(self.config.max_parallelism());
+        let key = |g: u32| {
+            let mut out = Vec::new();
+            // Groups are below 2^15, so every group prefix is below [0x80].
+            if g >= self.config.max_parallelism() {
+                out.push(0x80);
+            } else {
+                layout::write_group(&mut out, g as u16, prefix_len);
+            }
+            out
+        };
+        let mut cuts = Vec::new();
+        if held.start() < range.start() {
+            cuts.push((key(0), key(u32::from(range.start()))));
+        }
+        if held.end() > range.end() {
+            cuts.push((
+                key(u32::from(range.end()) + 1),
+                key(self.config.max_parallelism()),
+            ));
+        }
+        for name in self.state_cfs() {
+            let Some(cf) = self.handle.db.cf_handle(&name) else {
+                continue;
+            };
+            for (from, to) in &cuts {
+                self.handle.db.delete_range_cf(&cf, from, to)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the key groups of `range` held by `source` in as ingested SST files.
+    fn ingest(&self, source: &RestoreSource, range: KeyGroupRange) -> Result<()> {
+        let parent = self.path.parent().unwrap_or(Path::new("."));
+        let scratch = tempfile::Builder::new()
+            .prefix(".restore-")
+            .tempdir_in(parent)?;
+        let dir = scratch.path().join("db");
+        fs::create_dir_all(&dir)?;
+        download(source, &dir)?;
+        let cfs = Db::list_cf(&rocksdb::Options::default(), &dir)?;
+        let inert = Arc::new(TtlSlot::default());
+        let descriptors: Vec<ColumnFamilyDescriptor> = cfs
+            .iter()
+            .map(|name| {
+                let opts = if name == "default" {
+                    rocksdb::Options::default()
+                } else {
+                    state_cf_options(&self.options, &self.cache, &None, &inert)
+                };
+                ColumnFamilyDescriptor::new(name, opts)
+            })
+            .collect();
+        let other = Db::open_cf_descriptors_read_only(
+            &rocksdb::Options::default(),
+            &dir,
+            descriptors,
+            false,
+        )?;
+        let prefix_len = layout::group_prefix_len(self.config.max_parallelism());
+        let part = source.manifest.range.intersect(&range);
+        let mut lower = Vec::new();
+        layout::write_group(&mut lower, part.start(), prefix_len);
+        let mut upper = Vec::new();
+        if u32::from(part.end()) + 1 >= self.config.max_parallelism() {
+            upper.push(0x80);
+        } else {
+            layout::write_group(&mut upper, part.end() + 1, prefix_len);
+        }
+        for name in cfs.iter().filter(|n| n.as_str() != "default") {
+            let (Some(from), Some(into)) = (other.cf_handle(name), self.handle.db.cf_handle(name))
+            else {
+                continue;
+            };
+            let mut read = rocksdb::ReadOptions::default();
+            read.set_iterate_upper_bound(upper.clone());
+            let slot = self
+                .slots
+                .lock()
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| inert.clone());
+            let opts = state_cf_options(&self.options, &self.cache, &None, &slot);
+            let mut writer = rocksdb::SstFileWriter::create(&opts);
+            let sst = scratch
+                .path()
+                .join(format!("{}.sst", name.replace(':', "_")));
+            let mut any = false;
+            for item in other.iterator_cf_opt(
+                &from,
+                read,
+                rocksdb::IteratorMode::From(&lower, rocksdb::Direction::Forward),
+            ) {
+                let (k, v) = item?;
+                if !any {
+                    writer.open(&sst)?;
+                    any = true;
+                }
+                writer.put(&k, &v)?;
+            }
+            if any {
+                writer.finish()?;
+                let mut ingest = rocksdb::IngestExternalFileOptions::default();
+                ingest.set_move_files(true);
+                self.handle
+                    .db
+                    .ingest_external_file_cf_opts(&into, &ingest, vec![&sst])?;
+            }
+        }
+        Ok(())
     }
 
     /// The database directory.
@@ -238,10 +439,10 @@ impl RocksDbEngine {
     /// family exists and configures its TTL callbacks.
     fn prepare_state(&self, meta: &StateMeta) -> Result<()> {
         let db = &self.handle.db;
-        let key = meta::meta_key(&meta.name);
+        let key = [META_PREFIX, meta.name.as_bytes()].concat();
         match db.get(&key)? {
             Some(bytes) => {
-                let stored = meta::decode(&bytes).map_err(|source| Error::Decode {
+                let stored = meta_codec::decode(&bytes).map_err(|source| Error::Decode {
                     state: meta.name.clone(),
                     source,
                 })?;
@@ -254,8 +455,9 @@ impl RocksDbEngine {
                     });
                 }
             }
-            None => db.put(&key, meta::encode(meta))?,
+            None => db.put(&key, meta_codec::encode(meta))?,
         }
+        self.metas.lock().insert(meta.name.clone(), meta.clone());
         let name = cf_name(&meta.name);
         let mut slots = self.slots.lock();
         let slot = match slots.get(&name) {
@@ -288,6 +490,51 @@ impl RocksDbEngine {
             !self.options.write_ahead_log(),
         ))
     }
+}
+
+/// Downloads a checkpoint's files into `dir` (verified), returning the restored SSTs' shared
+/// names by local file name.
+fn download(source: &RestoreSource, dir: &Path) -> Result<HashMap<String, String>> {
+    let mut shared = HashMap::new();
+    for entry in &source.manifest.files {
+        let local = snapshot::local_name(entry);
+        fetch_verified(source.storage.as_ref(), entry, &dir.join(local))?;
+        if entry.role == crate::checkpoint::FileRole::SharedSst {
+            shared.insert(local.to_owned(), entry.path.clone());
+        }
+    }
+    Ok(shared)
+}
+
+/// Every state's metadata recorded in the database.
+fn read_metas(db: &Db) -> Result<BTreeMap<String, StateMeta>> {
+    let mut out = BTreeMap::new();
+    for item in db.prefix_iterator(META_PREFIX) {
+        let (k, v) = item?;
+        if !k.starts_with(META_PREFIX) {
+            break;
+        }
+        let name = String::from_utf8_lossy(&k[META_PREFIX.len()..]).into_owned();
+        let meta = meta_codec::decode(&v).map_err(|source| Error::Decode {
+            state: name.clone(),
+            source,
+        })?;
+        out.insert(name, meta);
+    }
+    Ok(out)
+}
+
+/// A fresh id for a database's shared SST names: 16 hex digits, random per process and call.
+fn new_uid() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
 
 /// Records `max_parallelism` in a new database, or checks it against the recorded one.
@@ -354,6 +601,50 @@ fn state_cf_options(
 impl Engine for RocksDbEngine {
     fn name(&self) -> &'static str {
         "rocksdb"
+    }
+
+    /// Flushes every column family and makes a RocksDB checkpoint (hard links) into a staging
+    /// directory; the upload runs in the returned job.
+    fn snapshot(&self, mode: SnapshotMode) -> Result<SnapshotJob> {
+        if mode == SnapshotMode::Savepoint {
+            return Err(CheckpointError::Incompatible(
+                "savepoints of the RocksDB engine are not available yet; take a checkpoint".into(),
+            )
+            .into());
+        }
+        let db = &self.handle.db;
+        let mut flush = rocksdb::FlushOptions::default();
+        flush.set_wait(true);
+        for name in self.state_cfs() {
+            if let Some(cf) = db.cf_handle(&name) {
+                db.flush_cf_opt(&cf, &flush)?;
+            }
+        }
+        db.flush_opt(&flush)?;
+        let now = self.config.clock().now_millis();
+        // The checkpoint id is not known here; a per-call counter keeps staging names apart.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let staging = snapshot::staging_dir(
+            &self.path,
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        if staging.exists() {
+            fs::remove_dir_all(&staging)?;
+        }
+        rocksdb::checkpoint::Checkpoint::new(db)?.create_checkpoint(&staging)?;
+        Ok(SnapshotJob {
+            upload: Box::new(snapshot::RocksUpload {
+                staging,
+                mode,
+                uid: self.uid.clone(),
+                restored: self.restored_ssts.clone(),
+                states: self.metas.lock().values().cloned().collect(),
+            }),
+            engine: self.name(),
+            max_parallelism: self.config.max_parallelism(),
+            range: self.config.key_group_range(),
+            created_at_millis: now,
+        })
     }
 
     fn config(&self) -> &EngineConfig {

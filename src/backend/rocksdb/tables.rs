@@ -16,6 +16,9 @@ use crate::key::Key;
 use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
 use crate::ttl::Stamped;
 
+/// The marker of a table's types.
+type Types<K, N, X> = PhantomData<fn() -> (K, N, X)>;
+
 /// One state's column family. `X` names the shape: `V` (Value, Reducing, Aggregating),
 /// `Vec<E>` (List) or `(UK, UV)` (Map).
 pub(crate) struct RocksTable<K, N, X> {
@@ -26,7 +29,7 @@ pub(crate) struct RocksTable<K, N, X> {
     ttl: bool,
     prefix_len: usize,
     write: WriteOptions,
-    _types: PhantomData<fn() -> (K, N, X)>,
+    _types: Types<K, N, X>,
 }
 
 impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {

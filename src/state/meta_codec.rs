@@ -1,7 +1,8 @@
-//! State metadata persisted in the database, so a state registered on one instance opens with
-//! the same column family, checked against its registration, after a restart.
+//! The byte encoding of [`StateMeta`], shared by the RocksDB engine (which persists every
+//! state's metadata in its database, so a restarted instance checks registrations against it)
+//! and checkpoint manifests.
 //!
-//! Stored in the `default` column family under `meta/state/<name>`; the value is a version byte
+//! The encoding is a version byte
 //! (`1`) followed by the codec encoding of
 //! `((name, kind), (key codec, namespace codec, user key codec, value codec), ttl)` where
 //! `kind` is a `u8` (Value 0, List 1, Map 2, Reducing 3, Aggregating 4) and `ttl` is
@@ -15,11 +16,6 @@ use crate::state::{StateKind, StateMeta};
 use crate::ttl::{StateVisibility, TtlConfig, UpdateType};
 
 const VERSION: u8 = 1;
-
-/// The key of a state's metadata.
-pub(crate) fn meta_key(name: &str) -> Vec<u8> {
-    [b"meta/state/".as_slice(), name.as_bytes()].concat()
-}
 
 type TtlTuple = (u64, u32, u8, u8, u64);
 type Encoded = (

@@ -1,0 +1,331 @@
+//! Heap snapshots: the canonical key-group format ([`crate::checkpoint::blocks`]) written from
+//! frozen copy-on-write tables in the background, and read back per key group on restore.
+//!
+//! Restore is lazy in types: the engine does not know a state's Rust types until the state is
+//! registered again, so restored records wait, per state and key group, as slices of the
+//! decompressed blocks ([`Restored`]); registration decodes them into the new table. A state
+//! that is restored but not registered again is written to the next snapshot unchanged, so a
+//! job that registers its states lazily loses nothing.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::table::{Bare, MapEntries};
+use crate::checkpoint::blocks::{
+    self, DataFileWriter, RecordShape, read_bytes, read_count, read_stamp, write_bytes,
+    write_section_header,
+};
+use crate::checkpoint::{
+    CheckpointStore, FileEntry, FileRole, RestoreSource, SnapshotKind, SnapshotOutput,
+    SnapshotUpload, read_verified,
+};
+use crate::codec::{Codec, write_varint_u32};
+use crate::error::{CheckpointError, CodecError, Result};
+use crate::key_group::KeyGroupRange;
+use crate::state::{MapKey, StateMeta, StateValue};
+use crate::ttl::{Stamped, is_expired};
+
+/// The data file of a heap checkpoint (or savepoint) inside `chk-<id>/`.
+pub(crate) const DATA_FILE: &str = "state-data";
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Appends `value`'s top-level encoding, length-prefixed.
+pub(crate) fn write_encoded<T: Codec>(out: &mut Vec<u8>, value: &T) {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.clear();
+        value.encode(&mut s);
+        write_bytes(out, &s);
+    })
+}
+
+/// One stored value or element in the canonical form `stamp | bytes`.
+pub(crate) trait Element: Sized {
+    fn stamp(&self) -> u64;
+    fn write(&self, out: &mut Vec<u8>);
+    fn read(input: &mut &[u8]) -> Result<Self, CodecError>;
+}
+
+impl<V: StateValue> Element for Stamped<V> {
+    fn stamp(&self) -> u64 {
+        self.last_access
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.last_access.to_be_bytes());
+        write_encoded(out, &self.value);
+    }
+    fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
+        let stamp = read_stamp(input)?;
+        Ok(Stamped::new(stamp, V::decode(read_bytes(input, "value")?)?))
+    }
+}
+
+impl<V: StateValue> Element for Bare<V> {
+    fn stamp(&self) -> u64 {
+        0
+    }
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&0u64.to_be_bytes());
+        write_encoded(out, &self.0);
+    }
+    fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
+        read_stamp(input)?; // states without TTL carry no stamp that matters
+        Ok(Bare(V::decode(read_bytes(input, "value")?)?))
+    }
+}
+
+fn live(stamp: u64, ttl: Option<u64>, now: u64) -> bool {
+    ttl.is_none_or(|ttl| !is_expired(stamp, ttl, now))
+}
+
+/// A stored state shape (value, list or map) in its canonical payload form.
+pub(crate) trait Canonical: Sized {
+    /// Appends the payload of the live part; `false` (and nothing appended) when nothing is
+    /// live, so expired entries are not written.
+    fn write_live(&self, ttl: Option<u64>, now: u64, out: &mut Vec<u8>) -> bool;
+    /// Reads a payload.
+    fn read(input: &mut &[u8]) -> Result<Self, CodecError>;
+}
+
+macro_rules! single {
+    ($ty:ident) => {
+        impl<V: StateValue> Canonical for $ty<V> {
+            fn write_live(&self, ttl: Option<u64>, now: u64, out: &mut Vec<u8>) -> bool {
+                if !live(self.stamp(), ttl, now) {
+                    return false;
+                }
+                self.write(out);
+                true
+            }
+            fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
+                <Self as Element>::read(input)
+            }
+        }
+    };
+}
+single!(Stamped);
+single!(Bare);
+
+impl<P: Element> Canonical for Vec<P> {
+    fn write_live(&self, ttl: Option<u64>, now: u64, out: &mut Vec<u8>) -> bool {
+        let n = self.iter().filter(|e| live(e.stamp(), ttl, now)).count();
+        if n == 0 {
+            return false;
+        }
+        write_varint_u32(out, n as u32);
+        for e in self.iter().filter(|e| live(e.stamp(), ttl, now)) {
+            e.write(out);
+        }
+        true
+    }
+    fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
+        let n = read_count(input, "list length", 9)?;
+        let list = (0..n)
+            .map(|_| P::read(input))
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.is_empty() {
+            return Err(CodecError::Invalid {
+                what: "list",
+                reason: "an empty list is never stored".into(),
+            });
+        }
+        Ok(list)
+    }
+}
+
+impl<UK: MapKey, P: Element> Canonical for MapEntries<UK, P> {
+    fn write_live(&self, ttl: Option<u64>, now: u64, out: &mut Vec<u8>) -> bool {
+        let n = self.values().filter(|e| live(e.stamp(), ttl, now)).count();
+        if n == 0 {
+            return false;
+        }
+        write_varint_u32(out, n as u32);
+        for (k, v) in self.iter().filter(|(_, e)| live(e.stamp(), ttl, now)) {
+            write_encoded(out, k);
+            v.write(out);
+        }
+        true
+    }
+    fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
+        let n = read_count(input, "map length", 10)?;
+        let mut map = MapEntries::with_capacity_and_hasher(n, Default::default());
+        for _ in 0..n {
+            let k = UK::decode(read_bytes(input, "user key")?)?;
+            let v = P::read(input)?;
+            if map.insert(k, v).is_some() {
+                return Err(CodecError::Invalid {
+                    what: "map",
+                    reason: "a user key appears twice".into(),
+                });
+            }
+        }
+        if map.is_empty() {
+            return Err(CodecError::Invalid {
+                what: "map",
+                reason: "an empty map is never stored".into(),
+            });
+        }
+        Ok(map)
+    }
+}
+
+/// A table frozen by a snapshot's synchronous part.
+pub(crate) trait FrozenState: Send {
+    /// Appends the canonical records of the live entries of the key group at `index` in the
+    /// range; returns how many.
+    fn write_group(&self, index: usize, now: u64, out: &mut Vec<u8>) -> u32;
+}
+
+/// Restored records of one key group of one state, not yet decoded.
+#[derive(Debug, Clone)]
+pub(crate) struct RestoredGroup {
+    pub(crate) records: u32,
+    pub(crate) bytes: Bytes,
+}
+
+/// A restored state waiting for its registration.
+#[derive(Debug, Clone)]
+pub(crate) struct Restored {
+    pub(crate) meta: StateMeta,
+    pub(crate) groups: BTreeMap<u16, RestoredGroup>,
+}
+
+/// One state in a heap snapshot.
+pub(crate) enum Source {
+    Live(Box<dyn FrozenState>),
+    Restored(BTreeMap<u16, RestoredGroup>),
+}
+
+/// The background part of a heap snapshot.
+pub(crate) struct HeapUpload {
+    pub(crate) range: KeyGroupRange,
+    pub(crate) now: u64,
+    pub(crate) savepoint: bool,
+    /// Sorted by name; the index is the section's state index.
+    pub(crate) states: Vec<(StateMeta, Source)>,
+}
+
+impl SnapshotUpload for HeapUpload {
+    fn upload(self: Box<Self>, store: &CheckpointStore, id: u64) -> Result<SnapshotOutput> {
+        let mut writer = DataFileWriter::new();
+        let (mut block, mut records) = (Vec::new(), Vec::new());
+        for (index, group) in self.range.iter().enumerate() {
+            block.clear();
+            for (state, (_, source)) in self.states.iter().enumerate() {
+                records.clear();
+                let n = match source {
+                    Source::Live(frozen) => frozen.write_group(index, self.now, &mut records),
+                    Source::Restored(groups) => groups.get(&group).map_or(0, |g| {
+                        records.extend_from_slice(&g.bytes);
+                        g.records
+                    }),
+                };
+                if n > 0 {
+                    write_section_header(&mut block, state, n);
+                    block.extend_from_slice(&records);
+                }
+            }
+            writer.add_block(group, &block)?;
+        }
+        let (bytes, blocks) = writer.finish();
+        let (path, info) = store.put_private(id, DATA_FILE, &bytes)?;
+        Ok(SnapshotOutput {
+            kind: if self.savepoint {
+                SnapshotKind::Savepoint
+            } else {
+                SnapshotKind::Full
+            },
+            states: self.states.into_iter().map(|(m, _)| m).collect(),
+            files: vec![FileEntry {
+                path,
+                role: FileRole::KeyGroupData,
+                size: info.size,
+                crc32: info.crc32,
+                blocks,
+            }],
+            uploaded_bytes: info.size,
+        })
+    }
+}
+
+/// Reads the key groups of `range` from verified data files of `sources` into per-state
+/// restored records. Only the blocks of groups in `range` are decompressed.
+pub(crate) fn read_sources(
+    sources: &[&RestoreSource],
+    states: &[StateMeta],
+    range: KeyGroupRange,
+) -> Result<BTreeMap<String, Restored>> {
+    let mut out: BTreeMap<String, Restored> = states
+        .iter()
+        .map(|m| {
+            (
+                m.name.clone(),
+                Restored {
+                    meta: m.clone(),
+                    groups: BTreeMap::new(),
+                },
+            )
+        })
+        .collect();
+    for source in sources {
+        let manifest = &source.manifest;
+        if manifest.kind == SnapshotKind::Incremental
+            || manifest.engine == "rocksdb" && manifest.kind != SnapshotKind::Savepoint
+        {
+            return Err(CheckpointError::Incompatible(format!(
+                "checkpoint {} is a native {} {} checkpoint; the heap engine restores heap checkpoints and savepoints",
+                manifest.checkpoint_id, manifest.engine, manifest.kind
+            ))
+            .into());
+        }
+        let shapes: Vec<RecordShape> = manifest
+            .states
+            .iter()
+            .map(|m| RecordShape::of(m.kind))
+            .collect();
+        for file in manifest
+            .files
+            .iter()
+            .filter(|f| f.role == FileRole::KeyGroupData)
+        {
+            let wanted: Vec<_> = file
+                .blocks
+                .iter()
+                .filter(|b| range.contains(b.group))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let bytes = read_verified(source.storage.as_ref(), file)?;
+            blocks::check_header(&file.path, &bytes)?;
+            for entry in wanted {
+                let block = blocks::read_block(&file.path, &bytes, entry)?;
+                let sections = blocks::sections(&block, shapes.len(), |state, input| {
+                    blocks::skip_record(input, shapes[state])
+                })
+                .map_err(|e| CheckpointError::Corrupt {
+                    path: file.path.clone(),
+                    reason: format!("key group {}: {e}", entry.group),
+                })?;
+                for s in sections {
+                    let name = &manifest.states[s.state].name;
+                    if let Some(r) = out.get_mut(name) {
+                        r.groups.insert(
+                            entry.group,
+                            RestoredGroup {
+                                records: s.records,
+                                bytes: s.bytes,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,416 @@
+//! [`CheckpointStore`]: the checkpoints of one backend instance in one storage root, with
+//! retention, shared-file reference counting and orphan cleanup.
+//!
+//! The protocol: [`begin`](CheckpointStore::begin) an id larger than every completed one;
+//! upload files (new shared files under `shared/`, private ones under `chk-<id>/`);
+//! [`complete`](CheckpointStore::complete) writes the manifest — the commit point — and then
+//! subsumes checkpoints beyond the retained count, deleting exactly the files no retained
+//! checkpoint references; or [`abort`](CheckpointStore::abort), which deletes what the attempt
+//! uploaded and nothing a retained checkpoint needs. [`open`](CheckpointStore::open) after a crash removes whatever an
+//! interrupted attempt or subsumption left behind.
+//!
+//! One writer per root: a store assumes nobody else writes to its storage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::manifest::{FileEntry, Manifest};
+use super::path::{SHARED_DIR, checkpoint_dir, manifest_path, parse_checkpoint_dir};
+use super::storage::{CheckpointStorage, FileInfo};
+use crate::error::{CheckpointError, Result};
+
+/// How many completed checkpoints a store keeps (Flink's `state.checkpoints.num-retained`).
+pub const DEFAULT_RETAINED: usize = 1;
+
+struct Inner {
+    /// Completed, retained checkpoints by id.
+    completed: BTreeMap<u64, Manifest>,
+    /// Checkpoint directories whose manifest exists but does not validate: kept, reported, and
+    /// a reason not to collect shared files (we cannot know what they reference).
+    unreadable: BTreeMap<u64, String>,
+    /// The attempt between `begin` and `complete`/`abort`.
+    in_progress: Option<u64>,
+    /// A deletion failed: garbage may be left, and the next `begin` cleans first.
+    dirty: bool,
+}
+
+/// See the module documentation.
+pub struct CheckpointStore {
+    storage: Arc<dyn CheckpointStorage>,
+    retain: usize,
+    inner: Mutex<Inner>,
+}
+
+/// What [`CheckpointStore::open`] found and cleaned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Completed checkpoints kept.
+    pub retained: Vec<u64>,
+    /// Completed checkpoints beyond the retained count, removed.
+    pub subsumed: Vec<u64>,
+    /// Files removed: leftovers of aborted or interrupted checkpoints and unreferenced shared
+    /// files.
+    pub orphans_removed: usize,
+    /// Checkpoint directories with an invalid manifest, left untouched, with the reason.
+    pub unreadable: Vec<(u64, String)>,
+}
+
+impl CheckpointStore {
+    /// Opens the checkpoints in `storage`, keeping the latest `retain` (at least 1) completed
+    /// ones and removing everything else that is not referenced by them.
+    pub fn open(storage: Arc<dyn CheckpointStorage>, retain: usize) -> Result<(Self, OpenReport)> {
+        let retain = retain.max(1);
+        let mut report = OpenReport::default();
+        let files = storage.list()?;
+        let mut dirs: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for path in &files {
+            if let Some((dir, _)) = path.split_once('/')
+                && let Some(id) = parse_checkpoint_dir(dir)
+            {
+                dirs.entry(id).or_default().push(path.clone());
+            }
+        }
+        let mut completed = BTreeMap::new();
+        let mut unreadable = BTreeMap::new();
+        for (id, paths) in &dirs {
+            let manifest = manifest_path(*id);
+            if !paths.contains(&manifest) {
+                continue; // never completed: `clean` removes it
+            }
+            let checked = storage.get(&manifest).and_then(|bytes| {
+                let m = Manifest::decode(&manifest, &bytes)?;
+                if m.checkpoint_id != *id {
+                    return Err(CheckpointError::Corrupt {
+                        path: manifest.clone(),
+                        reason: format!("records checkpoint id {}", m.checkpoint_id),
+                    }
+                    .into());
+                }
+                Ok(m)
+            });
+            match checked {
+                Ok(m) => {
+                    completed.insert(*id, m);
+                }
+                Err(e) => {
+                    tracing::warn!(checkpoint = id, error = %e, "keeping a checkpoint whose manifest does not validate");
+                    unreadable.insert(*id, e.to_string());
+                }
+            }
+        }
+        let store = CheckpointStore {
+            storage,
+            retain,
+            inner: Mutex::new(Inner {
+                completed,
+                unreadable,
+                in_progress: None,
+                dirty: false,
+            }),
+        };
+        {
+            let mut inner = store.inner.lock();
+            report.subsumed = store.subsume(&mut inner);
+            report.orphans_removed = store.clean_locked(&mut inner)?;
+            report.retained = inner.completed.keys().copied().collect();
+            report.unreadable = inner
+                .unreadable
+                .iter()
+                .map(|(id, e)| (*id, e.clone()))
+                .collect();
+        }
+        Ok((store, report))
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Arc<dyn CheckpointStorage> {
+        &self.storage
+    }
+
+    /// How many completed checkpoints are kept.
+    pub fn retained_count(&self) -> usize {
+        self.retain
+    }
+
+    /// The latest completed checkpoint.
+    pub fn latest(&self) -> Option<Manifest> {
+        self.inner.lock().completed.values().next_back().cloned()
+    }
+
+    /// A retained completed checkpoint by id.
+    pub fn get(&self, id: u64) -> Option<Manifest> {
+        self.inner.lock().completed.get(&id).cloned()
+    }
+
+    /// Every retained completed checkpoint, by ascending id.
+    pub fn retained(&self) -> Vec<Manifest> {
+        self.inner.lock().completed.values().cloned().collect()
+    }
+
+    /// The shared file at `path` as a retained completed checkpoint lists it: an incremental
+    /// checkpoint references such a file instead of uploading it again. Files of checkpoints
+    /// that never completed are never offered.
+    pub fn shared_file(&self, path: &str) -> Option<FileEntry> {
+        let inner = self.inner.lock();
+        inner
+            .completed
+            .values()
+            .rev()
+            .flat_map(|m| m.files.iter())
+            .find(|f| f.path == path)
+            .cloned()
+    }
+
+    /// Starts checkpoint `id`: it must be larger than every completed one, and no other
+    /// checkpoint of this store may be in progress.
+    pub fn begin(&self, id: u64) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let protocol = |reason: String| CheckpointError::Protocol { id, reason };
+        if let Some(other) = inner.in_progress {
+            return Err(protocol(format!("checkpoint {other} is still in progress")).into());
+        }
+        let last = inner
+            .completed
+            .keys()
+            .chain(inner.unreadable.keys())
+            .next_back()
+            .copied();
+        if let Some(last) = last.filter(|&l| l >= id) {
+            return Err(protocol(format!("checkpoint {last} already exists")).into());
+        }
+        if inner.dirty
+            && let Err(e) = self.clean_locked(&mut inner)
+        {
+            tracing::warn!(error = %e, "cleaning up after an earlier failure failed; retrying later");
+        }
+        inner.in_progress = Some(id);
+        Ok(())
+    }
+
+    /// Removes everything no retained checkpoint needs: temporary files, directories of
+    /// checkpoints that never completed, shared files nobody references. Runs on `open`, and
+    /// on `begin` after a failed deletion; returns how many files it removed. Does nothing to
+    /// shared files while a checkpoint is in progress (its new files are not referenced yet).
+    pub fn clean(&self) -> Result<usize> {
+        let mut inner = self.inner.lock();
+        self.clean_locked(&mut inner)
+    }
+
+    fn clean_locked(&self, inner: &mut Inner) -> Result<usize> {
+        inner.dirty = true;
+        let mut removed = self.storage.remove_temporaries()?;
+        let files = self.storage.list()?;
+        for path in &files {
+            let Some(id) = path
+                .split_once('/')
+                .and_then(|(d, _)| parse_checkpoint_dir(d))
+            else {
+                continue;
+            };
+            let keep = inner.completed.contains_key(&id)
+                || inner.unreadable.contains_key(&id)
+                || inner.in_progress == Some(id);
+            if !keep {
+                self.storage.delete(path)?;
+                removed += 1;
+            }
+        }
+        if inner.in_progress.is_none() {
+            removed += self.collect_shared(inner, &files)?;
+        }
+        inner.dirty = false;
+        Ok(removed)
+    }
+
+    /// Whether an earlier deletion failed, so garbage may be left until the next clean.
+    pub fn has_garbage(&self) -> bool {
+        self.inner.lock().dirty
+    }
+
+    /// Uploads a private file of checkpoint `id` from memory and returns its entry fields.
+    pub fn put_private(&self, id: u64, name: &str, bytes: &[u8]) -> Result<(String, FileInfo)> {
+        let path = format!("{}/{name}", checkpoint_dir(id));
+        self.storage.put(&path, bytes)?;
+        Ok((path, FileInfo::of(bytes)))
+    }
+
+    /// Completes the checkpoint in progress: publishes its manifest (after this, the
+    /// checkpoint exists), then subsumes old checkpoints. Failures while subsuming are logged,
+    /// not returned: the checkpoint is complete, and the next `open` finishes the cleanup.
+    pub fn complete(&self, manifest: Manifest) -> Result<()> {
+        let id = manifest.checkpoint_id;
+        let mut inner = self.inner.lock();
+        if inner.in_progress != Some(id) {
+            return Err(CheckpointError::Protocol {
+                id,
+                reason: "completed without begin".into(),
+            }
+            .into());
+        }
+        debug_assert!(manifest.files.iter().all(|f| {
+            f.path.starts_with(SHARED_DIR) || f.path.starts_with(&checkpoint_dir(id))
+        }));
+        self.storage.put(&manifest_path(id), &manifest.encode())?;
+        inner.in_progress = None;
+        inner.completed.insert(id, manifest);
+        self.subsume(&mut inner);
+        Ok(())
+    }
+
+    /// Abandons checkpoint `id`: deletes its directory and every shared file no retained
+    /// checkpoint references (with one attempt in flight at a time, those are exactly what the
+    /// attempt uploaded).
+    pub fn abort(&self, id: u64) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if inner.in_progress == Some(id) {
+            inner.in_progress = None;
+        }
+        self.clean_locked(&mut inner).map(|_| ())
+    }
+
+    /// Removes completed checkpoints beyond the retained count: manifest first (so a crash
+    /// leaves an orphan, never a half-deleted checkpoint that looks complete), then the files
+    /// nobody retained references.
+    /// A failed deletion leaves the checkpoint subsumed (it is no longer offered) and marks
+    /// the store for a later clean.
+    fn subsume(&self, inner: &mut Inner) -> Vec<u64> {
+        let mut subsumed = Vec::new();
+        while inner.completed.len() > self.retain {
+            let Some((id, old)) = inner.completed.pop_first() else {
+                break;
+            };
+            subsumed.push(id);
+            if let Err(e) = self.storage.delete(&manifest_path(id)) {
+                tracing::warn!(checkpoint = id, error = %e, "could not delete a subsumed manifest");
+                inner.dirty = true;
+                continue; // its files stay until a clean sees the manifest gone
+            }
+            let still = referenced(inner);
+            let mut failed = false;
+            for f in old
+                .files
+                .iter()
+                .filter(|f| !still.contains(f.path.as_str()))
+            {
+                if let Err(e) = self.storage.delete(&f.path) {
+                    tracing::warn!(file = %f.path, error = %e, "could not delete a subsumed file");
+                    failed = true;
+                }
+            }
+            inner.dirty |= failed;
+            tracing::debug!(checkpoint = id, "subsumed");
+        }
+        subsumed
+    }
+
+    /// Deletes shared files no retained checkpoint references, unless an unreadable manifest
+    /// might reference them.
+    fn collect_shared(&self, inner: &Inner, files: &[String]) -> Result<usize> {
+        if !inner.unreadable.is_empty() {
+            return Ok(0);
+        }
+        let referenced = referenced(inner);
+        let mut removed = 0;
+        for path in files {
+            if path.starts_with(&format!("{SHARED_DIR}/")) && !referenced.contains(path.as_str()) {
+                self.storage.delete(path)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Checks every file of `manifest`: present, of the recorded size and crc32. Returns one
+    /// error per bad file (empty when all are good).
+    pub fn verify(&self, manifest: &Manifest) -> Vec<CheckpointError> {
+        verify_files(self.storage.as_ref(), manifest)
+    }
+
+    /// The bytes of `entry`, checked against its size and crc32 before anything uses them.
+    pub fn read_verified(&self, entry: &FileEntry) -> Result<Bytes> {
+        read_verified(self.storage.as_ref(), entry)
+    }
+}
+
+/// Every file referenced by a retained completed checkpoint.
+fn referenced(inner: &Inner) -> BTreeSet<&str> {
+    inner
+        .completed
+        .values()
+        .flat_map(|m| m.files.iter().map(|f| f.path.as_str()))
+        .collect()
+}
+
+/// See [`CheckpointStore::verify`].
+pub fn verify_files(storage: &dyn CheckpointStorage, manifest: &Manifest) -> Vec<CheckpointError> {
+    manifest
+        .files
+        .iter()
+        .filter_map(|f| read_verified(storage, f).err())
+        .map(|e| match e {
+            crate::Error::Checkpoint(c) => c,
+            other => CheckpointError::Corrupt {
+                path: "?".into(),
+                reason: other.to_string(),
+            },
+        })
+        .collect()
+}
+
+/// See [`CheckpointStore::read_verified`].
+pub fn read_verified(storage: &dyn CheckpointStorage, entry: &FileEntry) -> Result<Bytes> {
+    let bytes = storage.get(&entry.path)?;
+    check_file(entry, FileInfo::of(&bytes))?;
+    Ok(bytes)
+}
+
+/// Copies `entry` to the local file `dest`, checked against its size and crc32 (on a
+/// mismatch `dest` is removed).
+pub fn fetch_verified(
+    storage: &dyn CheckpointStorage,
+    entry: &FileEntry,
+    dest: &Path,
+) -> Result<()> {
+    let info = storage.get_to_file(&entry.path, dest)?;
+    if let Err(e) = check_file(entry, info) {
+        let _ = std::fs::remove_file(dest);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+fn check_file(entry: &FileEntry, info: FileInfo) -> Result<(), CheckpointError> {
+    if info.size != entry.size {
+        return Err(CheckpointError::SizeMismatch {
+            path: entry.path.clone(),
+            expected: entry.size,
+            actual: info.size,
+        });
+    }
+    if info.crc32 != entry.crc32 {
+        return Err(CheckpointError::ChecksumMismatch {
+            path: entry.path.clone(),
+            expected: entry.crc32,
+            actual: info.crc32,
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Debug for CheckpointStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner.lock();
+        f.debug_struct("CheckpointStore")
+            .field("storage", &self.storage)
+            .field("retain", &self.retain)
+            .field("completed", &inner.completed.keys().collect::<Vec<_>>())
+            .field("unreadable", &inner.unreadable.keys().collect::<Vec<_>>())
+            .field("in_progress", &inner.in_progress)
+            .finish()
+    }
+}

@@ -1,0 +1,234 @@
+//! The `keyed-state` command: tools around the library.
+//!
+//! `keyed-state inspect <checkpoint dir>` prints a checkpoint's manifest for people (states,
+//! key groups, files, sizes, totals); `--json` prints it for tools; `--verify` checks every
+//! listed file's presence, size and crc32 and exits non-zero naming each bad file.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Arg, ArgAction, Command};
+use keyed_state::checkpoint::path::MANIFEST_FILE;
+use keyed_state::checkpoint::{FileRole, LocalStorage, Manifest, verify_files};
+
+fn cli() -> Command {
+    Command::new("keyed-state")
+        .about("Tools for keyed-state checkpoints")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("inspect")
+                .about("Prints a checkpoint's manifest: states, key groups, files, sizes")
+                .arg(
+                    Arg::new("dir")
+                        .help("The checkpoint directory (chk-<id>, inside a storage root)")
+                        .required(true)
+                        .value_parser(clap::value_parser!(PathBuf)),
+                )
+                .arg(
+                    Arg::new("json")
+                        .long("json")
+                        .help("Prints JSON for tools")
+                        .action(ArgAction::SetTrue),
+                )
+                .arg(
+                    Arg::new("verify")
+                        .long("verify")
+                        .help("Checks every file's presence, size and crc32; exits 1 if any is bad")
+                        .action(ArgAction::SetTrue),
+                ),
+        )
+}
+
+fn main() -> ExitCode {
+    let matches = cli().get_matches();
+    match matches.subcommand() {
+        Some(("inspect", m)) => {
+            let dir = m.get_one::<PathBuf>("dir").cloned().unwrap_or_default();
+            match inspect(&dir, m.get_flag("json"), m.get_flag("verify")) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        _ => ExitCode::from(2),
+    }
+}
+
+fn inspect(dir: &Path, json: bool, verify: bool) -> keyed_state::Result<ExitCode> {
+    let dir = dir.canonicalize()?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let root = dir.parent().unwrap_or(&dir).to_path_buf();
+    let manifest_path = format!("{name}/{MANIFEST_FILE}");
+    let bytes = std::fs::read(dir.join(MANIFEST_FILE))?;
+    let manifest = Manifest::decode(&manifest_path, &bytes)?;
+    let problems = if verify {
+        let storage = Arc::new(LocalStorage::new(&root)?);
+        verify_files(storage.as_ref(), &manifest)
+    } else {
+        Vec::new()
+    };
+    if json {
+        println!("{}", to_json(&manifest, verify.then_some(&problems)));
+    } else {
+        print_human(&manifest);
+        if verify {
+            if problems.is_empty() {
+                println!(
+                    "verify: all {} files present, sizes and crc32 match",
+                    manifest.files.len()
+                );
+            } else {
+                for p in &problems {
+                    println!("BAD {p}");
+                }
+            }
+        }
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+fn role(r: FileRole) -> &'static str {
+    match r {
+        FileRole::SharedSst => "shared sst",
+        FileRole::Private => "private",
+        FileRole::KeyGroupData => "key-group data",
+    }
+}
+
+fn print_human(m: &Manifest) {
+    println!(
+        "checkpoint {} ({} snapshot, {} engine)",
+        m.checkpoint_id, m.kind, m.engine
+    );
+    println!(
+        "key groups {} of {} (max_parallelism {})",
+        m.range,
+        m.range.len(),
+        m.max_parallelism
+    );
+    println!("taken at {} ms (engine clock)", m.created_at_millis);
+    for (name, offset) in &m.offsets {
+        println!("input offset {name} = {offset}");
+    }
+    println!("states ({}):", m.states.len());
+    for s in &m.states {
+        let ttl = s
+            .ttl
+            .as_ref()
+            .map(|t| format!(", ttl {:?}", t.ttl()))
+            .unwrap_or_default();
+        let user_key = s
+            .user_key_codec
+            .as_ref()
+            .map(|c| format!(", user key {c}"))
+            .unwrap_or_default();
+        println!(
+            "  {:<24} {:<12} key {}, namespace {}{user_key}, value {}{ttl}",
+            s.name, s.kind, s.key_codec, s.namespace_codec, s.value_codec
+        );
+    }
+    println!("files ({}):", m.files.len());
+    for f in &m.files {
+        let blocks = if f.blocks.is_empty() {
+            String::new()
+        } else {
+            format!(", {} key-group blocks", f.blocks.len())
+        };
+        println!(
+            "  {:<48} {:>12} crc32 {:08x} {}{blocks}",
+            f.path,
+            human_bytes(f.size),
+            f.crc32,
+            role(f.role)
+        );
+    }
+    println!(
+        "total: full size {} ({} bytes), uploaded by this checkpoint {} ({} bytes)",
+        human_bytes(m.full_size()),
+        m.full_size(),
+        human_bytes(m.uploaded_bytes),
+        m.uploaded_bytes
+    );
+}
+
+fn to_json(m: &Manifest, problems: Option<&Vec<keyed_state::CheckpointError>>) -> String {
+    use serde_json::json;
+    let states: Vec<_> = m
+        .states
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "kind": s.kind.to_string(),
+                "key_codec": s.key_codec,
+                "namespace_codec": s.namespace_codec,
+                "user_key_codec": s.user_key_codec,
+                "value_codec": s.value_codec,
+                "ttl_millis": s.ttl.as_ref().map(|t| t.ttl_millis()),
+            })
+        })
+        .collect();
+    let files: Vec<_> = m
+        .files
+        .iter()
+        .map(|f| {
+            json!({
+                "path": f.path,
+                "role": role(f.role),
+                "size": f.size,
+                "crc32": f.crc32,
+                "blocks": f.blocks.iter().map(|b| json!({
+                    "group": b.group, "offset": b.offset, "len": b.len,
+                    "raw_len": b.raw_len, "crc32": b.crc32,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "checkpoint_id": m.checkpoint_id,
+        "kind": m.kind.to_string(),
+        "engine": m.engine,
+        "max_parallelism": m.max_parallelism,
+        "key_groups": { "start": m.range.start(), "end": m.range.end(), "count": m.range.len() },
+        "created_at_millis": m.created_at_millis,
+        "offsets": m.offsets.iter().map(|(n, o)| json!({"name": n, "offset": o})).collect::<Vec<_>>(),
+        "states": states,
+        "files": files,
+        "full_size": m.full_size(),
+        "uploaded_bytes": m.uploaded_bytes,
+    });
+    if let Some(problems) = problems {
+        out["verify"] = json!({
+            "ok": problems.is_empty(),
+            "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        });
+    }
+    serde_json::to_string_pretty(&out).unwrap_or_default()
+}

@@ -1,0 +1,693 @@
+//! Checkpoints end to end on both engines: restore equality for every state kind (namespaces
+//! and TTL stamps included), rescaling, retention and garbage collection, corruption, and
+//! failures at every step of the protocol.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+use keyed_state::checkpoint::{
+    CheckpointStorage, CheckpointStore, FaultyStorage, LocalStorage, Manifest, MemoryStorage,
+    RestoreSource, SnapshotKind, SnapshotMode,
+};
+use keyed_state::clock::ManualClock;
+use keyed_state::key_group::{KeyGroupRange, range_for_operator};
+use keyed_state::state::{
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState,
+    ListStateDescriptor, MapState, MapStateDescriptor, ReducingState, ReducingStateDescriptor,
+    ValueState, ValueStateDescriptor,
+};
+use keyed_state::ttl::TtlConfig;
+use keyed_state::{CheckpointError, Engine, EngineConfig, Error, HeapEngine, KeyedStateBackend};
+
+const M: u32 = 128;
+
+struct Avg;
+impl AggregateFunction for Avg {
+    type In = u64;
+    type Acc = (u64, u64);
+    type Out = u64;
+    fn create_accumulator(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, x: u64, (s, n): (u64, u64)) -> (u64, u64) {
+        (s + x, n + 1)
+    }
+    fn get_result(&self, &(s, n): &(u64, u64)) -> u64 {
+        s.checked_div(n).unwrap_or(0)
+    }
+    fn merge(&self, a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+        (a.0 + b.0, a.1 + b.1)
+    }
+}
+
+/// One state of every kind, plus a TTL state.
+struct States {
+    value: ValueState<u64, u64>,
+    list: ListState<u64, u64, u32>,
+    map: MapState<u64, String, u64>,
+    reducing: ReducingState<u64, u64>,
+    aggregating: AggregatingState<u64, Avg>,
+    ttl: ValueState<u64, u64>,
+}
+
+fn register<E: Engine>(b: &KeyedStateBackend<u64, E>) -> States {
+    States {
+        value: b.value_state(&ValueStateDescriptor::new("value")).unwrap(),
+        list: b.list_state(&ListStateDescriptor::new("list")).unwrap(),
+        map: b.map_state(&MapStateDescriptor::new("map")).unwrap(),
+        reducing: b
+            .reducing_state(&ReducingStateDescriptor::new("reducing", |a, b| a + b))
+            .unwrap(),
+        aggregating: b
+            .aggregating_state(&AggregatingStateDescriptor::new("aggregating", Avg))
+            .unwrap(),
+        ttl: b
+            .value_state(
+                &ValueStateDescriptor::new("ttl").with_ttl(TtlConfig::new(Duration::from_secs(10))),
+            )
+            .unwrap(),
+    }
+}
+
+/// Writes round `round` of state for `keys` (only those this backend owns).
+fn populate<E: Engine>(b: &KeyedStateBackend<u64, E>, s: &States, keys: &[u64], round: u64) {
+    for &k in keys {
+        let Ok(key) = b.key(k) else { continue };
+        s.value.update(&key, &(), k * 10 + round).unwrap();
+        s.list.add(&key, &((k % 3) as u32), k + round).unwrap();
+        s.map
+            .put(&key, &(), format!("e{}", (k + round) % 5), k * round)
+            .unwrap();
+        s.reducing.add(&key, &(), k + round).unwrap();
+        s.aggregating.add(&key, &(), k * round).unwrap();
+        if k % 2 == round % 2 {
+            s.ttl.update(&key, &(), k).unwrap();
+        }
+        if k % 7 == 0 {
+            s.map
+                .remove(&key, &(), &format!("e{}", (k + round) % 5))
+                .unwrap();
+        }
+    }
+}
+
+/// Everything observable through the views, over the backend's own key groups, one line per
+/// (state, key, namespace).
+fn dump<E: Engine>(b: &KeyedStateBackend<u64, E>, s: &States) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for g in b.key_group_range() {
+        for (k, ns) in s.value.keys_in_group(g).unwrap() {
+            let key = b.key(k).unwrap();
+            out.insert(format!("value {k} {:?}", s.value.get(&key, &ns).unwrap()));
+        }
+        for (k, ns) in s.list.keys_in_group(g).unwrap() {
+            let key = b.key(k).unwrap();
+            let l: Vec<u64> = s.list.get(&key, &ns).unwrap().collect();
+            out.insert(format!("list {k} {ns} {l:?}"));
+        }
+        for (k, ns) in s.map.keys_in_group(g).unwrap() {
+            let key = b.key(k).unwrap();
+            let mut e: Vec<(String, u64)> = s.map.entries(&key, &ns).unwrap().collect();
+            e.sort();
+            out.insert(format!("map {k} {e:?}"));
+        }
+        for (k, ns) in s.reducing.keys_in_group(g).unwrap() {
+            let key = b.key(k).unwrap();
+            out.insert(format!(
+                "reducing {k} {:?}",
+                s.reducing.get(&key, &ns).unwrap()
+            ));
+        }
+        for (k, ns) in s.aggregating.keys_in_group(g).unwrap() {
+            let key = b.key(k).unwrap();
+            out.insert(format!(
+                "aggregating {k} {:?}",
+                s.aggregating.get(&key, &ns).unwrap()
+            ));
+        }
+        for (k, ns) in s.ttl.keys_in_group(g).unwrap() {
+            let key = b.key(k).unwrap();
+            if let Some(v) = s.ttl.get(&key, &ns).unwrap() {
+                out.insert(format!("ttl {k} {v}"));
+            }
+        }
+    }
+    out
+}
+
+/// Creates and restores engines of one kind.
+trait Harness {
+    type E: Engine;
+    fn fresh(&mut self, config: EngineConfig) -> Self::E;
+    fn restore(
+        &mut self,
+        config: EngineConfig,
+        sources: &[RestoreSource],
+    ) -> Result<Self::E, Error>;
+}
+
+struct Heap;
+impl Harness for Heap {
+    type E = HeapEngine;
+    fn fresh(&mut self, config: EngineConfig) -> HeapEngine {
+        HeapEngine::new(config)
+    }
+    fn restore(
+        &mut self,
+        config: EngineConfig,
+        sources: &[RestoreSource],
+    ) -> Result<HeapEngine, Error> {
+        HeapEngine::restore(config, sources)
+    }
+}
+
+struct Rocks {
+    dir: tempfile::TempDir,
+    next: usize,
+}
+impl Rocks {
+    fn new() -> Self {
+        Rocks {
+            dir: tempfile::tempdir().unwrap(),
+            next: 0,
+        }
+    }
+    fn path(&mut self) -> std::path::PathBuf {
+        self.next += 1;
+        self.dir.path().join(format!("db-{}", self.next))
+    }
+}
+impl Harness for Rocks {
+    type E = RocksDbEngine;
+    fn fresh(&mut self, config: EngineConfig) -> RocksDbEngine {
+        RocksDbEngine::open(self.path(), config, RocksDbOptions::default()).unwrap()
+    }
+    fn restore(
+        &mut self,
+        config: EngineConfig,
+        sources: &[RestoreSource],
+    ) -> Result<RocksDbEngine, Error> {
+        let path = self.path();
+        RocksDbEngine::restore(path, config, RocksDbOptions::default(), sources)
+    }
+}
+
+fn config(clock: &ManualClock, range: KeyGroupRange) -> EngineConfig {
+    EngineConfig::new(M)
+        .unwrap()
+        .with_clock(clock.shared())
+        .with_key_group_range(range)
+        .unwrap()
+}
+
+fn memory_store(retain: usize) -> Arc<CheckpointStore> {
+    Arc::new(
+        CheckpointStore::open(Arc::new(MemoryStorage::new()), retain)
+            .unwrap()
+            .0,
+    )
+}
+
+const KEYS: std::ops::Range<u64> = 0..600;
+
+fn restore_equality<H: Harness>(h: &mut H) {
+    let clock = ManualClock::new(1_000);
+    let keys: Vec<u64> = KEYS.collect();
+    let b = KeyedStateBackend::new(h.fresh(config(&clock, KeyGroupRange::all(M).unwrap())));
+    let s = register(&b);
+    populate(&b, &s, &keys, 1);
+    clock.advance(Duration::from_secs(4));
+    populate(&b, &s, &keys, 2);
+    let expected = dump(&b, &s);
+    let store = memory_store(1);
+    let pending = b.checkpoint(&store, 1, &[("input", 77)]).unwrap();
+    populate(&b, &s, &keys, 3); // after the synchronous part: not in the checkpoint
+    let manifest = pending.wait().unwrap();
+    assert_eq!(manifest.offset("input"), Some(77));
+    assert_eq!(manifest.states.len(), 6);
+    assert!(manifest.uploaded_bytes > 0 && manifest.full_size() >= manifest.uploaded_bytes);
+    assert_ne!(dump(&b, &s), expected, "round 3 changed the live state");
+
+    let source = RestoreSource::latest(&store).unwrap();
+    let r = KeyedStateBackend::new(
+        h.restore(config(&clock, KeyGroupRange::all(M).unwrap()), &[source])
+            .unwrap(),
+    );
+    let rs = register(&r);
+    assert_eq!(dump(&r, &rs), expected);
+    // TTL stamps survived: round 1's TTL values (written at 1000 ms) expire at 11000 ms,
+    // round 2's (at 5000 ms) at 15000 ms.
+    clock.set(10_999);
+    let live = |b: &KeyedStateBackend<u64, H::E>, s: &States| {
+        dump(b, s).iter().filter(|l| l.starts_with("ttl")).count()
+    };
+    assert_eq!(live(&r, &rs), 600);
+    clock.set(11_000);
+    assert_eq!(live(&r, &rs), 300);
+    clock.set(15_000);
+    assert_eq!(live(&r, &rs), 0);
+}
+
+#[test]
+fn heap_restores_every_state_kind() {
+    restore_equality(&mut Heap);
+}
+
+#[test]
+fn rocksdb_restores_every_state_kind() {
+    restore_equality(&mut Rocks::new());
+}
+
+/// Runs p instances, checkpoints each into its own store, restores q instances from all p
+/// manifests, and checks every entry survives exactly once.
+fn rescale<H: Harness>(h: &mut H, p: u32, q: u32) {
+    let clock = ManualClock::new(1_000);
+    let keys: Vec<u64> = KEYS.collect();
+    let mut expected = BTreeSet::new();
+    let mut sources = Vec::new();
+    for i in 0..p {
+        let b =
+            KeyedStateBackend::new(h.fresh(config(&clock, range_for_operator(M, p, i).unwrap())));
+        let s = register(&b);
+        populate(&b, &s, &keys, 1);
+        populate(&b, &s, &keys, 2);
+        expected.extend(dump(&b, &s));
+        let store = memory_store(1);
+        b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+        sources.push(RestoreSource::latest(&store).unwrap());
+    }
+    let mut got = BTreeSet::new();
+    let mut lines = 0;
+    for j in 0..q {
+        let range = range_for_operator(M, q, j).unwrap();
+        let r = KeyedStateBackend::new(h.restore(config(&clock, range), &sources).unwrap());
+        let rs = register(&r);
+        let d = dump(&r, &rs);
+        lines += d.len();
+        got.extend(d);
+        // Keys outside the range are not there, even through a raw key listing.
+        for g in 0..M as u16 {
+            if !range.contains(g) {
+                assert!(rs.value.keys_in_group(g).is_err());
+            }
+        }
+    }
+    assert_eq!(lines, got.len(), "{p}->{q}: no entry restored twice");
+    assert_eq!(got, expected, "{p}->{q}: every entry restored");
+}
+
+#[test]
+fn heap_rescales() {
+    for (p, q) in [(1, 3), (3, 2), (4, 1), (2, 5)] {
+        rescale(&mut Heap, p, q);
+    }
+}
+
+#[test]
+fn rocksdb_rescales() {
+    let mut h = Rocks::new();
+    for (p, q) in [(1, 3), (3, 2), (4, 1), (2, 5)] {
+        rescale(&mut h, p, q);
+    }
+}
+
+#[test]
+fn restore_refuses_sources_that_do_not_fit() {
+    let clock = ManualClock::new(0);
+    let b = KeyedStateBackend::<u64>::new(HeapEngine::new(config(
+        &clock,
+        range_for_operator(M, 2, 0).unwrap(),
+    )));
+    register(&b);
+    let store = memory_store(1);
+    b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+    let half = RestoreSource::latest(&store).unwrap();
+    // Half of the groups are in no source.
+    let err = HeapEngine::restore(
+        config(&clock, KeyGroupRange::all(M).unwrap()),
+        std::slice::from_ref(&half),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Checkpoint(CheckpointError::Incompatible(_))),
+        "{err}"
+    );
+    // The same groups twice.
+    let err = HeapEngine::restore(
+        config(&clock, range_for_operator(M, 2, 0).unwrap()),
+        &[half.clone(), half.clone()],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Checkpoint(CheckpointError::Incompatible(_))),
+        "{err}"
+    );
+    // Another max_parallelism.
+    let other = EngineConfig::new(256).unwrap();
+    assert!(HeapEngine::restore(other, std::slice::from_ref(&half)).is_err());
+    // A heap checkpoint is not a RocksDB checkpoint.
+    let dir = tempfile::tempdir().unwrap();
+    let err = RocksDbEngine::restore(
+        dir.path().join("db"),
+        config(&clock, range_for_operator(M, 2, 0).unwrap()),
+        RocksDbOptions::default(),
+        &[half],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Checkpoint(CheckpointError::Incompatible(_))),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_restored_registration_must_match_and_unregistered_states_are_kept() {
+    let clock = ManualClock::new(0);
+    let all = KeyGroupRange::all(M).unwrap();
+    let b = KeyedStateBackend::<u64>::new(HeapEngine::new(config(&clock, all)));
+    let s = register(&b);
+    populate(&b, &s, &[1, 2, 3], 1);
+    let expected = dump(&b, &s);
+    let store = memory_store(2);
+    b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+
+    let r = KeyedStateBackend::<u64>::new(
+        HeapEngine::restore(
+            config(&clock, all),
+            &[RestoreSource::latest(&store).unwrap()],
+        )
+        .unwrap(),
+    );
+    let err = r
+        .value_state(&ValueStateDescriptor::<String>::new("value"))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::IncompatibleRegistration { .. }),
+        "{err}"
+    );
+    // Nothing registered: checkpoint 2 still carries every state.
+    r.checkpoint(&store, 2, &[]).unwrap().wait().unwrap();
+    let r2 = KeyedStateBackend::<u64>::new(
+        HeapEngine::restore(
+            config(&clock, all),
+            &[RestoreSource::latest(&store).unwrap()],
+        )
+        .unwrap(),
+    );
+    let s2 = register(&r2);
+    assert_eq!(dump(&r2, &s2), expected);
+}
+
+/// Files in storage, without manifests.
+fn data_files(storage: &dyn CheckpointStorage) -> BTreeSet<String> {
+    storage.list().unwrap().into_iter().collect()
+}
+
+/// What the retained checkpoints reference, plus their manifests.
+fn referenced(store: &CheckpointStore) -> BTreeSet<String> {
+    store
+        .retained()
+        .iter()
+        .flat_map(|m| {
+            m.files
+                .iter()
+                .map(|f| f.path.clone())
+                .chain([format!("chk-{}/_manifest", m.checkpoint_id)])
+        })
+        .collect()
+}
+
+#[test]
+fn rocksdb_incremental_checkpoints_share_files_and_retention_collects_them() {
+    let clock = ManualClock::new(0);
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> =
+        Arc::new(LocalStorage::new(dir.path().join("chk")).unwrap());
+    let (store, _) = CheckpointStore::open(storage.clone(), 2).unwrap();
+    let store = Arc::new(store);
+    let b = KeyedStateBackend::new(
+        RocksDbEngine::open(
+            dir.path().join("db"),
+            config(&clock, KeyGroupRange::all(M).unwrap()),
+            RocksDbOptions::default(),
+        )
+        .unwrap(),
+    );
+    let s = register(&b);
+    let keys: Vec<u64> = (0..2000).collect();
+    populate(&b, &s, &keys, 1);
+    let m1 = b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+    assert_eq!(m1.kind, SnapshotKind::Incremental);
+    assert_eq!(
+        m1.uploaded_bytes,
+        m1.full_size(),
+        "the first checkpoint uploads everything"
+    );
+    populate(&b, &s, &keys[..20], 2); // 1 % churn
+    let m2 = b.checkpoint(&store, 2, &[]).unwrap().wait().unwrap();
+    let reused: Vec<_> = m2
+        .files
+        .iter()
+        .filter(|f| m1.files.contains(f) && f.path.starts_with("shared/"))
+        .collect();
+    assert!(
+        !reused.is_empty(),
+        "checkpoint 2 references checkpoint 1's SSTs"
+    );
+    assert!(
+        m2.uploaded_bytes < m2.full_size() / 2,
+        "{} of {}",
+        m2.uploaded_bytes,
+        m2.full_size()
+    );
+    assert_eq!(data_files(storage.as_ref()), referenced(&store));
+
+    // A full checkpoint copies every file into its own directory.
+    let m3 = b
+        .snapshot_into(&store, 3, &[], SnapshotMode::Full)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(m3.kind, SnapshotKind::Full);
+    assert!(m3.files.iter().all(|f| f.path.starts_with("chk-3/")));
+    assert_eq!(m3.uploaded_bytes, m3.full_size());
+    // Retaining 2: checkpoint 1 went; its SSTs that checkpoint 2 references stayed.
+    assert_eq!(
+        store
+            .retained()
+            .iter()
+            .map(|m| m.checkpoint_id)
+            .collect::<Vec<_>>(),
+        vec![2, 3]
+    );
+    assert_eq!(data_files(storage.as_ref()), referenced(&store));
+    for f in &reused {
+        assert!(storage.size(&f.path).unwrap().is_some());
+    }
+    // Compaction rewrites the SSTs; after two more checkpoints nothing of 1 or 2 remains.
+    b.engine().compact_state("value").unwrap();
+    b.checkpoint(&store, 4, &[]).unwrap().wait().unwrap();
+    b.checkpoint(&store, 5, &[]).unwrap().wait().unwrap();
+    assert_eq!(data_files(storage.as_ref()), referenced(&store));
+    let expected = dump(&b, &s);
+    let r = KeyedStateBackend::new(
+        RocksDbEngine::restore(
+            dir.path().join("restored"),
+            config(&clock, KeyGroupRange::all(M).unwrap()),
+            RocksDbOptions::default(),
+            &[RestoreSource::latest(&store).unwrap()],
+        )
+        .unwrap(),
+    );
+    let rs = register(&r);
+    assert_eq!(dump(&r, &rs), expected);
+    // The restored engine's first checkpoint references the restored SSTs.
+    let m6 = r.checkpoint(&store, 6, &[]).unwrap().wait().unwrap();
+    assert!(
+        m6.uploaded_bytes < m6.full_size(),
+        "{} of {}",
+        m6.uploaded_bytes,
+        m6.full_size()
+    );
+}
+
+#[test]
+fn reopening_a_store_cleans_orphans_and_keeps_completed_checkpoints() {
+    let clock = ManualClock::new(0);
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(LocalStorage::new(dir.path()).unwrap());
+    let (store, report) = CheckpointStore::open(storage.clone(), 1).unwrap();
+    assert_eq!(report.retained, Vec::<u64>::new());
+    let store = Arc::new(store);
+    let b = KeyedStateBackend::<u64>::new(HeapEngine::new(config(
+        &clock,
+        KeyGroupRange::all(M).unwrap(),
+    )));
+    let s = register(&b);
+    populate(&b, &s, &[1, 2, 3], 1);
+    b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+    // Leftovers of a crashed attempt: a private file without a manifest, an unreferenced
+    // shared file and a temporary file.
+    storage.put("chk-2/state-data", b"half").unwrap();
+    storage.put("shared/orphan.sst", b"x").unwrap();
+    std::fs::write(dir.path().join("shared/.tmp-abc"), b"tmp").unwrap();
+    drop(store);
+    let (store, report) = CheckpointStore::open(storage.clone(), 1).unwrap();
+    assert_eq!(report.retained, vec![1]);
+    assert_eq!(report.orphans_removed, 3);
+    assert_eq!(data_files(storage.as_ref()), referenced(&store));
+    assert!(!dir.path().join("chk-2").exists());
+    // Ids must grow.
+    assert!(store.begin(1).is_err());
+    store.begin(2).unwrap();
+    assert!(
+        store.begin(3).is_err(),
+        "one checkpoint in flight at a time"
+    );
+}
+
+#[test]
+fn corruption_of_any_file_is_a_typed_error() {
+    let clock = ManualClock::new(0);
+    let all = KeyGroupRange::all(M).unwrap();
+    // Heap: manifest and data file; RocksDB: manifest, an SST, a private file.
+    let heap_mem = Arc::new(MemoryStorage::new());
+    let (store, _) = CheckpointStore::open(heap_mem.clone(), 1).unwrap();
+    let store = Arc::new(store);
+    let b = KeyedStateBackend::<u64>::new(HeapEngine::new(config(&clock, all)));
+    let s = register(&b);
+    populate(&b, &s, &(0..300).collect::<Vec<_>>(), 1);
+    let heap_manifest = b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+
+    let rocks_mem = Arc::new(MemoryStorage::new());
+    let (rstore, _) = CheckpointStore::open(rocks_mem.clone(), 1).unwrap();
+    let rstore = Arc::new(rstore);
+    let mut h = Rocks::new();
+    let rb = KeyedStateBackend::new(h.fresh(config(&clock, all)));
+    let rs = register(&rb);
+    populate(&rb, &rs, &(0..300).collect::<Vec<_>>(), 1);
+    let rocks_manifest = rb.checkpoint(&rstore, 1, &[]).unwrap().wait().unwrap();
+
+    let cases: Vec<(Arc<MemoryStorage>, Manifest, bool)> = vec![
+        (heap_mem, heap_manifest, true),
+        (rocks_mem, rocks_manifest, false),
+    ];
+    for (mem, manifest, heap) in cases {
+        let mut paths: Vec<String> = manifest.files.iter().map(|f| f.path.clone()).collect();
+        paths.push("chk-1/_manifest".into());
+        for path in paths {
+            let original = mem.get(&path).unwrap().to_vec();
+            if original.is_empty() {
+                continue; // an empty WAL file: nothing to damage
+            }
+            let mut damaged: Vec<Vec<u8>> = vec![original[..original.len() / 2].to_vec()];
+            for at in [0, original.len() / 2, original.len() - 1] {
+                let mut d = original.clone();
+                d[at] ^= 0x20;
+                damaged.push(d);
+            }
+            for bad in damaged {
+                mem.overwrite_unchecked(&path, bad);
+                // Either the store no longer sees a completed checkpoint (manifest damage)...
+                let (store, _) = CheckpointStore::open(mem.clone(), 1).unwrap();
+                let result = match RestoreSource::latest(&store) {
+                    Err(e) => Err(e),
+                    // ...or the restore rejects the file before using it.
+                    Ok(source) if heap => {
+                        HeapEngine::restore(config(&clock, all), &[source]).map(|_| ())
+                    }
+                    Ok(source) => {
+                        let path = h.path();
+                        RocksDbEngine::restore(
+                            path,
+                            config(&clock, all),
+                            RocksDbOptions::default(),
+                            &[source],
+                        )
+                        .map(|_| ())
+                    }
+                };
+                let err = result.expect_err("damage must be detected");
+                assert!(matches!(err, Error::Checkpoint(_)), "{path}: {err}");
+            }
+            mem.overwrite_unchecked(&path, original);
+        }
+    }
+}
+
+/// Fails every storage operation from the k-th on, for every k over a whole checkpoint, then
+/// "restarts": the last completed checkpoint always restores, to exactly its state.
+fn failures_at_every_step<H: Harness>(h: &mut H) {
+    let clock = ManualClock::new(0);
+    let all = KeyGroupRange::all(M).unwrap();
+    let keys: Vec<u64> = (0..200).collect();
+    let mut k = 0u64;
+    loop {
+        let memory = Arc::new(MemoryStorage::new());
+        let faulty = Arc::new(FaultyStorage::new(memory.clone()));
+        let (store, _) = CheckpointStore::open(faulty.clone(), 1).unwrap();
+        let store = Arc::new(store);
+        let b = KeyedStateBackend::new(h.fresh(config(&clock, all)));
+        let s = register(&b);
+        populate(&b, &s, &keys, 1);
+        b.checkpoint(&store, 1, &[("input", 1)])
+            .unwrap()
+            .wait()
+            .unwrap();
+        let first = dump(&b, &s);
+        populate(&b, &s, &keys, 2);
+        let second = dump(&b, &s);
+        let before = faulty.operations();
+        faulty.fail_from(before + k);
+        let outcome = b
+            .checkpoint(&store, 2, &[("input", 2)])
+            .and_then(|p| p.wait());
+        let used = faulty.operations() - before;
+        drop(store);
+        faulty.heal();
+        // Restart on the same storage.
+        let (store, _) = CheckpointStore::open(memory.clone(), 1).unwrap();
+        let latest = store
+            .latest()
+            .expect("a completed checkpoint always remains");
+        assert_eq!(data_files(memory.as_ref()), referenced(&store), "k={k}");
+        let r = KeyedStateBackend::new(
+            h.restore(
+                config(&clock, all),
+                &[RestoreSource::latest(&store).unwrap()],
+            )
+            .unwrap(),
+        );
+        let rs = register(&r);
+        let restored = dump(&r, &rs);
+        match latest.offset("input") {
+            Some(1) => assert_eq!(restored, first, "k={k}"),
+            Some(2) => assert_eq!(restored, second, "k={k}"),
+            other => panic!("unexpected offset {other:?}"),
+        }
+        if outcome.is_ok() {
+            assert_eq!(
+                latest.offset("input"),
+                Some(2),
+                "k={k}: a reported success is durable"
+            );
+        }
+        if k > used {
+            break; // the fault came after the whole checkpoint: every step was covered
+        }
+        k += 1;
+    }
+    assert!(k > 3, "the sweep covered the protocol's steps");
+}
+
+#[test]
+fn heap_survives_failures_at_every_step() {
+    failures_at_every_step(&mut Heap);
+}
+
+#[test]
+fn rocksdb_survives_failures_at_every_step() {
+    failures_at_every_step(&mut Rocks::new());
+}

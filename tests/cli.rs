@@ -1,0 +1,95 @@
+//! The `keyed-state inspect` command on a real checkpoint directory.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use keyed_state::checkpoint::{CheckpointStore, LocalStorage};
+use keyed_state::state::{ListStateDescriptor, ValueStateDescriptor};
+use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
+
+fn inspect(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyed-state"))
+        .arg("inspect")
+        .args(args)
+        .output()
+        .expect("run keyed-state");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn inspect_prints_verifies_and_names_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Arc::new(LocalStorage::new(dir.path()).unwrap());
+    let store = Arc::new(CheckpointStore::open(storage, 1).unwrap().0);
+    let backend = KeyedStateBackend::<u64>::new(HeapEngine::new(EngineConfig::default()));
+    let count = backend
+        .value_state(&ValueStateDescriptor::<u64>::new("count"))
+        .unwrap();
+    let recent = backend
+        .list_state(&ListStateDescriptor::<u64>::new("recent"))
+        .unwrap();
+    for k in 0..1000 {
+        let key = backend.key(k).unwrap();
+        count.update(&key, &(), k).unwrap();
+        recent.add(&key, &(), k * 2).unwrap();
+    }
+    let m = backend
+        .checkpoint(&store, 4, &[("input", 1000)])
+        .unwrap()
+        .wait()
+        .unwrap();
+    let chk = dir.path().join("chk-4");
+    let chk = chk.to_str().unwrap();
+
+    let (code, out, _) = inspect(&[chk]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("checkpoint 4 (full snapshot, heap engine)"),
+        "{out}"
+    );
+    assert!(out.contains("count") && out.contains("recent"), "{out}");
+    assert!(out.contains("input = 1000"), "{out}");
+    assert!(out.contains(&format!("({} bytes)", m.full_size())), "{out}");
+
+    let (code, out, _) = inspect(&[chk, "--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["checkpoint_id"], 4);
+    assert_eq!(json["states"].as_array().unwrap().len(), 2);
+    assert_eq!(json["full_size"], m.full_size());
+    assert_eq!(json["files"][0]["blocks"].as_array().unwrap().len(), 128);
+
+    let (code, out, _) = inspect(&[chk, "--verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verify: all 1 files"), "{out}");
+
+    // Damage the data file: verify names it and exits 1.
+    let data = dir.path().join(&m.files[0].path);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&data, &bytes).unwrap();
+    let (code, out, _) = inspect(&[chk, "--verify"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("BAD") && out.contains(&m.files[0].path),
+        "{out}"
+    );
+    let (code, out, _) = inspect(&[chk, "--verify", "--json"]);
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["verify"]["ok"], false);
+
+    // A damaged manifest is a clear error, exit 2.
+    let manifest = dir.path().join("chk-4/_manifest");
+    std::fs::write(&manifest, b"KSCP garbage").unwrap();
+    let (code, _, err) = inspect(&[chk]);
+    assert_eq!(code, 2);
+    assert!(err.contains("_manifest"), "{err}");
+    let (code, _, err) = inspect(&[dir.path().join("chk-9").to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+}
