@@ -347,13 +347,35 @@ fn restore_refuses_sources_that_do_not_fit() {
     // Another max_parallelism.
     let other = EngineConfig::new(256).unwrap();
     assert!(HeapEngine::restore(other, std::slice::from_ref(&half)).is_err());
-    // A heap checkpoint is not a RocksDB checkpoint.
+    // A native RocksDB checkpoint and a heap checkpoint cannot be mixed in one restore, and
+    // the heap cannot read native RocksDB files.
     let dir = tempfile::tempdir().unwrap();
+    let rocks = KeyedStateBackend::<u64, _>::new(
+        RocksDbEngine::open(
+            dir.path().join("native"),
+            config(&clock, range_for_operator(M, 2, 1).unwrap()),
+            RocksDbOptions::default(),
+        )
+        .unwrap(),
+    );
+    register(&rocks);
+    let rstore = memory_store(1);
+    rocks.checkpoint(&rstore, 1, &[]).unwrap().wait().unwrap();
+    let native = RestoreSource::latest(&rstore).unwrap();
     let err = RocksDbEngine::restore(
         dir.path().join("db"),
-        config(&clock, range_for_operator(M, 2, 0).unwrap()),
+        config(&clock, KeyGroupRange::all(M).unwrap()),
         RocksDbOptions::default(),
-        &[half],
+        &[half, native.clone()],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Checkpoint(CheckpointError::Incompatible(_))),
+        "{err}"
+    );
+    let err = HeapEngine::restore(
+        config(&clock, range_for_operator(M, 2, 1).unwrap()),
+        &[native],
     )
     .unwrap_err();
     assert!(
@@ -690,4 +712,124 @@ fn heap_survives_failures_at_every_step() {
 #[test]
 fn rocksdb_survives_failures_at_every_step() {
     failures_at_every_step(&mut Rocks::new());
+}
+
+/// Takes a savepoint of each of p instances of engine `A`, restores q instances of engine `B`
+/// from them, and checks every entry came across exactly once, TTL stamps included.
+fn switch_engines<A: Harness, B: Harness>(a: &mut A, b: &mut B, p: u32, q: u32) {
+    let clock = ManualClock::new(1_000);
+    let keys: Vec<u64> = KEYS.collect();
+    let mut expected = BTreeSet::new();
+    let mut sources = Vec::new();
+    for i in 0..p {
+        let backend =
+            KeyedStateBackend::new(a.fresh(config(&clock, range_for_operator(M, p, i).unwrap())));
+        let s = register(&backend);
+        populate(&backend, &s, &keys, 1);
+        clock.advance(Duration::from_secs(4));
+        populate(&backend, &s, &keys, 2);
+        expected.extend(dump(&backend, &s));
+        let store = memory_store(1);
+        let m = backend
+            .snapshot_into(&store, 1, &[], SnapshotMode::Savepoint)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(m.kind, SnapshotKind::Savepoint);
+        sources.push(RestoreSource::latest(&store).unwrap());
+        clock.set(1_000);
+    }
+    clock.set(5_000);
+    let mut got = BTreeSet::new();
+    let mut ttl_live_late = 0;
+    for j in 0..q {
+        let r = KeyedStateBackend::new(
+            b.restore(
+                config(&clock, range_for_operator(M, q, j).unwrap()),
+                &sources,
+            )
+            .unwrap(),
+        );
+        let rs = register(&r);
+        got.extend(dump(&r, &rs));
+        // Round 1's TTL values expired at 11 s; round 2's live until 15 s.
+        clock.set(11_000);
+        ttl_live_late += dump(&r, &rs)
+            .iter()
+            .filter(|l| l.starts_with("ttl"))
+            .count();
+        clock.set(5_000);
+    }
+    assert_eq!(got, expected, "{p}->{q}");
+    assert_eq!(ttl_live_late, 300, "TTL stamps came across");
+}
+
+#[test]
+fn savepoints_switch_engines_in_both_directions_and_rescale() {
+    switch_engines(&mut Heap, &mut Rocks::new(), 1, 1);
+    switch_engines(&mut Rocks::new(), &mut Heap, 1, 1);
+    switch_engines(&mut Rocks::new(), &mut Rocks::new(), 2, 3);
+    switch_engines(&mut Heap, &mut Rocks::new(), 3, 2);
+    switch_engines(&mut Rocks::new(), &mut Heap, 2, 1);
+}
+
+#[test]
+fn rocksdb_carries_records_of_states_not_registered_yet_and_savepoints_need_registration() {
+    let clock = ManualClock::new(0);
+    let all = KeyGroupRange::all(M).unwrap();
+    let heap = KeyedStateBackend::<u64>::new(HeapEngine::new(config(&clock, all)));
+    let s = register(&heap);
+    populate(&heap, &s, &(0..100).collect::<Vec<_>>(), 1);
+    let expected = dump(&heap, &s);
+    let store = memory_store(1);
+    heap.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let rocks = KeyedStateBackend::<u64, _>::new(
+        RocksDbEngine::restore(
+            dir.path().join("a"),
+            config(&clock, all),
+            RocksDbOptions::default(),
+            &[RestoreSource::latest(&store).unwrap()],
+        )
+        .unwrap(),
+    );
+    // Nothing registered: a savepoint cannot split keys it has no types for...
+    let err = rocks
+        .snapshot_into(&store, 2, &[], SnapshotMode::Savepoint)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Checkpoint(CheckpointError::Incompatible(_))),
+        "{err}"
+    );
+    // ...but a native checkpoint carries the parked records.
+    let native = rocks.checkpoint(&store, 3, &[]).unwrap().wait().unwrap();
+    assert_eq!(native.kind, SnapshotKind::Incremental);
+    drop(rocks);
+    let again = KeyedStateBackend::<u64, _>::new(
+        RocksDbEngine::restore(
+            dir.path().join("b"),
+            config(&clock, all),
+            RocksDbOptions::default(),
+            &[RestoreSource::latest(&store).unwrap()],
+        )
+        .unwrap(),
+    );
+    let s2 = register(&again);
+    assert_eq!(dump(&again, &s2), expected);
+    // Registered now: a savepoint works and holds the same state.
+    again
+        .snapshot_into(&store, 4, &[], SnapshotMode::Savepoint)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let back = KeyedStateBackend::<u64>::new(
+        HeapEngine::restore(
+            config(&clock, all),
+            &[RestoreSource::latest(&store).unwrap()],
+        )
+        .unwrap(),
+    );
+    let s4 = register(&back);
+    assert_eq!(dump(&back, &s4), expected);
 }

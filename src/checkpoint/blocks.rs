@@ -61,22 +61,20 @@ impl DataFileWriter {
     /// Compresses and appends the raw block of `group` (groups must ascend; an empty block is
     /// skipped).
     pub fn add_block(&mut self, group: u16, raw: &[u8]) -> std::io::Result<()> {
-        debug_assert!(self.blocks.last().is_none_or(|b| b.group < group));
         if raw.is_empty() {
             return Ok(());
         }
-        let raw_len = u32::try_from(raw.len())
-            .ok()
-            .filter(|&n| n <= MAX_RAW_BLOCK)
-            .ok_or_else(|| {
-                std::io::Error::other(format!(
-                    "key group {group} holds {} bytes; at most {MAX_RAW_BLOCK} fit one block",
-                    raw.len()
-                ))
-            })?;
+        let (compressed, raw_len) = compress_block(group, raw)?;
+        self.add_compressed(group, &compressed, raw_len);
+        Ok(())
+    }
+
+    /// Appends a block [`compress_block`] made (so blocks can be compressed in parallel and
+    /// appended in group order).
+    pub fn add_compressed(&mut self, group: u16, compressed: &[u8], raw_len: u32) {
+        debug_assert!(self.blocks.last().is_none_or(|b| b.group < group));
         let offset = self.bytes.len() as u64;
-        zstd::stream::copy_encode(raw, &mut self.bytes, ZSTD_LEVEL)?;
-        let compressed = &self.bytes[offset as usize..];
+        self.bytes.extend_from_slice(compressed);
         self.blocks.push(BlockEntry {
             group,
             offset,
@@ -84,13 +82,26 @@ impl DataFileWriter {
             raw_len,
             crc32: crc32fast::hash(compressed),
         });
-        Ok(())
     }
 
     /// The file's bytes and its block index.
     pub fn finish(self) -> (Vec<u8>, Vec<BlockEntry>) {
         (self.bytes, self.blocks)
     }
+}
+
+/// Compresses the raw block of `group`: the zstd frame and the raw length.
+pub fn compress_block(group: u16, raw: &[u8]) -> std::io::Result<(Vec<u8>, u32)> {
+    let raw_len = u32::try_from(raw.len())
+        .ok()
+        .filter(|&n| n <= MAX_RAW_BLOCK)
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "key group {group} holds {} bytes; at most {MAX_RAW_BLOCK} fit one block",
+                raw.len()
+            ))
+        })?;
+    Ok((zstd::bulk::compress(raw, ZSTD_LEVEL)?, raw_len))
 }
 
 fn corrupt(path: &str, reason: impl Into<String>) -> CheckpointError {

@@ -41,6 +41,7 @@
 //! ```
 
 pub mod blocks;
+pub mod canonical;
 mod faults;
 pub mod manifest;
 pub mod path;

@@ -19,11 +19,12 @@ use parking_lot::Mutex;
 use crate::backend::{
     Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable,
 };
+use crate::checkpoint::canonical::{self, Restored};
 use crate::checkpoint::{RestoreSource, SnapshotJob, SnapshotMode, plan_restore};
 use crate::error::{Error, Result};
 use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
 use crate::ttl::Stamped;
-use snapshot::{HeapUpload, Restored, Source};
+use snapshot::{HeapUpload, Source};
 use table::{Bare, HeapState, HeapTable, MapEntries};
 
 /// The in-memory engine. Cheap to create; see the module docs for its structure.
@@ -66,7 +67,7 @@ impl HeapEngine {
     pub fn restore(config: EngineConfig, sources: &[RestoreSource]) -> Result<Self> {
         let range = config.key_group_range();
         let (used, states) = plan_restore(sources, config.max_parallelism(), range)?;
-        let restored = snapshot::read_sources(&used, &states, range)?;
+        let restored = canonical::read_sources(&used, &states, range)?;
         tracing::info!(states = restored.len(), range = %range, sources = used.len(), "restored heap engine");
         Ok(HeapEngine {
             config,

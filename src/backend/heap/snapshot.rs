@@ -10,19 +10,17 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
-
 use super::table::{Bare, MapEntries};
 use crate::checkpoint::blocks::{
-    self, DataFileWriter, RecordShape, read_bytes, read_count, read_stamp, write_bytes,
+    DataFileWriter, compress_block, read_bytes, read_count, read_stamp, write_bytes,
     write_section_header,
 };
+use crate::checkpoint::canonical::RestoredGroup;
 use crate::checkpoint::{
-    CheckpointStore, FileEntry, FileRole, RestoreSource, SnapshotKind, SnapshotOutput,
-    SnapshotUpload, read_verified,
+    CheckpointStore, FileEntry, FileRole, SnapshotKind, SnapshotOutput, SnapshotUpload,
 };
 use crate::codec::{Codec, write_varint_u32};
-use crate::error::{CheckpointError, CodecError, Result};
+use crate::error::{CodecError, Result};
 use crate::key_group::KeyGroupRange;
 use crate::state::{MapKey, StateMeta, StateValue};
 use crate::ttl::{Stamped, is_expired};
@@ -175,24 +173,10 @@ impl<UK: MapKey, P: Element> Canonical for MapEntries<UK, P> {
 }
 
 /// A table frozen by a snapshot's synchronous part.
-pub(crate) trait FrozenState: Send {
+pub(crate) trait FrozenState: Send + Sync {
     /// Appends the canonical records of the live entries of the key group at `index` in the
     /// range; returns how many.
     fn write_group(&self, index: usize, now: u64, out: &mut Vec<u8>) -> u32;
-}
-
-/// Restored records of one key group of one state, not yet decoded.
-#[derive(Debug, Clone)]
-pub(crate) struct RestoredGroup {
-    pub(crate) records: u32,
-    pub(crate) bytes: Bytes,
-}
-
-/// A restored state waiting for its registration.
-#[derive(Debug, Clone)]
-pub(crate) struct Restored {
-    pub(crate) meta: StateMeta,
-    pub(crate) groups: BTreeMap<u16, RestoredGroup>,
 }
 
 /// One state in a heap snapshot.
@@ -210,11 +194,18 @@ pub(crate) struct HeapUpload {
     pub(crate) states: Vec<(StateMeta, Source)>,
 }
 
-impl SnapshotUpload for HeapUpload {
-    fn upload(self: Box<Self>, store: &CheckpointStore, id: u64) -> Result<SnapshotOutput> {
-        let mut writer = DataFileWriter::new();
+/// A compressed block: key group, zstd frame, raw length.
+type Compressed = (u16, Vec<u8>, u32);
+
+impl HeapUpload {
+    /// The compressed, non-empty blocks of `groups` (pairs of index in the range and group).
+    fn compress_groups(
+        &self,
+        groups: &[(usize, u16)],
+    ) -> std::io::Result<Vec<(u16, Vec<u8>, u32)>> {
         let (mut block, mut records) = (Vec::new(), Vec::new());
-        for (index, group) in self.range.iter().enumerate() {
+        let mut out = Vec::new();
+        for &(index, group) in groups {
             block.clear();
             for (state, (_, source)) in self.states.iter().enumerate() {
                 records.clear();
@@ -230,7 +221,44 @@ impl SnapshotUpload for HeapUpload {
                     block.extend_from_slice(&records);
                 }
             }
-            writer.add_block(group, &block)?;
+            if !block.is_empty() {
+                let (compressed, raw_len) = compress_block(group, &block)?;
+                out.push((group, compressed, raw_len));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl SnapshotUpload for HeapUpload {
+    fn upload(self: Box<Self>, store: &CheckpointStore, id: u64) -> Result<SnapshotOutput> {
+        // Key groups are independent: encode and compress them on a few threads, then append
+        // the blocks in group order.
+        let groups: Vec<(usize, u16)> = self.range.iter().enumerate().collect();
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let chunk = groups.len().div_ceil(workers).max(1);
+        let this = &*self;
+        let parts: Vec<std::io::Result<Vec<Compressed>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || this.compress_groups(part)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(std::io::Error::other("a snapshot worker panicked"))
+                    })
+                })
+                .collect()
+        });
+        let mut writer = DataFileWriter::new();
+        for part in parts {
+            for (group, compressed, raw_len) in part? {
+                writer.add_compressed(group, &compressed, raw_len);
+            }
         }
         let (bytes, blocks) = writer.finish();
         let (path, info) = store.put_private(id, DATA_FILE, &bytes)?;
@@ -251,81 +279,4 @@ impl SnapshotUpload for HeapUpload {
             uploaded_bytes: info.size,
         })
     }
-}
-
-/// Reads the key groups of `range` from verified data files of `sources` into per-state
-/// restored records. Only the blocks of groups in `range` are decompressed.
-pub(crate) fn read_sources(
-    sources: &[&RestoreSource],
-    states: &[StateMeta],
-    range: KeyGroupRange,
-) -> Result<BTreeMap<String, Restored>> {
-    let mut out: BTreeMap<String, Restored> = states
-        .iter()
-        .map(|m| {
-            (
-                m.name.clone(),
-                Restored {
-                    meta: m.clone(),
-                    groups: BTreeMap::new(),
-                },
-            )
-        })
-        .collect();
-    for source in sources {
-        let manifest = &source.manifest;
-        if manifest.kind == SnapshotKind::Incremental
-            || manifest.engine == "rocksdb" && manifest.kind != SnapshotKind::Savepoint
-        {
-            return Err(CheckpointError::Incompatible(format!(
-                "checkpoint {} is a native {} {} checkpoint; the heap engine restores heap checkpoints and savepoints",
-                manifest.checkpoint_id, manifest.engine, manifest.kind
-            ))
-            .into());
-        }
-        let shapes: Vec<RecordShape> = manifest
-            .states
-            .iter()
-            .map(|m| RecordShape::of(m.kind))
-            .collect();
-        for file in manifest
-            .files
-            .iter()
-            .filter(|f| f.role == FileRole::KeyGroupData)
-        {
-            let wanted: Vec<_> = file
-                .blocks
-                .iter()
-                .filter(|b| range.contains(b.group))
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let bytes = read_verified(source.storage.as_ref(), file)?;
-            blocks::check_header(&file.path, &bytes)?;
-            for entry in wanted {
-                let block = blocks::read_block(&file.path, &bytes, entry)?;
-                let sections = blocks::sections(&block, shapes.len(), |state, input| {
-                    blocks::skip_record(input, shapes[state])
-                })
-                .map_err(|e| CheckpointError::Corrupt {
-                    path: file.path.clone(),
-                    reason: format!("key group {}: {e}", entry.group),
-                })?;
-                for s in sections {
-                    let name = &manifest.states[s.state].name;
-                    if let Some(r) = out.get_mut(name) {
-                        r.groups.insert(
-                            entry.group,
-                            RestoredGroup {
-                                records: s.records,
-                                bytes: s.bytes,
-                            },
-                        );
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
 }

@@ -11,6 +11,7 @@
 
 mod layout;
 mod options;
+mod savepoint;
 mod snapshot;
 mod tables;
 mod ttl_filter;
@@ -32,13 +33,13 @@ use rocksdb::{
 use crate::backend::{
     Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable,
 };
-use crate::checkpoint::{
-    RestoreSource, SnapshotJob, SnapshotKind, SnapshotMode, fetch_verified, plan_restore,
-};
+use crate::checkpoint::canonical::{self, is_canonical};
+use crate::checkpoint::{RestoreSource, SnapshotJob, SnapshotMode, fetch_verified, plan_restore};
 use crate::error::{CheckpointError, ConfigError, Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::state::{MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue, meta_codec};
 use crate::ttl::StateVisibility;
+use savepoint::PartShape;
 use tables::RocksTable;
 use ttl_filter::{TtlFilterFactory, TtlRule, TtlSlot};
 
@@ -88,6 +89,8 @@ pub struct RocksDbEngine {
     uid: String,
     /// Shared names of SSTs restored from a checkpoint, by local file name.
     restored_ssts: HashMap<String, String>,
+    /// The part widths of every state registered in this process (savepoints need them).
+    shapes: Mutex<HashMap<String, PartShape>>,
     handle: Arc<DbHandle>,
 }
 
@@ -174,6 +177,7 @@ impl RocksDbEngine {
             metas: Mutex::new(metas),
             uid,
             restored_ssts: HashMap::new(),
+            shapes: Mutex::new(HashMap::new()),
             handle: Arc::new(DbHandle {
                 db,
                 _temp_dir: temp_dir,
@@ -198,20 +202,21 @@ impl RocksDbEngine {
         let path = path.as_ref().to_path_buf();
         let range = config.key_group_range();
         let (used, states) = plan_restore(sources, config.max_parallelism(), range)?;
-        for s in &used {
-            let m = &s.manifest;
-            if m.engine != "rocksdb" || m.kind == SnapshotKind::Savepoint {
-                return Err(CheckpointError::Incompatible(format!(
-                    "checkpoint {} is a {} {}; the RocksDB engine restores its own checkpoints",
-                    m.checkpoint_id, m.engine, m.kind
-                ))
-                .into());
-            }
-        }
         if path.exists() && fs::read_dir(&path)?.next().is_some() {
             return Err(CheckpointError::Incompatible(format!(
                 "restore target {} is not empty",
                 path.display()
+            ))
+            .into());
+        }
+        let canonical = used.iter().filter(|s| is_canonical(&s.manifest)).count();
+        if canonical == used.len() && canonical > 0 {
+            return Self::restore_canonical(path, config, options, &used, &states);
+        }
+        if let Some(s) = used.iter().find(|s| is_canonical(&s.manifest)) {
+            return Err(CheckpointError::Incompatible(format!(
+                "checkpoint {} is a {} {} and others are native RocksDB checkpoints; restore from one kind",
+                s.manifest.checkpoint_id, s.manifest.engine, s.manifest.kind
             ))
             .into());
         }
@@ -235,6 +240,104 @@ impl RocksDbEngine {
         }
         tracing::info!(path = %engine.path.display(), range = %range, sources = used.len(), "restored RocksDB engine");
         Ok(engine)
+    }
+
+    /// Writes the records a canonical restore parked for `meta`'s state into its column
+    /// family, in the engine's layout, one key group per atomic batch.
+    fn apply_parked(&self, meta: &StateMeta, shape: PartShape) -> Result<()> {
+        let db = &self.handle.db;
+        let prefix = savepoint::pending_prefix(&meta.name);
+        let parked: Vec<KeyValue> = db
+            .prefix_iterator(&prefix)
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
+            .collect::<std::result::Result<_, _>>()?;
+        if parked.is_empty() {
+            return Ok(());
+        }
+        let cf = self.cf(&meta.name)?;
+        let mut write = rocksdb::WriteOptions::default();
+        write.disable_wal(!self.options.write_ahead_log());
+        for (key, records) in parked {
+            let group = match key[prefix.len()..] {
+                [hi, lo] => u16::from_be_bytes([hi, lo]),
+                _ => {
+                    return Err(Error::Decode {
+                        state: meta.name.clone(),
+                        source: crate::error::CodecError::Invalid {
+                            what: "parked records",
+                            reason: "malformed key".into(),
+                        },
+                    });
+                }
+            };
+            let mut batch = rocksdb::WriteBatch::default();
+            savepoint::convert_records(
+                meta,
+                shape,
+                self.config.max_parallelism(),
+                group,
+                &records,
+                |k, v| batch.put_cf(&cf, k, v),
+            )
+            .map_err(|source| Error::Decode {
+                state: meta.name.clone(),
+                source,
+            })?;
+            batch.delete(&key);
+            db.write_opt(batch, &write)?;
+        }
+        tracing::debug!(state = %meta.name, "wrote restored records");
+        Ok(())
+    }
+
+    /// Restores from heap checkpoints or savepoints: a fresh database whose states' records are
+    /// parked until each state is registered (see [`savepoint`]).
+    fn restore_canonical(
+        path: PathBuf,
+        config: EngineConfig,
+        options: RocksDbOptions,
+        used: &[&RestoreSource],
+        states: &[StateMeta],
+    ) -> Result<Self> {
+        let range = config.key_group_range();
+        let restored = canonical::read_sources(used, states, range)?;
+        let engine = Self::open_in(path, None, config, options, true)?;
+        for r in restored.values() {
+            engine.prepare_state(&r.meta)?;
+            for (group, g) in &r.groups {
+                engine.handle.db.put(
+                    savepoint::pending_key(&r.meta.name, *group),
+                    savepoint::pending_value(g.records, &g.bytes),
+                )?;
+            }
+        }
+        tracing::info!(path = %engine.path.display(), range = %range, sources = used.len(), "restored RocksDB engine from the canonical format");
+        Ok(engine)
+    }
+
+    /// What a savepoint needs per state; every state must be registered in this process.
+    fn savepoint_specs(&self) -> Result<Vec<savepoint::StateSpec>> {
+        let shapes = self.shapes.lock();
+        let slots = self.slots.lock();
+        let mut specs = Vec::new();
+        for meta in self.metas.lock().values() {
+            let Some(shape) = shapes.get(&meta.name) else {
+                return Err(CheckpointError::Incompatible(format!(
+                    "state '{}' must be registered before a savepoint (its key layout depends on its types)",
+                    meta.name
+                ))
+                .into());
+            };
+            let cf = cf_name(&meta.name);
+            let slot = slots.get(&cf).cloned().unwrap_or_default();
+            specs.push(savepoint::StateSpec {
+                meta: meta.clone(),
+                cf_options: state_cf_options(&self.options, &self.cache, &None, &slot),
+                cf,
+                shape: *shape,
+            });
+        }
+        Ok(specs)
     }
 
     /// Deletes the key groups of `held` outside `range` from every state.
@@ -481,8 +584,21 @@ impl RocksDbEngine {
         Ok(())
     }
 
-    fn table<K: StateKey, N: Namespace, X>(&self, meta: &StateMeta) -> Result<RocksTable<K, N, X>> {
+    /// The table of a registered state; `user_key` is the map user key's fixed width (`None`
+    /// for other kinds). Records parked by a canonical restore are written in now.
+    fn table<K: StateKey, N: Namespace, X>(
+        &self,
+        meta: &StateMeta,
+        user_key: Option<usize>,
+    ) -> Result<RocksTable<K, N, X>> {
         self.prepare_state(meta)?;
+        let shape = PartShape {
+            key: K::FIXED_LEN,
+            ns: N::FIXED_LEN,
+            user_key,
+        };
+        self.shapes.lock().insert(meta.name.clone(), shape);
+        self.apply_parked(meta, shape)?;
         Ok(RocksTable::new(
             self.handle.clone(),
             &self.config,
@@ -491,6 +607,9 @@ impl RocksDbEngine {
         ))
     }
 }
+
+/// A raw (key, value) pair read from RocksDB.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 /// Downloads a checkpoint's files into `dir` (verified), returning the restored SSTs' shared
 /// names by local file name.
@@ -606,12 +725,11 @@ impl Engine for RocksDbEngine {
     /// Flushes every column family and makes a RocksDB checkpoint (hard links) into a staging
     /// directory; the upload runs in the returned job.
     fn snapshot(&self, mode: SnapshotMode) -> Result<SnapshotJob> {
-        if mode == SnapshotMode::Savepoint {
-            return Err(CheckpointError::Incompatible(
-                "savepoints of the RocksDB engine are not available yet; take a checkpoint".into(),
-            )
-            .into());
-        }
+        let specs = if mode == SnapshotMode::Savepoint {
+            Some(self.savepoint_specs()?)
+        } else {
+            None
+        };
         let db = &self.handle.db;
         let mut flush = rocksdb::FlushOptions::default();
         flush.set_wait(true);
@@ -632,6 +750,21 @@ impl Engine for RocksDbEngine {
             fs::remove_dir_all(&staging)?;
         }
         rocksdb::checkpoint::Checkpoint::new(db)?.create_checkpoint(&staging)?;
+        if let Some(states) = specs {
+            return Ok(SnapshotJob {
+                upload: Box::new(savepoint::SavepointUpload {
+                    staging,
+                    max_parallelism: self.config.max_parallelism(),
+                    range: self.config.key_group_range(),
+                    now,
+                    states,
+                }),
+                engine: self.name(),
+                max_parallelism: self.config.max_parallelism(),
+                range: self.config.key_group_range(),
+                created_at_millis: now,
+            });
+        }
         Ok(SnapshotJob {
             upload: Box::new(snapshot::RocksUpload {
                 staging,
@@ -655,21 +788,21 @@ impl Engine for RocksDbEngine {
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn ValueTable<K, N, V>>> {
-        Ok(Arc::new(self.table::<K, N, V>(meta)?))
+        Ok(Arc::new(self.table::<K, N, V>(meta, None)?))
     }
 
     fn list_table<K: StateKey, N: Namespace, E: StateValue>(
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn ListTable<K, N, E>>> {
-        Ok(Arc::new(self.table::<K, N, Vec<E>>(meta)?))
+        Ok(Arc::new(self.table::<K, N, Vec<E>>(meta, None)?))
     }
 
     fn map_table<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue>(
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>> {
-        Ok(Arc::new(self.table::<K, N, (UK, UV)>(meta)?))
+        Ok(Arc::new(self.table::<K, N, (UK, UV)>(meta, UK::FIXED_LEN)?))
     }
 
     fn metrics(&self) -> Result<EngineMetrics> {
