@@ -6,6 +6,8 @@
 //! timed), for `rocksdb_incremental`, `rocksdb_full` and `heap_full`, and prints the bytes
 //! each uploaded. Group `restore` times a restore of the latest checkpoint of each mode and
 //! `raw_copy`, a `std::fs::copy` of the RocksDB full checkpoint's files, in the same run.
+//! RocksDB restores hard-link SSTs out of a local checkpoint directory (and read them for the
+//! checksum); `rocksdb_full_no_links` restores the same checkpoint copying every file.
 //! Checkpoints go to a local directory ([`LocalStorage`]).
 
 use std::hint::black_box;
@@ -226,9 +228,20 @@ fn benches(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(20));
     let latest =
         |job_store: &Arc<CheckpointStore>| RestoreSource::latest(job_store).expect("latest");
+    let full_latest = latest(&full.store);
+    // The same full checkpoint read through a storage that copies SSTs instead of linking.
+    let copying = RestoreSource {
+        storage: Arc::new(
+            LocalStorage::new(dir.path().join("chk-full"))
+                .expect("storage")
+                .with_hard_links(false),
+        ),
+        manifest: full_latest.manifest.clone(),
+    };
     let sources = [
         ("rocksdb_incremental", latest(&incremental.store)),
-        ("rocksdb_full", latest(&full.store)),
+        ("rocksdb_full", full_latest),
+        ("rocksdb_full_no_links", copying),
         ("heap_full", latest(&heap.store)),
     ];
     let scratch = dir.path().join("restore");

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::blocks::{self, RecordShape};
-use super::{FileRole, Manifest, RestoreSource, SnapshotKind, read_verified};
+use super::{BlockEntry, FileRole, Manifest, RestoreSource, SnapshotKind, read_verified};
 use crate::error::{CheckpointError, Result};
 use crate::key_group::KeyGroupRange;
 use crate::state::StateMeta;
@@ -53,11 +53,9 @@ pub(crate) fn read_sources(
         .collect();
     for source in sources {
         let manifest = &source.manifest;
-        if manifest.kind == SnapshotKind::Incremental
-            || manifest.engine == "rocksdb" && manifest.kind != SnapshotKind::Savepoint
-        {
+        if !is_canonical(manifest) {
             return Err(CheckpointError::Incompatible(format!(
-                "checkpoint {} is a native {} {} checkpoint; the heap engine restores heap checkpoints and savepoints",
+                "checkpoint {} is a native {} {} checkpoint, not in the canonical format",
                 manifest.checkpoint_id, manifest.engine, manifest.kind
             ))
             .into());
@@ -82,29 +80,67 @@ pub(crate) fn read_sources(
             }
             let bytes = read_verified(source.storage.as_ref(), file)?;
             blocks::check_header(&file.path, &bytes)?;
-            for entry in wanted {
-                let block = blocks::read_block(&file.path, &bytes, entry)?;
-                let sections = blocks::sections(&block, shapes.len(), |state, input| {
-                    blocks::skip_record(input, shapes[state])
-                })
-                .map_err(|e| CheckpointError::Corrupt {
-                    path: file.path.clone(),
-                    reason: format!("key group {}: {e}", entry.group),
-                })?;
-                for s in sections {
-                    let name = &manifest.states[s.state].name;
-                    if let Some(r) = out.get_mut(name) {
-                        r.groups.insert(
-                            entry.group,
-                            RestoredGroup {
-                                records: s.records,
-                                bytes: s.bytes,
-                            },
-                        );
+            // Decompress and split blocks on a few threads; each is independent.
+            let workers = std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, 4);
+            let chunk = wanted.len().div_ceil(workers).max(1);
+            let (path, bytes, shapes) = (&file.path, &bytes, &shapes);
+            let parts: Vec<Result<Vec<(u16, Vec<blocks::Section>)>>> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = wanted
+                        .chunks(chunk)
+                        .map(|part| {
+                            scope.spawn(move || {
+                                part.iter()
+                                    .map(|entry| split_block(path, bytes, entry, shapes))
+                                    .collect::<Result<Vec<_>>>()
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join()
+                                .unwrap_or_else(|_| Err(CheckpointError::Lost(0).into()))
+                        })
+                        .collect()
+                });
+            for part in parts {
+                for (group, sections) in part? {
+                    for s in sections {
+                        let name = &manifest.states[s.state].name;
+                        if let Some(r) = out.get_mut(name) {
+                            r.groups.insert(
+                                group,
+                                RestoredGroup {
+                                    records: s.records,
+                                    bytes: s.bytes,
+                                },
+                            );
+                        }
                     }
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// Decompresses one block and splits it into per-state sections.
+fn split_block(
+    path: &str,
+    file: &[u8],
+    entry: &BlockEntry,
+    shapes: &[RecordShape],
+) -> Result<(u16, Vec<blocks::Section>)> {
+    let block = blocks::read_block(path, file, entry)?;
+    let sections = blocks::sections(&block, shapes.len(), |state, input| {
+        blocks::skip_record(input, shapes[state])
+    })
+    .map_err(|e| CheckpointError::Corrupt {
+        path: path.to_owned(),
+        reason: format!("key group {}: {e}", entry.group),
+    })?;
+    Ok((entry.group, sections))
 }

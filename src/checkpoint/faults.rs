@@ -88,6 +88,11 @@ impl CheckpointStorage for FaultyStorage {
         self.inner.get_to_file(path, dest)
     }
 
+    fn link_to_file(&self, path: &str, dest: &Path) -> Result<FileInfo> {
+        self.check("get", path)?;
+        self.inner.link_to_file(path, dest)
+    }
+
     fn size(&self, path: &str) -> Result<Option<u64>> {
         self.check("size", path)?;
         self.inner.size(path)

@@ -369,14 +369,19 @@ pub fn read_verified(storage: &dyn CheckpointStorage, entry: &FileEntry) -> Resu
     Ok(bytes)
 }
 
-/// Copies `entry` to the local file `dest`, checked against its size and crc32 (on a
-/// mismatch `dest` is removed).
+/// Copies `entry` to the local file `dest` (or links it, with `link`, for files nobody will
+/// modify), checked against its size and crc32 (on a mismatch `dest` is removed).
 pub fn fetch_verified(
     storage: &dyn CheckpointStorage,
     entry: &FileEntry,
     dest: &Path,
+    link: bool,
 ) -> Result<()> {
-    let info = storage.get_to_file(&entry.path, dest)?;
+    let info = if link {
+        storage.link_to_file(&entry.path, dest)?
+    } else {
+        storage.get_to_file(&entry.path, dest)?
+    };
     if let Err(e) = check_file(entry, info) {
         let _ = std::fs::remove_file(dest);
         return Err(e.into());

@@ -91,14 +91,12 @@ impl HeapEngine {
                     requested,
                 });
             }
-            for (group, g) in &pending.groups {
-                table
-                    .restore_group(*group, g.records, &g.bytes)
-                    .map_err(|source| Error::Decode {
-                        state: meta.name.clone(),
-                        source,
-                    })?;
-            }
+            table
+                .restore_groups(&pending.groups)
+                .map_err(|source| Error::Decode {
+                    state: meta.name.clone(),
+                    source,
+                })?;
         }
         let table = Arc::new(table);
         self.tables.lock().push((meta.clone(), table.clone()));

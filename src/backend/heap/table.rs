@@ -2,6 +2,7 @@
 //! implementing the Value, List and Map table contracts.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
 
@@ -9,6 +10,7 @@ use super::cow_map::{CowMap, CowSnapshot, Cursor, Slot, Verdict};
 use super::snapshot::{Canonical, FrozenState, write_encoded};
 use crate::backend::{EngineConfig, ListTable, MapTable, ValueTable};
 use crate::checkpoint::blocks::read_bytes;
+use crate::checkpoint::canonical::RestoredGroup;
 use crate::codec::Codec;
 use crate::error::{CodecError, Result};
 use crate::key::{Key, hash_bytes};
@@ -308,8 +310,8 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> TableStats for HeapTa
 pub(crate) trait HeapState: TableStats {
     /// Freezes the table: O(key groups), no entry is copied.
     fn freeze(&self) -> Box<dyn FrozenState>;
-    /// Decodes `records` canonical records of key group `group` into the table.
-    fn restore_group(&self, group: u16, records: u32, bytes: &[u8]) -> Result<(), CodecError>;
+    /// Decodes restored canonical records, per key group, into the (fresh) table.
+    fn restore_groups(&self, groups: &BTreeMap<u16, RestoredGroup>) -> Result<(), CodecError>;
 }
 
 struct Frozen<K, N, S> {
@@ -350,19 +352,76 @@ impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static>
         })
     }
 
-    fn restore_group(&self, group: u16, records: u32, bytes: &[u8]) -> Result<(), CodecError> {
+    fn restore_groups(&self, groups: &BTreeMap<u16, RestoredGroup>) -> Result<(), CodecError> {
         let invalid = |reason: String| CodecError::Invalid {
             what: "restored record",
             reason,
         };
-        let index = self
-            .config
-            .local_index(group)
-            .map_err(|e| invalid(e.to_string()))?;
+        let mut items = Vec::with_capacity(groups.len());
+        for (&group, g) in groups {
+            let index = self
+                .config
+                .local_index(group)
+                .map_err(|e| invalid(e.to_string()))?;
+            items.push((index, group, g));
+        }
+        // Key groups decode independently: build their maps on a few threads, then install
+        // them under the lock.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let chunk = items.len().div_ceil(workers).max(1);
+        let built: Vec<Result<Vec<(usize, CowMap<Entry<K, N, S>>)>, CodecError>> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = items
+                    .chunks(chunk)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|&(index, group, g)| {
+                                    self.decode_group(group, g.records, &g.bytes)
+                                        .map(|map| (index, map))
+                                })
+                                .collect()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(invalid("a restore worker panicked".into())))
+                    })
+                    .collect()
+            });
+        let mut inner = self.inner.lock();
+        for part in built {
+            for (index, map) in part? {
+                debug_assert_eq!(inner.groups[index].len(), 0, "restore fills a fresh table");
+                inner.groups[index] = map;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static>
+    HeapTable<K, N, S>
+{
+    /// Decodes `records` canonical records of key group `group` into a fresh map.
+    fn decode_group(
+        &self,
+        group: u16,
+        records: u32,
+        bytes: &[u8],
+    ) -> Result<CowMap<Entry<K, N, S>>, CodecError> {
+        let invalid = |reason: String| CodecError::Invalid {
+            what: "restored record",
+            reason,
+        };
         let max_parallelism = self.config.max_parallelism();
         let mut input = bytes;
-        let mut inner = self.inner.lock();
-        let map = &mut inner.groups[index];
+        let mut map = CowMap::default();
         for _ in 0..records {
             let key_bytes = read_bytes(&mut input, "key")?;
             if key_group_for_bytes(key_bytes, max_parallelism) != group {
@@ -383,7 +442,8 @@ impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static>
                 }
             }
         }
-        crate::codec::expect_end(input, "restored records")
+        crate::codec::expect_end(input, "restored records")?;
+        Ok(map)
     }
 }
 

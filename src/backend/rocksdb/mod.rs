@@ -617,7 +617,10 @@ fn download(source: &RestoreSource, dir: &Path) -> Result<HashMap<String, String
     let mut shared = HashMap::new();
     for entry in &source.manifest.files {
         let local = snapshot::local_name(entry);
-        fetch_verified(source.storage.as_ref(), entry, &dir.join(local))?;
+        // SSTs are immutable for RocksDB too, so they may share the stored file; MANIFEST
+        // and friends are appended to and must be copies.
+        let link = local.ends_with(".sst");
+        fetch_verified(source.storage.as_ref(), entry, &dir.join(local), link)?;
         if entry.role == crate::checkpoint::FileRole::SharedSst {
             shared.insert(local.to_owned(), entry.path.clone());
         }
