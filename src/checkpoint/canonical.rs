@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use rayon::prelude::*;
 
 use super::blocks::{self, RecordShape};
 use super::{BlockEntry, FileRole, Manifest, RestoreSource, SnapshotKind, read_verified};
@@ -80,45 +81,22 @@ pub(crate) fn read_sources(
             }
             let bytes = read_verified(source.storage.as_ref(), file)?;
             blocks::check_header(&file.path, &bytes)?;
-            // Decompress and split blocks on a few threads; each is independent.
-            let workers = std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .clamp(1, 4);
-            let chunk = wanted.len().div_ceil(workers).max(1);
-            let (path, bytes, shapes) = (&file.path, &bytes, &shapes);
-            let parts: Vec<Result<Vec<(u16, Vec<blocks::Section>)>>> =
-                std::thread::scope(|scope| {
-                    let handles: Vec<_> = wanted
-                        .chunks(chunk)
-                        .map(|part| {
-                            scope.spawn(move || {
-                                part.iter()
-                                    .map(|entry| split_block(path, bytes, entry, shapes))
-                                    .collect::<Result<Vec<_>>>()
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| {
-                            h.join()
-                                .unwrap_or_else(|_| Err(CheckpointError::Lost(0).into()))
-                        })
-                        .collect()
-                });
-            for part in parts {
-                for (group, sections) in part? {
-                    for s in sections {
-                        let name = &manifest.states[s.state].name;
-                        if let Some(r) = out.get_mut(name) {
-                            r.groups.insert(
-                                group,
-                                RestoredGroup {
-                                    records: s.records,
-                                    bytes: s.bytes,
-                                },
-                            );
-                        }
+            // Decompress and split blocks in parallel; each is independent.
+            let split = wanted
+                .par_iter()
+                .map(|entry| split_block(&file.path, &bytes, entry, &shapes))
+                .collect::<Result<Vec<_>>>()?;
+            for (group, sections) in split {
+                for s in sections {
+                    let name = &manifest.states[s.state].name;
+                    if let Some(r) = out.get_mut(name) {
+                        r.groups.insert(
+                            group,
+                            RestoredGroup {
+                                records: s.records,
+                                bytes: s.bytes,
+                            },
+                        );
                     }
                 }
             }

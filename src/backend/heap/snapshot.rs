@@ -10,6 +10,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use super::table::{Bare, MapEntries};
 use crate::checkpoint::blocks::{
     DataFileWriter, compress_block, read_bytes, read_count, read_stamp, write_bytes,
@@ -198,67 +200,43 @@ pub(crate) struct HeapUpload {
 type Compressed = (u16, Vec<u8>, u32);
 
 impl HeapUpload {
-    /// The compressed, non-empty blocks of `groups` (pairs of index in the range and group).
-    fn compress_groups(
-        &self,
-        groups: &[(usize, u16)],
-    ) -> std::io::Result<Vec<(u16, Vec<u8>, u32)>> {
+    /// The compressed block of the key group at `index` in the range, if it holds state.
+    fn compress_group(&self, index: usize, group: u16) -> std::io::Result<Option<Compressed>> {
         let (mut block, mut records) = (Vec::new(), Vec::new());
-        let mut out = Vec::new();
-        for &(index, group) in groups {
-            block.clear();
-            for (state, (_, source)) in self.states.iter().enumerate() {
-                records.clear();
-                let n = match source {
-                    Source::Live(frozen) => frozen.write_group(index, self.now, &mut records),
-                    Source::Restored(groups) => groups.get(&group).map_or(0, |g| {
-                        records.extend_from_slice(&g.bytes);
-                        g.records
-                    }),
-                };
-                if n > 0 {
-                    write_section_header(&mut block, state, n);
-                    block.extend_from_slice(&records);
-                }
-            }
-            if !block.is_empty() {
-                let (compressed, raw_len) = compress_block(group, &block)?;
-                out.push((group, compressed, raw_len));
+        for (state, (_, source)) in self.states.iter().enumerate() {
+            records.clear();
+            let n = match source {
+                Source::Live(frozen) => frozen.write_group(index, self.now, &mut records),
+                Source::Restored(groups) => groups.get(&group).map_or(0, |g| {
+                    records.extend_from_slice(&g.bytes);
+                    g.records
+                }),
+            };
+            if n > 0 {
+                write_section_header(&mut block, state, n);
+                block.extend_from_slice(&records);
             }
         }
-        Ok(out)
+        if block.is_empty() {
+            return Ok(None);
+        }
+        let (compressed, raw_len) = compress_block(group, &block)?;
+        Ok(Some((group, compressed, raw_len)))
     }
 }
 
 impl SnapshotUpload for HeapUpload {
     fn upload(self: Box<Self>, store: &CheckpointStore, id: u64) -> Result<SnapshotOutput> {
-        // Key groups are independent: encode and compress them on a few threads, then append
-        // the blocks in group order.
+        // Key groups are independent: encode and compress them in parallel (rayon keeps the
+        // order), then append the blocks in group order.
         let groups: Vec<(usize, u16)> = self.range.iter().enumerate().collect();
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4);
-        let chunk = groups.len().div_ceil(workers).max(1);
-        let this = &*self;
-        let parts: Vec<std::io::Result<Vec<Compressed>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = groups
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || this.compress_groups(part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(std::io::Error::other("a snapshot worker panicked"))
-                    })
-                })
-                .collect()
-        });
+        let blocks = groups
+            .par_iter()
+            .map(|&(index, group)| self.compress_group(index, group))
+            .collect::<std::io::Result<Vec<Option<Compressed>>>>()?;
         let mut writer = DataFileWriter::new();
-        for part in parts {
-            for (group, compressed, raw_len) in part? {
-                writer.add_compressed(group, &compressed, raw_len);
-            }
+        for (group, compressed, raw_len) in blocks.into_iter().flatten() {
+            writer.add_compressed(group, &compressed, raw_len);
         }
         let (bytes, blocks) = writer.finish();
         let (path, info) = store.put_private(id, DATA_FILE, &bytes)?;

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use parking_lot::Mutex;
+use rayon::prelude::*;
 
 use super::cow_map::{CowMap, CowSnapshot, Cursor, Slot, Verdict};
 use super::snapshot::{Canonical, FrozenState, write_encoded};
@@ -365,41 +366,19 @@ impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static>
                 .map_err(|e| invalid(e.to_string()))?;
             items.push((index, group, g));
         }
-        // Key groups decode independently: build their maps on a few threads, then install
-        // them under the lock.
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4);
-        let chunk = items.len().div_ceil(workers).max(1);
-        let built: Vec<Result<Vec<(usize, CowMap<Entry<K, N, S>>)>, CodecError>> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = items
-                    .chunks(chunk)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|&(index, group, g)| {
-                                    self.decode_group(group, g.records, &g.bytes)
-                                        .map(|map| (index, map))
-                                })
-                                .collect()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(invalid("a restore worker panicked".into())))
-                    })
-                    .collect()
-            });
+        // Key groups decode independently: build their maps in parallel, then install them
+        // under the lock.
+        let built = items
+            .par_iter()
+            .map(|&(index, group, g)| {
+                self.decode_group(group, g.records, &g.bytes)
+                    .map(|map| (index, map))
+            })
+            .collect::<Result<Vec<_>, CodecError>>()?;
         let mut inner = self.inner.lock();
-        for part in built {
-            for (index, map) in part? {
-                debug_assert_eq!(inner.groups[index].len(), 0, "restore fills a fresh table");
-                inner.groups[index] = map;
-            }
+        for (index, map) in built {
+            debug_assert_eq!(inner.groups[index].len(), 0, "restore fills a fresh table");
+            inner.groups[index] = map;
         }
         Ok(())
     }
