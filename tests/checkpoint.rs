@@ -631,14 +631,16 @@ fn corruption_of_any_file_is_a_typed_error() {
                         HeapEngine::restore(config(&clock, all), &[source]).map(|_| ())
                     }
                     Ok(source) => {
-                        let path = h.path();
-                        RocksDbEngine::restore(
-                            path,
+                        let target = h.path();
+                        let r = RocksDbEngine::restore(
+                            &target,
                             config(&clock, all),
                             RocksDbOptions::default(),
                             &[source],
                         )
-                        .map(|_| ())
+                        .map(|_| ());
+                        assert!(!target.exists(), "a failed restore leaves nothing behind");
+                        r
                     }
                 };
                 let err = result.expect_err("damage must be detected");
@@ -842,4 +844,54 @@ fn rocksdb_carries_records_of_states_not_registered_yet_and_savepoints_need_regi
     );
     let s4 = register(&back);
     assert_eq!(dump(&back, &s4), expected);
+}
+
+#[test]
+fn parked_records_rescale_with_native_rocksdb_checkpoints() {
+    // Heap (2 instances) -> RocksDB by canonical restore, not registered (records parked) ->
+    // native checkpoints -> RocksDB rescaled to 3 -> registered: every entry once.
+    let clock = ManualClock::new(0);
+    let keys: Vec<u64> = KEYS.collect();
+    let mut expected = BTreeSet::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut natives = Vec::new();
+    for i in 0..2 {
+        let range = range_for_operator(M, 2, i).unwrap();
+        let heap = KeyedStateBackend::<u64>::new(HeapEngine::new(config(&clock, range)));
+        let s = register(&heap);
+        populate(&heap, &s, &keys, 1);
+        expected.extend(dump(&heap, &s));
+        let store = memory_store(1);
+        heap.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+        let rocks = KeyedStateBackend::<u64, _>::new(
+            RocksDbEngine::restore(
+                dir.path().join(format!("parked-{i}")),
+                config(&clock, range),
+                RocksDbOptions::default(),
+                &[RestoreSource::latest(&store).unwrap()],
+            )
+            .unwrap(),
+        );
+        rocks.checkpoint(&store, 2, &[]).unwrap().wait().unwrap();
+        natives.push(RestoreSource::latest(&store).unwrap());
+    }
+    let mut got = BTreeSet::new();
+    let mut lines = 0;
+    for j in 0..3 {
+        let r = KeyedStateBackend::<u64, _>::new(
+            RocksDbEngine::restore(
+                dir.path().join(format!("rescaled-{j}")),
+                config(&clock, range_for_operator(M, 3, j).unwrap()),
+                RocksDbOptions::default(),
+                &natives,
+            )
+            .unwrap(),
+        );
+        let rs = register(&r);
+        let d = dump(&r, &rs);
+        lines += d.len();
+        got.extend(d);
+    }
+    assert_eq!(lines, got.len());
+    assert_eq!(got, expected);
 }

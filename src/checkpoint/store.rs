@@ -20,7 +20,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::manifest::{FileEntry, Manifest};
-use super::path::{SHARED_DIR, checkpoint_dir, manifest_path, parse_checkpoint_dir};
+use super::path::{MANIFEST_FILE, SHARED_DIR, checkpoint_dir, manifest_path, parse_checkpoint_dir};
 use super::storage::{CheckpointStorage, FileInfo};
 use crate::error::{CheckpointError, Result};
 
@@ -67,39 +67,36 @@ impl CheckpointStore {
         let retain = retain.max(1);
         let mut report = OpenReport::default();
         let files = storage.list()?;
-        let mut dirs: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        for path in &files {
-            if let Some((dir, _)) = path.split_once('/')
-                && let Some(id) = parse_checkpoint_dir(dir)
-            {
-                dirs.entry(id).or_default().push(path.clone());
-            }
-        }
         let mut completed = BTreeMap::new();
         let mut unreadable = BTreeMap::new();
-        for (id, paths) in &dirs {
-            let manifest = manifest_path(*id);
-            if !paths.contains(&manifest) {
-                continue; // never completed: `clean` removes it
-            }
-            let checked = storage.get(&manifest).and_then(|bytes| {
-                let m = Manifest::decode(&manifest, &bytes)?;
-                if m.checkpoint_id != *id {
-                    return Err(CheckpointError::Corrupt {
-                        path: manifest.clone(),
+        for path in &files {
+            let Some(id) = path
+                .strip_suffix(&format!("/{MANIFEST_FILE}"))
+                .and_then(parse_checkpoint_dir)
+            else {
+                continue; // directories without a manifest never completed: `clean` removes them
+            };
+            // A failed read is an error of `open`, not a verdict on the checkpoint: skipping a
+            // readable-but-unread checkpoint would silently restore an older one.
+            let bytes = storage.get(path)?;
+            let checked = Manifest::decode(path, &bytes).and_then(|m| {
+                if m.checkpoint_id == id {
+                    Ok(m)
+                } else {
+                    Err(CheckpointError::Corrupt {
+                        path: path.clone(),
                         reason: format!("records checkpoint id {}", m.checkpoint_id),
                     }
-                    .into());
+                    .into())
                 }
-                Ok(m)
             });
             match checked {
                 Ok(m) => {
-                    completed.insert(*id, m);
+                    completed.insert(id, m);
                 }
                 Err(e) => {
                     tracing::warn!(checkpoint = id, error = %e, "keeping a checkpoint whose manifest does not validate");
-                    unreadable.insert(*id, e.to_string());
+                    unreadable.insert(id, e.to_string());
                 }
             }
         }

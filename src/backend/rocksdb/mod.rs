@@ -209,9 +209,28 @@ impl RocksDbEngine {
             ))
             .into());
         }
+        // The target was empty: on failure, leave it so again (nothing half-restored stays).
+        let result = Self::restore_into(path.clone(), config, options, &used, &states);
+        if result.is_err()
+            && let Err(e) = fs::remove_dir_all(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a failed restore");
+        }
+        result
+    }
+
+    fn restore_into(
+        path: PathBuf,
+        config: EngineConfig,
+        options: RocksDbOptions,
+        used: &[&RestoreSource],
+        states: &[StateMeta],
+    ) -> Result<Self> {
+        let range = config.key_group_range();
         let canonical = used.iter().filter(|s| is_canonical(&s.manifest)).count();
         if canonical == used.len() && canonical > 0 {
-            return Self::restore_canonical(path, config, options, &used, &states);
+            return Self::restore_canonical(path, config, options, used, states);
         }
         if let Some(s) = used.iter().find(|s| is_canonical(&s.manifest)) {
             return Err(CheckpointError::Incompatible(format!(
@@ -231,7 +250,7 @@ impl RocksDbEngine {
         let restored_ssts = download(base, &path)?;
         let mut engine = Self::open_in(path, None, config, options, true)?;
         engine.restored_ssts = restored_ssts;
-        for meta in &states {
+        for meta in states {
             engine.prepare_state(meta)?;
         }
         engine.clip(base.manifest.range, range)?;
@@ -247,10 +266,7 @@ impl RocksDbEngine {
     fn apply_parked(&self, meta: &StateMeta, shape: PartShape) -> Result<()> {
         let db = &self.handle.db;
         let prefix = savepoint::pending_prefix(&meta.name);
-        let parked: Vec<KeyValue> = db
-            .prefix_iterator(&prefix)
-            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
-            .collect::<std::result::Result<_, _>>()?;
+        let parked = default_cf_prefix(db, &prefix)?;
         if parked.is_empty() {
             return Ok(());
         }
@@ -258,17 +274,15 @@ impl RocksDbEngine {
         let mut write = rocksdb::WriteOptions::default();
         write.disable_wal(!self.options.write_ahead_log());
         for (key, records) in parked {
-            let group = match key[prefix.len()..] {
-                [hi, lo] => u16::from_be_bytes([hi, lo]),
-                _ => {
-                    return Err(Error::Decode {
-                        state: meta.name.clone(),
-                        source: crate::error::CodecError::Invalid {
-                            what: "parked records",
-                            reason: "malformed key".into(),
-                        },
-                    });
-                }
+            let range = self.config.key_group_range();
+            let Some(group) = savepoint::parked_group(&key).filter(|g| range.contains(*g)) else {
+                return Err(Error::Decode {
+                    state: meta.name.clone(),
+                    source: crate::error::CodecError::Invalid {
+                        what: "parked records",
+                        reason: format!("a key outside key groups {range}"),
+                    },
+                });
             };
             let mut batch = rocksdb::WriteBatch::default();
             savepoint::convert_records(
@@ -371,6 +385,12 @@ impl RocksDbEngine {
                 self.handle.db.delete_range_cf(&cf, from, to)?;
             }
         }
+        // Records parked by a canonical restore and not registered yet are clipped too.
+        for (key, _) in parked_records(&self.handle.db)? {
+            if savepoint::parked_group(&key).is_some_and(|g| !range.contains(g)) {
+                self.handle.db.delete(&key)?;
+            }
+        }
         Ok(())
     }
 
@@ -411,6 +431,11 @@ impl RocksDbEngine {
             upper.push(0x80);
         } else {
             layout::write_group(&mut upper, part.end() + 1, prefix_len);
+        }
+        for (key, value) in parked_records(&other)? {
+            if savepoint::parked_group(&key).is_some_and(|g| part.contains(g)) {
+                self.handle.db.put(&key, &value)?;
+            }
         }
         for name in cfs.iter().filter(|n| n.as_str() != "default") {
             let (Some(from), Some(into)) = (other.cf_handle(name), self.handle.db.cf_handle(name))
@@ -610,6 +635,19 @@ impl RocksDbEngine {
 
 /// A raw (key, value) pair read from RocksDB.
 type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// Every (key, value) of the `default` column family starting with `prefix`.
+fn default_cf_prefix(db: &Db, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+    Ok(db
+        .prefix_iterator(prefix)
+        .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix)))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// Every record parked by a canonical restore, of every state.
+fn parked_records(db: &Db) -> Result<Vec<KeyValue>> {
+    default_cf_prefix(db, savepoint::PARKED_PREFIX)
+}
 
 /// Downloads a checkpoint's files into `dir` (verified), returning the restored SSTs' shared
 /// names by local file name.

@@ -280,9 +280,23 @@ pub(crate) fn pending_key(state: &str, group: u16) -> Vec<u8> {
     k
 }
 
+/// The prefix of every parked record.
+pub(crate) const PARKED_PREFIX: &[u8] = b"pending/";
+
+/// The key group of a parked record's key.
+pub(crate) fn parked_group(key: &[u8]) -> Option<u16> {
+    let rest = key.strip_prefix(PARKED_PREFIX)?;
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let rest = rest.get(u32::from_be_bytes(*len) as usize..)?;
+    match *rest {
+        [hi, lo] => Some(u16::from_be_bytes([hi, lo])),
+        _ => None,
+    }
+}
+
 /// The prefix of a state's parked records.
 pub(crate) fn pending_prefix(state: &str) -> Vec<u8> {
-    let mut k = b"pending/".to_vec();
+    let mut k = PARKED_PREFIX.to_vec();
     k.extend_from_slice(&(state.len() as u32).to_be_bytes());
     k.extend_from_slice(state.as_bytes());
     k
