@@ -60,6 +60,7 @@ pub mod error;
 pub mod key;
 pub mod key_group;
 pub mod state;
+pub mod timer;
 pub mod ttl;
 
 pub use backend::heap::HeapEngine;

@@ -119,6 +119,7 @@ fn role(r: FileRole) -> &'static str {
         FileRole::SharedSst => "shared sst",
         FileRole::Private => "private",
         FileRole::KeyGroupData => "key-group data",
+        FileRole::Timers => "timers",
     }
 }
 
@@ -153,6 +154,15 @@ fn print_human(m: &Manifest) {
             "  {:<24} {:<12} key {}, namespace {}{user_key}, value {}{ttl}",
             s.name, s.kind, s.key_codec, s.namespace_codec, s.value_codec
         );
+    }
+    if !m.timers.is_empty() {
+        println!("timer services ({}):", m.timers.len());
+        for t in &m.timers {
+            println!(
+                "  {:<24} key {}, namespace {}",
+                t.name, t.key_codec, t.namespace_codec
+            );
+        }
     }
     println!("files ({}):", m.files.len());
     for f in &m.files {
@@ -220,6 +230,9 @@ fn to_json(m: &Manifest, problems: Option<&Vec<keyed_state::CheckpointError>>) -
         "created_at_millis": m.created_at_millis,
         "offsets": m.offsets.iter().map(|(n, o)| json!({"name": n, "offset": o})).collect::<Vec<_>>(),
         "states": states,
+        "timer_services": m.timers.iter().map(|t| json!({
+            "name": t.name, "key_codec": t.key_codec, "namespace_codec": t.namespace_codec,
+        })).collect::<Vec<_>>(),
         "files": files,
         "full_size": m.full_size(),
         "uploaded_bytes": m.uploaded_bytes,

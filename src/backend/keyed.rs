@@ -1,7 +1,7 @@
 //! [`KeyedStateBackend`]: registers states on an engine and hands out typed views.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -10,7 +10,9 @@ use parking_lot::Mutex;
 
 use super::{Engine, EngineConfig};
 use crate::backend::heap::HeapEngine;
-use crate::checkpoint::{CheckpointStore, PendingCheckpoint, SnapshotMode};
+use crate::checkpoint::{
+    CheckpointStore, PendingCheckpoint, RestoreSource, SnapshotMode, plan_restore,
+};
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::key::Key;
@@ -23,7 +25,15 @@ use crate::state::{
     ReducingStateDescriptor, StateDescriptor, StateKey, StateMeta, StateValue, ValueState,
     ValueStateDescriptor,
 };
+use crate::timer::TimerService;
+use crate::timer::snapshot::{RestoredTimers, ServiceTimers, TimersSnapshot, read_timers};
+use crate::timer::{TimerId, TimerSnapshotter};
 use crate::ttl::TtlPolicy;
+
+struct RegisteredTimers {
+    typed: Box<dyn Any + Send + Sync>,
+    snapshotter: Arc<dyn TimerSnapshotter>,
+}
 
 struct Registered {
     meta: StateMeta,
@@ -48,6 +58,11 @@ struct Registered {
 pub struct KeyedStateBackend<K, E = HeapEngine> {
     engine: E,
     states: Mutex<HashMap<String, Registered>>,
+    /// Timer services by name: the typed `Arc<TimerService<K, N>>` (erased) and its
+    /// checkpoint view.
+    timers: Mutex<HashMap<String, RegisteredTimers>>,
+    /// Restored timers of services not created yet, by name.
+    restored_timers: Mutex<BTreeMap<String, RestoredTimers>>,
     _key: PhantomData<fn() -> K>,
 }
 
@@ -57,6 +72,8 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         KeyedStateBackend {
             engine,
             states: Mutex::new(HashMap::new()),
+            timers: Mutex::new(HashMap::new()),
+            restored_timers: Mutex::new(BTreeMap::new()),
             _key: PhantomData,
         }
     }
@@ -158,6 +175,113 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         }
     }
 
+    /// The timer service `name` with namespace type `N`, created on first use. Asking again
+    /// with another namespace type is a typed error.
+    pub fn timer_service<N: Namespace>(&self, name: &str) -> Result<Arc<TimerService<K, N>>> {
+        let mut timers = self.timers.lock();
+        if let Some(existing) = timers.get(name) {
+            return existing
+                .typed
+                .downcast_ref::<Arc<TimerService<K, N>>>()
+                .cloned()
+                .ok_or_else(|| Error::IncompatibleRegistration {
+                    name: name.to_owned(),
+                    field: "timer namespace",
+                    existing: "another type".into(),
+                    requested: std::any::type_name::<N>().into(),
+                });
+        }
+        let service = Arc::new(TimerService::<K, N>::new(name, self.config()));
+        let parked = self.restored_timers.lock().remove(name);
+        if let Some(parked) = parked {
+            let meta = service.meta();
+            if parked.meta != meta {
+                let existing = format!(
+                    "{} / {}",
+                    parked.meta.key_codec, parked.meta.namespace_codec
+                );
+                self.restored_timers.lock().insert(name.to_owned(), parked);
+                return Err(Error::IncompatibleRegistration {
+                    name: name.to_owned(),
+                    field: "timer key / namespace codecs",
+                    existing,
+                    requested: format!("{} / {}", meta.key_codec, meta.namespace_codec),
+                });
+            }
+            service.restore(&parked)?;
+        }
+        timers.insert(
+            name.to_owned(),
+            RegisteredTimers {
+                typed: Box::new(service.clone()),
+                snapshotter: service.clone(),
+            },
+        );
+        Ok(service)
+    }
+
+    /// Restores the timers of this backend's key groups from `sources` (the checkpoints the
+    /// engine was restored from): each service gets its timers when it is created, or at once
+    /// if it exists. Every file is verified first.
+    pub fn restore_timers(&self, sources: &[RestoreSource]) -> Result<()> {
+        let range = self.key_group_range();
+        let (used, _) = plan_restore(sources, self.config().max_parallelism(), range)?;
+        let restored = read_timers(&used, range)?;
+        for (name, r) in restored {
+            let existing = self.timers.lock().get(&name).map(|t| t.snapshotter.clone());
+            match existing {
+                Some(service) => {
+                    let meta = service.timer_meta();
+                    if meta != r.meta {
+                        return Err(Error::IncompatibleRegistration {
+                            name,
+                            field: "timer key / namespace codecs",
+                            existing: format!("{} / {}", meta.key_codec, meta.namespace_codec),
+                            requested: format!("{} / {}", r.meta.key_codec, r.meta.namespace_codec),
+                        });
+                    }
+                    service.restore_timers(&r)?;
+                }
+                None => {
+                    self.restored_timers.lock().insert(name, r);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every timer service's timers (created or restored and not created yet), for a
+    /// snapshot.
+    fn snapshot_timers(&self) -> TimersSnapshot {
+        let range = self.key_group_range();
+        let mut services: Vec<ServiceTimers> = self
+            .timers
+            .lock()
+            .values()
+            .map(|t| t.snapshotter.snapshot())
+            .collect();
+        for r in self.restored_timers.lock().values() {
+            let mut domains: [Vec<Vec<(u64, TimerId)>>; 2] =
+                [vec![Vec::new(); range.len()], vec![Vec::new(); range.len()]];
+            for (d, timers) in r.timers.iter().enumerate() {
+                for (group, ts, id) in timers {
+                    if let Some(i) = range.index_of(*group) {
+                        domains[d][i].push((*ts, id.clone()));
+                    }
+                }
+            }
+            for groups in &mut domains {
+                groups.iter_mut().for_each(|g| g.sort());
+            }
+            services.push(ServiceTimers {
+                meta: r.meta.clone(),
+                domains,
+            });
+        }
+        services.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
+        TimersSnapshot { range, services }
+    }
+
     /// Registers (or looks up) a value state.
     pub fn value_state<V: StateValue, N: Namespace>(
         &self,
@@ -256,7 +380,8 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
             }
         };
         let offsets = offsets.iter().map(|(n, o)| ((*n).to_owned(), *o)).collect();
-        PendingCheckpoint::spawn(store.clone(), id, job, offsets)
+        let timers = self.snapshot_timers();
+        PendingCheckpoint::spawn(store.clone(), id, job, timers, offsets)
     }
 }
 

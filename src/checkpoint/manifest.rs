@@ -21,8 +21,8 @@ use crate::state::{StateMeta, meta_codec};
 use super::path::check_manifest_file;
 
 const MAGIC: &[u8; 4] = b"KSCP";
-/// The format version this build writes (and the only one it reads).
-pub const MANIFEST_VERSION: u16 = 1;
+/// The format version this build writes. Version 1 (no timer services) is still read.
+pub const MANIFEST_VERSION: u16 = 2;
 
 /// What kind of snapshot a manifest describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +64,8 @@ pub enum FileRole {
     Private,
     /// Key-group blocks in the canonical format (heap checkpoints, savepoints).
     KeyGroupData,
+    /// Key-group blocks of timers (same format; sections index the manifest's timer services).
+    Timers,
 }
 
 impl FileRole {
@@ -72,6 +74,7 @@ impl FileRole {
             FileRole::SharedSst => 0,
             FileRole::Private => 1,
             FileRole::KeyGroupData => 2,
+            FileRole::Timers => 3,
         }
     }
 }
@@ -113,6 +116,17 @@ impl FileEntry {
     }
 }
 
+/// A timer service in a checkpoint: its name and the codecs of its keys and namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerMeta {
+    /// The service's name.
+    pub name: String,
+    /// The key codec's id.
+    pub key_codec: String,
+    /// The namespace codec's id.
+    pub namespace_codec: String,
+}
+
 /// A checkpoint's description. See the module documentation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
@@ -132,6 +146,8 @@ pub struct Manifest {
     pub states: Vec<StateMeta>,
     /// The input offsets the caller handed in, returned on restore.
     pub offsets: Vec<(String, u64)>,
+    /// The timer services whose timers the [`FileRole::Timers`] file holds (version 2).
+    pub timers: Vec<TimerMeta>,
     /// Every file the checkpoint needs.
     pub files: Vec<FileEntry>,
     /// Bytes this checkpoint uploaded itself (the rest it references from earlier ones).
@@ -174,6 +190,12 @@ impl Manifest {
         for (name, offset) in &self.offsets {
             put_str(&mut out, name);
             out.extend_from_slice(&offset.to_be_bytes());
+        }
+        write_varint_u32(&mut out, self.timers.len() as u32);
+        for t in &self.timers {
+            put_str(&mut out, &t.name);
+            put_str(&mut out, &t.key_codec);
+            put_str(&mut out, &t.namespace_codec);
         }
         write_varint_u32(&mut out, self.files.len() as u32);
         for file in &self.files {
@@ -296,7 +318,7 @@ fn decode(path: &str, bytes: &[u8]) -> Result<Manifest, CheckpointError> {
         path,
     };
     let version = r.u16("version")?;
-    if version != MANIFEST_VERSION {
+    if !(1..=MANIFEST_VERSION).contains(&version) {
         return Err(corrupt(format!("unsupported version {version}")));
     }
     let checkpoint_id = r.u64("checkpoint id")?;
@@ -329,6 +351,21 @@ fn decode(path: &str, bytes: &[u8]) -> Result<Manifest, CheckpointError> {
     for _ in 0..n {
         offsets.push((r.string("offset name")?, r.u64("offset")?));
     }
+    let mut timers: Vec<TimerMeta> = Vec::new();
+    if version >= 2 {
+        let n = r.count("timer service count", 3)?;
+        for _ in 0..n {
+            let t = TimerMeta {
+                name: r.string("timer service name")?,
+                key_codec: r.string("timer key codec")?,
+                namespace_codec: r.string("timer namespace codec")?,
+            };
+            if timers.iter().any(|o| o.name == t.name) {
+                return Err(r.corrupt(format!("timer service '{}' listed twice", t.name)));
+            }
+            timers.push(t);
+        }
+    }
     let n = r.count("file count", 14)?;
     let mut files: Vec<FileEntry> = Vec::with_capacity(n);
     for _ in 0..n {
@@ -341,12 +378,13 @@ fn decode(path: &str, bytes: &[u8]) -> Result<Manifest, CheckpointError> {
             0 => FileRole::SharedSst,
             1 => FileRole::Private,
             2 => FileRole::KeyGroupData,
+            3 => FileRole::Timers,
             k => return Err(r.corrupt(format!("unknown file role {k}"))),
         };
         let size = r.u64("file size")?;
         let crc32 = r.u32("file crc32")?;
         let nb = r.count("block count", 22)?;
-        if nb > 0 && role != FileRole::KeyGroupData {
+        if nb > 0 && !matches!(role, FileRole::KeyGroupData | FileRole::Timers) {
             return Err(r.corrupt(format!("{file_path} has blocks but is not a data file")));
         }
         let mut blocks: Vec<BlockEntry> = Vec::with_capacity(nb);
@@ -393,6 +431,7 @@ fn decode(path: &str, bytes: &[u8]) -> Result<Manifest, CheckpointError> {
         created_at_millis,
         states,
         offsets,
+        timers,
         files,
         uploaded_bytes,
     })
@@ -421,6 +460,11 @@ mod tests {
                 ttl: None,
             }],
             offsets: vec![("input".into(), 4242)],
+            timers: vec![TimerMeta {
+                name: "sessions".into(),
+                key_codec: "u64".into(),
+                namespace_codec: "()".into(),
+            }],
             files: vec![FileEntry {
                 path: "chk-7/state-data".into(),
                 role: FileRole::KeyGroupData,
@@ -509,6 +553,39 @@ mod tests {
             m.files.push(f)
         });
         assert!(Manifest::decode("m", &twice).is_err());
+    }
+
+    #[test]
+    fn version_1_without_timers_is_still_read() {
+        let mut m = sample();
+        m.timers.clear();
+        let v2 = m.encode();
+        // Version 1 is version 2 without the timer-service count (one byte, 0, after offsets).
+        let mut at = 4 + 2 + 8 + 1 + (1 + m.engine.len()) + 4 + 4 + 8 + 1;
+        for s in &m.states {
+            at += 1 + meta_codec::encode(s).len();
+        }
+        at += 1 + m
+            .offsets
+            .iter()
+            .map(|(n, _)| 1 + n.len() + 8)
+            .sum::<usize>();
+        assert_eq!(v2[at], 0);
+        let mut v1 = v2[..v2.len() - 4].to_vec();
+        v1.remove(at);
+        v1[4..6].copy_from_slice(&1u16.to_be_bytes());
+        let crc = crc32fast::hash(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(Manifest::decode("m", &v1).unwrap(), m);
+        let mut v3 = v2.clone();
+        v3[4..6].copy_from_slice(&3u16.to_be_bytes());
+        let n = v3.len() - 4;
+        let crc = crc32fast::hash(&v3[..n]);
+        v3[n..].copy_from_slice(&crc.to_be_bytes());
+        assert!(
+            Manifest::decode("m", &v3).is_err(),
+            "a future version is refused"
+        );
     }
 
     #[test]

@@ -49,7 +49,7 @@ mod storage;
 mod store;
 
 pub use faults::FaultyStorage;
-pub use manifest::{BlockEntry, FileEntry, FileRole, Manifest, SnapshotKind};
+pub use manifest::{BlockEntry, FileEntry, FileRole, Manifest, SnapshotKind, TimerMeta};
 pub use storage::{CheckpointStorage, FileInfo, LocalStorage, MemoryStorage};
 pub use store::{
     CheckpointStore, DEFAULT_RETAINED, OpenReport, fetch_verified, read_verified, verify_files,
@@ -62,6 +62,7 @@ use std::thread::JoinHandle;
 use crate::error::{CheckpointError, Result};
 use crate::key_group::KeyGroupRange;
 use crate::state::StateMeta;
+use crate::timer::snapshot::TimersSnapshot;
 
 /// What kind of snapshot to take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -124,12 +125,13 @@ impl PendingCheckpoint {
         store: Arc<CheckpointStore>,
         id: u64,
         job: SnapshotJob,
+        timers: TimersSnapshot,
         offsets: Vec<(String, u64)>,
     ) -> Result<Self> {
         let handle = std::thread::Builder::new()
             .name(format!("checkpoint-{id}"))
             .spawn(move || {
-                let result = run(&store, id, job, offsets);
+                let result = run(&store, id, job, timers, offsets);
                 if let Err(e) = &result {
                     tracing::warn!(checkpoint = id, error = %e, "checkpoint aborted");
                     if let Err(cleanup) = store.abort(id) {
@@ -172,9 +174,15 @@ fn run(
     store: &CheckpointStore,
     id: u64,
     job: SnapshotJob,
+    timers: TimersSnapshot,
     offsets: Vec<(String, u64)>,
 ) -> Result<Manifest> {
-    let out = job.upload.upload(store, id)?;
+    let mut out = job.upload.upload(store, id)?;
+    let timer_file = timers.upload(store, id)?;
+    if let Some(file) = timer_file {
+        out.uploaded_bytes += file.size;
+        out.files.push(file);
+    }
     let manifest = Manifest {
         checkpoint_id: id,
         kind: out.kind,
@@ -184,6 +192,7 @@ fn run(
         created_at_millis: job.created_at_millis,
         states: out.states,
         offsets,
+        timers: timers.metas(),
         files: out.files,
         uploaded_bytes: out.uploaded_bytes,
     };

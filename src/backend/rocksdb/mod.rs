@@ -654,6 +654,9 @@ fn parked_records(db: &Db) -> Result<Vec<KeyValue>> {
 fn download(source: &RestoreSource, dir: &Path) -> Result<HashMap<String, String>> {
     let mut shared = HashMap::new();
     for entry in &source.manifest.files {
+        if entry.role == crate::checkpoint::FileRole::Timers {
+            continue; // the backend restores timers
+        }
         let local = snapshot::local_name(entry);
         // SSTs are immutable for RocksDB too, so they may share the stored file; MANIFEST
         // and friends are appended to and must be copies.

@@ -1,0 +1,325 @@
+//! Timers: event-time and processing-time timers per key and namespace, partitioned by key
+//! group like all other state.
+//!
+//! A [`TimerService`] holds two [`TimeDomain`]s. A timer is the triple (key, namespace,
+//! timestamp): registering it twice holds one timer, deleting an absent one does nothing.
+//! [`advance_watermark`](TimerService::advance_watermark) fires every event-time timer with
+//! `timestamp <= watermark`, [`advance_processing_time`](TimerService::advance_processing_time)
+//! every processing-time timer with `timestamp <= now`, in timestamp order; ties fire in the
+//! order of the timers' encoded (key, namespace) bytes, then of key group — stable and
+//! independent of registration order. The callback runs without any lock held, so it may
+//! register and delete timers, and a timer it registers that is already due fires in the same
+//! advance.
+//!
+//! ```
+//! use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
+//! # fn main() -> Result<(), keyed_state::Error> {
+//! let backend = KeyedStateBackend::<String>::new(HeapEngine::new(EngineConfig::default()));
+//! let sessions = backend.timer_service::<()>("session-end")?;
+//! let alice = backend.key("alice".to_string())?;
+//! sessions.register_event_time_timer(&alice, &(), 30 * 60_000)?;
+//! sessions.delete_event_time_timer(&alice, &(), 30 * 60_000)?; // the next event came
+//! sessions.register_event_time_timer(&alice, &(), 45 * 60_000)?;
+//! let mut fired = Vec::new();
+//! sessions.advance_watermark(60 * 60_000, |t| {
+//!     fired.push((t.key, t.timestamp));
+//!     Ok(())
+//! })?;
+//! assert_eq!(fired, vec![("alice".to_string(), 45 * 60_000)]);
+//! # Ok(())
+//! # }
+//! ```
+
+mod queue;
+pub(crate) mod snapshot;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+
+use parking_lot::Mutex;
+
+use crate::backend::EngineConfig;
+use crate::checkpoint::TimerMeta;
+use crate::codec::{read_varint_u32, take, write_varint_u32};
+use crate::error::{CodecError, Error, Result};
+use crate::key::Key;
+use crate::key_group::key_group_for_bytes;
+use crate::state::{Namespace, StateKey};
+pub(crate) use queue::{TimerId, TimerQueue};
+use snapshot::{RestoredTimers, ServiceTimers};
+
+/// Which clock a timer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeDomain {
+    /// Fires when the watermark reaches the timestamp.
+    EventTime,
+    /// Fires when processing time (the engine's clock) reaches the timestamp.
+    ProcessingTime,
+}
+
+impl TimeDomain {
+    fn index(self) -> usize {
+        match self {
+            TimeDomain::EventTime => 0,
+            TimeDomain::ProcessingTime => 1,
+        }
+    }
+}
+
+/// A fired timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer<K, N = ()> {
+    /// When it was due.
+    pub timestamp: u64,
+    /// The key it was registered for.
+    pub key: K,
+    /// The namespace it was registered for.
+    pub namespace: N,
+    /// Its key group.
+    pub key_group: u16,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A timer's id: `varint key length | key bytes | namespace bytes`.
+pub(crate) fn timer_id<N: Namespace>(key_bytes: &[u8], ns: &N) -> TimerId {
+    let mut id = TimerId::new();
+    let mut len = Vec::with_capacity(5);
+    write_varint_u32(&mut len, key_bytes.len() as u32);
+    id.extend_from_slice(&len);
+    id.extend_from_slice(key_bytes);
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.clear();
+        ns.encode(&mut s);
+        id.extend_from_slice(&s);
+    });
+    id
+}
+
+/// Splits an id into key bytes and namespace bytes.
+pub(crate) fn split_id(id: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
+    let mut input = id;
+    let n = read_varint_u32(&mut input, "timer key length")? as usize;
+    let key = take(&mut input, n, "timer key")?;
+    Ok((key, input))
+}
+
+/// The timers of one operator instance. See the module documentation.
+pub struct TimerService<K, N = ()> {
+    name: String,
+    config: EngineConfig,
+    domains: Mutex<[TimerQueue; 2]>,
+    _types: PhantomData<fn() -> (K, N)>,
+}
+
+impl<K: StateKey, N: Namespace> TimerService<K, N> {
+    /// An empty service named `name` (its name in checkpoints) for `config`'s key groups.
+    pub fn new(name: impl Into<String>, config: &EngineConfig) -> Self {
+        let groups = config.key_group_range().len();
+        TimerService {
+            name: name.into(),
+            config: config.clone(),
+            domains: Mutex::new([TimerQueue::new(groups), TimerQueue::new(groups)]),
+            _types: PhantomData,
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Registers a timer; `false` when the same (key, namespace, timestamp) was registered.
+    /// A key of a group this instance does not own is a typed error.
+    pub fn register(&self, domain: TimeDomain, key: &Key<K>, ns: &N, ts: u64) -> Result<bool> {
+        let index = self.config.group_index(key)?;
+        let id = timer_id(key.bytes(), ns);
+        Ok(self.domains.lock()[domain.index()].add(index, ts, id))
+    }
+
+    /// Deletes a timer; `false` (and no error) when it did not exist.
+    pub fn delete(&self, domain: TimeDomain, key: &Key<K>, ns: &N, ts: u64) -> Result<bool> {
+        let index = self.config.group_index(key)?;
+        let id = timer_id(key.bytes(), ns);
+        Ok(self.domains.lock()[domain.index()].remove(index, ts, &id))
+    }
+
+    /// Registers an event-time timer.
+    pub fn register_event_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
+        self.register(TimeDomain::EventTime, key, ns, ts).map(drop)
+    }
+
+    /// Deletes an event-time timer (a no-op when absent).
+    pub fn delete_event_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
+        self.delete(TimeDomain::EventTime, key, ns, ts).map(drop)
+    }
+
+    /// Registers a processing-time timer.
+    pub fn register_processing_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
+        self.register(TimeDomain::ProcessingTime, key, ns, ts)
+            .map(drop)
+    }
+
+    /// Deletes a processing-time timer (a no-op when absent).
+    pub fn delete_processing_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
+        self.delete(TimeDomain::ProcessingTime, key, ns, ts)
+            .map(drop)
+    }
+
+    /// The earliest pending timestamp of `domain`.
+    pub fn next_timer(&self, domain: TimeDomain) -> Option<u64> {
+        self.domains.lock()[domain.index()].peek()
+    }
+
+    /// How many timers of `domain` are pending.
+    pub fn pending(&self, domain: TimeDomain) -> u64 {
+        self.domains.lock()[domain.index()].len()
+    }
+
+    /// Fires every event-time timer with `timestamp <= watermark`, in order, calling
+    /// `on_timer` for each (without any lock held); returns how many fired. An error from the
+    /// callback stops the advance (the timers not yet fired stay pending).
+    pub fn advance_watermark(
+        &self,
+        watermark: u64,
+        on_timer: impl FnMut(Timer<K, N>) -> Result<()>,
+    ) -> Result<u64> {
+        self.fire(TimeDomain::EventTime, watermark, on_timer)
+    }
+
+    /// Fires every processing-time timer with `timestamp <= now`, like
+    /// [`advance_watermark`](Self::advance_watermark).
+    pub fn advance_processing_time(
+        &self,
+        now: u64,
+        on_timer: impl FnMut(Timer<K, N>) -> Result<()>,
+    ) -> Result<u64> {
+        self.fire(TimeDomain::ProcessingTime, now, on_timer)
+    }
+
+    /// Fires the processing-time timers due at the engine clock's current time.
+    pub fn fire_due_processing_timers(
+        &self,
+        on_timer: impl FnMut(Timer<K, N>) -> Result<()>,
+    ) -> Result<u64> {
+        let now = self.config.clock().now_millis();
+        self.advance_processing_time(now, on_timer)
+    }
+
+    fn fire(
+        &self,
+        domain: TimeDomain,
+        upto: u64,
+        mut on_timer: impl FnMut(Timer<K, N>) -> Result<()>,
+    ) -> Result<u64> {
+        let mut fired = 0;
+        loop {
+            // Pop one timer at a time and release the lock before the callback, which may
+            // register or delete timers (including ones due in this advance).
+            let Some((index, ts, id)) = self.domains.lock()[domain.index()].pop_due(upto) else {
+                return Ok(fired);
+            };
+            let timer = self.decode(index, ts, &id)?;
+            fired += 1;
+            on_timer(timer)?;
+        }
+    }
+
+    fn decode(&self, index: usize, ts: u64, id: &[u8]) -> Result<Timer<K, N>> {
+        let decode = |source| Error::Decode {
+            state: self.name.clone(),
+            source,
+        };
+        let (key, ns) = split_id(id).map_err(decode)?;
+        let range = self.config.key_group_range();
+        Ok(Timer {
+            timestamp: ts,
+            key: K::decode(key).map_err(decode)?,
+            namespace: N::decode(ns).map_err(decode)?,
+            key_group: range.start() + index as u16,
+        })
+    }
+}
+
+/// What checkpoints need from a timer service, whatever its types.
+pub(crate) trait TimerSnapshotter: Send + Sync {
+    /// A copy of every pending timer, per domain and key group.
+    fn snapshot(&self) -> ServiceTimers;
+    /// The service's metadata.
+    fn timer_meta(&self) -> TimerMeta;
+    /// Adds restored timers.
+    fn restore_timers(&self, restored: &RestoredTimers) -> Result<()>;
+}
+
+impl<K: StateKey, N: Namespace> TimerSnapshotter for TimerService<K, N> {
+    fn timer_meta(&self) -> TimerMeta {
+        self.meta()
+    }
+
+    fn restore_timers(&self, restored: &RestoredTimers) -> Result<()> {
+        self.restore(restored)
+    }
+
+    fn snapshot(&self) -> ServiceTimers {
+        let domains = self.domains.lock();
+        let groups = self.config.key_group_range().len();
+        let copy = |q: &TimerQueue| (0..groups).map(|i| q.group(i).cloned().collect()).collect();
+        ServiceTimers {
+            meta: self.meta(),
+            domains: [copy(&domains[0]), copy(&domains[1])],
+        }
+    }
+}
+
+impl<K: StateKey, N: Namespace> TimerService<K, N> {
+    /// The service's metadata in checkpoints.
+    pub(crate) fn meta(&self) -> TimerMeta {
+        TimerMeta {
+            name: self.name.clone(),
+            key_codec: K::codec_id(),
+            namespace_codec: N::codec_id(),
+        }
+    }
+
+    /// Adds restored timers (of owned key groups only; each key's group is checked).
+    pub(crate) fn restore(&self, restored: &RestoredTimers) -> Result<()> {
+        let invalid = |reason: String| Error::Decode {
+            state: self.name.clone(),
+            source: CodecError::Invalid {
+                what: "restored timer",
+                reason,
+            },
+        };
+        let max_parallelism = self.config.max_parallelism();
+        let mut domains = self.domains.lock();
+        for (domain, timers) in restored.timers.iter().enumerate() {
+            for (group, ts, id) in timers {
+                let (key, _) = split_id(id).map_err(|e| invalid(e.to_string()))?;
+                if key_group_for_bytes(key, max_parallelism) != *group {
+                    return Err(invalid(format!(
+                        "a key of another group in key group {group}"
+                    )));
+                }
+                let index = self.config.local_index(*group)?;
+                domains[domain].add(index, *ts, id.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<K, N> fmt::Debug for TimerService<K, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.domains.lock();
+        f.debug_struct("TimerService")
+            .field("name", &self.name)
+            .field("range", &self.config.key_group_range())
+            .field("event_time_timers", &d[0].len())
+            .field("processing_time_timers", &d[1].len())
+            .finish()
+    }
+}
