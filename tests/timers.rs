@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
 use keyed_state::key_group::{KeyGroupRange, range_for_operator};
 use keyed_state::timer::{TimeDomain, Timer, TimerService};
-use keyed_state::{EngineConfig, Error, HeapEngine, KeyedStateBackend};
+use keyed_state::{Engine, EngineConfig, Error, HeapEngine, KeyedStateBackend};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -65,51 +66,81 @@ fn oracle_advance(oracle: &mut Oracle, d: usize, upto: u64) -> Vec<(u64, u64, u3
     fired
 }
 
+/// Runs `ops` against the backend's timer service "t" and the oracle, checking every step.
+fn check_model<E: Engine>(
+    backend: &KeyedStateBackend<u64, E>,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let timers = backend.timer_service::<u32>("t").unwrap();
+    let mut oracle: Oracle = [BTreeSet::new(), BTreeSet::new()];
+    for op in ops {
+        match op {
+            Op::Register(e, k, n, t) => {
+                let added = timers
+                    .register(domain(e), &backend.key(k).unwrap(), &n, t)
+                    .unwrap();
+                prop_assert_eq!(added, oracle[usize::from(!e)].insert((t, k, n)));
+            }
+            Op::Delete(e, k, n, t) => {
+                let removed = timers
+                    .delete(domain(e), &backend.key(k).unwrap(), &n, t)
+                    .unwrap();
+                prop_assert_eq!(removed, oracle[usize::from(!e)].remove(&(t, k, n)));
+            }
+            Op::Advance(e, upto) => {
+                let mut fired = Vec::new();
+                let on_timer = |t: Timer<u64, u32>| {
+                    fired.push((t.timestamp, t.key, t.namespace));
+                    let (register, delete) = follow_up(t.key, t.namespace, t.timestamp);
+                    if let Some((k, n, ts)) = register {
+                        timers.register(domain(e), &backend.key(k)?, &n, ts)?;
+                    }
+                    if let Some((k, n, ts)) = delete {
+                        timers.delete(domain(e), &backend.key(k)?, &n, ts)?;
+                    }
+                    Ok(())
+                };
+                let count = if e {
+                    timers.advance_watermark(upto, on_timer).unwrap()
+                } else {
+                    timers.advance_processing_time(upto, on_timer).unwrap()
+                };
+                let expected = oracle_advance(&mut oracle, usize::from(!e), upto);
+                prop_assert_eq!(count as usize, expected.len());
+                prop_assert_eq!(fired, expected);
+            }
+        }
+        for (i, d) in [TimeDomain::EventTime, TimeDomain::ProcessingTime]
+            .into_iter()
+            .enumerate()
+        {
+            prop_assert_eq!(timers.pending(d), oracle[i].len() as u64);
+            prop_assert_eq!(timers.next_timer(d), oracle[i].first().map(|t| t.0));
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
     #[test]
-    fn timers_match_the_oracle(ops in proptest::collection::vec(op(), 1..80)) {
+    fn heap_timers_match_the_oracle(ops in proptest::collection::vec(op(), 1..80)) {
         let backend = KeyedStateBackend::<u64>::new(HeapEngine::new(EngineConfig::default()));
-        let timers = backend.timer_service::<u32>("t").unwrap();
-        let mut oracle: Oracle = [BTreeSet::new(), BTreeSet::new()];
-        for op in ops {
-            match op {
-                Op::Register(e, k, n, t) => {
-                    let added = timers.register(domain(e), &backend.key(k).unwrap(), &n, t).unwrap();
-                    prop_assert_eq!(added, oracle[usize::from(!e)].insert((t, k, n)));
-                }
-                Op::Delete(e, k, n, t) => {
-                    let removed = timers.delete(domain(e), &backend.key(k).unwrap(), &n, t).unwrap();
-                    prop_assert_eq!(removed, oracle[usize::from(!e)].remove(&(t, k, n)));
-                }
-                Op::Advance(e, upto) => {
-                    let mut fired = Vec::new();
-                    let on_timer = |t: Timer<u64, u32>| {
-                        fired.push((t.timestamp, t.key, t.namespace));
-                        let (register, delete) = follow_up(t.key, t.namespace, t.timestamp);
-                        if let Some((k, n, ts)) = register {
-                            timers.register(domain(e), &backend.key(k)?, &n, ts)?;
-                        }
-                        if let Some((k, n, ts)) = delete {
-                            timers.delete(domain(e), &backend.key(k)?, &n, ts)?;
-                        }
-                        Ok(())
-                    };
-                    let count = if e {
-                        timers.advance_watermark(upto, on_timer).unwrap()
-                    } else {
-                        timers.advance_processing_time(upto, on_timer).unwrap()
-                    };
-                    let expected = oracle_advance(&mut oracle, usize::from(!e), upto);
-                    prop_assert_eq!(count as usize, expected.len());
-                    prop_assert_eq!(fired, expected);
-                }
-            }
-            for (i, d) in [TimeDomain::EventTime, TimeDomain::ProcessingTime].into_iter().enumerate() {
-                prop_assert_eq!(timers.pending(d), oracle[i].len() as u64);
-                prop_assert_eq!(timers.next_timer(d), oracle[i].first().map(|t| t.0));
-            }
-        }
+        check_model(&backend, ops)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn rocksdb_timers_match_the_oracle(ops in proptest::collection::vec(op(), 1..80)) {
+        let engine = RocksDbEngine::open_temporary(
+            EngineConfig::default(),
+            RocksDbOptions::default().with_timers_in_rocksdb(true),
+        )
+        .unwrap();
+        let backend = KeyedStateBackend::<u64, _>::new(engine);
+        check_model(&backend, ops)?;
     }
 }
 
@@ -172,8 +203,6 @@ fn a_service_is_shared_by_name_and_typed() {
 
 mod checkpoints {
     use super::*;
-    use keyed_state::Engine;
-    use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
     use keyed_state::checkpoint::{CheckpointStore, MemoryStorage, RestoreSource, SnapshotMode};
 
     const M: u32 = 128;
@@ -236,7 +265,15 @@ mod checkpoints {
         out
     }
 
-    fn rescale(rocks_from: bool, rocks_to: bool, p: u32, q: u32, mode: SnapshotMode) {
+    fn rescale(
+        rocks_from: bool,
+        rocks_to: bool,
+        p: u32,
+        q: u32,
+        mode: SnapshotMode,
+        timers_in_rocksdb: bool,
+    ) {
+        let options = RocksDbOptions::default().with_timers_in_rocksdb(timers_in_rocksdb);
         let dir = tempfile::tempdir().unwrap();
         let mut expected = Fired::new();
         let mut sources = Vec::new();
@@ -249,17 +286,17 @@ mod checkpoints {
             );
             let mut snap = |pending: Fired, m| {
                 expected.extend(pending);
-                let _: &keyed_state::checkpoint::Manifest = &m;
+                let m: &keyed_state::checkpoint::Manifest = &m;
+                // RocksDB-resident timers travel in the SST files of native checkpoints, all
+                // others in a timers file.
+                let in_files = rocks_from && timers_in_rocksdb && mode != SnapshotMode::Savepoint;
+                assert_eq!(m.timers.is_empty(), in_files);
                 sources.push(RestoreSource::latest(&store).unwrap());
             };
             if rocks_from {
                 let b = KeyedStateBackend::<u64, _>::new(
-                    RocksDbEngine::open(
-                        dir.path().join(format!("src-{i}")),
-                        c,
-                        RocksDbOptions::default(),
-                    )
-                    .unwrap(),
+                    RocksDbEngine::open(dir.path().join(format!("src-{i}")), c, options.clone())
+                        .unwrap(),
                 );
                 let pending = setup(&b);
                 let m = b
@@ -295,7 +332,7 @@ mod checkpoints {
                     RocksDbEngine::restore(
                         dir.path().join(format!("dst-{j}")),
                         c,
-                        RocksDbOptions::default(),
+                        options.clone(),
                         &sources,
                     )
                     .unwrap(),
@@ -319,21 +356,31 @@ mod checkpoints {
     #[test]
     fn heap_timers_restore_and_rescale_firing_each_once() {
         for (p, q) in [(1, 1), (1, 3), (3, 2), (4, 1), (2, 5)] {
-            rescale(false, false, p, q, SnapshotMode::Checkpoint);
+            rescale(false, false, p, q, SnapshotMode::Checkpoint, false);
         }
     }
 
     #[test]
     fn rocksdb_timers_restore_and_rescale_firing_each_once() {
         for (p, q) in [(1, 1), (1, 3), (3, 2), (2, 5)] {
-            rescale(true, true, p, q, SnapshotMode::Checkpoint);
+            rescale(true, true, p, q, SnapshotMode::Checkpoint, false);
         }
     }
 
     #[test]
     fn timers_travel_in_savepoints_between_engines() {
-        rescale(true, false, 2, 3, SnapshotMode::Savepoint);
-        rescale(false, true, 3, 1, SnapshotMode::Savepoint);
+        rescale(true, false, 2, 3, SnapshotMode::Savepoint, false);
+        rescale(false, true, 3, 1, SnapshotMode::Savepoint, false);
+        // Timers kept in RocksDB travel in savepoints too.
+        rescale(true, false, 2, 1, SnapshotMode::Savepoint, true);
+        rescale(false, true, 1, 2, SnapshotMode::Savepoint, true);
+    }
+
+    #[test]
+    fn rocksdb_resident_timers_restore_and_rescale_through_native_checkpoints() {
+        for (p, q) in [(1, 1), (1, 3), (3, 2), (2, 5)] {
+            rescale(true, true, p, q, SnapshotMode::Checkpoint, true);
+        }
     }
 
     #[test]

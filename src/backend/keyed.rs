@@ -191,7 +191,10 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
                     requested: std::any::type_name::<N>().into(),
                 });
         }
-        let service = Arc::new(TimerService::<K, N>::new(name, self.config()));
+        let service = Arc::new(match self.engine.timer_store(name)? {
+            Some(store) => TimerService::<K, N>::with_store(name, self.config(), store),
+            None => TimerService::<K, N>::new(name, self.config()),
+        });
         let parked = self.restored_timers.lock().remove(name);
         if let Some(parked) = parked {
             let meta = service.meta();
@@ -252,14 +255,17 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
 
     /// Every timer service's timers (created or restored and not created yet), for a
     /// snapshot.
-    fn snapshot_timers(&self) -> TimersSnapshot {
+    /// Services whose timers live in the engine's files are left out of native checkpoints
+    /// (the engine's files carry them), not out of savepoints.
+    fn snapshot_timers(&self, mode: SnapshotMode) -> Result<TimersSnapshot> {
         let range = self.key_group_range();
         let mut services: Vec<ServiceTimers> = self
             .timers
             .lock()
             .values()
+            .filter(|t| mode == SnapshotMode::Savepoint || !t.snapshotter.in_engine_files())
             .map(|t| t.snapshotter.snapshot())
-            .collect();
+            .collect::<Result<_>>()?;
         for r in self.restored_timers.lock().values() {
             let mut domains: [Vec<Vec<(u64, TimerId)>>; 2] =
                 [vec![Vec::new(); range.len()], vec![Vec::new(); range.len()]];
@@ -279,7 +285,7 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
             });
         }
         services.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
-        TimersSnapshot { range, services }
+        Ok(TimersSnapshot { range, services })
     }
 
     /// Registers (or looks up) a value state.
@@ -372,15 +378,19 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         mode: SnapshotMode,
     ) -> Result<PendingCheckpoint> {
         store.begin(id)?;
-        let job = match self.engine.snapshot(mode) {
-            Ok(job) => job,
+        // The synchronous part: the engine's, then a copy of the timers.
+        let prepared = self
+            .engine
+            .snapshot(mode)
+            .and_then(|job| Ok((job, self.snapshot_timers(mode)?)));
+        let (job, timers) = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 let _ = store.abort(id);
                 return Err(e);
             }
         };
         let offsets = offsets.iter().map(|(n, o)| ((*n).to_owned(), *o)).collect();
-        let timers = self.snapshot_timers();
         PendingCheckpoint::spawn(store.clone(), id, job, timers, offsets)
     }
 }

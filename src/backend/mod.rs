@@ -26,6 +26,7 @@ use crate::error::{ConfigError, Error, Result};
 use crate::key::Key;
 use crate::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroupRange, check_max_parallelism};
 use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
+use crate::timer::TimerStore;
 use crate::ttl::Stamped;
 
 /// Storage for one Value, Reducing or Aggregating state: one stamped value per (key, namespace).
@@ -103,6 +104,11 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// The synchronous part of a snapshot: as short as the engine can make it; the returned
     /// job's upload runs in the background while processing continues.
     fn snapshot(&self, mode: SnapshotMode) -> Result<SnapshotJob>;
+    /// Where the timer service `name` keeps its timers: `None` (the default) for the heap.
+    fn timer_store(&self, name: &str) -> Result<Option<Box<dyn TimerStore>>> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 /// Per-state figures of [`EngineMetrics`].

@@ -32,6 +32,7 @@
 
 mod queue;
 pub(crate) mod snapshot;
+mod store;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -46,8 +47,10 @@ use crate::error::{CodecError, Error, Result};
 use crate::key::Key;
 use crate::key_group::key_group_for_bytes;
 use crate::state::{Namespace, StateKey};
-pub(crate) use queue::{TimerId, TimerQueue};
+pub use queue::TimerId;
 use snapshot::{RestoredTimers, ServiceTimers};
+pub(crate) use store::HeapTimerStore;
+pub use store::TimerStore;
 
 /// Which clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,18 +115,28 @@ pub(crate) fn split_id(id: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
 pub struct TimerService<K, N = ()> {
     name: String,
     config: EngineConfig,
-    domains: Mutex<[TimerQueue; 2]>,
+    store: Mutex<Box<dyn TimerStore>>,
     _types: PhantomData<fn() -> (K, N)>,
 }
 
 impl<K: StateKey, N: Namespace> TimerService<K, N> {
-    /// An empty service named `name` (its name in checkpoints) for `config`'s key groups.
+    /// An empty service named `name` (its name in checkpoints) for `config`'s key groups,
+    /// keeping its timers on the heap.
     pub fn new(name: impl Into<String>, config: &EngineConfig) -> Self {
         let groups = config.key_group_range().len();
+        Self::with_store(name, config, Box::new(HeapTimerStore::new(groups)))
+    }
+
+    /// A service over `store` (the engine's choice of where timers live).
+    pub(crate) fn with_store(
+        name: impl Into<String>,
+        config: &EngineConfig,
+        store: Box<dyn TimerStore>,
+    ) -> Self {
         TimerService {
             name: name.into(),
             config: config.clone(),
-            domains: Mutex::new([TimerQueue::new(groups), TimerQueue::new(groups)]),
+            store: Mutex::new(store),
             _types: PhantomData,
         }
     }
@@ -138,14 +151,14 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     pub fn register(&self, domain: TimeDomain, key: &Key<K>, ns: &N, ts: u64) -> Result<bool> {
         let index = self.config.group_index(key)?;
         let id = timer_id(key.bytes(), ns);
-        Ok(self.domains.lock()[domain.index()].add(index, ts, id))
+        self.store.lock().add(domain.index(), index, ts, id)
     }
 
     /// Deletes a timer; `false` (and no error) when it did not exist.
     pub fn delete(&self, domain: TimeDomain, key: &Key<K>, ns: &N, ts: u64) -> Result<bool> {
         let index = self.config.group_index(key)?;
         let id = timer_id(key.bytes(), ns);
-        Ok(self.domains.lock()[domain.index()].remove(index, ts, &id))
+        self.store.lock().remove(domain.index(), index, ts, &id)
     }
 
     /// Registers an event-time timer.
@@ -172,12 +185,12 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
 
     /// The earliest pending timestamp of `domain`.
     pub fn next_timer(&self, domain: TimeDomain) -> Option<u64> {
-        self.domains.lock()[domain.index()].peek()
+        self.store.lock().peek(domain.index())
     }
 
     /// How many timers of `domain` are pending.
     pub fn pending(&self, domain: TimeDomain) -> u64 {
-        self.domains.lock()[domain.index()].len()
+        self.store.lock().len(domain.index())
     }
 
     /// Fires every event-time timer with `timestamp <= watermark`, in order, calling
@@ -220,7 +233,8 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
         loop {
             // Pop one timer at a time and release the lock before the callback, which may
             // register or delete timers (including ones due in this advance).
-            let Some((index, ts, id)) = self.domains.lock()[domain.index()].pop_due(upto) else {
+            let popped = self.store.lock().pop_due(domain.index(), upto)?;
+            let Some((index, ts, id)) = popped else {
                 return Ok(fired);
             };
             let timer = self.decode(index, ts, &id)?;
@@ -248,7 +262,9 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
 /// What checkpoints need from a timer service, whatever its types.
 pub(crate) trait TimerSnapshotter: Send + Sync {
     /// A copy of every pending timer, per domain and key group.
-    fn snapshot(&self) -> ServiceTimers;
+    fn snapshot(&self) -> Result<ServiceTimers>;
+    /// Whether the timers are in the engine's own checkpoint files.
+    fn in_engine_files(&self) -> bool;
     /// The service's metadata.
     fn timer_meta(&self) -> TimerMeta;
     /// Adds restored timers.
@@ -264,14 +280,22 @@ impl<K: StateKey, N: Namespace> TimerSnapshotter for TimerService<K, N> {
         self.restore(restored)
     }
 
-    fn snapshot(&self) -> ServiceTimers {
-        let domains = self.domains.lock();
+    fn in_engine_files(&self) -> bool {
+        self.store.lock().in_engine_files()
+    }
+
+    fn snapshot(&self) -> Result<ServiceTimers> {
+        let store = self.store.lock();
         let groups = self.config.key_group_range().len();
-        let copy = |q: &TimerQueue| (0..groups).map(|i| q.group(i).cloned().collect()).collect();
-        ServiceTimers {
+        let copy = |d: usize| {
+            (0..groups)
+                .map(|i| store.group(d, i))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(ServiceTimers {
             meta: self.meta(),
-            domains: [copy(&domains[0]), copy(&domains[1])],
-        }
+            domains: [copy(0)?, copy(1)?],
+        })
     }
 }
 
@@ -295,7 +319,7 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
             },
         };
         let max_parallelism = self.config.max_parallelism();
-        let mut domains = self.domains.lock();
+        let mut store = self.store.lock();
         for (domain, timers) in restored.timers.iter().enumerate() {
             for (group, ts, id) in timers {
                 let (key, _) = split_id(id).map_err(|e| invalid(e.to_string()))?;
@@ -305,7 +329,7 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
                     )));
                 }
                 let index = self.config.local_index(*group)?;
-                domains[domain].add(index, *ts, id.clone());
+                store.add(domain, index, *ts, id.clone())?;
             }
         }
         Ok(())
@@ -314,12 +338,13 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
 
 impl<K, N> fmt::Debug for TimerService<K, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.domains.lock();
+        let store = self.store.lock();
         f.debug_struct("TimerService")
             .field("name", &self.name)
             .field("range", &self.config.key_group_range())
-            .field("event_time_timers", &d[0].len())
-            .field("processing_time_timers", &d[1].len())
+            .field("event_time_timers", &store.len(0))
+            .field("processing_time_timers", &store.len(1))
+            .field("in_engine_files", &store.in_engine_files())
             .finish()
     }
 }

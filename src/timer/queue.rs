@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 
 /// A timer's key and namespace bytes; inline up to 22 bytes (a `u64` key and a small
 /// namespace), so the common timer allocates nothing beyond its set node.
-pub(crate) type TimerId = SmallVec<[u8; 22]>;
+pub type TimerId = SmallVec<[u8; 22]>;
 
 /// The timers of one domain over a key-group range.
 #[derive(Debug, Clone, Default)]

@@ -14,6 +14,7 @@ mod options;
 mod savepoint;
 mod snapshot;
 mod tables;
+mod timers;
 mod ttl_filter;
 
 pub use options::{Compression, RocksDbOptions};
@@ -38,6 +39,7 @@ use crate::checkpoint::{RestoreSource, SnapshotJob, SnapshotMode, fetch_verified
 use crate::error::{CheckpointError, ConfigError, Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::state::{MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue, meta_codec};
+use crate::timer::TimerStore;
 use crate::ttl::StateVisibility;
 use savepoint::PartShape;
 use tables::RocksTable;
@@ -329,6 +331,22 @@ impl RocksDbEngine {
         Ok(engine)
     }
 
+    /// The column family `name` (a state's or a timer service's), created if missing, and its
+    /// TTL slot.
+    fn ensure_cf(&self, name: &str) -> Result<Arc<TtlSlot>> {
+        let mut slots = self.slots.lock();
+        if let Some(slot) = slots.get(name) {
+            return Ok(slot.clone());
+        }
+        let slot = Arc::new(TtlSlot::default());
+        self.handle.db.create_cf(
+            name,
+            &state_cf_options(&self.options, &self.cache, &self.write_buffers, &slot),
+        )?;
+        slots.insert(name.to_owned(), slot.clone());
+        Ok(slot)
+    }
+
     /// What a savepoint needs per state; every state must be registered in this process.
     fn savepoint_specs(&self) -> Result<Vec<savepoint::StateSpec>> {
         let shapes = self.shapes.lock();
@@ -438,6 +456,9 @@ impl RocksDbEngine {
             }
         }
         for name in cfs.iter().filter(|n| n.as_str() != "default") {
+            // Column families the base lacks (a state or timer service only another source
+            // has) are created first.
+            self.ensure_cf(name)?;
             let (Some(from), Some(into)) = (other.cf_handle(name), self.handle.db.cf_handle(name))
             else {
                 continue;
@@ -586,20 +607,7 @@ impl RocksDbEngine {
             None => db.put(&key, meta_codec::encode(meta))?,
         }
         self.metas.lock().insert(meta.name.clone(), meta.clone());
-        let name = cf_name(&meta.name);
-        let mut slots = self.slots.lock();
-        let slot = match slots.get(&name) {
-            Some(slot) => slot.clone(),
-            None => {
-                let slot = Arc::new(TtlSlot::default());
-                db.create_cf(
-                    &name,
-                    &state_cf_options(&self.options, &self.cache, &self.write_buffers, &slot),
-                )?;
-                slots.insert(name, slot.clone());
-                slot
-            }
-        };
+        let slot = self.ensure_cf(&cf_name(&meta.name))?;
         slot.configure(meta.ttl.as_ref().map(|t| TtlRule {
             ttl_millis: t.ttl_millis(),
             list: meta.kind == StateKind::List,
@@ -766,6 +774,23 @@ impl Engine for RocksDbEngine {
         "rocksdb"
     }
 
+    /// With [`RocksDbOptions::timers_in_rocksdb`], a store in the column family
+    /// `timers:<name>`; otherwise the heap.
+    fn timer_store(&self, name: &str) -> Result<Option<Box<dyn TimerStore>>> {
+        if !self.options.timers_in_rocksdb() {
+            return Ok(None);
+        }
+        let cf = timers::timer_cf_name(name);
+        self.ensure_cf(&cf)?;
+        Ok(Some(Box::new(timers::RocksTimerStore::open(
+            self.handle.clone(),
+            cf,
+            layout::group_prefix_len(self.config.max_parallelism()),
+            self.config.key_group_range(),
+            !self.options.write_ahead_log(),
+        )?)))
+    }
+
     /// Flushes every column family and makes a RocksDB checkpoint (hard links) into a staging
     /// directory; the upload runs in the returned job.
     fn snapshot(&self, mode: SnapshotMode) -> Result<SnapshotJob> {
@@ -854,6 +879,7 @@ impl Engine for RocksDbEngine {
         let mut states = Vec::new();
         let mut memtable_bytes = 0;
         let mut names = self.state_cfs();
+        names.retain(|n| n.starts_with("state:")); // timer column families are not states
         names.sort();
         for name in names {
             let Some(cf) = db.cf_handle(&name) else {

@@ -34,12 +34,14 @@ pub struct RocksDbOptions {
     write_ahead_log: bool,
     auto_compaction: bool,
     background_jobs: i32,
+    timers_in_rocksdb: bool,
 }
 
 impl Default for RocksDbOptions {
     /// 64 MiB block cache shared by all states, 64 MiB write buffers (2 per state), LZ4,
     /// 10-bit bloom filters for point lookups, no overall memory budget, **no write-ahead log**
-    /// (durability comes from checkpoints), automatic compaction with 2 background jobs.
+    /// (durability comes from checkpoints), automatic compaction with 2 background jobs,
+    /// timers on the heap.
     fn default() -> Self {
         RocksDbOptions {
             block_cache_bytes: 64 << 20,
@@ -51,6 +53,7 @@ impl Default for RocksDbOptions {
             write_ahead_log: false,
             auto_compaction: true,
             background_jobs: 2,
+            timers_in_rocksdb: false,
         }
     }
 }
@@ -101,4 +104,10 @@ impl RocksDbOptions {
     option!(
         /// Background flush and compaction threads.
         background_jobs, with_background_jobs, i32);
+    option!(
+        /// Whether timer services keep their timers in RocksDB (a column family per service,
+        /// with each key group's head cached in memory) instead of on the heap. Off by
+        /// default: timers are usually far fewer than state entries, and the heap is several
+        /// times faster (DESIGN.md §7d); turn it on when timers do not fit in memory.
+        timers_in_rocksdb, with_timers_in_rocksdb, bool);
 }
