@@ -59,6 +59,8 @@ pub mod codec;
 pub mod error;
 pub mod key;
 pub mod key_group;
+#[cfg(feature = "rocksdb")]
+pub mod sim;
 pub mod state;
 pub mod timer;
 pub mod ttl;

@@ -1,0 +1,202 @@
+//! The simulated job's operators on a real backend: one instance per key-group range.
+//!
+//! Per event of user `u` (the semantics the oracle repeats on plain maps):
+//! - `count` (Value): events so far; every 100th emits `count u n`.
+//! - `max` (Reducing) and `avg` (Aggregating: sum and count) of the amounts.
+//! - sessions with a 30-minute inactivity gap: `per-kind` (Map kind → events) and
+//!   `session-last` (Value, the latest event time), an event-time timer at last + gap, moved
+//!   (deleted and registered again) by every event; when it fires: emit `session u events
+//!   last`, clear both states.
+//! - hourly windows (Value in namespace window): `window-count`, a timer at the window's last
+//!   millisecond; when it fires: emit `window u w n`, clear.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::generator::Event;
+use crate::backend::{Engine, KeyedStateBackend};
+use crate::checkpoint::{CheckpointStore, Manifest};
+use crate::error::Result;
+use crate::state::{
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, MapState, MapStateDescriptor,
+    ReducingState, ReducingStateDescriptor, ValueState, ValueStateDescriptor,
+};
+use crate::timer::{Timer, TimerService};
+
+/// The session inactivity gap.
+pub const SESSION_GAP_MS: u64 = 30 * 60_000;
+/// The window size.
+pub const WINDOW_MS: u64 = 3_600_000;
+/// `count` emits every this many events of a user.
+pub const COUNT_EMIT_EVERY: u64 = 100;
+
+/// Sum and count of amounts.
+#[derive(Debug, Clone, Copy)]
+pub struct Average;
+
+impl AggregateFunction for Average {
+    type In = u64;
+    type Acc = (u64, u64);
+    type Out = (u64, u64);
+    fn create_accumulator(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn add(&self, x: u64, (sum, n): (u64, u64)) -> (u64, u64) {
+        (sum + x, n + 1)
+    }
+    fn get_result(&self, acc: &(u64, u64)) -> (u64, u64) {
+        *acc
+    }
+    fn merge(&self, a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+        (a.0 + b.0, a.1 + b.1)
+    }
+}
+
+/// What the driver needs from an instance, whatever its engine.
+pub trait Instance {
+    /// Processes one event, appending outputs.
+    fn process(&self, e: &Event, out: &mut Vec<String>) -> Result<()>;
+    /// Fires the timers due at `watermark`, appending outputs.
+    fn advance(&self, watermark: u64, out: &mut Vec<String>) -> Result<()>;
+    /// Takes checkpoint `id` and waits for it.
+    fn checkpoint(
+        &self,
+        store: &Arc<CheckpointStore>,
+        id: u64,
+        offsets: &[(&str, u64)],
+    ) -> Result<Manifest>;
+    /// Every state entry, one line each, through the views and their key listings.
+    fn dump(&self) -> Result<BTreeSet<String>>;
+}
+
+/// One instance of the job on engine `E`.
+pub struct Job<E: Engine> {
+    backend: KeyedStateBackend<u64, E>,
+    count: ValueState<u64, u64>,
+    max: ReducingState<u64, u64>,
+    avg: AggregatingState<u64, Average>,
+    per_kind: MapState<u64, u8, u64>,
+    session_last: ValueState<u64, u64>,
+    window_count: ValueState<u64, u64, u64>,
+    sessions: Arc<TimerService<u64>>,
+    windows: Arc<TimerService<u64, u64>>,
+}
+
+impl<E: Engine> Job<E> {
+    /// Registers the job's states and timer services on `backend`.
+    pub fn new(backend: KeyedStateBackend<u64, E>) -> Result<Self> {
+        Ok(Job {
+            count: backend.value_state(&ValueStateDescriptor::new("count"))?,
+            max: backend.reducing_state(&ReducingStateDescriptor::new("max", u64::max))?,
+            avg: backend.aggregating_state(&AggregatingStateDescriptor::new("avg", Average))?,
+            per_kind: backend.map_state(&MapStateDescriptor::new("per-kind"))?,
+            session_last: backend.value_state(&ValueStateDescriptor::new("session-last"))?,
+            window_count: backend.value_state(&ValueStateDescriptor::new("window-count"))?,
+            sessions: backend.timer_service("sessions")?,
+            windows: backend.timer_service("windows")?,
+            backend,
+        })
+    }
+}
+
+impl<E: Engine> Instance for Job<E> {
+    fn process(&self, e: &Event, out: &mut Vec<String>) -> Result<()> {
+        let key = self.backend.key(e.user)?;
+        let n = self.count.get(&key, &())?.unwrap_or(0) + 1;
+        self.count.update(&key, &(), n)?;
+        if n % COUNT_EMIT_EVERY == 0 {
+            out.push(format!("count {} {n}", e.user));
+        }
+        self.max.add(&key, &(), e.amount)?;
+        self.avg.add(&key, &(), e.amount)?;
+
+        let last = self.session_last.get(&key, &())?;
+        if let Some(last) = last {
+            self.sessions
+                .delete_event_time_timer(&key, &(), last + SESSION_GAP_MS)?;
+        }
+        let events = self.per_kind.get(&key, &(), &e.kind)?.unwrap_or(0);
+        self.per_kind.put(&key, &(), e.kind, events + 1)?;
+        let last = last.map_or(e.ts, |l| l.max(e.ts));
+        self.session_last.update(&key, &(), last)?;
+        self.sessions
+            .register_event_time_timer(&key, &(), last + SESSION_GAP_MS)?;
+
+        let window = e.ts / WINDOW_MS;
+        let c = self.window_count.get(&key, &window)?.unwrap_or(0);
+        self.window_count.update(&key, &window, c + 1)?;
+        self.windows
+            .register_event_time_timer(&key, &window, (window + 1) * WINDOW_MS - 1)
+    }
+
+    fn advance(&self, watermark: u64, out: &mut Vec<String>) -> Result<()> {
+        self.sessions
+            .advance_watermark(watermark, |t: Timer<u64>| {
+                let key = self.backend.key(t.key)?;
+                let events: u64 = self.per_kind.values(&key, &())?.sum();
+                out.push(format!(
+                    "session {} {events} {}",
+                    t.key,
+                    t.timestamp - SESSION_GAP_MS
+                ));
+                self.per_kind.clear(&key, &())?;
+                self.session_last.clear(&key, &())
+            })?;
+        self.windows
+            .advance_watermark(watermark, |t: Timer<u64, u64>| {
+                let key = self.backend.key(t.key)?;
+                let n = self.window_count.get(&key, &t.namespace)?.unwrap_or(0);
+                out.push(format!("window {} {} {n}", t.key, t.namespace));
+                self.window_count.clear(&key, &t.namespace)
+            })?;
+        Ok(())
+    }
+
+    fn checkpoint(
+        &self,
+        store: &Arc<CheckpointStore>,
+        id: u64,
+        offsets: &[(&str, u64)],
+    ) -> Result<Manifest> {
+        self.backend.checkpoint(store, id, offsets)?.wait()
+    }
+
+    fn dump(&self) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        for g in self.backend.key_group_range() {
+            for (u, ()) in self.count.keys_in_group(g)? {
+                let key = self.backend.key(u)?;
+                out.insert(format!("count {u} {:?}", self.count.get(&key, &())?));
+            }
+            for (u, ()) in self.max.keys_in_group(g)? {
+                let key = self.backend.key(u)?;
+                out.insert(format!("max {u} {:?}", self.max.get(&key, &())?));
+            }
+            for (u, ()) in self.avg.keys_in_group(g)? {
+                let key = self.backend.key(u)?;
+                out.insert(format!("avg {u} {:?}", self.avg.get(&key, &())?));
+            }
+            for (u, ()) in self.per_kind.keys_in_group(g)? {
+                let key = self.backend.key(u)?;
+                for (kind, n) in self.per_kind.entries(&key, &())? {
+                    out.insert(format!("per-kind {u} {kind} {n}"));
+                }
+            }
+            for (u, ()) in self.session_last.keys_in_group(g)? {
+                let key = self.backend.key(u)?;
+                out.insert(format!(
+                    "session-last {u} {:?}",
+                    self.session_last.get(&key, &())?
+                ));
+            }
+            for (u, w) in self.window_count.keys_in_group(g)? {
+                let key = self.backend.key(u)?;
+                out.insert(format!(
+                    "window-count {u} {w} {:?}",
+                    self.window_count.get(&key, &w)?
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
