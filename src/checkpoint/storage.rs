@@ -162,6 +162,26 @@ impl LocalStorage {
     }
 }
 
+/// Copies `input` to `out` in 1 MiB chunks, computing the size and crc32 on the way.
+fn copy_with_crc(input: &mut impl Read, out: &mut impl Write) -> io::Result<FileInfo> {
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = input.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    Ok(FileInfo {
+        size,
+        crc32: hasher.finalize(),
+    })
+}
+
 /// fsync of a directory, so a rename or a new entry in it is durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -174,24 +194,7 @@ impl CheckpointStorage for LocalStorage {
 
     fn put_file(&self, path: &str, source: &Path) -> Result<FileInfo> {
         let mut input = File::open(source)?;
-        self.publish(path, |out| {
-            let mut hasher = crc32fast::Hasher::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut size = 0u64;
-            loop {
-                let n = input.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n])?;
-                size += n as u64;
-            }
-            Ok(FileInfo {
-                size,
-                crc32: hasher.finalize(),
-            })
-        })
+        self.publish(path, |out| copy_with_crc(&mut input, out))
     }
 
     fn get(&self, path: &str) -> Result<Bytes> {
@@ -217,22 +220,7 @@ impl CheckpointStorage for LocalStorage {
             Err(e) => return Err(e.into()),
         };
         let mut out = File::create(dest)?;
-        let mut hasher = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut size = 0u64;
-        loop {
-            let n = input.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n])?;
-            size += n as u64;
-        }
-        Ok(FileInfo {
-            size,
-            crc32: hasher.finalize(),
-        })
+        Ok(copy_with_crc(&mut input, &mut out)?)
     }
 
     fn link_to_file(&self, path: &str, dest: &Path) -> Result<FileInfo> {
