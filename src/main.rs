@@ -297,6 +297,12 @@ fn simulate_command() -> Command {
         ))
         .arg(num("crashes", "3", "Crashes at seeded points of the input"))
         .arg(
+            Arg::new("rescale-to")
+                .long("rescale-to")
+                .value_parser(clap::value_parser!(u32))
+                .help("Rescale to Q instances at the first checkpoint past half the input"),
+        )
+        .arg(
             Arg::new("dir")
                 .long("dir")
                 .value_parser(clap::value_parser!(PathBuf))
@@ -356,6 +362,7 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
             .clamp(1, 128),
         checkpoint_every: get("checkpoint-every").max(1),
         crashes: u32::try_from(get("crashes")).unwrap_or(u32::MAX),
+        rescale_to: m.get_one::<u32>("rescale-to").map(|q| (*q).clamp(1, 128)),
         ..SimConfig::default()
     };
     let mut failed = false;
@@ -386,7 +393,7 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
                 serde_json::json!({
                     "seed": r.seed, "engine": r.engine, "events": r.events,
                     "processed": r.processed, "checkpoints": r.checkpoints,
-                    "crashes": r.crashes, "restores": r.restores,
+                    "crashes": r.crashes, "restores": r.restores, "rescales": r.rescales,
                     "bytes_checkpointed": r.bytes_checkpointed, "outputs": r.outputs,
                     "divergences": r.divergences.len(),
                     "state_digest": format!("{:016x}", r.state_digest),
@@ -396,7 +403,7 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
             );
         } else {
             println!(
-                "seed {seed} on {}: {} events ({} processed with replays, {:.0} events/s), {} checkpoints ({} bytes uploaded), {} crashes, {} restores, {} committed outputs, state {:016x}, output {:016x}: {}",
+                "seed {seed} on {}: {} events ({} processed with replays, {:.0} events/s), {} checkpoints ({} bytes uploaded), {} crashes, {} restores, {} rescales, {} committed outputs, state {:016x}, output {:016x}: {}",
                 r.engine,
                 r.events,
                 r.processed,
@@ -405,6 +412,7 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
                 r.bytes_checkpointed,
                 r.crashes,
                 r.restores,
+                r.rescales,
                 r.outputs,
                 r.state_digest,
                 r.output_digest,
@@ -421,8 +429,18 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
                 eprintln!("seed {seed}: {d}");
             }
             eprintln!(
-                "replay: keyed-state simulate --seed {seed} --events {} --keys {} --engine {} --parallelism {} --checkpoint-every {} --crashes {}",
-                cfg.events, cfg.keys, r.engine, cfg.parallelism, cfg.checkpoint_every, cfg.crashes
+                "replay: keyed-state simulate --seed {seed} --events {} --keys {} --skew {} --engine {} --parallelism {} --checkpoint-every {} --crashes {}{}",
+                cfg.events,
+                cfg.keys,
+                m.get_one::<String>("skew")
+                    .map_or("uniform", String::as_str),
+                r.engine,
+                cfg.parallelism,
+                cfg.checkpoint_every,
+                cfg.crashes,
+                cfg.rescale_to
+                    .map(|q| format!(" --rescale-to {q}"))
+                    .unwrap_or_default()
             );
         }
     }

@@ -1,4 +1,4 @@
-//! The simulator as a test: a sweep of seeds on both engines, with crashes, checks the
+//! The simulator as a test: a sweep of seeds on both engines, with crashes and rescales, checks the
 //! committed output and the final state against the oracle; runs are deterministic and the
 //! engines agree. `KS_SIM_SEEDS=N` widens the sweep (N seeds per engine).
 
@@ -18,6 +18,8 @@ fn config(seed: u64, engine: EngineKind) -> SimConfig {
         parallelism: 1 + (seed % 4) as u32,
         checkpoint_every: 300 + seed % 500,
         crashes: 1 + (seed % 5) as u32,
+        // A third of the seeds rescale half way, to 1..=5 instances.
+        rescale_to: seed.is_multiple_of(3).then_some(1 + (seed / 3 % 5) as u32),
         ..SimConfig::default()
     }
 }
@@ -27,7 +29,7 @@ fn sweep(engine: EngineKind, default_seeds: u64) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_seeds);
-    let (mut crashes, mut restores) = (0, 0);
+    let (mut crashes, mut restores, mut rescales) = (0, 0, 0);
     for seed in 0..seeds {
         let r = run(&config(seed, engine)).unwrap();
         assert!(
@@ -39,11 +41,13 @@ fn sweep(engine: EngineKind, default_seeds: u64) {
         assert!(r.checkpoints > 0 && r.outputs > 0);
         crashes += r.crashes;
         restores += r.restores;
+        rescales += r.rescales;
     }
     assert!(crashes >= seeds, "every seed crashed at least once");
     assert!(restores > seeds / 2, "most crashes restored a checkpoint");
+    assert!(rescales > seeds / 5, "a fifth of the seeds or more rescaled: {rescales}");
     eprintln!(
-        "{}: {seeds} seeds, {crashes} crashes, {restores} restores",
+        "{}: {seeds} seeds, {crashes} crashes, {restores} restores, {rescales} rescales",
         engine.name()
     );
 }

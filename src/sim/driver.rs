@@ -58,6 +58,8 @@ pub struct SimConfig {
     pub checkpoint_every: u64,
     /// Crashes at seeded points of the input.
     pub crashes: u32,
+    /// Rescale to this many instances at the first checkpoint past half the input.
+    pub rescale_to: Option<u32>,
     /// Where checkpoints (and RocksDB databases) go; a temporary directory when `None`.
     pub dir: Option<PathBuf>,
 }
@@ -74,6 +76,7 @@ impl Default for SimConfig {
             max_parallelism: 128,
             checkpoint_every: 20_000,
             crashes: 3,
+            rescale_to: None,
             dir: None,
         }
     }
@@ -96,6 +99,8 @@ pub struct SimReport {
     pub crashes: u64,
     /// Restores from a checkpoint.
     pub restores: u64,
+    /// Rescalings.
+    pub rescales: u64,
     /// Bytes uploaded by all checkpoints.
     pub bytes_checkpointed: u64,
     /// Committed outputs.
@@ -164,6 +169,8 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
         ..SimReport::default()
     };
     let mut generation = 0u64;
+    let mut p = p;
+    let mut rescale_to = cfg.rescale_to.filter(|&q| q >= 1 && q != p);
     let mut running = start(cfg, &root, p, m, generation, None)?;
     let (mut i, mut max_ts, mut next_id) = (0u64, 0u64, 1u64);
     let mut committed: Vec<String> = Vec::new();
@@ -180,7 +187,14 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
             }
             generation += 1;
             let restored = latest_complete(&root, p)?;
-            running = start(cfg, &root, p, m, generation, restored.as_ref())?;
+            running = start(
+                cfg,
+                &root,
+                p,
+                m,
+                generation,
+                restored.map(|(id, _, _)| (id, p)),
+            )?;
             match restored {
                 Some((id, offset, ts)) => {
                     report.restores += 1;
@@ -214,6 +228,26 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
             committed.append(&mut pending);
             report.checkpoints += 1;
             next_id += 1;
+            // Rescaling at the first checkpoint past half the input: stop all p instances,
+            // start q from the p manifests, and checkpoint the new layout at once.
+            if let Some(q) = rescale_to.filter(|_| i >= cfg.events / 2 && i < cfg.events) {
+                rescale_to = None;
+                drop(running);
+                for k in 0..p {
+                    let _ = std::fs::remove_dir_all(root.join(format!("db-{k}-gen-{generation}")));
+                }
+                generation += 1;
+                running = start(cfg, &root, q, m, generation, Some((next_id - 1, p)))?;
+                p = q;
+                report.rescales += 1;
+                for (inst, store) in running.instances.iter().zip(&running.stores) {
+                    let manifest =
+                        inst.checkpoint(store, next_id, &[("input", i), ("max_ts", max_ts)])?;
+                    report.bytes_checkpointed += manifest.uploaded_bytes;
+                }
+                report.checkpoints += 1;
+                next_id += 1;
+            }
         }
     }
 
@@ -305,21 +339,28 @@ fn start(
     p: u32,
     m: u32,
     generation: u64,
-    restored: Option<&(u64, u64, u64)>,
+    restored: Option<(u64, u32)>,
 ) -> Result<Running> {
-    let mut stores = Vec::new();
-    let mut sources = Vec::new();
-    for i in 0..p {
+    let open = |i: u32| -> Result<(Arc<LocalStorage>, CheckpointStore)> {
         let storage = Arc::new(LocalStorage::new(root.join(format!("instance-{i}")))?);
         let (store, _) = CheckpointStore::open(storage.clone(), 2)?;
-        if let Some((id, _, _)) = restored {
+        Ok((storage, store))
+    };
+    // Restore sources: checkpoint `id` of each of the `from` instances that took it (`from`
+    // differs from `p` when rescaling).
+    let mut sources = Vec::new();
+    if let Some((id, from)) = restored {
+        for i in 0..from {
+            let (storage, store) = open(i)?;
             let manifest = store
-                .get(*id)
+                .get(id)
                 .ok_or_else(|| CheckpointError::NoCheckpoint(format!("checkpoint {id}")))?;
             sources.push(RestoreSource { storage, manifest });
         }
-        stores.push(Arc::new(store));
     }
+    let stores = (0..p)
+        .map(|i| open(i).map(|(_, store)| Arc::new(store)))
+        .collect::<Result<Vec<_>>>()?;
     let mut instances: Vec<Box<dyn Instance>> = Vec::new();
     for i in 0..p {
         let config = EngineConfig::new(m)?.with_key_group_range(range_for_operator(m, p, i)?)?;
