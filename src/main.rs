@@ -319,7 +319,7 @@ fn simulate_command() -> Command {
 }
 
 fn simulate(m: &clap::ArgMatches) -> ExitCode {
-    use keyed_state::sim::{EngineKind, SimConfig, Skew, run};
+    use keyed_state::sim::{EngineKind, SimConfig, Skew, run_with_progress};
     let get = |name: &str| m.get_one::<u64>(name).copied().unwrap_or_default();
     let skew = match m.get_one::<String>("skew").map(String::as_str) {
         Some("uniform") | None => Skew::Uniform,
@@ -367,7 +367,18 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
     };
     let mut failed = false;
     let mut totals = (0u64, 0u64, 0u64, 0f64);
-    for seed in seeds {
+    // Progress on stderr, drawn only on a terminal (indicatif hides it otherwise).
+    let bar = indicatif::ProgressBar::new(base.events.saturating_mul(seeds.len() as u64));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} seed {msg} [{bar:30}] {pos}/{len} events, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    for (n, seed) in seeds.iter().copied().enumerate() {
+        bar.set_message(seed.to_string());
+        let offset = base.events * n as u64;
         let cfg = SimConfig {
             seed,
             dir: m
@@ -375,7 +386,7 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
                 .map(|d| d.join(format!("seed-{seed}"))),
             ..base.clone()
         };
-        let r = match run(&cfg) {
+        let r = match run_with_progress(&cfg, &mut |at| bar.set_position(offset + at)) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("seed {seed}: error: {e}");
@@ -383,12 +394,13 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
                 continue;
             }
         };
+        bar.set_position(offset + base.events);
         totals.0 += r.processed;
         totals.1 += r.crashes;
         totals.2 += r.divergences.len() as u64;
         totals.3 += r.elapsed_s;
-        if json {
-            println!(
+        let line = if json {
+            format!(
                 "{}",
                 serde_json::json!({
                     "seed": r.seed, "engine": r.engine, "events": r.events,
@@ -400,9 +412,9 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
                     "output_digest": format!("{:016x}", r.output_digest),
                     "elapsed_s": r.elapsed_s,
                 })
-            );
+            )
         } else {
-            println!(
+            format!(
                 "seed {seed} on {}: {} events ({} processed with replays, {:.0} events/s), {} checkpoints ({} bytes uploaded), {} crashes, {} restores, {} rescales, {} committed outputs, state {:016x}, output {:016x}: {}",
                 r.engine,
                 r.events,
@@ -421,13 +433,17 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
                 } else {
                     format!("{} DIVERGENCES", r.divergences.len())
                 }
-            );
-        }
+            )
+        };
+        // Printed with the progress bar out of the way.
+        bar.suspend(|| println!("{line}"));
         if !r.divergences.is_empty() {
             failed = true;
-            for d in &r.divergences {
-                eprintln!("seed {seed}: {d}");
-            }
+            bar.suspend(|| {
+                for d in &r.divergences {
+                    eprintln!("seed {seed}: {d}");
+                }
+            });
             eprintln!(
                 "replay: keyed-state simulate --seed {seed} --events {} --keys {} --skew {} --engine {} --parallelism {} --checkpoint-every {} --crashes {}{}",
                 cfg.events,
@@ -444,6 +460,7 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
             );
         }
     }
+    bar.finish_and_clear();
     if !json {
         eprintln!(
             "total: {} events processed, {} crashes, {} divergences, {:.1} s",

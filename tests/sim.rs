@@ -45,7 +45,10 @@ fn sweep(engine: EngineKind, default_seeds: u64) {
     }
     assert!(crashes >= seeds, "every seed crashed at least once");
     assert!(restores > seeds / 2, "most crashes restored a checkpoint");
-    assert!(rescales > seeds / 5, "a fifth of the seeds or more rescaled: {rescales}");
+    assert!(
+        rescales > seeds / 5,
+        "a fifth of the seeds or more rescaled: {rescales}"
+    );
     eprintln!(
         "{}: {seeds} seeds, {crashes} crashes, {restores} restores, {rescales} rescales",
         engine.name()

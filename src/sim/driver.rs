@@ -136,6 +136,12 @@ struct Running {
 
 /// Runs one simulation (see the module documentation).
 pub fn run(cfg: &SimConfig) -> Result<SimReport> {
+    run_with_progress(cfg, &mut |_| {})
+}
+
+/// Like [`run`], calling `progress` with the input position every 1,000 events processed
+/// (replays included).
+pub fn run_with_progress(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Result<SimReport> {
     let started = Instant::now();
     let temp = match &cfg.dir {
         Some(_) => None,
@@ -210,6 +216,9 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
         let owner = operator_for_key_group(m, p, group) as usize;
         running.instances[owner].process(&e, &mut pending)?;
         report.processed += 1;
+        if report.processed.is_multiple_of(1000) {
+            progress(i);
+        }
         max_ts = max_ts.max(e.ts);
         i += 1;
         if i % WATERMARK_EVERY == 0 || i == cfg.events {

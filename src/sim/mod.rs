@@ -16,5 +16,5 @@ pub mod generator;
 pub mod job;
 pub mod oracle;
 
-pub use driver::{EngineKind, SimConfig, SimReport, run};
+pub use driver::{EngineKind, SimConfig, SimReport, run, run_with_progress};
 pub use generator::Skew;
