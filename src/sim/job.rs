@@ -9,19 +9,24 @@
 //!   last`, clear both states.
 //! - hourly windows (Value in namespace window): `window-count`, a timer at the window's last
 //!   millisecond; when it fires: emit `window u w n`, clear.
+//! - a velocity rule (List with a 24-hour TTL on processing time): `recent` amounts; when the
+//!   live ones number a positive multiple of 5 after an add, emit `velocity u n`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::generator::Event;
 use crate::backend::{Engine, KeyedStateBackend};
 use crate::checkpoint::{CheckpointStore, Manifest};
 use crate::error::Result;
 use crate::state::{
-    AggregateFunction, AggregatingState, AggregatingStateDescriptor, MapState, MapStateDescriptor,
-    ReducingState, ReducingStateDescriptor, ValueState, ValueStateDescriptor,
+    AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState,
+    ListStateDescriptor, MapState, MapStateDescriptor, ReducingState, ReducingStateDescriptor,
+    ValueState, ValueStateDescriptor,
 };
 use crate::timer::{Timer, TimerService};
+use crate::ttl::TtlConfig;
 
 /// The session inactivity gap.
 pub const SESSION_GAP_MS: u64 = 30 * 60_000;
@@ -29,6 +34,10 @@ pub const SESSION_GAP_MS: u64 = 30 * 60_000;
 pub const WINDOW_MS: u64 = 3_600_000;
 /// `count` emits every this many events of a user.
 pub const COUNT_EMIT_EVERY: u64 = 100;
+/// The TTL of `recent`, on processing time.
+pub const RECENT_TTL_MS: u64 = 24 * 3_600_000;
+/// `velocity` emits when the live recent amounts number a multiple of this.
+pub const VELOCITY_EVERY: u64 = 5;
 
 /// Sum and count of amounts.
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +87,7 @@ pub struct Job<E: Engine> {
     per_kind: MapState<u64, u8, u64>,
     session_last: ValueState<u64, u64>,
     window_count: ValueState<u64, u64, u64>,
+    recent: ListState<u64, u64>,
     sessions: Arc<TimerService<u64>>,
     windows: Arc<TimerService<u64, u64>>,
 }
@@ -92,6 +102,10 @@ impl<E: Engine> Job<E> {
             per_kind: backend.map_state(&MapStateDescriptor::new("per-kind"))?,
             session_last: backend.value_state(&ValueStateDescriptor::new("session-last"))?,
             window_count: backend.value_state(&ValueStateDescriptor::new("window-count"))?,
+            recent: backend.list_state(
+                &ListStateDescriptor::new("recent")
+                    .with_ttl(TtlConfig::new(Duration::from_millis(RECENT_TTL_MS))),
+            )?,
             sessions: backend.timer_service("sessions")?,
             windows: backend.timer_service("windows")?,
             backend,
@@ -121,6 +135,12 @@ impl<E: Engine> Instance for Job<E> {
         self.session_last.update(&key, &(), last)?;
         self.sessions
             .register_event_time_timer(&key, &(), last + SESSION_GAP_MS)?;
+
+        self.recent.add(&key, &(), e.amount)?;
+        let live = self.recent.get(&key, &())?.count() as u64;
+        if live.is_multiple_of(VELOCITY_EVERY) {
+            out.push(format!("velocity {} {live}", e.user));
+        }
 
         let window = e.ts / WINDOW_MS;
         let c = self.window_count.get(&key, &window)?.unwrap_or(0);
@@ -188,6 +208,14 @@ impl<E: Engine> Instance for Job<E> {
                     "session-last {u} {:?}",
                     self.session_last.get(&key, &())?
                 ));
+            }
+            for (u, ()) in self.recent.keys_in_group(g)? {
+                let key = self.backend.key(u)?;
+                let live: Vec<u64> = self.recent.get(&key, &())?.collect();
+                // A list whose elements all expired is absent to a reader.
+                if !live.is_empty() {
+                    out.insert(format!("recent {u} {live:?}"));
+                }
             }
             for (u, w) in self.window_count.keys_in_group(g)? {
                 let key = self.backend.key(u)?;

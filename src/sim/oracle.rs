@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::generator::Event;
-use super::job::{COUNT_EMIT_EVERY, SESSION_GAP_MS, WINDOW_MS};
+use super::job::{COUNT_EMIT_EVERY, RECENT_TTL_MS, SESSION_GAP_MS, VELOCITY_EVERY, WINDOW_MS};
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -15,6 +15,8 @@ pub struct Oracle {
     per_kind: BTreeMap<u64, BTreeMap<u8, u64>>,
     session_last: BTreeMap<u64, u64>,
     window_count: BTreeMap<(u64, u64), u64>,
+    /// Per user, (processing time added, amount).
+    recent: BTreeMap<u64, Vec<(u64, u64)>>,
     /// (timestamp, user)
     session_timers: BTreeSet<(u64, u64)>,
     /// (timestamp, user, window)
@@ -22,8 +24,8 @@ pub struct Oracle {
 }
 
 impl Oracle {
-    /// Processes one event.
-    pub fn process(&mut self, e: &Event, out: &mut Vec<String>) {
+    /// Processes one event at processing time `now`.
+    pub fn process(&mut self, e: &Event, now: u64, out: &mut Vec<String>) {
         let n = self.count.entry(e.user).or_default();
         *n += 1;
         if n.is_multiple_of(COUNT_EMIT_EVERY) {
@@ -47,6 +49,15 @@ impl Oracle {
         let last = last.map_or(e.ts, |l| l.max(e.ts));
         self.session_last.insert(e.user, last);
         self.session_timers.insert((last + SESSION_GAP_MS, e.user));
+
+        let recent = self.recent.entry(e.user).or_default();
+        recent.push((now, e.amount));
+        // An element expires once its stamp plus the TTL is reached.
+        recent.retain(|(stamp, _)| stamp + RECENT_TTL_MS > now);
+        let live = recent.len() as u64;
+        if live.is_multiple_of(VELOCITY_EVERY) {
+            out.push(format!("velocity {} {live}", e.user));
+        }
 
         let window = e.ts / WINDOW_MS;
         *self.window_count.entry((e.user, window)).or_default() += 1;
@@ -75,8 +86,8 @@ impl Oracle {
         }
     }
 
-    /// Every state entry, in the job's dump format.
-    pub fn dump(&self) -> BTreeSet<String> {
+    /// Every state entry at processing time `now`, in the job's dump format.
+    pub fn dump(&self, now: u64) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for (u, n) in &self.count {
             out.insert(format!("count {u} {:?}", Some(n)));
@@ -94,6 +105,16 @@ impl Oracle {
         }
         for (u, l) in &self.session_last {
             out.insert(format!("session-last {u} {:?}", Some(l)));
+        }
+        for (u, list) in &self.recent {
+            let live: Vec<u64> = list
+                .iter()
+                .filter(|(stamp, _)| stamp + RECENT_TTL_MS > now)
+                .map(|(_, a)| *a)
+                .collect();
+            if !live.is_empty() {
+                out.insert(format!("recent {u} {live:?}"));
+            }
         }
         for ((u, w), n) in &self.window_count {
             out.insert(format!("window-count {u} {w} {:?}", Some(n)));
