@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
-use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
+use keyed_state::timer::TimerService;
+use keyed_state::{EngineConfig, HeapEngine, Key, KeyedStateBackend};
 
 const TIMERS: u64 = 1_000_000;
 const KEYS: u64 = 100_000;
@@ -22,6 +23,24 @@ const KEYS: u64 = 100_000;
 fn timer(i: u64) -> (u64, u64) {
     let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (i % KEYS, (x >> 20) % 3_600_000)
+}
+
+/// Registers every timer, then fires them all; returns a sum so nothing is optimised away.
+fn register_and_fire(timers: &TimerService<u64>, keys: &[Key<u64>]) -> u64 {
+    for i in 0..TIMERS {
+        let (k, ts) = timer(i);
+        timers
+            .register_event_time_timer(&keys[k as usize], &(), ts)
+            .expect("register");
+    }
+    let mut fired = 0u64;
+    timers
+        .advance_watermark(u64::MAX, |t| {
+            fired += black_box(t.key);
+            Ok(())
+        })
+        .expect("advance");
+    fired
 }
 
 fn benches(c: &mut Criterion) {
@@ -35,21 +54,8 @@ fn benches(c: &mut Criterion) {
     let keys: Vec<_> = (0..KEYS).map(|k| backend.key(k).expect("key")).collect();
     g.bench_function("heap", |b| {
         b.iter(|| {
-            let timers = keyed_state::timer::TimerService::<u64>::new("bench", backend.config());
-            for i in 0..TIMERS {
-                let (k, ts) = timer(i);
-                timers
-                    .register_event_time_timer(&keys[k as usize], &(), ts)
-                    .expect("register");
-            }
-            let mut fired = 0u64;
-            timers
-                .advance_watermark(u64::MAX, |t| {
-                    fired += black_box(t.key);
-                    Ok(())
-                })
-                .expect("advance");
-            fired
+            let timers = TimerService::<u64>::new("bench", backend.config());
+            register_and_fire(&timers, &keys)
         })
     });
 
@@ -62,20 +68,7 @@ fn benches(c: &mut Criterion) {
             .expect("open");
             let backend = KeyedStateBackend::<u64, _>::new(engine);
             let timers = backend.timer_service::<()>("bench").expect("service");
-            for i in 0..TIMERS {
-                let (k, ts) = timer(i);
-                timers
-                    .register_event_time_timer(&keys[k as usize], &(), ts)
-                    .expect("register");
-            }
-            let mut fired = 0u64;
-            timers
-                .advance_watermark(u64::MAX, |t| {
-                    fired += black_box(t.key);
-                    Ok(())
-                })
-                .expect("advance");
-            black_box(fired);
+            black_box(register_and_fire(&timers, &keys));
             backend
         })
     });

@@ -20,9 +20,13 @@
 
 use bytes::Bytes;
 
-use super::manifest::BlockEntry;
+use rayon::prelude::*;
+
+use super::manifest::{BlockEntry, FileEntry, FileRole};
+use super::store::CheckpointStore;
 use crate::codec::{read_varint_u32, write_varint_u32};
 use crate::error::{CheckpointError, CodecError};
+use crate::key_group::KeyGroupRange;
 
 /// The data file header.
 pub const DATA_MAGIC: &[u8; 4] = b"KSKG";
@@ -84,10 +88,55 @@ impl DataFileWriter {
         });
     }
 
+    /// Uploads the file as checkpoint `id`'s private file `name` and returns its manifest
+    /// entry, with `role` and the block index.
+    pub fn publish(
+        self,
+        store: &CheckpointStore,
+        id: u64,
+        name: &str,
+        role: FileRole,
+    ) -> crate::error::Result<FileEntry> {
+        let (bytes, blocks) = self.finish();
+        let (path, info) = store.put_private(id, name, &bytes)?;
+        Ok(FileEntry {
+            path,
+            role,
+            size: info.size,
+            crc32: info.crc32,
+            blocks,
+        })
+    }
+
     /// The file's bytes and its block index.
     pub fn finish(self) -> (Vec<u8>, Vec<BlockEntry>) {
         (self.bytes, self.blocks)
     }
+}
+
+/// A data file of the raw blocks `raw_block(index in range, group)` of every group of `range`:
+/// key groups are independent, so they are built and compressed in parallel (rayon keeps the
+/// order) and appended in group order; empty blocks are left out.
+pub fn build_parallel(
+    range: KeyGroupRange,
+    raw_block: impl Fn(usize, u16) -> Vec<u8> + Sync,
+) -> std::io::Result<DataFileWriter> {
+    let groups: Vec<(usize, u16)> = range.iter().enumerate().collect();
+    let compressed = groups
+        .par_iter()
+        .map(|&(index, group)| {
+            let raw = raw_block(index, group);
+            if raw.is_empty() {
+                return Ok(None);
+            }
+            compress_block(group, &raw).map(|(c, raw_len)| Some((group, c, raw_len)))
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut writer = DataFileWriter::new();
+    for (group, c, raw_len) in compressed.into_iter().flatten() {
+        writer.add_compressed(group, &c, raw_len);
+    }
+    Ok(writer)
 }
 
 /// Compresses the raw block of `group`: the zstd frame and the raw length.

@@ -89,17 +89,22 @@ thread_local! {
 
 /// A timer's id: `varint key length | key bytes | namespace bytes`.
 pub(crate) fn timer_id<N: Namespace>(key_bytes: &[u8], ns: &N) -> TimerId {
-    let mut id = TimerId::new();
-    let mut len = Vec::with_capacity(5);
-    write_varint_u32(&mut len, key_bytes.len() as u32);
-    id.extend_from_slice(&len);
-    id.extend_from_slice(key_bytes);
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         s.clear();
         ns.encode(&mut s);
-        id.extend_from_slice(&s);
-    });
+        id_from_parts(key_bytes, &s)
+    })
+}
+
+/// The id of the timer whose key and namespace encode to `key` and `ns`.
+pub(crate) fn id_from_parts(key: &[u8], ns: &[u8]) -> TimerId {
+    let mut len = Vec::with_capacity(5);
+    write_varint_u32(&mut len, key.len() as u32);
+    let mut id = TimerId::with_capacity(len.len() + key.len() + ns.len());
+    id.extend_from_slice(&len);
+    id.extend_from_slice(key);
+    id.extend_from_slice(ns);
     id
 }
 

@@ -8,12 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use rayon::prelude::*;
-
-use super::{TimerId, split_id};
+use super::{TimerId, id_from_parts, split_id};
 use crate::checkpoint::blocks::{
-    self, DataFileWriter, RecordShape, compress_block, read_bytes, read_stamp, write_bytes,
-    write_section_header,
+    self, RecordShape, build_parallel, read_bytes, read_stamp, write_bytes, write_section_header,
 };
 use crate::checkpoint::{
     CheckpointStore, FileEntry, FileRole, RestoreSource, TimerMeta, read_verified,
@@ -73,30 +70,9 @@ impl TimersSnapshot {
         if self.services.is_empty() {
             return Ok(None);
         }
-        let groups: Vec<(usize, u16)> = self.range.iter().enumerate().collect();
-        let compressed = groups
-            .par_iter()
-            .map(|&(index, group)| {
-                let block = self.block(index);
-                if block.is_empty() {
-                    return Ok(None);
-                }
-                compress_block(group, &block).map(|(c, raw)| Some((group, c, raw)))
-            })
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let mut writer = DataFileWriter::new();
-        for (group, c, raw) in compressed.into_iter().flatten() {
-            writer.add_compressed(group, &c, raw);
-        }
-        let (bytes, blocks) = writer.finish();
-        let (path, info) = store.put_private(id, TIMERS_FILE, &bytes)?;
-        Ok(Some(FileEntry {
-            path,
-            role: FileRole::Timers,
-            size: info.size,
-            crc32: info.crc32,
-            blocks,
-        }))
+        build_parallel(self.range, |index, _| self.block(index))?
+            .publish(store, id, TIMERS_FILE, FileRole::Timers)
+            .map(Some)
     }
 }
 
@@ -152,12 +128,7 @@ pub(crate) fn read_timers(
                         let ns = read_bytes(&mut input, "timer namespace").map_err(corrupt)?;
                         let ts = read_stamp(&mut input).map_err(corrupt)?;
                         read_bytes(&mut input, "timer value").map_err(corrupt)?;
-                        let mut id = TimerId::new();
-                        let mut len = Vec::with_capacity(5);
-                        crate::codec::write_varint_u32(&mut len, key.len() as u32);
-                        id.extend_from_slice(&len);
-                        id.extend_from_slice(key);
-                        id.extend_from_slice(ns);
+                        let id = id_from_parts(key, ns);
                         restored.timers[part.state % 2].push((entry.group, ts, id));
                     }
                 }

@@ -10,17 +10,12 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use rayon::prelude::*;
-
 use super::table::{Bare, MapEntries};
 use crate::checkpoint::blocks::{
-    DataFileWriter, compress_block, read_bytes, read_count, read_stamp, write_bytes,
-    write_section_header,
+    build_parallel, read_bytes, read_count, read_stamp, write_bytes, write_section_header,
 };
 use crate::checkpoint::canonical::RestoredGroup;
-use crate::checkpoint::{
-    CheckpointStore, FileEntry, FileRole, SnapshotKind, SnapshotOutput, SnapshotUpload,
-};
+use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind, SnapshotOutput, SnapshotUpload};
 use crate::codec::{Codec, write_varint_u32};
 use crate::error::{CodecError, Result};
 use crate::key_group::KeyGroupRange;
@@ -196,12 +191,9 @@ pub(crate) struct HeapUpload {
     pub(crate) states: Vec<(StateMeta, Source)>,
 }
 
-/// A compressed block: key group, zstd frame, raw length.
-type Compressed = (u16, Vec<u8>, u32);
-
 impl HeapUpload {
-    /// The compressed block of the key group at `index` in the range, if it holds state.
-    fn compress_group(&self, index: usize, group: u16) -> std::io::Result<Option<Compressed>> {
+    /// The raw block of the key group at `index` in the range (empty when it holds no state).
+    fn raw_block(&self, index: usize, group: u16) -> Vec<u8> {
         let (mut block, mut records) = (Vec::new(), Vec::new());
         for (state, (_, source)) in self.states.iter().enumerate() {
             records.clear();
@@ -217,29 +209,14 @@ impl HeapUpload {
                 block.extend_from_slice(&records);
             }
         }
-        if block.is_empty() {
-            return Ok(None);
-        }
-        let (compressed, raw_len) = compress_block(group, &block)?;
-        Ok(Some((group, compressed, raw_len)))
+        block
     }
 }
 
 impl SnapshotUpload for HeapUpload {
     fn upload(self: Box<Self>, store: &CheckpointStore, id: u64) -> Result<SnapshotOutput> {
-        // Key groups are independent: encode and compress them in parallel (rayon keeps the
-        // order), then append the blocks in group order.
-        let groups: Vec<(usize, u16)> = self.range.iter().enumerate().collect();
-        let blocks = groups
-            .par_iter()
-            .map(|&(index, group)| self.compress_group(index, group))
-            .collect::<std::io::Result<Vec<Option<Compressed>>>>()?;
-        let mut writer = DataFileWriter::new();
-        for (group, compressed, raw_len) in blocks.into_iter().flatten() {
-            writer.add_compressed(group, &compressed, raw_len);
-        }
-        let (bytes, blocks) = writer.finish();
-        let (path, info) = store.put_private(id, DATA_FILE, &bytes)?;
+        let file = build_parallel(self.range, |index, group| self.raw_block(index, group))?
+            .publish(store, id, DATA_FILE, FileRole::KeyGroupData)?;
         Ok(SnapshotOutput {
             kind: if self.savepoint {
                 SnapshotKind::Savepoint
@@ -247,14 +224,8 @@ impl SnapshotUpload for HeapUpload {
                 SnapshotKind::Full
             },
             states: self.states.into_iter().map(|(m, _)| m).collect(),
-            files: vec![FileEntry {
-                path,
-                role: FileRole::KeyGroupData,
-                size: info.size,
-                crc32: info.crc32,
-                blocks,
-            }],
-            uploaded_bytes: info.size,
+            uploaded_bytes: file.size,
+            files: vec![file],
         })
     }
 }

@@ -21,9 +21,7 @@ use crate::checkpoint::blocks::{
     DataFileWriter, RecordShape, read_bytes, read_count, read_stamp, write_bytes,
     write_section_header,
 };
-use crate::checkpoint::{
-    CheckpointStore, FileEntry, FileRole, SnapshotKind, SnapshotOutput, SnapshotUpload,
-};
+use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind, SnapshotOutput, SnapshotUpload};
 use crate::codec::{read_varint_u32, take, write_varint_u32};
 use crate::error::{CodecError, Error, Result};
 use crate::key_group::{KeyGroupRange, key_group_for_bytes};
@@ -246,19 +244,12 @@ impl SavepointUpload {
             }
             writer.add_block(group, &block)?;
         }
-        let (bytes, blocks) = writer.finish();
-        let (path, info) = store.put_private(id, DATA_FILE, &bytes)?;
+        let file = writer.publish(store, id, DATA_FILE, FileRole::KeyGroupData)?;
         Ok(SnapshotOutput {
             kind: SnapshotKind::Savepoint,
             states: self.states.iter().map(|s| s.meta.clone()).collect(),
-            files: vec![FileEntry {
-                path,
-                role: FileRole::KeyGroupData,
-                size: info.size,
-                crc32: info.crc32,
-                blocks,
-            }],
-            uploaded_bytes: info.size,
+            uploaded_bytes: file.size,
+            files: vec![file],
         })
     }
 }
