@@ -67,7 +67,16 @@ pub(crate) fn write_value_part<T: Codec>(out: &mut Vec<u8>, value: &T) {
 
 /// Splits a part off the front of `input` (its top-level bytes).
 pub(crate) fn read_part<'a, T: Codec>(input: &mut &'a [u8]) -> Result<&'a [u8], CodecError> {
-    let len = match T::FIXED_LEN {
+    read_part_of_width(input, T::FIXED_LEN)
+}
+
+/// Splits a part off `input` knowing only its type's fixed width (`None`: length-prefixed),
+/// for code that has no types at hand (savepoints).
+pub(crate) fn read_part_of_width<'a>(
+    input: &mut &'a [u8],
+    fixed: Option<usize>,
+) -> Result<&'a [u8], CodecError> {
+    let len = match fixed {
         Some(n) => n,
         None => read_varint_u32(input, "part length")? as usize,
     };

@@ -16,13 +16,15 @@ use std::path::PathBuf;
 use rocksdb::{ColumnFamilyDescriptor, DBRawIteratorWithThreadMode};
 
 use super::Db;
-use super::layout::{frames, group_prefix_len, read_group, split_stamp, write_group};
+use super::layout::{
+    frames, group_prefix_len, read_group, read_part_of_width, split_stamp, write_group,
+};
 use crate::checkpoint::blocks::{
     DataFileWriter, RecordShape, read_bytes, read_count, read_stamp, write_bytes,
     write_section_header,
 };
 use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind, SnapshotOutput, SnapshotUpload};
-use crate::codec::{read_varint_u32, take, write_varint_u32};
+use crate::codec::{read_varint_u32, write_varint_u32};
 use crate::error::{CodecError, Error, Result};
 use crate::key_group::{KeyGroupRange, key_group_for_bytes};
 use crate::state::StateMeta;
@@ -38,15 +40,6 @@ pub(crate) struct PartShape {
     pub(crate) key: Option<usize>,
     pub(crate) ns: Option<usize>,
     pub(crate) user_key: Option<usize>,
-}
-
-/// Splits one part off `input`: `fixed` bytes, or a LEB128 length and that many bytes.
-fn read_part<'a>(input: &mut &'a [u8], fixed: Option<usize>) -> Result<&'a [u8], CodecError> {
-    let len = match fixed {
-        Some(n) => n,
-        None => read_varint_u32(input, "part length")? as usize,
-    };
-    take(input, len, "key part")
 }
 
 /// Appends a part in the engine's layout.
@@ -119,8 +112,8 @@ impl RecordBuilder<'_> {
         let shape = self.spec.shape;
         let ttl = self.ttl.is_some();
         let mut input = key_rest;
-        let key = read_part(&mut input, shape.key)?;
-        let ns = read_part(&mut input, shape.ns)?;
+        let key = read_part_of_width(&mut input, shape.key)?;
+        let ns = read_part_of_width(&mut input, shape.ns)?;
         match RecordShape::of(self.spec.meta.kind) {
             RecordShape::Single => {
                 crate::codec::expect_end(input, "value key")?;
@@ -154,7 +147,7 @@ impl RecordBuilder<'_> {
                 }
             }
             RecordShape::Map => {
-                let user_key = read_part(&mut input, shape.user_key)?;
+                let user_key = read_part_of_width(&mut input, shape.user_key)?;
                 crate::codec::expect_end(input, "map entry key")?;
                 let mut head = Vec::with_capacity(key.len() + ns.len() + 4);
                 write_bytes(&mut head, key);
