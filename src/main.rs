@@ -261,14 +261,11 @@ fn simulate_command() -> Command {
     };
     Command::new("simulate")
         .about(
-            "Runs a seeded stream through a stateful job on several instances with checkpoints \
-             and crashes, and checks the committed output and final state against an oracle",
+            "Runs a seeded stream through a stateful job on several instances with checkpoints, \
+             crashes, storage faults and rescales, and checks the restored state, the committed \
+             output and the final state against an oracle",
         )
-        .arg(num(
-            "seed",
-            "1",
-            "The seed of the input and the crash points",
-        ))
+        .arg(num("seed", "1", "The seed of the input and the fault points"))
         .arg(
             Arg::new("seeds")
                 .long("seeds")
@@ -290,24 +287,48 @@ fn simulate_command() -> Command {
                 .help("The state engine"),
         )
         .arg(num("parallelism", "2", "Instances"))
+        .arg(num("max-parallelism", "128", "Key groups"))
+        .arg(num("checkpoint-every", "20000", "Events between checkpoints"))
         .arg(num(
-            "checkpoint-every",
-            "20000",
-            "Events between checkpoints",
+            "crashes",
+            "3",
+            "Crashes at seeded points: between records, during checkpoints, during restores",
         ))
-        .arg(num("crashes", "3", "Crashes at seeded points of the input"))
+        .arg(num(
+            "storage-faults",
+            "2",
+            "Transient storage failures at seeded checkpoints (the checkpoint aborts, the job goes on)",
+        ))
+        .arg(
+            Arg::new("no-torn-writes")
+                .long("no-torn-writes")
+                .action(ArgAction::SetTrue)
+                .help("A crash during a write leaves nothing (default: half the file, a torn tail)"),
+        )
         .arg(
             Arg::new("rescale-to")
                 .long("rescale-to")
                 .value_parser(clap::value_parser!(u32))
                 .help("Rescale to Q instances at the first checkpoint past half the input"),
         )
+        .arg(num(
+            "random-rescales",
+            "0",
+            "Rescales to a seeded number of instances (1..=4) at seeded checkpoints",
+        ))
+        .arg(num(
+            "kill",
+            "0",
+            "Real-process mode: run the job in a worker child process and SIGKILL it this many \
+             times at seeded input positions (in-process faults are off)",
+        ))
         .arg(
             Arg::new("dir")
                 .long("dir")
                 .value_parser(clap::value_parser!(PathBuf))
                 .help(
-                    "Keep checkpoints and databases here (default: a removed temporary directory)",
+                    "Keep checkpoints and databases here, one seed-<N> directory per seed \
+                     (default: a removed temporary directory)",
                 ),
         )
         .arg(
@@ -316,11 +337,40 @@ fn simulate_command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("One JSON object per seed on stdout"),
         )
+        .arg(
+            // The child of --kill: continues the run in --dir, prints progress lines and its
+            // report on stdout.
+            Arg::new("worker")
+                .long("worker")
+                .hide(true)
+                .action(ArgAction::SetTrue),
+        )
+}
+
+fn report_json(r: &keyed_state::sim::SimReport) -> serde_json::Value {
+    serde_json::json!({
+        "seed": r.seed, "engine": r.engine, "events": r.events,
+        "processed": r.processed, "checkpoints": r.checkpoints,
+        "checkpoints_aborted": r.checkpoints_aborted,
+        "crashes": r.crashes, "crashes_in_checkpoint": r.crashes_in_checkpoint,
+        "crashes_in_restore": r.crashes_in_restore,
+        "restores": r.restores, "rescales": r.rescales,
+        "bytes_checkpointed": r.bytes_checkpointed, "outputs": r.outputs,
+        "divergences": r.divergences.len(),
+        "divergence_details": r.divergences.iter().map(|d| serde_json::json!({
+            "step": d.step, "operator": d.operator, "state": d.state, "key": d.key,
+            "detail": d.detail, "expected": d.expected, "actual": d.actual,
+        })).collect::<Vec<_>>(),
+        "state_digest": format!("{:016x}", r.state_digest),
+        "output_digest": format!("{:016x}", r.output_digest),
+        "elapsed_s": r.elapsed_s,
+    })
 }
 
 fn simulate(m: &clap::ArgMatches) -> ExitCode {
     use keyed_state::sim::{EngineKind, SimConfig, Skew, run_with_progress};
     let get = |name: &str| m.get_one::<u64>(name).copied().unwrap_or_default();
+    let small = |name: &str| u32::try_from(get(name)).unwrap_or(u32::MAX);
     let skew = match m.get_one::<String>("skew").map(String::as_str) {
         Some("uniform") | None => Skew::Uniform,
         Some(other) => match other
@@ -347,26 +397,50 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
             }
         },
     };
+    let max_parallelism = get("max-parallelism");
+    if !(1..=32_768).contains(&max_parallelism) {
+        eprintln!("error: --max-parallelism must be 1..=32768, not {max_parallelism}");
+        return ExitCode::from(2);
+    }
     let engine = match m.get_one::<String>("engine").map(String::as_str) {
         Some("rocksdb") => EngineKind::RocksDb,
         _ => EngineKind::Heap,
     };
     let json = m.get_flag("json");
+    let worker = m.get_flag("worker");
+    let kills = small("kill");
     let base = SimConfig {
         events: get("events"),
         keys: get("keys").max(1),
         skew,
         engine,
-        parallelism: u32::try_from(get("parallelism"))
-            .unwrap_or(u32::MAX)
-            .clamp(1, 128),
+        parallelism: small("parallelism").clamp(1, max_parallelism as u32),
+        max_parallelism: max_parallelism as u32,
         checkpoint_every: get("checkpoint-every").max(1),
-        crashes: u32::try_from(get("crashes")).unwrap_or(u32::MAX),
-        rescale_to: m.get_one::<u32>("rescale-to").map(|q| (*q).clamp(1, 128)),
+        crashes: if kills > 0 { 0 } else { small("crashes") },
+        storage_faults: if kills > 0 {
+            0
+        } else {
+            small("storage-faults")
+        },
+        torn_writes: !m.get_flag("no-torn-writes"),
+        rescale_to: m
+            .get_one::<u32>("rescale-to")
+            .map(|q| (*q).clamp(1, max_parallelism as u32)),
+        random_rescales: if kills > 0 {
+            0
+        } else {
+            small("random-rescales")
+        },
+        resume: worker,
         ..SimConfig::default()
     };
+    let dir = m.get_one::<PathBuf>("dir");
+    if worker {
+        return worker_main(base, seeds[0], dir);
+    }
     let mut failed = false;
-    let mut totals = (0u64, 0u64, 0u64, 0f64);
+    let mut totals = (0u64, 0u64, 0u64, 0u64, 0f64);
     // Progress on stderr, drawn only on a terminal (indicatif hides it otherwise).
     let bar = indicatif::ProgressBar::new(base.events.saturating_mul(seeds.len() as u64));
     bar.set_style(
@@ -381,15 +455,18 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
         let offset = base.events * n as u64;
         let cfg = SimConfig {
             seed,
-            dir: m
-                .get_one::<PathBuf>("dir")
-                .map(|d| d.join(format!("seed-{seed}"))),
+            dir: dir.map(|d| d.join(format!("seed-{seed}"))),
             ..base.clone()
         };
-        let r = match run_with_progress(&cfg, &mut |at| bar.set_position(offset + at)) {
+        let result = if kills > 0 {
+            run_killed(&cfg, kills, &mut |at| bar.set_position(offset + at))
+        } else {
+            run_with_progress(&cfg, &mut |at| bar.set_position(offset + at))
+        };
+        let r = match result {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("seed {seed}: error: {e}");
+                bar.suspend(|| eprintln!("seed {seed}: error: {e}"));
                 failed = true;
                 continue;
             }
@@ -397,32 +474,32 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
         bar.set_position(offset + base.events);
         totals.0 += r.processed;
         totals.1 += r.crashes;
-        totals.2 += r.divergences.len() as u64;
-        totals.3 += r.elapsed_s;
+        totals.2 += r.checkpoints;
+        totals.3 += r.divergences.len() as u64;
+        totals.4 += r.elapsed_s;
         let line = if json {
-            format!(
-                "{}",
-                serde_json::json!({
-                    "seed": r.seed, "engine": r.engine, "events": r.events,
-                    "processed": r.processed, "checkpoints": r.checkpoints,
-                    "crashes": r.crashes, "restores": r.restores, "rescales": r.rescales,
-                    "bytes_checkpointed": r.bytes_checkpointed, "outputs": r.outputs,
-                    "divergences": r.divergences.len(),
-                    "state_digest": format!("{:016x}", r.state_digest),
-                    "output_digest": format!("{:016x}", r.output_digest),
-                    "elapsed_s": r.elapsed_s,
-                })
-            )
+            report_json(&r).to_string()
         } else {
             format!(
-                "seed {seed} on {}: {} events ({} processed with replays, {:.0} events/s), {} checkpoints ({} bytes uploaded), {} crashes, {} restores, {} rescales, {} committed outputs, state {:016x}, output {:016x}: {}",
+                "seed {seed} on {}: {} events ({} processed with replays, {:.0} events/s); \
+                 {} checkpoints completed ({} bytes uploaded), {} aborted; {} crashes ({} during \
+                 checkpoints, {} during restores{}), {} restores, {} rescales; {} committed \
+                 outputs; state {:016x}, output {:016x}: {}",
                 r.engine,
                 r.events,
                 r.processed,
                 r.processed as f64 / r.elapsed_s.max(1e-9),
                 r.checkpoints,
                 r.bytes_checkpointed,
+                r.checkpoints_aborted,
                 r.crashes,
+                r.crashes_in_checkpoint,
+                r.crashes_in_restore,
+                if kills > 0 {
+                    ", SIGKILLs of the worker"
+                } else {
+                    ""
+                },
                 r.restores,
                 r.rescales,
                 r.outputs,
@@ -443,33 +520,211 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
                 for d in &r.divergences {
                     eprintln!("seed {seed}: {d}");
                 }
+                let kill = if kills > 0 {
+                    format!(" --kill {kills}")
+                } else {
+                    String::new()
+                };
+                eprintln!("replay: {}{kill}", cfg.command());
             });
-            eprintln!(
-                "replay: keyed-state simulate --seed {seed} --events {} --keys {} --skew {} --engine {} --parallelism {} --checkpoint-every {} --crashes {}{}",
-                cfg.events,
-                cfg.keys,
-                m.get_one::<String>("skew")
-                    .map_or("uniform", String::as_str),
-                r.engine,
-                cfg.parallelism,
-                cfg.checkpoint_every,
-                cfg.crashes,
-                cfg.rescale_to
-                    .map(|q| format!(" --rescale-to {q}"))
-                    .unwrap_or_default()
-            );
         }
     }
     bar.finish_and_clear();
     if !json {
         eprintln!(
-            "total: {} events processed, {} crashes, {} divergences, {:.1} s",
-            totals.0, totals.1, totals.2, totals.3
+            "total: {} seeds, {} events processed, {} checkpoints, {} crashes, {} divergences, {:.1} s",
+            seeds.len(),
+            totals.0,
+            totals.2,
+            totals.1,
+            totals.3,
+            totals.4
         );
     }
     if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The child process of `--kill`: continues the run in `dir`, printing `progress <position>`
+/// lines and finally its report (one JSON line) on stdout.
+fn worker_main(base: keyed_state::sim::SimConfig, seed: u64, dir: Option<&PathBuf>) -> ExitCode {
+    use std::io::Write;
+    let Some(dir) = dir else {
+        eprintln!("error: --worker needs --dir");
+        return ExitCode::from(2);
+    };
+    let cfg = keyed_state::sim::SimConfig {
+        seed,
+        dir: Some(dir.clone()),
+        ..base
+    };
+    let mut out = std::io::stdout();
+    let result = keyed_state::sim::run_with_progress(&cfg, &mut |at| {
+        let _ = writeln!(out, "progress {at}");
+        let _ = out.flush();
+    });
+    match result {
+        Ok(r) => {
+            println!("{}", report_json(&r));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("worker: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `--kill`: runs the job in worker processes on `cfg.dir` (a temporary directory when
+/// none), SIGKILLs the worker when it reports reaching each seeded input position, restarts
+/// it, and returns the last worker's report with the kills counted as crashes.
+fn run_killed(
+    cfg: &keyed_state::sim::SimConfig,
+    kills: u32,
+    progress: &mut dyn FnMut(u64),
+) -> keyed_state::Result<keyed_state::sim::SimReport> {
+    use std::io::BufRead;
+    use std::process::{Command as Process, Stdio};
+    let started = std::time::Instant::now();
+    let temp = tempfile::Builder::new()
+        .prefix("keyed-state-kill-")
+        .tempdir()?;
+    let dir = cfg.dir.clone().unwrap_or_else(|| temp.path().join("run"));
+    std::fs::create_dir_all(&dir)?;
+    if std::fs::read_dir(&dir)?.next().is_some() {
+        return Err(keyed_state::CheckpointError::Protocol {
+            id: 0,
+            reason: format!(
+                "{} is not empty: a new run needs an empty directory",
+                dir.display()
+            ),
+        }
+        .into());
+    }
+    // Kill points: seeded input positions, in order.
+    let mut points: Vec<u64> = {
+        let mut x = cfg.seed ^ 0x4b11_4b11;
+        let mut next = || {
+            // SplitMix64, as the simulator's generator.
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        // In the first 90% of the input, so that the worker reaches every one of them.
+        (0..kills)
+            .map(|_| next() % (cfg.events - cfg.events / 10).max(1))
+            .collect()
+    };
+    points.sort_unstable();
+    points.reverse(); // popped from the back: smallest first
+    let exe = std::env::current_exe()?;
+    let mut killed = 0u64;
+    let mut processed = 0u64;
+    let mut restores = 0u64;
+    let log = |dir: &Path| -> keyed_state::Result<keyed_state::sim::coordinator::JobLog> {
+        keyed_state::sim::coordinator::JobLog::open(Arc::new(LocalStorage::new(dir.join("job"))?))
+    };
+    loop {
+        if !log(&dir)?.is_empty() {
+            restores += 1; // this worker starts from a checkpoint
+        }
+        let args = cfg.command();
+        let mut child = Process::new(&exe)
+            .args(args.split_whitespace().skip(1))
+            .arg("--worker")
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("the worker's stdout is not a pipe"))?;
+        let mut last = None;
+        let mut was_killed = false;
+        let mut lines = 0u64;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            if let Some(at) = line
+                .strip_prefix("progress ")
+                .and_then(|a| a.parse::<u64>().ok())
+            {
+                lines += 1;
+                progress(at);
+                if points.last().is_some_and(|&p| at >= p) {
+                    points.pop();
+                    child.kill()?; // SIGKILL: no shutdown of any kind
+                    was_killed = true;
+                    break;
+                }
+            } else {
+                last = Some(line);
+            }
+        }
+        let status = child.wait()?;
+        if was_killed {
+            killed += 1;
+            processed += lines * 1000; // what it reported before dying
+            continue;
+        }
+        if !status.success() {
+            return Err(std::io::Error::other(format!("the worker failed: {status}")).into());
+        }
+        let report: serde_json::Value = last
+            .as_deref()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .ok_or_else(|| std::io::Error::other("the worker printed no report"))?;
+        let n = |k: &str| report[k].as_u64().unwrap_or(0);
+        let hex = |k: &str| {
+            report[k]
+                .as_str()
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .unwrap_or(0)
+        };
+        let divergences = report["divergence_details"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|d| {
+                        let text = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
+                        keyed_state::sim::Divergence {
+                            step: text("step"),
+                            operator: text("operator"),
+                            state: text("state"),
+                            key: d["key"].as_u64(),
+                            detail: text("detail"),
+                            expected: d["expected"].as_str().map(str::to_owned),
+                            actual: d["actual"].as_str().map(str::to_owned),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let log = log(&dir)?;
+        return Ok(keyed_state::sim::SimReport {
+            seed: cfg.seed,
+            engine: cfg.engine.name(),
+            events: cfg.events,
+            processed: processed + n("processed"),
+            checkpoints: log.len() as u64,
+            checkpoints_aborted: 0,
+            crashes: killed,
+            crashes_in_checkpoint: 0,
+            crashes_in_restore: 0,
+            restores,
+            rescales: n("rescales"),
+            bytes_checkpointed: n("bytes_checkpointed"),
+            outputs: n("outputs"),
+            divergences,
+            state_digest: hex("state_digest"),
+            output_digest: hex("output_digest"),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        });
     }
 }

@@ -652,8 +652,12 @@ fn corruption_of_any_file_is_a_typed_error() {
 }
 
 /// Fails every storage operation from the k-th on, for every k over a whole checkpoint, then
-/// "restarts": the last completed checkpoint always restores, to exactly its state.
-fn failures_at_every_step<H: Harness>(h: &mut H) {
+/// "restarts": the last completed checkpoint always restores, to exactly its state. With
+/// `tear`, the write at which the failure starts leaves half its file behind (a torn tail):
+/// a torn manifest makes that attempt unreadable, and discarding it leaves exactly the
+/// completed checkpoint's files.
+fn failures_at_every_step<H: Harness>(h: &mut H, tear: bool) {
+    let mut torn_manifests = 0;
     let clock = ManualClock::new(0);
     let all = KeyGroupRange::all(M).unwrap();
     let keys: Vec<u64> = (0..200).collect();
@@ -674,6 +678,7 @@ fn failures_at_every_step<H: Harness>(h: &mut H) {
         populate(&b, &s, &keys, 2);
         let second = dump(&b, &s);
         let before = faulty.operations();
+        faulty.tear_writes(tear);
         faulty.fail_from(before + k);
         let outcome = b
             .checkpoint(&store, 2, &[("input", 2)])
@@ -682,10 +687,18 @@ fn failures_at_every_step<H: Harness>(h: &mut H) {
         drop(store);
         faulty.heal();
         // Restart on the same storage.
-        let (store, _) = CheckpointStore::open(memory.clone(), 1).unwrap();
+        let (store, report) = CheckpointStore::open(memory.clone(), 1).unwrap();
         let latest = store
             .latest()
             .expect("a completed checkpoint always remains");
+        for (id, reason) in &report.unreadable {
+            assert!(
+                tear && *id == 2,
+                "k={k}: only a torn attempt is unreadable: {reason}"
+            );
+            torn_manifests += 1;
+            store.discard(*id).unwrap();
+        }
         assert_eq!(data_files(memory.as_ref()), referenced(&store), "k={k}");
         let r = KeyedStateBackend::new(
             h.restore(
@@ -714,16 +727,72 @@ fn failures_at_every_step<H: Harness>(h: &mut H) {
         k += 1;
     }
     assert!(k > 3, "the sweep covered the protocol's steps");
+    assert_eq!(
+        torn_manifests,
+        usize::from(tear),
+        "one step writes the manifest"
+    );
 }
 
 #[test]
 fn heap_survives_failures_at_every_step() {
-    failures_at_every_step(&mut Heap);
+    failures_at_every_step(&mut Heap, false);
+    failures_at_every_step(&mut Heap, true);
 }
 
 #[test]
 fn rocksdb_survives_failures_at_every_step() {
-    failures_at_every_step(&mut Rocks::new());
+    failures_at_every_step(&mut Rocks::new(), false);
+    failures_at_every_step(&mut Rocks::new(), true);
+}
+
+#[test]
+fn discard_withdraws_completed_unreadable_and_in_progress_checkpoints() {
+    let clock = ManualClock::new(0);
+    let memory = Arc::new(MemoryStorage::new());
+    let (store, _) = CheckpointStore::open(memory.clone(), 3).unwrap();
+    let store = Arc::new(store);
+    let mut h = Rocks::new();
+    let b = KeyedStateBackend::new(h.fresh(config(&clock, KeyGroupRange::all(M).unwrap())));
+    let s = register(&b);
+    for id in 1..=3 {
+        populate(&b, &s, &(0..100).collect::<Vec<_>>(), id);
+        b.checkpoint(&store, id, &[]).unwrap().wait().unwrap();
+    }
+    // Completed: its manifest and the files only it references go; shared ones stay.
+    store.discard(3).unwrap();
+    assert_eq!(
+        store
+            .retained()
+            .iter()
+            .map(|m| m.checkpoint_id)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(data_files(memory.as_ref()), referenced(&store));
+    for m in store.retained() {
+        assert_eq!(store.verify(&m), vec![]);
+    }
+    // Absent: nothing happens. In progress: like abort.
+    store.discard(9).unwrap();
+    store.begin(4).unwrap();
+    store.put_private(4, "x", b"partial").unwrap();
+    store.discard(4).unwrap();
+    assert_eq!(data_files(memory.as_ref()), referenced(&store));
+    store.begin(4).unwrap();
+    store.abort(4).unwrap();
+    // Unreadable (a torn manifest): kept and reported by open, removed by discard.
+    memory.put("chk-5/_manifest", b"KSCP torn").unwrap();
+    drop(store);
+    let (store, report) = CheckpointStore::open(memory.clone(), 3).unwrap();
+    assert_eq!(report.unreadable.len(), 1);
+    assert!(
+        store.begin(5).is_err(),
+        "an unreadable checkpoint still holds its id"
+    );
+    store.discard(5).unwrap();
+    assert_eq!(data_files(memory.as_ref()), referenced(&store));
+    store.begin(5).unwrap();
 }
 
 /// Takes a savepoint of each of p instances of engine `A`, restores q instances of engine `B`

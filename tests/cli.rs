@@ -93,3 +93,116 @@ fn inspect_prints_verifies_and_names_bad_files() {
     let (code, _, err) = inspect(&[dir.path().join("chk-9").to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
 }
+
+fn simulate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyed-state"))
+        .arg("simulate")
+        .args(args)
+        .output()
+        .expect("run keyed-state");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn report(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.lines().next().expect("a JSON line")).expect("JSON")
+}
+
+const SMALL: &[&str] = &[
+    "--seed",
+    "5",
+    "--events",
+    "12000",
+    "--keys",
+    "300",
+    "--checkpoint-every",
+    "1000",
+    "--json",
+];
+
+#[test]
+fn simulate_is_deterministic_across_runs_engines_and_real_process_kills() {
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = SMALL.iter().chain(extra).copied().collect();
+        let (code, out, err) = simulate(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        report(&out)
+    };
+    let digests = |r: &serde_json::Value| (r["state_digest"].clone(), r["output_digest"].clone());
+    let faulty = run(&[
+        "--crashes",
+        "4",
+        "--storage-faults",
+        "3",
+        "--random-rescales",
+        "2",
+    ]);
+    for field in [
+        "seed",
+        "engine",
+        "events",
+        "checkpoints",
+        "crashes",
+        "restores",
+        "rescales",
+        "divergences",
+        "state_digest",
+        "output_digest",
+        "elapsed_s",
+    ] {
+        assert!(!faulty[field].is_null(), "{field} in {faulty}");
+    }
+    assert_eq!(faulty["divergences"], 0);
+    assert!(faulty["crashes"].as_u64().unwrap() >= 4);
+    let clean = run(&["--crashes", "0", "--storage-faults", "0"]);
+    assert_eq!(clean["crashes"], 0);
+    assert_eq!(digests(&faulty), digests(&clean), "faults change nothing");
+    assert_eq!(
+        digests(&run(&[
+            "--crashes",
+            "4",
+            "--storage-faults",
+            "3",
+            "--random-rescales",
+            "2"
+        ])),
+        digests(&faulty)
+    );
+    assert_eq!(digests(&run(&["--engine", "rocksdb"])), digests(&clean));
+    // Real processes: the worker is SIGKILLed three times and restarted.
+    let killed = run(&["--kill", "3"]);
+    assert_eq!(killed["crashes"], 3);
+    assert!(killed["restores"].as_u64().unwrap() >= 3);
+    assert_eq!(digests(&killed), digests(&clean));
+}
+
+#[test]
+fn simulate_keeps_its_directory_for_inspect_and_refuses_to_reuse_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args: Vec<&str> = SMALL.iter().copied().chain(["--dir", d]).collect();
+    let (code, _, err) = simulate(&args);
+    assert_eq!(code, 0, "{err}");
+    let instance = dir.path().join("seed-5/instance-0");
+    let chk = std::fs::read_dir(&instance)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("chk-"))
+        .expect("a retained checkpoint");
+    let (code, out, err) = inspect(&[chk.to_str().unwrap(), "--verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        dir.path().join("seed-5/job").is_dir(),
+        "the job log is kept"
+    );
+    let (code, _, err) = simulate(&args);
+    assert_eq!(code, 1, "a used directory is refused");
+    assert!(err.contains("not empty"), "{err}");
+    let (code, _, err) = simulate(&["--skew", "zipf:x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--skew"), "{err}");
+}

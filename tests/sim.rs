@@ -1,6 +1,8 @@
-//! The simulator as a test: a sweep of seeds on both engines, with crashes and rescales, checks the
-//! committed output and the final state against the oracle; runs are deterministic and the
-//! engines agree. `KS_SIM_SEEDS=N` widens the sweep (N seeds per engine).
+//! The simulator as a test: a sweep of seeds on both engines, with crashes (between records,
+//! during checkpoints, during restores), transient storage failures, torn writes and rescales
+//! (fixed and random), checks the restored state after every recovery and the committed output
+//! and final state against the oracle; runs are deterministic and the engines agree.
+//! `KS_SIM_SEEDS=N` widens the sweep (N seeds per engine).
 
 use keyed_state::sim::{EngineKind, SimConfig, Skew, run};
 
@@ -18,8 +20,11 @@ fn config(seed: u64, engine: EngineKind) -> SimConfig {
         parallelism: 1 + (seed % 4) as u32,
         checkpoint_every: 300 + seed % 500,
         crashes: 1 + (seed % 5) as u32,
-        // A third of the seeds rescale half way, to 1..=5 instances.
+        storage_faults: (seed % 4) as u32,
+        torn_writes: !seed.is_multiple_of(5),
+        // A third of the seeds rescale half way, to 1..=5 instances; others at random points.
         rescale_to: seed.is_multiple_of(3).then_some(1 + (seed / 3 % 5) as u32),
+        random_rescales: (seed % 3) as u32,
         ..SimConfig::default()
     }
 }
@@ -30,18 +35,26 @@ fn sweep(engine: EngineKind, default_seeds: u64) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_seeds);
     let (mut crashes, mut restores, mut rescales) = (0, 0, 0);
+    let (mut in_checkpoint, mut in_restore, mut aborted) = (0, 0, 0);
     for seed in 0..seeds {
         let r = run(&config(seed, engine)).unwrap();
         assert!(
             r.divergences.is_empty(),
-            "seed {seed} on {}: {:?}",
+            "seed {seed} on {}: {}",
             engine.name(),
             r.divergences
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         assert!(r.checkpoints > 0 && r.outputs > 0);
         crashes += r.crashes;
         restores += r.restores;
         rescales += r.rescales;
+        in_checkpoint += r.crashes_in_checkpoint;
+        in_restore += r.crashes_in_restore;
+        aborted += r.checkpoints_aborted;
     }
     assert!(crashes >= seeds, "every seed crashed at least once");
     assert!(restores > seeds / 2, "most crashes restored a checkpoint");
@@ -49,8 +62,21 @@ fn sweep(engine: EngineKind, default_seeds: u64) {
         rescales > seeds / 5,
         "a fifth of the seeds or more rescaled: {rescales}"
     );
+    assert!(
+        in_checkpoint > seeds / 10,
+        "crashes during checkpoints: {in_checkpoint}"
+    );
+    assert!(
+        in_restore > seeds / 20,
+        "crashes during restores: {in_restore}"
+    );
+    assert!(
+        aborted > seeds / 10,
+        "checkpoints aborted by storage faults: {aborted}"
+    );
     eprintln!(
-        "{}: {seeds} seeds, {crashes} crashes, {restores} restores, {rescales} rescales",
+        "{}: {seeds} seeds, {crashes} crashes ({in_checkpoint} during checkpoints, {in_restore} \
+         during restores), {aborted} aborted checkpoints, {restores} restores, {rescales} rescales",
         engine.name()
     );
 }
@@ -62,7 +88,7 @@ fn heap_sweep_matches_the_oracle() {
 
 #[test]
 fn rocksdb_sweep_matches_the_oracle() {
-    sweep(EngineKind::RocksDb, 60);
+    sweep(EngineKind::RocksDb, 50);
 }
 
 #[test]
@@ -78,10 +104,8 @@ fn runs_are_deterministic_and_engines_agree() {
         (a.state_digest, a.output_digest),
         (c.state_digest, c.output_digest)
     );
-    assert_eq!(
-        (a.crashes, a.restores, a.processed),
-        (c.crashes, c.restores, c.processed)
-    );
+    // Crash points are the same; what a storage fault hits depends on the engine's files.
+    assert_eq!(a.crashes, c.crashes);
     let other = run(&config(12, EngineKind::Heap)).unwrap();
     assert_ne!(a.output_digest, other.output_digest);
 }

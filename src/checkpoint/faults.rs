@@ -5,12 +5,15 @@
 //! operation k and every later one fail (an outage, or a crash when the caller then drops
 //! everything and reopens the inner storage); `fail_only(k)` fails just operation k (a
 //! transient error). A failed `put` writes nothing, as the storage contract's atomic
-//! visibility promises.
+//! visibility promises — unless [`tear_writes`](FaultyStorage::tear_writes) is on: then the
+//! `put` that `fail_from` stops publishes the first half of its bytes (a torn tail, what a
+//! storage without atomic publication leaves when the writer dies), so tests can show that
+//! nothing completed ever depends on such a file and that recovery removes it.
 
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 
@@ -23,6 +26,7 @@ pub struct FaultyStorage {
     ops: AtomicU64,
     fail_from: AtomicU64,
     fail_only: AtomicU64,
+    tear: AtomicBool,
 }
 
 impl FaultyStorage {
@@ -33,6 +37,7 @@ impl FaultyStorage {
             ops: AtomicU64::new(0),
             fail_from: AtomicU64::new(u64::MAX),
             fail_only: AtomicU64::new(u64::MAX),
+            tear: AtomicBool::new(false),
         }
     }
 
@@ -44,6 +49,12 @@ impl FaultyStorage {
     /// Fails operation `op` only.
     pub fn fail_only(&self, op: u64) {
         self.fail_only.store(op, Ordering::SeqCst);
+    }
+
+    /// Whether the `put` at which `fail_from` starts leaves a torn file (see the module
+    /// documentation).
+    pub fn tear_writes(&self, on: bool) {
+        self.tear.store(on, Ordering::SeqCst);
     }
 
     /// Stops failing.
@@ -58,9 +69,20 @@ impl FaultyStorage {
     }
 
     fn check(&self, what: &str, path: &str) -> Result<()> {
+        self.check_put(what, path, None)
+    }
+
+    /// Like `check`; for a `put` of `bytes` at the operation where `fail_from` starts, with
+    /// tearing on, publishes half of them first.
+    fn check_put(&self, what: &str, path: &str, bytes: Option<&dyn Fn() -> Vec<u8>>) -> Result<()> {
         let n = self.ops.fetch_add(1, Ordering::SeqCst);
-        if n >= self.fail_from.load(Ordering::SeqCst) || n == self.fail_only.load(Ordering::SeqCst)
-        {
+        let from = self.fail_from.load(Ordering::SeqCst);
+        if n >= from || n == self.fail_only.load(Ordering::SeqCst) {
+            if let Some(bytes) = bytes.filter(|_| n == from && self.tear.load(Ordering::SeqCst)) {
+                let all = bytes();
+                // Best effort: the writer is dying anyway.
+                let _ = self.inner.put(path, &all[..all.len() / 2]);
+            }
             return Err(CheckpointError::Injected(format!("{what} {path} (operation {n})")).into());
         }
         Ok(())
@@ -69,12 +91,16 @@ impl FaultyStorage {
 
 impl CheckpointStorage for FaultyStorage {
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        self.check("put", path)?;
+        self.check_put("put", path, Some(&|| bytes.to_vec()))?;
         self.inner.put(path, bytes)
     }
 
     fn put_file(&self, path: &str, source: &Path) -> Result<FileInfo> {
-        self.check("put", path)?;
+        self.check_put(
+            "put",
+            path,
+            Some(&|| std::fs::read(source).unwrap_or_default()),
+        )?;
         self.inner.put_file(path, source)
     }
 

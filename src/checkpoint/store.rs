@@ -270,6 +270,38 @@ impl CheckpointStore {
         self.clean_locked(&mut inner).map(|_| ())
     }
 
+    /// Removes checkpoint `id` whatever its state: completed (manifest first, then the files
+    /// no other retained checkpoint references), unreadable (its directory), in progress (as
+    /// [`abort`](Self::abort)), or absent (nothing to do). A job whose checkpoint is complete
+    /// only when every instance completed it uses this to withdraw the instances' part of an
+    /// attempt that failed elsewhere, so retention never keeps a checkpoint the job cannot use
+    /// in place of one it can.
+    pub fn discard(&self, id: u64) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if inner.in_progress == Some(id) {
+            inner.in_progress = None;
+        }
+        if let Some(old) = inner.completed.remove(&id) {
+            inner.dirty = true;
+            self.storage.delete(&manifest_path(id))?;
+            let still = referenced(&inner);
+            for f in old
+                .files
+                .iter()
+                .filter(|f| !still.contains(f.path.as_str()))
+            {
+                self.storage.delete(&f.path)?;
+            }
+            inner.dirty = false;
+        }
+        if inner.unreadable.remove(&id).is_some() {
+            inner.dirty = true;
+        }
+        // The directory's remaining files (private files, or those of an unreadable or
+        // unfinished attempt) and shared files nobody references any more.
+        self.clean_locked(&mut inner).map(|_| ())
+    }
+
     /// Removes completed checkpoints beyond the retained count: manifest first (so a crash
     /// leaves an orphan, never a half-deleted checkpoint that looks complete), then the files
     /// nobody retained references.

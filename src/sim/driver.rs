@@ -1,22 +1,33 @@
-//! The driver: runs the job on `p` instances with periodic checkpoints and seeded crashes,
-//! restores the last completed checkpoint after each crash, replays the input from its offset,
-//! and compares the committed output and the final state with the oracle's.
+//! The driver: runs the job on `p` instances with periodic job-wide checkpoints, injects the
+//! seeded faults (crashes between records, during a checkpoint and during a restore; transient
+//! storage failures; torn writes), recovers from the last checkpoint the whole job completed,
+//! replays the input from its offset, rescales, and compares the restored state after every
+//! recovery, and the committed output and the final state at the end, with the oracle's.
+//!
+//! Storage layout under the run's directory: `job/` holds the [`JobLog`], `instance-<i>/` the
+//! checkpoints of instance `i` (a [`CheckpointStore`] each), `db-<i>-gen-<g>/` the RocksDB
+//! working databases (disposable: a crash abandons them).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::hash::BuildHasher;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::coordinator::{JobLog, JobRecord};
 use super::generator::{Generator, Skew, SplitMix64};
-use super::job::{Instance, Job};
+use super::job::{Dump, Instance, Job, operator_of};
 use super::oracle::Oracle;
 use crate::HeapEngine;
 use crate::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
 use crate::backend::{EngineConfig, KeyedStateBackend};
-use crate::checkpoint::{CheckpointStore, LocalStorage, RestoreSource};
+use crate::checkpoint::{
+    CheckpointStorage, CheckpointStore, FaultyStorage, LocalStorage, PendingCheckpoint,
+    RestoreSource,
+};
 use crate::clock::ManualClock;
-use crate::error::{CheckpointError, Result};
+use crate::error::{CheckpointError, Error, Result};
 use crate::key_group::{operator_for_key_group, range_for_operator};
 
 /// The engine instances run on.
@@ -41,7 +52,7 @@ impl EngineKind {
 /// What to simulate.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// The seed: input, crash points.
+    /// The seed: input, fault points.
     pub seed: u64,
     /// Events in the input.
     pub events: u64,
@@ -57,12 +68,24 @@ pub struct SimConfig {
     pub max_parallelism: u32,
     /// Events between checkpoints.
     pub checkpoint_every: u64,
-    /// Crashes at seeded points of the input.
+    /// Crashes at seeded points: between records, during a checkpoint (at a storage
+    /// operation of an instance, before or after the job's commit) and during a restore.
     pub crashes: u32,
+    /// Transient storage failures at seeded checkpoints (an instance's or the job log's
+    /// operation fails once: the checkpoint aborts and the job goes on).
+    pub storage_faults: u32,
+    /// Whether a crash during a storage write leaves a torn (half-written) file behind.
+    pub torn_writes: bool,
     /// Rescale to this many instances at the first checkpoint past half the input.
     pub rescale_to: Option<u32>,
-    /// Where checkpoints (and RocksDB databases) go; a temporary directory when `None`.
+    /// Rescales to a seeded number of instances (1..=4) at seeded checkpoints.
+    pub random_rescales: u32,
+    /// Where checkpoints (and RocksDB databases) go; a temporary directory when `None`. Must
+    /// be empty unless `resume`.
     pub dir: Option<PathBuf>,
+    /// Continue the run found in `dir` (from its job log) instead of starting one: what a
+    /// restarted worker does after `--kill`. In-process faults are off in a resumed run.
+    pub resume: bool,
 }
 
 impl Default for SimConfig {
@@ -77,9 +100,87 @@ impl Default for SimConfig {
             max_parallelism: 128,
             checkpoint_every: 20_000,
             crashes: 3,
+            storage_faults: 2,
+            torn_writes: true,
             rescale_to: None,
+            random_rescales: 0,
             dir: None,
+            resume: false,
         }
+    }
+}
+
+impl SimConfig {
+    /// The `keyed-state simulate` arguments that reproduce this run (without `--dir`).
+    pub fn command(&self) -> String {
+        let skew = match self.skew {
+            Skew::Uniform => "uniform".to_string(),
+            Skew::Zipf(s) => format!("zipf:{s}"),
+        };
+        let mut c = format!(
+            "keyed-state simulate --seed {} --events {} --keys {} --skew {skew} --engine {} \
+             --parallelism {} --max-parallelism {} --checkpoint-every {} --crashes {} \
+             --storage-faults {} --random-rescales {}",
+            self.seed,
+            self.events,
+            self.keys,
+            self.engine.name(),
+            self.parallelism,
+            self.max_parallelism,
+            self.checkpoint_every,
+            self.crashes,
+            self.storage_faults,
+            self.random_rescales,
+        );
+        if let Some(q) = self.rescale_to {
+            c.push_str(&format!(" --rescale-to {q}"));
+        }
+        if !self.torn_writes {
+            c.push_str(" --no-torn-writes");
+        }
+        c
+    }
+}
+
+/// One difference from the oracle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// When it was seen: after which restore, or at the end.
+    pub step: String,
+    /// The operator (`count`, `sessions`, `dedup`, …; `sink` for the committed output).
+    pub operator: String,
+    /// The state (or `output`).
+    pub state: String,
+    /// The user key, when the difference is in a state.
+    pub key: Option<u64>,
+    /// The namespace or map key (`window 5`, `kind 2`, `id 17`), or the output line.
+    pub detail: String,
+    /// What the oracle has (`None`: absent).
+    pub expected: Option<String>,
+    /// What the job has (`None`: absent).
+    pub actual: Option<String>,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
+        write!(
+            f,
+            "{}: operator {} state {}",
+            self.step, self.operator, self.state
+        )?;
+        if let Some(k) = self.key {
+            write!(f, " key {k}")?;
+        }
+        if !self.detail.is_empty() {
+            write!(f, " [{}]", self.detail)?;
+        }
+        write!(
+            f,
+            ": expected {}, actual {}",
+            show(&self.expected),
+            show(&self.actual)
+        )
     }
 }
 
@@ -94,29 +195,35 @@ pub struct SimReport {
     pub events: u64,
     /// Events processed, replays included.
     pub processed: u64,
-    /// Checkpoints completed (per job, not per instance).
+    /// Job checkpoints completed (every instance, then the job record).
     pub checkpoints: u64,
-    /// Crashes.
+    /// Job checkpoints aborted by a storage failure (the job went on).
+    pub checkpoints_aborted: u64,
+    /// Crashes, all kinds.
     pub crashes: u64,
+    /// Crashes during a checkpoint (a subset of `crashes`).
+    pub crashes_in_checkpoint: u64,
+    /// Crashes during a restore (a subset of `crashes`).
+    pub crashes_in_restore: u64,
     /// Restores from a checkpoint.
     pub restores: u64,
     /// Rescalings.
     pub rescales: u64,
-    /// Bytes uploaded by all checkpoints.
+    /// Bytes uploaded by completed checkpoints.
     pub bytes_checkpointed: u64,
     /// Committed outputs.
     pub outputs: u64,
-    /// Every difference from the oracle (empty: the run is correct).
-    pub divergences: Vec<String>,
+    /// Every difference from the oracle (empty: the run is correct); at most a few per check.
+    pub divergences: Vec<Divergence>,
     /// A digest of the final state (equal across engines for the same flags).
     pub state_digest: u64,
-    /// A digest of the committed output.
+    /// A digest of the committed output (order-independent across instances).
     pub output_digest: u64,
     /// Wall time.
     pub elapsed_s: f64,
 }
 
-/// Watermarks advance every this many events.
+/// Watermarks (and processing-time timers) advance every this many events.
 const WATERMARK_EVERY: u64 = 100;
 /// Mean event-time gap between events, ms.
 const EVENT_GAP_MS: u64 = 1_000;
@@ -125,6 +232,16 @@ const DISORDER_MS: u64 = 60_000;
 /// Processing time advances this much per input position (a pure function of the position,
 /// so a replay sees the same times): a 24-hour TTL spans 2,880 events.
 const PROCESSING_MS_PER_EVENT: u64 = 30_000;
+/// Retained checkpoints per instance: the job's latest, plus one attempt that completed on
+/// this instance but may still fail elsewhere (then it is discarded).
+const RETAIN: usize = 2;
+/// Differences reported per check (the rest are counted, not listed).
+const REPORTED: usize = 8;
+
+/// The processing time at input position `i`.
+fn processing_time(i: u64) -> u64 {
+    i * PROCESSING_MS_PER_EVENT
+}
 
 fn digest<'a>(lines: impl IntoIterator<Item = &'a String>) -> u64 {
     let state = foldhash::fast::FixedState::with_seed(0x5eed);
@@ -133,14 +250,217 @@ fn digest<'a>(lines: impl IntoIterator<Item = &'a String>) -> u64 {
         .fold(0u64, |acc, l| acc.rotate_left(5) ^ state.hash_one(l))
 }
 
-/// The processing time at input position `i`.
-fn processing_time(i: u64) -> u64 {
-    i * PROCESSING_MS_PER_EVENT
+fn dump_digest(d: &Dump) -> u64 {
+    let lines: Vec<String> = d
+        .iter()
+        .map(|((s, u, detail), v)| format!("{s} {u} {detail} {v}"))
+        .collect();
+    digest(&lines)
 }
 
+/// A fault planned at a checkpoint position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CheckpointFault {
+    /// Storage operation `op` of instance `instance % p` (counted from the checkpoint's
+    /// start) fails once.
+    Transient { instance: u32, op: u64 },
+    /// The job log's write fails once: every instance completed, the job did not.
+    TransientCommit,
+    /// The process dies at storage operation `op` of instance `instance % p`: that operation
+    /// and every later one fail, and the job is abandoned when the checkpoint ends.
+    Crash { instance: u32, op: u64 },
+    /// Every instance completed; the process dies before the job record.
+    CrashBeforeCommit,
+    /// The process dies right after the job record.
+    CrashAfterCommit,
+}
+
+/// Every fault of a run, drawn from the seed up front; each fires once.
+#[derive(Debug, Default)]
+struct FaultPlan {
+    /// Crashes before processing the event at these positions.
+    between: BTreeSet<u64>,
+    /// Faults at the checkpoint taken at these positions.
+    at_checkpoint: BTreeMap<u64, CheckpointFault>,
+    /// Restores that fail at this storage operation (the process dies mid-restore), in order.
+    restore: Vec<u64>,
+    /// Rescale targets at these checkpoint positions.
+    rescales: BTreeMap<u64, u32>,
+}
+
+impl FaultPlan {
+    fn draw(cfg: &SimConfig) -> Self {
+        let mut plan = FaultPlan::default();
+        if cfg.events < 2 || cfg.resume {
+            return plan;
+        }
+        let mut rng = SplitMix64::new(cfg.seed ^ 0xc4a5_4e5f);
+        let every = cfg.checkpoint_every.max(1);
+        let checkpoints: Vec<u64> = (1..=cfg.events / every)
+            .map(|k| k * every)
+            .chain((!cfg.events.is_multiple_of(every)).then_some(cfg.events))
+            .collect();
+        let free_checkpoint = |rng: &mut SplitMix64, plan: &FaultPlan| {
+            // A few tries for a position without a fault; crowded plans drop the fault.
+            (0..8)
+                .map(|_| checkpoints[rng.below(checkpoints.len() as u64) as usize])
+                .find(|c| !plan.at_checkpoint.contains_key(c))
+        };
+        for _ in 0..cfg.crashes {
+            match rng.below(6) {
+                0 | 1 => {
+                    plan.between.insert(1 + rng.below(cfg.events - 1));
+                }
+                2 => {
+                    plan.between.insert(1 + rng.below(cfg.events - 1));
+                    plan.restore.push(rng.below(6));
+                }
+                kind => {
+                    let fault = match kind {
+                        3 => CheckpointFault::Crash {
+                            instance: rng.below(8) as u32,
+                            op: rng.below(12),
+                        },
+                        4 => CheckpointFault::CrashBeforeCommit,
+                        _ => CheckpointFault::CrashAfterCommit,
+                    };
+                    if let Some(at) = free_checkpoint(&mut rng, &plan) {
+                        plan.at_checkpoint.insert(at, fault);
+                    }
+                }
+            }
+        }
+        for _ in 0..cfg.storage_faults {
+            let fault = if rng.below(5) == 0 {
+                CheckpointFault::TransientCommit
+            } else {
+                CheckpointFault::Transient {
+                    instance: rng.below(8) as u32,
+                    op: rng.below(10),
+                }
+            };
+            if let Some(at) = free_checkpoint(&mut rng, &plan) {
+                plan.at_checkpoint.insert(at, fault);
+            }
+        }
+        for _ in 0..cfg.random_rescales {
+            let at = checkpoints[rng.below(checkpoints.len() as u64) as usize];
+            plan.rescales.insert(at, 1 + rng.below(4) as u32);
+        }
+        plan
+    }
+}
+
+/// The oracle run alongside: fault-free, and kept at the input positions of the checkpoints
+/// a recovery may restore, with the number of outputs it had produced there.
+struct OracleRun {
+    stream: Generator,
+    events: u64,
+    oracle: Oracle,
+    pos: u64,
+    max_ts: u64,
+    outputs: Vec<String>,
+    at: BTreeMap<u64, (Oracle, usize)>,
+}
+
+impl OracleRun {
+    fn new(stream: Generator, events: u64) -> Self {
+        OracleRun {
+            stream,
+            events,
+            oracle: Oracle::default(),
+            pos: 0,
+            max_ts: 0,
+            outputs: Vec::new(),
+            at: BTreeMap::new(),
+        }
+    }
+
+    /// Runs the oracle up to input position `to` (no-op when it is there or beyond).
+    fn advance_to(&mut self, to: u64) {
+        while self.pos < to {
+            let e = self.stream.event(self.pos);
+            self.oracle
+                .process(&e, processing_time(self.pos), &mut self.outputs);
+            self.max_ts = self.max_ts.max(e.ts);
+            self.pos += 1;
+            if self.pos.is_multiple_of(WATERMARK_EVERY) || self.pos == self.events {
+                let wm = self.max_ts.saturating_sub(self.stream.disorder_ms());
+                self.oracle
+                    .advance(wm, processing_time(self.pos), &mut self.outputs);
+            }
+        }
+    }
+
+    /// Remembers the oracle at position `pos` (the first time the job checkpoints there).
+    fn keep(&mut self, pos: u64) {
+        if self.pos <= pos && !self.at.contains_key(&pos) {
+            self.advance_to(pos);
+            self.at
+                .insert(pos, (self.oracle.clone(), self.outputs.len()));
+        }
+    }
+
+    /// The oracle's state and output count at `pos`.
+    fn at(&mut self, pos: u64) -> Option<(Dump, usize)> {
+        self.keep(pos);
+        if self.pos == pos {
+            return Some((self.oracle.dump(processing_time(pos)), self.outputs.len()));
+        }
+        self.at
+            .get(&pos)
+            .map(|(o, n)| (o.dump(processing_time(pos)), *n))
+    }
+
+    /// Forgets positions before `pos` (no recovery can go back there any more).
+    fn forget_before(&mut self, pos: u64) {
+        self.at = self.at.split_off(&pos);
+    }
+}
+
+/// The live job: its instances, their checkpoint stores and the fault-injecting storage
+/// under each.
 struct Running {
     instances: Vec<Box<dyn Instance>>,
     stores: Vec<Arc<CheckpointStore>>,
+    faults: Vec<Arc<FaultyStorage>>,
+}
+
+/// Why a step stopped: the process died (a planned crash), or a real error.
+enum Stop {
+    Crash,
+    Error(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Error(e)
+    }
+}
+
+/// A run's mutable state.
+struct Sim<'a> {
+    cfg: &'a SimConfig,
+    root: PathBuf,
+    stream: Generator,
+    clock: ManualClock,
+    plan: FaultPlan,
+    report: SimReport,
+    oracle: OracleRun,
+    log_faults: Arc<FaultyStorage>,
+    log: JobLog,
+    /// The job's parallelism (changes when rescaling).
+    p: u32,
+    /// RocksDB working directories are per generation: a crash abandons them.
+    generation: u64,
+    running: Option<Running>,
+    /// The next input position.
+    i: u64,
+    max_ts: u64,
+    next_id: u64,
+    /// Outputs since the last committed job checkpoint.
+    pending: Vec<String>,
+    rescale_to: Option<u32>,
 }
 
 /// Runs one simulation (see the module documentation).
@@ -165,266 +485,520 @@ pub fn run_with_progress(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Resu
         .clone()
         .or_else(|| temp.as_ref().map(|t| t.path().to_path_buf()))
         .unwrap_or_default();
+    std::fs::create_dir_all(&root)?;
+    if !cfg.resume && std::fs::read_dir(&root)?.next().is_some() {
+        return Err(CheckpointError::Protocol {
+            id: 0,
+            reason: format!(
+                "{} is not empty: a new run needs an empty directory (or resume)",
+                root.display()
+            ),
+        }
+        .into());
+    }
+    if cfg.resume {
+        // The RocksDB working directories of a dead process: disposable, rebuilt on restore.
+        for entry in std::fs::read_dir(&root)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("db-") {
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+    }
     let stream = Generator::new(cfg.seed, cfg.keys, cfg.skew, EVENT_GAP_MS, DISORDER_MS);
-    let p = cfg.parallelism.max(1);
-    let m = cfg.max_parallelism;
-    let every = cfg.checkpoint_every.max(1);
-
-    // Crash points: distinct event positions, drawn from the seed.
-    let mut rng = SplitMix64::new(cfg.seed ^ 0xc4a5_4e5f);
-    let mut crash_points: BTreeSet<u64> = BTreeSet::new();
-    while (crash_points.len() as u32) < cfg.crashes.min(cfg.events.saturating_sub(1) as u32) {
-        crash_points.insert(1 + rng.below(cfg.events - 1));
-    }
-
-    let mut report = SimReport {
-        seed: cfg.seed,
-        engine: cfg.engine.name(),
-        events: cfg.events,
-        ..SimReport::default()
+    let log_faults = Arc::new(FaultyStorage::new(Arc::new(LocalStorage::new(
+        root.join("job"),
+    )?)));
+    let log = JobLog::open(log_faults.clone())?;
+    // A resumed run continues with the parallelism of its latest checkpoint.
+    let p = log
+        .latest()
+        .map_or(cfg.parallelism, |r| r.parallelism)
+        .max(1);
+    let mut sim = Sim {
+        cfg,
+        root,
+        oracle: OracleRun::new(stream.clone(), cfg.events),
+        stream,
+        clock: ManualClock::new(0),
+        plan: FaultPlan::draw(cfg),
+        report: SimReport {
+            seed: cfg.seed,
+            engine: cfg.engine.name(),
+            events: cfg.events,
+            ..SimReport::default()
+        },
+        log_faults,
+        log,
+        p,
+        generation: 0,
+        running: None,
+        i: 0,
+        max_ts: 0,
+        next_id: 1,
+        pending: Vec::new(),
+        rescale_to: cfg.rescale_to.filter(|&q| q >= 1 && q != cfg.parallelism),
     };
-    let mut generation = 0u64;
-    let mut p = p;
-    let mut rescale_to = cfg.rescale_to.filter(|&q| q >= 1 && q != p);
-    let clock = ManualClock::new(0);
-    let mut running = start(cfg, &root, p, m, &clock, generation, None)?;
-    let (mut i, mut max_ts, mut next_id) = (0u64, 0u64, 1u64);
-    let mut committed: Vec<String> = Vec::new();
-    let mut pending: Vec<String> = Vec::new();
-    while i < cfg.events {
-        if crash_points.remove(&i) {
-            // A crash: the instances are gone without shutdown, uncommitted output too.
-            report.crashes += 1;
-            drop(running);
-            pending.clear();
-            // The crashed instances' local databases are disposable working copies.
-            for k in 0..p {
-                let _ = std::fs::remove_dir_all(root.join(format!("db-{k}-gen-{generation}")));
-            }
-            generation += 1;
-            let restored = latest_complete(&root, p)?;
-            // Processing time goes back to the restored position before any engine opens:
-            // RocksDB's TTL compaction filter reads the clock from background threads, and
-            // must not expire elements at a time the replay has not reached yet.
-            clock.set(processing_time(restored.map_or(0, |(_, offset, _)| offset)));
-            running = start(
-                cfg,
-                &root,
-                p,
-                m,
-                &clock,
-                generation,
-                restored.map(|(id, _, _)| (id, p)),
-            )?;
-            match restored {
-                Some((id, offset, ts)) => {
-                    report.restores += 1;
-                    (i, max_ts, next_id) = (offset, ts, id + 1);
-                }
-                None => (i, max_ts, next_id) = (0, 0, 1),
-            }
-            tracing::debug!(seed = cfg.seed, at = i, "recovered");
-            continue;
-        }
-        let e = stream.event(i);
-        clock.set(processing_time(i));
-        let group = crate::key_group::key_group_for_bytes(&e.user.to_be_bytes(), m);
-        let owner = operator_for_key_group(m, p, group) as usize;
-        running.instances[owner].process(&e, &mut pending)?;
-        report.processed += 1;
-        if report.processed.is_multiple_of(1000) {
-            progress(i);
-        }
-        max_ts = max_ts.max(e.ts);
-        i += 1;
-        if i % WATERMARK_EVERY == 0 || i == cfg.events {
-            let wm = max_ts.saturating_sub(stream.disorder_ms());
-            for inst in &running.instances {
-                inst.advance(wm, &mut pending)?;
-            }
-        }
-        if i % every == 0 || i == cfg.events {
-            for (inst, store) in running.instances.iter().zip(&running.stores) {
-                let manifest =
-                    inst.checkpoint(store, next_id, &[("input", i), ("max_ts", max_ts)])?;
-                report.bytes_checkpointed += manifest.uploaded_bytes;
-            }
-            // Every instance completed: the checkpoint's output is committed.
-            committed.append(&mut pending);
-            report.checkpoints += 1;
-            next_id += 1;
-            // Rescaling at the first checkpoint past half the input: stop all p instances,
-            // start q from the p manifests, and checkpoint the new layout at once.
-            if let Some(q) = rescale_to.filter(|_| i >= cfg.events / 2 && i < cfg.events) {
-                rescale_to = None;
-                drop(running);
-                for k in 0..p {
-                    let _ = std::fs::remove_dir_all(root.join(format!("db-{k}-gen-{generation}")));
-                }
-                generation += 1;
-                running = start(cfg, &root, q, m, &clock, generation, Some((next_id - 1, p)))?;
-                p = q;
-                report.rescales += 1;
-                for (inst, store) in running.instances.iter().zip(&running.stores) {
-                    let manifest =
-                        inst.checkpoint(store, next_id, &[("input", i), ("max_ts", max_ts)])?;
-                    report.bytes_checkpointed += manifest.uploaded_bytes;
-                }
-                report.checkpoints += 1;
-                next_id += 1;
-            }
-        }
-    }
-
-    // The oracle, fault-free.
-    let mut oracle = Oracle::default();
-    let mut expected_out = Vec::new();
-    let mut oracle_max = 0;
-    for j in 0..cfg.events {
-        let e = stream.event(j);
-        oracle.process(&e, processing_time(j), &mut expected_out);
-        oracle_max = oracle_max.max(e.ts);
-        if (j + 1) % WATERMARK_EVERY == 0 || j + 1 == cfg.events {
-            oracle.advance(
-                oracle_max.saturating_sub(stream.disorder_ms()),
-                &mut expected_out,
-            );
-        }
-    }
-    let now = processing_time(cfg.events);
-    clock.set(now);
-    let mut state = BTreeSet::new();
-    for inst in &running.instances {
-        state.extend(inst.dump()?);
-    }
-    let expected_state = oracle.dump(now);
-    compare("state", &expected_state, &state, &mut report.divergences);
-    let mut got_out = committed.clone();
-    got_out.sort();
-    expected_out.sort();
-    if got_out != expected_out {
-        // Lines whose number of occurrences differ (missing, unexpected or repeated).
-        let mut counts: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
-        for l in &expected_out {
-            counts.entry(l).or_default().0 += 1;
-        }
-        for l in &got_out {
-            counts.entry(l).or_default().1 += 1;
-        }
-        for (line, (want, got)) in counts.into_iter().filter(|(_, (a, b))| a != b).take(10) {
-            report.divergences.push(format!(
-                "output: `{line}` committed {got} time(s), the oracle emits it {want} time(s)"
-            ));
-        }
-    }
-    report.outputs = committed.len() as u64;
-    report.state_digest = digest(&state);
-    report.output_digest = digest(&got_out);
+    sim.recover()?;
+    sim.run(progress)?;
+    sim.finish()?;
+    let mut report = sim.report;
     report.elapsed_s = started.elapsed().as_secs_f64();
-    drop(running);
     Ok(report)
 }
 
-fn compare(what: &str, expected: &BTreeSet<String>, got: &BTreeSet<String>, out: &mut Vec<String>) {
-    for line in expected.difference(got).take(5) {
-        out.push(format!("{what}: missing `{line}`"));
-    }
-    for line in got.difference(expected).take(5) {
-        out.push(format!("{what}: unexpected `{line}`"));
-    }
-}
-
-/// The latest checkpoint every instance completed: `(id, input offset, max event time)`.
-fn latest_complete(root: &std::path::Path, p: u32) -> Result<Option<(u64, u64, u64)>> {
-    let mut common: Option<BTreeSet<u64>> = None;
-    let mut manifests = Vec::new();
-    for i in 0..p {
-        let storage = Arc::new(LocalStorage::new(root.join(format!("instance-{i}")))?);
-        let (store, _) = CheckpointStore::open(storage, 2)?;
-        let ids: BTreeSet<u64> = store.retained().iter().map(|m| m.checkpoint_id).collect();
-        common = Some(match common {
-            None => ids,
-            Some(c) => c.intersection(&ids).copied().collect(),
-        });
-        manifests.push(store.retained());
-    }
-    let Some(id) = common.and_then(|c| c.last().copied()) else {
-        return Ok(None);
-    };
-    let m = manifests[0]
-        .iter()
-        .find(|m| m.checkpoint_id == id)
-        .ok_or_else(|| CheckpointError::NoCheckpoint(format!("checkpoint {id}")))?;
-    Ok(Some((
-        id,
-        m.offset("input").unwrap_or(0),
-        m.offset("max_ts").unwrap_or(0),
-    )))
-}
-
-/// Starts `p` instances, restored from checkpoint `restored` (its id) if given.
-fn start(
-    cfg: &SimConfig,
-    root: &std::path::Path,
-    p: u32,
-    m: u32,
-    clock: &ManualClock,
-    generation: u64,
-    restored: Option<(u64, u32)>,
-) -> Result<Running> {
-    let open = |i: u32| -> Result<(Arc<LocalStorage>, CheckpointStore)> {
-        let storage = Arc::new(LocalStorage::new(root.join(format!("instance-{i}")))?);
-        let (store, _) = CheckpointStore::open(storage.clone(), 2)?;
-        Ok((storage, store))
-    };
-    // Restore sources: checkpoint `id` of each of the `from` instances that took it (`from`
-    // differs from `p` when rescaling).
-    let mut sources = Vec::new();
-    if let Some((id, from)) = restored {
-        for i in 0..from {
-            let (storage, store) = open(i)?;
-            let manifest = store
-                .get(id)
-                .ok_or_else(|| CheckpointError::NoCheckpoint(format!("checkpoint {id}")))?;
-            sources.push(RestoreSource { storage, manifest });
-        }
-    }
-    let stores = (0..p)
-        .map(|i| open(i).map(|(_, store)| Arc::new(store)))
-        .collect::<Result<Vec<_>>>()?;
-    let mut instances: Vec<Box<dyn Instance>> = Vec::new();
-    for i in 0..p {
-        let config = EngineConfig::new(m)?
-            .with_key_group_range(range_for_operator(m, p, i)?)?
-            .with_clock(clock.shared());
-        match cfg.engine {
-            EngineKind::Heap => {
-                let engine = if restored.is_some() {
-                    HeapEngine::restore(config, &sources)?
-                } else {
-                    HeapEngine::new(config)
-                };
-                let backend = KeyedStateBackend::new(engine);
-                if restored.is_some() {
-                    backend.restore_timers(&sources)?;
-                }
-                instances.push(Box::new(Job::new(backend)?));
+impl Sim<'_> {
+    fn run(&mut self, progress: &mut dyn FnMut(u64)) -> Result<()> {
+        let every = self.cfg.checkpoint_every.max(1);
+        loop {
+            let finished = self
+                .log
+                .latest()
+                .is_some_and(|r| r.input == self.cfg.events);
+            if finished {
+                return Ok(());
             }
-            EngineKind::RocksDb => {
-                let path = root.join(format!("db-{i}-gen-{generation}"));
-                let options = RocksDbOptions::default();
-                let engine = if restored.is_some() {
-                    RocksDbEngine::restore(&path, config, options, &sources)?
-                } else {
-                    RocksDbEngine::open(&path, config, options)?
-                };
-                let backend = KeyedStateBackend::new(engine);
-                if restored.is_some() {
-                    backend.restore_timers(&sources)?;
+            let step = if self.i == self.cfg.events {
+                // The input is done but its final checkpoint aborted: take it again.
+                self.checkpoint()
+            } else if self.plan.between.remove(&self.i) {
+                Err(Stop::Crash)
+            } else {
+                self.process(progress).and_then(|()| {
+                    if self.i.is_multiple_of(every) || self.i == self.cfg.events {
+                        self.checkpoint()
+                    } else {
+                        Ok(())
+                    }
+                })
+            };
+            match step {
+                Ok(()) => {}
+                Err(Stop::Crash) => {
+                    self.report.crashes += 1;
+                    self.crash();
+                    self.recover()?;
                 }
-                instances.push(Box::new(Job::new(backend)?));
+                Err(Stop::Error(e)) => return Err(e),
             }
         }
     }
-    Ok(Running { instances, stores })
+
+    /// Processes the event at position `i`, then advances time every `WATERMARK_EVERY`.
+    fn process(&mut self, progress: &mut dyn FnMut(u64)) -> Result<(), Stop> {
+        let e = self.stream.event(self.i);
+        self.clock.set(processing_time(self.i));
+        let group =
+            crate::key_group::key_group_for_bytes(&e.user.to_be_bytes(), self.cfg.max_parallelism);
+        let owner = operator_for_key_group(self.cfg.max_parallelism, self.p, group) as usize;
+        let running = self.running.as_ref().ok_or_else(no_job)?;
+        running.instances[owner].process(&e, &mut self.pending)?;
+        self.report.processed += 1;
+        if self.report.processed.is_multiple_of(1000) {
+            progress(self.i);
+        }
+        self.max_ts = self.max_ts.max(e.ts);
+        self.i += 1;
+        if self.i.is_multiple_of(WATERMARK_EVERY) || self.i == self.cfg.events {
+            let wm = self.max_ts.saturating_sub(self.stream.disorder_ms());
+            let now = processing_time(self.i);
+            self.clock.set(now);
+            for inst in &running.instances {
+                inst.advance(wm, now, &mut self.pending)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes a job checkpoint at the current position: every instance's checkpoint runs
+    /// concurrently; when all completed, the job record commits them and the pending output.
+    /// Any instance failing aborts the job checkpoint (the others' parts are discarded).
+    fn checkpoint(&mut self) -> Result<(), Stop> {
+        let (pos, id) = (self.i, self.next_id);
+        self.next_id += 1;
+        self.oracle.keep(pos);
+        let fault = self.plan.at_checkpoint.remove(&pos);
+        let running = self.running.as_ref().ok_or_else(no_job)?;
+        let p = running.instances.len() as u32;
+        match fault {
+            Some(CheckpointFault::Transient { instance, op }) => {
+                let s = &running.faults[(instance % p) as usize];
+                s.fail_only(s.operations() + op);
+            }
+            Some(CheckpointFault::Crash { instance, op }) => {
+                let s = &running.faults[(instance % p) as usize];
+                s.tear_writes(self.cfg.torn_writes);
+                s.fail_from(s.operations() + op);
+            }
+            Some(CheckpointFault::TransientCommit) => {
+                self.log_faults.fail_only(self.log_faults.operations());
+            }
+            _ => {}
+        }
+        let offsets = [("input", pos), ("max_ts", self.max_ts)];
+        let started: Vec<Result<PendingCheckpoint>> = running
+            .instances
+            .iter()
+            .zip(&running.stores)
+            .map(|(inst, store)| inst.checkpoint(store, id, &offsets))
+            .collect();
+        let results: Vec<_> = started
+            .into_iter()
+            .map(|s| s.and_then(|c| c.wait()))
+            .collect();
+        for s in &running.faults {
+            s.heal();
+        }
+        if let Some(CheckpointFault::Crash { .. } | CheckpointFault::CrashBeforeCommit) = fault {
+            // Whatever the instances managed, the process is gone before the job record.
+            self.report.crashes_in_checkpoint += 1;
+            return Err(Stop::Crash);
+        }
+        let mut failed = results.iter().filter_map(|r| r.as_ref().err()).peekable();
+        let committed = if let Some(e) = failed.peek() {
+            tracing::debug!(checkpoint = id, error = %e, "an instance's checkpoint failed");
+            false
+        } else {
+            let record = JobRecord {
+                id,
+                parallelism: p,
+                input: pos,
+                max_ts: self.max_ts,
+                outputs: self.pending.clone(),
+            };
+            let commit = self.log.commit(record);
+            self.log_faults.heal();
+            match commit {
+                Ok(()) => true,
+                Err(e) if is_injected(&e) => false,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if !committed {
+            // Withdraw the instances' parts: retention must keep the job's latest checkpoint.
+            self.report.checkpoints_aborted += 1;
+            for store in &running.stores {
+                store.discard(id)?;
+            }
+            return Ok(());
+        }
+        self.report.checkpoints += 1;
+        self.report.bytes_checkpointed += results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|m| m.uploaded_bytes)
+            .sum::<u64>();
+        self.pending.clear();
+        self.oracle.forget_before(pos);
+        self.remove_unused_instances(p)?;
+        if fault == Some(CheckpointFault::CrashAfterCommit) {
+            self.report.crashes_in_checkpoint += 1;
+            return Err(Stop::Crash);
+        }
+        // Rescaling: stop all instances and start the new number from this checkpoint.
+        let fixed = self
+            .rescale_to
+            .filter(|_| pos >= self.cfg.events / 2 && pos < self.cfg.events);
+        let random = self
+            .plan
+            .rescales
+            .remove(&pos)
+            .filter(|_| pos < self.cfg.events);
+        if let Some(q) = fixed.or(random).filter(|&q| q != self.p) {
+            if fixed.is_some() {
+                self.rescale_to = None;
+            }
+            self.p = q;
+            self.report.rescales += 1;
+            self.crash(); // a stop without a final checkpoint: the one just taken is it
+            self.recover()?;
+        }
+        Ok(())
+    }
+
+    /// Abandons the running job without any clean shutdown: no abort, no flush; pending
+    /// output is lost; the RocksDB working directories are thrown away.
+    fn crash(&mut self) {
+        self.running = None;
+        self.pending.clear();
+        let suffix = format!("-gen-{}", self.generation);
+        for entry in std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("db-") && name.ends_with(&suffix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        self.generation += 1;
+    }
+
+    /// Starts the job from the latest job checkpoint (or from the beginning), retrying when a
+    /// planned fault kills the restore, then checks the restored state and the committed
+    /// output against the oracle at that point.
+    fn recover(&mut self) -> Result<()> {
+        loop {
+            self.log_faults.heal();
+            self.log = JobLog::open(self.log_faults.clone())?;
+            let latest = self.log.latest().cloned();
+            let restore_fault = if latest.is_some() && !self.plan.restore.is_empty() {
+                Some(self.plan.restore.remove(0))
+            } else {
+                None
+            };
+            // Processing time goes back to the restored position before any engine opens:
+            // RocksDB's TTL compaction filter reads the clock from background threads, and
+            // must not expire elements at a time the replay has not reached yet.
+            let offset = latest.as_ref().map_or(0, |r| r.input);
+            self.clock.set(processing_time(offset));
+            match self.start(latest.as_ref(), restore_fault) {
+                Ok(running) => {
+                    self.running = Some(running);
+                    match &latest {
+                        Some(r) => {
+                            self.report.restores += 1;
+                            (self.i, self.max_ts, self.next_id) = (r.input, r.max_ts, r.id + 1);
+                        }
+                        None => (self.i, self.max_ts, self.next_id) = (0, 0, 1),
+                    }
+                    self.pending.clear();
+                    if let Some(r) = &latest {
+                        self.check(&format!(
+                            "after restoring job checkpoint {} (input offset {})",
+                            r.id, r.input
+                        ))?;
+                    }
+                    return Ok(());
+                }
+                Err(e) if restore_fault.is_some() && is_injected(&e) => {
+                    tracing::debug!(error = %e, "crash during restore");
+                    self.report.crashes += 1;
+                    self.report.crashes_in_restore += 1;
+                    self.crash();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Opens the instance stores, discards every instance checkpoint newer than the job's
+    /// latest (attempts the job never completed, torn manifests included), and starts `p`
+    /// instances restored from `latest`'s instances (a rescale when their number differs).
+    /// `restore_fault`: the process dies at this storage operation of the restore.
+    fn start(&self, latest: Option<&JobRecord>, restore_fault: Option<u64>) -> Result<Running> {
+        let latest_id = latest.map_or(0, |r| r.id);
+        let from = latest.map_or(0, |r| r.parallelism);
+        let mut stores = Vec::new();
+        let mut faults = Vec::new();
+        for i in 0..self.p.max(from) {
+            let faulty = Arc::new(FaultyStorage::new(Arc::new(LocalStorage::new(
+                self.instance_dir(i),
+            )?)));
+            let (store, _) = CheckpointStore::open(faulty.clone(), RETAIN)?;
+            let newer: Vec<u64> = store
+                .retained()
+                .iter()
+                .map(|m| m.checkpoint_id)
+                .filter(|&id| id > latest_id)
+                .collect();
+            for id in newer {
+                store.discard(id)?;
+            }
+            // Unreadable manifests (a torn write) are never retained: discard by listing.
+            for path in faulty.list()? {
+                if let Some(id) = path
+                    .split_once('/')
+                    .and_then(|(d, _)| crate::checkpoint::path::parse_checkpoint_dir(d))
+                    .filter(|&id| id > latest_id)
+                {
+                    store.discard(id)?;
+                }
+            }
+            stores.push(Arc::new(store));
+            faults.push(faulty);
+        }
+        let mut sources = Vec::new();
+        if let Some(r) = latest {
+            for i in 0..from as usize {
+                let manifest = stores[i].get(r.id).ok_or_else(|| {
+                    CheckpointError::NoCheckpoint(format!(
+                        "job checkpoint {} lists instance {i}, whose store does not hold it",
+                        r.id
+                    ))
+                })?;
+                let storage = Arc::new(FaultyStorage::new(faults[i].clone()));
+                if let Some(op) = restore_fault.filter(|_| i == 0) {
+                    storage.fail_from(op);
+                }
+                sources.push(RestoreSource {
+                    storage: storage as Arc<dyn CheckpointStorage>,
+                    manifest,
+                });
+            }
+        }
+        stores.truncate(self.p as usize);
+        faults.truncate(self.p as usize);
+        let m = self.cfg.max_parallelism;
+        let mut instances: Vec<Box<dyn Instance>> = Vec::new();
+        for i in 0..self.p {
+            let config = EngineConfig::new(m)?
+                .with_key_group_range(range_for_operator(m, self.p, i)?)?
+                .with_clock(self.clock.shared());
+            match self.cfg.engine {
+                EngineKind::Heap => {
+                    let engine = if latest.is_some() {
+                        HeapEngine::restore(config, &sources)?
+                    } else {
+                        HeapEngine::new(config)
+                    };
+                    let backend = KeyedStateBackend::new(engine);
+                    if latest.is_some() {
+                        backend.restore_timers(&sources)?;
+                    }
+                    instances.push(Box::new(Job::new(backend)?));
+                }
+                EngineKind::RocksDb => {
+                    let path = self.root.join(format!("db-{i}-gen-{}", self.generation));
+                    let options = RocksDbOptions::default();
+                    let engine = if latest.is_some() {
+                        RocksDbEngine::restore(&path, config, options, &sources)?
+                    } else {
+                        RocksDbEngine::open(&path, config, options)?
+                    };
+                    let backend = KeyedStateBackend::new(engine);
+                    if latest.is_some() {
+                        backend.restore_timers(&sources)?;
+                    }
+                    instances.push(Box::new(Job::new(backend)?));
+                }
+            }
+        }
+        Ok(Running {
+            instances,
+            stores,
+            faults,
+        })
+    }
+
+    fn instance_dir(&self, i: u32) -> PathBuf {
+        self.root.join(format!("instance-{i}"))
+    }
+
+    /// After a job checkpoint of `p` instances committed, the stores of instances `p..`
+    /// (left by a rescale to fewer instances) hold nothing anyone can restore.
+    fn remove_unused_instances(&self, p: u32) -> Result<()> {
+        let mut i = p;
+        while self.instance_dir(i).exists() {
+            std::fs::remove_dir_all(self.instance_dir(i))?;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn dump(&self) -> Result<Dump> {
+        let mut state = Dump::new();
+        for inst in &self.running.as_ref().ok_or_else(no_job)?.instances {
+            state.extend(inst.dump()?);
+        }
+        Ok(state)
+    }
+
+    /// Compares the running job's state and the committed output with the oracle at the
+    /// current position; records the differences as divergences at `step`.
+    fn check(&mut self, step: &str) -> Result<(Dump, Vec<String>)> {
+        let state = self.dump()?;
+        let Some((expected, n)) = self.oracle.at(self.i) else {
+            return Err(CheckpointError::NoCheckpoint(format!(
+                "the oracle has no state at input offset {}",
+                self.i
+            ))
+            .into());
+        };
+        let mut found = Vec::new();
+        let keys: BTreeSet<_> = expected.keys().chain(state.keys()).collect();
+        for k in keys {
+            let (want, got) = (expected.get(k), state.get(k));
+            if want != got {
+                found.push(Divergence {
+                    step: step.to_owned(),
+                    operator: operator_of(k.0).to_owned(),
+                    state: k.0.to_owned(),
+                    key: Some(k.1),
+                    detail: k.2.clone(),
+                    expected: want.cloned(),
+                    actual: got.cloned(),
+                });
+            }
+        }
+        let mut got_out: Vec<String> = self.log.outputs().cloned().collect();
+        let mut want_out = self.oracle.outputs[..n].to_vec();
+        got_out.sort();
+        want_out.sort();
+        if got_out != want_out {
+            // Lines whose number of occurrences differ (missing, unexpected or repeated).
+            let mut counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+            for l in &want_out {
+                counts.entry(l).or_default().0 += 1;
+            }
+            for l in &got_out {
+                counts.entry(l).or_default().1 += 1;
+            }
+            for (line, (want, got)) in counts.into_iter().filter(|(_, (a, b))| a != b) {
+                let user = line.split(' ').nth(1).and_then(|u| u.parse().ok());
+                found.push(Divergence {
+                    step: step.to_owned(),
+                    operator: "sink".into(),
+                    state: "output".into(),
+                    key: user,
+                    detail: line.to_owned(),
+                    expected: Some(format!("committed {want} time(s)")),
+                    actual: Some(format!("committed {got} time(s)")),
+                });
+            }
+        }
+        let total = found.len();
+        self.report
+            .divergences
+            .extend(found.into_iter().take(REPORTED));
+        if total > REPORTED {
+            self.report.divergences.push(Divergence {
+                step: step.to_owned(),
+                operator: "*".into(),
+                state: "*".into(),
+                key: None,
+                detail: format!("{} more differences not listed", total - REPORTED),
+                expected: None,
+                actual: None,
+            });
+        }
+        Ok((state, got_out))
+    }
+
+    /// The final comparison and the digests.
+    fn finish(&mut self) -> Result<()> {
+        self.oracle.advance_to(self.cfg.events);
+        self.clock.set(processing_time(self.cfg.events));
+        let (state, outputs) =
+            self.check(&format!("at the end (input offset {})", self.cfg.events))?;
+        self.report.outputs = outputs.len() as u64;
+        self.report.state_digest = dump_digest(&state);
+        self.report.output_digest = digest(&outputs);
+        self.running = None;
+        Ok(())
+    }
+}
+
+fn no_job() -> Error {
+    CheckpointError::NoCheckpoint("no running job".into()).into()
+}
+
+fn is_injected(e: &Error) -> bool {
+    matches!(e, Error::Checkpoint(CheckpointError::Injected(_)))
+        || e.to_string().contains("injected")
+}
+
+/// Whether `dir` holds a run (a job log) that [`SimConfig::resume`] can continue.
+pub fn has_run(dir: &Path) -> bool {
+    dir.join("job").is_dir()
 }

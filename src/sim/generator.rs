@@ -42,16 +42,22 @@ pub enum Skew {
     Zipf(f64),
 }
 
+/// The share of positions, in percent, that re-deliver an earlier event.
+pub const DUPLICATE_PERCENT: u64 = 2;
+/// How far back a re-delivered event may come from, in positions: further than the 24-hour
+/// de-duplication TTL spans (2,880 positions), so some duplicates arrive after it expired.
+pub const DUPLICATE_DISTANCE: u64 = 4_000;
+
 /// One input event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event {
-    /// The event id (its position in the stream).
+    /// The event id (the position of its first delivery).
     pub id: u64,
     /// The user key.
     pub user: u64,
     /// The event type, `0..4`.
     pub kind: u8,
-    /// The amount, `1..=1000`.
+    /// The amount, `1..=200` mostly, `1000..5000` for 3% of events.
     pub amount: u64,
     /// Event time, ms.
     pub ts: u64,
@@ -95,8 +101,18 @@ impl Generator {
         }
     }
 
-    /// The event at position `i`.
+    /// The event at position `i`: usually a fresh one with id `i`; with probability
+    /// [`DUPLICATE_PERCENT`]% a re-delivery of the fresh event of an earlier position (same
+    /// id, user, amount and timestamp) up to [`DUPLICATE_DISTANCE`] positions back.
     pub fn event(&self, i: u64) -> Event {
+        let mut r = SplitMix64::new(self.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd0b1);
+        if i > 0 && r.below(100) < DUPLICATE_PERCENT {
+            return self.fresh(i - 1 - r.below(i.min(DUPLICATE_DISTANCE)));
+        }
+        self.fresh(i)
+    }
+
+    fn fresh(&self, i: u64) -> Event {
         let mut r = SplitMix64::new(self.seed ^ i.wrapping_mul(0xd1b5_4a32_d192_ed03));
         let user = match self.cdf.last() {
             None => r.below(self.keys),
@@ -110,11 +126,17 @@ impl Generator {
         } else {
             r.below(self.disorder_ms)
         };
+        // Mostly small amounts, now and then a large one (what the spike rule looks for).
+        let amount = if r.below(100) < 3 {
+            1_000 + r.below(4_000)
+        } else {
+            1 + r.below(200)
+        };
         Event {
             id: i,
             user: user.min(self.keys - 1),
             kind: r.below(4) as u8,
-            amount: 1 + r.below(1000),
+            amount,
             ts: (i * self.gap_ms).saturating_sub(jitter),
         }
     }
@@ -140,7 +162,22 @@ mod tests {
         let hot = (0..10_000).filter(|&i| g.event(i).user == 0).count();
         assert!(hot > 1000, "zipf makes key 0 hot: {hot}");
         let u = Generator::new(7, 100, Skew::Uniform, 1000, 0);
-        assert!((0..10_000).all(|i| u.event(i).user < 100 && u.event(i).ts == i * 1000));
+        assert!((0..10_000).all(|i| u.event(i).user < 100));
+        assert!(
+            (0..10_000)
+                .map(|i| (i, u.event(i)))
+                .all(|(i, e)| e.ts == e.id * 1000 && (e.id == i || e == u.fresh(e.id)))
+        );
+        let dups = (0..100_000).filter(|&i| u.event(i).id != i).count();
+        assert!(
+            (1_000..3_000).contains(&dups),
+            "about 2% duplicates: {dups}"
+        );
+        let late = (0..100_000).filter(|&i| i - u.event(i).id > 2_880).count();
+        assert!(
+            late > 100,
+            "some duplicates come after the dedup TTL: {late}"
+        );
         assert_eq!(SplitMix64::new(0).next_u64(), 0xe220_a839_7b1d_cdaf);
     }
 }

@@ -1,6 +1,8 @@
 //! The simulated job's operators on a real backend: one instance per key-group range.
 //!
 //! Per event of user `u` (the semantics the oracle repeats on plain maps):
+//! - de-duplication (Map event id → (), 24-hour TTL on processing time): `seen`; an event whose
+//!   id is live in it emits `dup u id` and goes no further; otherwise its id is added.
 //! - `count` (Value): events so far; every 100th emits `count u n`.
 //! - `max` (Reducing) and `avg` (Aggregating: sum and count) of the amounts.
 //! - sessions with a 30-minute inactivity gap: `per-kind` (Map kind → events) and
@@ -11,14 +13,19 @@
 //!   millisecond; when it fires: emit `window u w n`, clear.
 //! - a velocity rule (List with a 24-hour TTL on processing time): `recent` amounts; when the
 //!   live ones number a positive multiple of 5 after an add, emit `velocity u n`.
+//! - an amount-spike rule (Value with a 90-day TTL on processing time): `profile` (sum and
+//!   count of amounts); when it holds at least 5 amounts and the new one exceeds 3× their
+//!   mean, emit `spike u amount` and register a processing-time timer 10 minutes later in
+//!   namespace `amount`; when it fires: emit `review u amount n` (n: the profile's count
+//!   then). The new amount is added to the profile after the check.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::generator::Event;
 use crate::backend::{Engine, KeyedStateBackend};
-use crate::checkpoint::{CheckpointStore, Manifest};
+use crate::checkpoint::{CheckpointStore, PendingCheckpoint};
 use crate::error::Result;
 use crate::state::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, ListState,
@@ -38,6 +45,34 @@ pub const COUNT_EMIT_EVERY: u64 = 100;
 pub const RECENT_TTL_MS: u64 = 24 * 3_600_000;
 /// `velocity` emits when the live recent amounts number a multiple of this.
 pub const VELOCITY_EVERY: u64 = 5;
+/// The TTL of `seen` (de-duplication), on processing time.
+pub const DEDUP_TTL_MS: u64 = 24 * 3_600_000;
+/// The TTL of `profile`, on processing time.
+pub const PROFILE_TTL_MS: u64 = 90 * 24 * 3_600_000;
+/// `spike` needs at least this many amounts in the profile.
+pub const SPIKE_MIN_HISTORY: u64 = 5;
+/// `spike` fires above this multiple of the profile's mean.
+pub const SPIKE_FACTOR: u64 = 3;
+/// A spike's review fires this long after it, on processing time.
+pub const REVIEW_DELAY_MS: u64 = 10 * 60_000;
+
+/// One state entry as the simulator compares it: (state, user, namespace or map key) → value.
+pub type Dump = BTreeMap<(&'static str, u64, String), String>;
+
+/// The operator a state belongs to, for divergence reports.
+pub fn operator_of(state: &str) -> &'static str {
+    match state {
+        "seen" => "dedup",
+        "count" => "count",
+        "max" => "running-max",
+        "avg" => "running-average",
+        "per-kind" | "session-last" => "sessions",
+        "window-count" => "windows",
+        "recent" => "fraud-velocity",
+        "profile" => "fraud-spike",
+        _ => "?",
+    }
+}
 
 /// Sum and count of amounts.
 #[derive(Debug, Clone, Copy)]
@@ -65,22 +100,26 @@ impl AggregateFunction for Average {
 pub trait Instance {
     /// Processes one event, appending outputs.
     fn process(&self, e: &Event, out: &mut Vec<String>) -> Result<()>;
-    /// Fires the timers due at `watermark`, appending outputs.
-    fn advance(&self, watermark: u64, out: &mut Vec<String>) -> Result<()>;
-    /// Takes checkpoint `id` and waits for it.
+    /// Fires the event-time timers due at `watermark` and the processing-time timers due at
+    /// `now`, appending outputs.
+    fn advance(&self, watermark: u64, now: u64, out: &mut Vec<String>) -> Result<()>;
+    /// Starts checkpoint `id` (the synchronous part); the upload runs in the background.
     fn checkpoint(
         &self,
         store: &Arc<CheckpointStore>,
         id: u64,
         offsets: &[(&str, u64)],
-    ) -> Result<Manifest>;
-    /// Every state entry, one line each, through the views and their key listings.
-    fn dump(&self) -> Result<BTreeSet<String>>;
+    ) -> Result<PendingCheckpoint>;
+    /// Every live state entry, through the views and their key listings.
+    fn dump(&self) -> Result<Dump>;
 }
 
 /// One instance of the job on engine `E`.
 pub struct Job<E: Engine> {
     backend: KeyedStateBackend<u64, E>,
+    seen: MapState<u64, u64, ()>,
+    profile: ValueState<u64, (u64, u64)>,
+    reviews: Arc<TimerService<u64, u64>>,
     count: ValueState<u64, u64>,
     max: ReducingState<u64, u64>,
     avg: AggregatingState<u64, Average>,
@@ -96,6 +135,15 @@ impl<E: Engine> Job<E> {
     /// Registers the job's states and timer services on `backend`.
     pub fn new(backend: KeyedStateBackend<u64, E>) -> Result<Self> {
         Ok(Job {
+            seen: backend.map_state(
+                &MapStateDescriptor::new("seen")
+                    .with_ttl(TtlConfig::new(Duration::from_millis(DEDUP_TTL_MS))),
+            )?,
+            profile: backend.value_state(
+                &ValueStateDescriptor::new("profile")
+                    .with_ttl(TtlConfig::new(Duration::from_millis(PROFILE_TTL_MS))),
+            )?,
+            reviews: backend.timer_service("reviews")?,
             count: backend.value_state(&ValueStateDescriptor::new("count"))?,
             max: backend.reducing_state(&ReducingStateDescriptor::new("max", u64::max))?,
             avg: backend.aggregating_state(&AggregatingStateDescriptor::new("avg", Average))?,
@@ -116,6 +164,22 @@ impl<E: Engine> Job<E> {
 impl<E: Engine> Instance for Job<E> {
     fn process(&self, e: &Event, out: &mut Vec<String>) -> Result<()> {
         let key = self.backend.key(e.user)?;
+        if self.seen.contains(&key, &(), &e.id)? {
+            out.push(format!("dup {} {}", e.user, e.id));
+            return Ok(());
+        }
+        self.seen.put(&key, &(), e.id, ())?;
+
+        let (sum, history) = self.profile.get(&key, &())?.unwrap_or((0, 0));
+        if history >= SPIKE_MIN_HISTORY && e.amount * history > SPIKE_FACTOR * sum {
+            out.push(format!("spike {} {}", e.user, e.amount));
+            let now = self.backend.config().clock().now_millis();
+            self.reviews
+                .register_processing_time_timer(&key, &e.amount, now + REVIEW_DELAY_MS)?;
+        }
+        self.profile
+            .update(&key, &(), (sum + e.amount, history + 1))?;
+
         let n = self.count.get(&key, &())?.unwrap_or(0) + 1;
         self.count.update(&key, &(), n)?;
         if n % COUNT_EMIT_EVERY == 0 {
@@ -149,7 +213,7 @@ impl<E: Engine> Instance for Job<E> {
             .register_event_time_timer(&key, &window, (window + 1) * WINDOW_MS - 1)
     }
 
-    fn advance(&self, watermark: u64, out: &mut Vec<String>) -> Result<()> {
+    fn advance(&self, watermark: u64, now: u64, out: &mut Vec<String>) -> Result<()> {
         self.sessions
             .advance_watermark(watermark, |t: Timer<u64>| {
                 let key = self.backend.key(t.key)?;
@@ -169,6 +233,13 @@ impl<E: Engine> Instance for Job<E> {
                 out.push(format!("window {} {} {n}", t.key, t.namespace));
                 self.window_count.clear(&key, &t.namespace)
             })?;
+        self.reviews
+            .advance_processing_time(now, |t: Timer<u64, u64>| {
+                let key = self.backend.key(t.key)?;
+                let history = self.profile.get(&key, &())?.map_or(0, |(_, n)| n);
+                out.push(format!("review {} {} {history}", t.key, t.namespace));
+                Ok(())
+            })?;
         Ok(())
     }
 
@@ -177,52 +248,78 @@ impl<E: Engine> Instance for Job<E> {
         store: &Arc<CheckpointStore>,
         id: u64,
         offsets: &[(&str, u64)],
-    ) -> Result<Manifest> {
-        self.backend.checkpoint(store, id, offsets)?.wait()
+    ) -> Result<PendingCheckpoint> {
+        self.backend.checkpoint(store, id, offsets)
     }
 
-    fn dump(&self) -> Result<BTreeSet<String>> {
-        let mut out = BTreeSet::new();
+    fn dump(&self) -> Result<Dump> {
+        let mut out = Dump::new();
+        let mut put = |state: &'static str, u: u64, detail: String, value: String| {
+            out.insert((state, u, detail), value);
+        };
         for g in self.backend.key_group_range() {
+            for (u, ()) in self.seen.keys_in_group(g)? {
+                let key = self.backend.key(u)?;
+                for id in self.seen.keys(&key, &())? {
+                    put("seen", u, format!("id {id}"), "()".into());
+                }
+            }
+            for (u, ()) in self.profile.keys_in_group(g)? {
+                let key = self.backend.key(u)?;
+                if let Some(p) = self.profile.get(&key, &())? {
+                    put("profile", u, String::new(), format!("{p:?}"));
+                }
+            }
             for (u, ()) in self.count.keys_in_group(g)? {
                 let key = self.backend.key(u)?;
-                out.insert(format!("count {u} {:?}", self.count.get(&key, &())?));
+                put(
+                    "count",
+                    u,
+                    String::new(),
+                    format!("{:?}", self.count.get(&key, &())?),
+                );
             }
             for (u, ()) in self.max.keys_in_group(g)? {
                 let key = self.backend.key(u)?;
-                out.insert(format!("max {u} {:?}", self.max.get(&key, &())?));
+                put(
+                    "max",
+                    u,
+                    String::new(),
+                    format!("{:?}", self.max.get(&key, &())?),
+                );
             }
             for (u, ()) in self.avg.keys_in_group(g)? {
                 let key = self.backend.key(u)?;
-                out.insert(format!("avg {u} {:?}", self.avg.get(&key, &())?));
+                put(
+                    "avg",
+                    u,
+                    String::new(),
+                    format!("{:?}", self.avg.get(&key, &())?),
+                );
             }
             for (u, ()) in self.per_kind.keys_in_group(g)? {
                 let key = self.backend.key(u)?;
                 for (kind, n) in self.per_kind.entries(&key, &())? {
-                    out.insert(format!("per-kind {u} {kind} {n}"));
+                    put("per-kind", u, format!("kind {kind}"), n.to_string());
                 }
             }
             for (u, ()) in self.session_last.keys_in_group(g)? {
                 let key = self.backend.key(u)?;
-                out.insert(format!(
-                    "session-last {u} {:?}",
-                    self.session_last.get(&key, &())?
-                ));
+                let last = self.session_last.get(&key, &())?;
+                put("session-last", u, String::new(), format!("{last:?}"));
             }
             for (u, ()) in self.recent.keys_in_group(g)? {
                 let key = self.backend.key(u)?;
                 let live: Vec<u64> = self.recent.get(&key, &())?.collect();
                 // A list whose elements all expired is absent to a reader.
                 if !live.is_empty() {
-                    out.insert(format!("recent {u} {live:?}"));
+                    put("recent", u, String::new(), format!("{live:?}"));
                 }
             }
             for (u, w) in self.window_count.keys_in_group(g)? {
                 let key = self.backend.key(u)?;
-                out.insert(format!(
-                    "window-count {u} {w} {:?}",
-                    self.window_count.get(&key, &w)?
-                ));
+                let n = self.window_count.get(&key, &w)?;
+                put("window-count", u, format!("window {w}"), format!("{n:?}"));
             }
         }
         Ok(out)

@@ -1,8 +1,10 @@
 //! The deterministic simulator behind `keyed-state simulate`: a seeded stream, a job using
-//! every kind of state and timers on `p` instances, periodic checkpoints, crashes at seeded
-//! points with recovery from the last completed checkpoint and replay of the input, an
-//! exactly-once sink that commits a checkpoint's output when it completes, and an oracle on
-//! plain maps that the committed output and the final state must equal.
+//! every kind of state and timers on `p` instances, job-wide checkpoints committed by a
+//! coordinator's log, seeded crashes (between records, during checkpoints and restores),
+//! storage failures, torn writes and rescales, recovery from the last completed checkpoint
+//! with replay of the input, an exactly-once sink that commits a checkpoint's output with
+//! it, and an oracle on plain maps that the restored state, the committed output and the
+//! final state must equal.
 //!
 //! ```no_run
 //! use keyed_state::sim::{SimConfig, run};
@@ -11,10 +13,11 @@
 //! # Ok::<(), keyed_state::Error>(())
 //! ```
 
+pub mod coordinator;
 mod driver;
 pub mod generator;
 pub mod job;
 pub mod oracle;
 
-pub use driver::{EngineKind, SimConfig, SimReport, run, run_with_progress};
+pub use driver::{Divergence, EngineKind, SimConfig, SimReport, has_run, run, run_with_progress};
 pub use generator::Skew;

@@ -4,11 +4,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::generator::Event;
-use super::job::{COUNT_EMIT_EVERY, RECENT_TTL_MS, SESSION_GAP_MS, VELOCITY_EVERY, WINDOW_MS};
+use super::job::{
+    COUNT_EMIT_EVERY, DEDUP_TTL_MS, Dump, PROFILE_TTL_MS, RECENT_TTL_MS, REVIEW_DELAY_MS,
+    SESSION_GAP_MS, SPIKE_FACTOR, SPIKE_MIN_HISTORY, VELOCITY_EVERY, WINDOW_MS,
+};
+
+/// An entry stamped at `at` (processing time) is live at `now` while `at + ttl > now`.
+fn live(at: u64, ttl: u64, now: u64) -> bool {
+    at + ttl > now
+}
 
 /// See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Oracle {
+    /// Per user, event id → processing time it was added.
+    seen: BTreeMap<u64, BTreeMap<u64, u64>>,
+    /// Per user, (processing time of the last write, sum, count).
+    profile: BTreeMap<u64, (u64, u64, u64)>,
+    /// (timestamp, user, amount)
+    review_timers: BTreeSet<(u64, u64, u64)>,
     count: BTreeMap<u64, u64>,
     max: BTreeMap<u64, u64>,
     avg: BTreeMap<u64, (u64, u64)>,
@@ -26,6 +40,29 @@ pub struct Oracle {
 impl Oracle {
     /// Processes one event at processing time `now`.
     pub fn process(&mut self, e: &Event, now: u64, out: &mut Vec<String>) {
+        let seen = self.seen.entry(e.user).or_default();
+        seen.retain(|_, at| live(*at, DEDUP_TTL_MS, now));
+        if seen
+            .get(&e.id)
+            .is_some_and(|&at| live(at, DEDUP_TTL_MS, now))
+        {
+            out.push(format!("dup {} {}", e.user, e.id));
+            return;
+        }
+        seen.insert(e.id, now);
+
+        let (sum, history) = match self.profile.get(&e.user) {
+            Some(&(at, sum, n)) if live(at, PROFILE_TTL_MS, now) => (sum, n),
+            _ => (0, 0),
+        };
+        if history >= SPIKE_MIN_HISTORY && e.amount * history > SPIKE_FACTOR * sum {
+            out.push(format!("spike {} {}", e.user, e.amount));
+            self.review_timers
+                .insert((now + REVIEW_DELAY_MS, e.user, e.amount));
+        }
+        self.profile
+            .insert(e.user, (now, sum + e.amount, history + 1));
+
         let n = self.count.entry(e.user).or_default();
         *n += 1;
         if n.is_multiple_of(COUNT_EMIT_EVERY) {
@@ -53,7 +90,7 @@ impl Oracle {
         let recent = self.recent.entry(e.user).or_default();
         recent.push((now, e.amount));
         // An element expires once its stamp plus the TTL is reached.
-        recent.retain(|(stamp, _)| stamp + RECENT_TTL_MS > now);
+        recent.retain(|(stamp, _)| live(*stamp, RECENT_TTL_MS, now));
         let live = recent.len() as u64;
         if live.is_multiple_of(VELOCITY_EVERY) {
             out.push(format!("velocity {} {live}", e.user));
@@ -65,8 +102,9 @@ impl Oracle {
             .insert(((window + 1) * WINDOW_MS - 1, e.user, window));
     }
 
-    /// Fires the timers due at `watermark`: sessions, then windows.
-    pub fn advance(&mut self, watermark: u64, out: &mut Vec<String>) {
+    /// Fires the event-time timers due at `watermark` (sessions, then windows) and the
+    /// processing-time timers due at `now` (reviews).
+    pub fn advance(&mut self, watermark: u64, now: u64, out: &mut Vec<String>) {
         while let Some(&(ts, user)) = self.session_timers.first() {
             if ts > watermark {
                 break;
@@ -84,40 +122,71 @@ impl Oracle {
             let n = self.window_count.remove(&(user, window)).unwrap_or(0);
             out.push(format!("window {user} {window} {n}"));
         }
+        while let Some(&(ts, user, amount)) = self.review_timers.first() {
+            if ts > now {
+                break;
+            }
+            self.review_timers.pop_first();
+            let history = match self.profile.get(&user) {
+                Some(&(at, _, n)) if live(at, PROFILE_TTL_MS, now) => n,
+                _ => 0,
+            };
+            out.push(format!("review {user} {amount} {history}"));
+        }
     }
 
-    /// Every state entry at processing time `now`, in the job's dump format.
-    pub fn dump(&self, now: u64) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
+    /// Every live state entry at processing time `now`, as [`Job`](super::job::Job) dumps.
+    pub fn dump(&self, now: u64) -> Dump {
+        let mut out = Dump::new();
+        let mut put = |state: &'static str, u: u64, detail: String, value: String| {
+            out.insert((state, u, detail), value);
+        };
+        for (u, ids) in &self.seen {
+            for (id, at) in ids {
+                if live(*at, DEDUP_TTL_MS, now) {
+                    put("seen", *u, format!("id {id}"), "()".into());
+                }
+            }
+        }
+        for (u, (at, sum, n)) in &self.profile {
+            if live(*at, PROFILE_TTL_MS, now) {
+                put("profile", *u, String::new(), format!("{:?}", (sum, n)));
+            }
+        }
         for (u, n) in &self.count {
-            out.insert(format!("count {u} {:?}", Some(n)));
+            put("count", *u, String::new(), format!("{:?}", Some(n)));
         }
         for (u, m) in &self.max {
-            out.insert(format!("max {u} {:?}", Some(m)));
+            put("max", *u, String::new(), format!("{:?}", Some(m)));
         }
         for (u, a) in &self.avg {
-            out.insert(format!("avg {u} {:?}", Some(a)));
+            put("avg", *u, String::new(), format!("{:?}", Some(a)));
         }
         for (u, kinds) in &self.per_kind {
             for (k, n) in kinds {
-                out.insert(format!("per-kind {u} {k} {n}"));
+                put("per-kind", *u, format!("kind {k}"), n.to_string());
             }
         }
         for (u, l) in &self.session_last {
-            out.insert(format!("session-last {u} {:?}", Some(l)));
+            put("session-last", *u, String::new(), format!("{:?}", Some(l)));
         }
         for (u, list) in &self.recent {
             let live: Vec<u64> = list
                 .iter()
-                .filter(|(stamp, _)| stamp + RECENT_TTL_MS > now)
+                .filter(|(stamp, _)| live(*stamp, RECENT_TTL_MS, now))
                 .map(|(_, a)| *a)
                 .collect();
             if !live.is_empty() {
-                out.insert(format!("recent {u} {live:?}"));
+                put("recent", *u, String::new(), format!("{live:?}"));
             }
         }
         for ((u, w), n) in &self.window_count {
-            out.insert(format!("window-count {u} {w} {:?}", Some(n)));
+            put(
+                "window-count",
+                *u,
+                format!("window {w}"),
+                format!("{:?}", Some(n)),
+            );
         }
         out
     }
