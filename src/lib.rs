@@ -57,6 +57,8 @@ pub mod checkpoint;
 pub mod clock;
 pub mod codec;
 pub mod error;
+#[cfg(feature = "rocksdb")]
+pub mod fuzzing;
 pub mod key;
 pub mod key_group;
 #[cfg(feature = "rocksdb")]

@@ -9,7 +9,7 @@
 //! checkpoints. State metadata is persisted, so a reopened instance finds its states again and
 //! refuses a registration that does not match.
 
-mod layout;
+pub(crate) mod layout;
 mod options;
 mod savepoint;
 mod snapshot;
