@@ -140,6 +140,43 @@ pub enum CheckpointError {
         /// What was out of order.
         reason: String,
     },
+    /// A publish-once write found a file already at its path (it is left untouched).
+    #[error("file {path} already exists; completed files are never replaced")]
+    AlreadyExists {
+        /// The file's storage path.
+        path: String,
+    },
+    /// Remote storage refused the credentials or the access (permanent: not retried).
+    #[error("{url}: access denied: {reason}")]
+    AccessDenied {
+        /// The storage URL.
+        url: String,
+        /// What the store said.
+        reason: String,
+    },
+    /// Remote storage has no such bucket or container (permanent: not retried).
+    #[error("{url}: no such bucket: {reason}")]
+    NoBucket {
+        /// The storage URL.
+        url: String,
+        /// What the store said.
+        reason: String,
+    },
+    /// A remote storage operation failed after its retries and within its deadline.
+    #[error("{url}: {op} {path} failed: {reason}")]
+    Remote {
+        /// The storage URL.
+        url: String,
+        /// The operation.
+        op: &'static str,
+        /// The file's storage path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A storage URL or option that cannot be used.
+    #[error("storage configuration: {0}")]
+    StorageConfig(String),
     /// An operation failed on purpose (the fault-injecting storage of tests and the simulator).
     #[error("injected fault: {0}")]
     Injected(String),

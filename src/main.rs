@@ -313,7 +313,7 @@ fn simulate_command() -> Command {
         )
         .arg(num(
             "random-rescales",
-            "0",
+            "1",
             "Rescales to a seeded number of instances (1..=4) at seeded checkpoints",
         ))
         .arg(num(
@@ -330,6 +330,21 @@ fn simulate_command() -> Command {
                     "Keep checkpoints and databases here, one seed-<N> directory per seed \
                      (default: a removed temporary directory)",
                 ),
+        )
+        .arg(
+            Arg::new("storage")
+                .long("storage")
+                .help(
+                    "Checkpoint storage URL: s3://bucket/prefix (cargo feature s3; credentials \
+                     and endpoint from the AWS_* environment and --storage-option) or \
+                     file:///path (default: --dir); one seed-<N> prefix per seed",
+                ),
+        )
+        .arg(
+            Arg::new("storage-option")
+                .long("storage-option")
+                .action(ArgAction::Append)
+                .help("KEY=VALUE for remote storage, object_store's names (aws_endpoint=http://127.0.0.1:9000, aws_allow_http=true, ...)"),
         )
         .arg(
             Arg::new("json")
@@ -408,6 +423,17 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
     };
     let json = m.get_flag("json");
     let worker = m.get_flag("worker");
+    let mut storage_settings = Vec::new();
+    for option in m.get_many::<String>("storage-option").into_iter().flatten() {
+        match option.split_once('=') {
+            Some((k, v)) => storage_settings.push((k.to_owned(), v.to_owned())),
+            None => {
+                eprintln!("error: --storage-option takes KEY=VALUE, not {option}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let storage = m.get_one::<String>("storage").cloned();
     let kills = small("kill");
     let base = SimConfig {
         events: get("events"),
@@ -437,7 +463,8 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
     };
     let dir = m.get_one::<PathBuf>("dir");
     if worker {
-        return worker_main(base, seeds[0], dir);
+        // The parent passes the seed's own storage URL.
+        return worker_main(base, seeds[0], dir, storage);
     }
     let mut failed = false;
     let mut totals = (0u64, 0u64, 0u64, 0u64, 0f64);
@@ -456,6 +483,9 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
         let cfg = SimConfig {
             seed,
             dir: dir.map(|d| d.join(format!("seed-{seed}"))),
+            storage: storage
+                .as_ref()
+                .map(|u| format!("{}/seed-{seed}", u.trim_end_matches('/'))),
             ..base.clone()
         };
         let result = if kills > 0 {
@@ -550,7 +580,12 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
 
 /// The child process of `--kill`: continues the run in `dir`, printing `progress <position>`
 /// lines and finally its report (one JSON line) on stdout.
-fn worker_main(base: keyed_state::sim::SimConfig, seed: u64, dir: Option<&PathBuf>) -> ExitCode {
+fn worker_main(
+    base: keyed_state::sim::SimConfig,
+    seed: u64,
+    dir: Option<&PathBuf>,
+    storage: Option<String>,
+) -> ExitCode {
     use std::io::Write;
     let Some(dir) = dir else {
         eprintln!("error: --worker needs --dir");
@@ -559,6 +594,7 @@ fn worker_main(base: keyed_state::sim::SimConfig, seed: u64, dir: Option<&PathBu
     let cfg = keyed_state::sim::SimConfig {
         seed,
         dir: Some(dir.clone()),
+        storage,
         ..base
     };
     let mut out = std::io::stdout();
@@ -626,8 +662,11 @@ fn run_killed(
     let mut killed = 0u64;
     let mut processed = 0u64;
     let mut restores = 0u64;
-    let log = |dir: &Path| -> keyed_state::Result<keyed_state::sim::coordinator::JobLog> {
-        keyed_state::sim::coordinator::JobLog::open(Arc::new(LocalStorage::new(dir.join("job"))?))
+    let log = |dir: &Path| {
+        keyed_state::sim::job_log(&keyed_state::sim::SimConfig {
+            dir: Some(dir.to_path_buf()),
+            ..cfg.clone()
+        })
     };
     loop {
         if !log(&dir)?.is_empty() {

@@ -95,6 +95,11 @@ impl CheckpointStorage for FaultyStorage {
         self.inner.put(path, bytes)
     }
 
+    fn put_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.check_put("put", path, Some(&|| bytes.to_vec()))?;
+        self.inner.put_new(path, bytes)
+    }
+
     fn put_file(&self, path: &str, source: &Path) -> Result<FileInfo> {
         self.check_put(
             "put",
@@ -132,6 +137,11 @@ impl CheckpointStorage for FaultyStorage {
     fn delete(&self, path: &str) -> Result<()> {
         self.check("delete", path)?;
         self.inner.delete(path)
+    }
+
+    /// One at a time: operation numbers must be deterministic for fault injection to be.
+    fn transfer_concurrency(&self) -> usize {
+        1
     }
 
     fn remove_temporaries(&self) -> Result<usize> {

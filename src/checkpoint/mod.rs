@@ -44,12 +44,16 @@ pub mod blocks;
 pub mod canonical;
 mod faults;
 pub mod manifest;
+#[cfg(feature = "s3")]
+mod object;
 pub mod path;
 mod storage;
 mod store;
 
 pub use faults::FaultyStorage;
 pub use manifest::{BlockEntry, FileEntry, FileRole, Manifest, SnapshotKind, TimerMeta};
+#[cfg(feature = "s3")]
+pub use object::{ObjectStorage, ObjectStorageOptions};
 pub use storage::{CheckpointStorage, FileInfo, LocalStorage, MemoryStorage};
 pub use store::{
     CheckpointStore, DEFAULT_RETAINED, OpenReport, fetch_verified, read_verified, verify_files,
@@ -58,6 +62,90 @@ pub use store::{
 use std::fmt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+
+/// Runs `f` over `items` with at most `concurrency` at a time (scoped threads) and returns the
+/// results in order; after a failure no new item starts, and the first failure (by index) is
+/// returned. Uploads and downloads of a checkpoint's files go through this, so a restore from
+/// object storage is not one file at a time.
+pub(crate) fn map_bounded<T: Sync, R: Send>(
+    items: &[T],
+    concurrency: usize,
+    f: impl Fn(&T) -> crate::Result<R> + Sync,
+) -> crate::Result<Vec<R>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    if concurrency <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Vec<parking_lot::Mutex<Option<crate::Result<R>>>> =
+        items.iter().map(|_| parking_lot::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..concurrency.min(items.len()) {
+            scope.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    if r.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    *results[i].lock() = Some(r);
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(items.len());
+    let mut not_run = false;
+    // The first failure by index wins; after one, later items may not have run.
+    for r in results.into_iter().map(|m| m.into_inner()) {
+        match r {
+            Some(r) => out.push(r?),
+            None => not_run = true,
+        }
+    }
+    if not_run {
+        return Err(
+            crate::error::CheckpointError::Incompatible("a transfer did not run".into()).into(),
+        );
+    }
+    Ok(out)
+}
+
+/// Opens checkpoint storage by URL: `file:///path` or a plain path is a [`LocalStorage`]
+/// (fsync and atomic rename); `s3://bucket/prefix` is an [`ObjectStorage`] (cargo feature
+/// `s3`) configured from the `AWS_*` environment plus `settings` (object_store's names, such
+/// as `aws_endpoint` or `aws_allow_http`).
+pub fn open_storage(url: &str, settings: &[(String, String)]) -> crate::Result<Arc<dyn CheckpointStorage>> {
+    if let Some(path) = url.strip_prefix("file://") {
+        return Ok(Arc::new(LocalStorage::new(path)?));
+    }
+    if url.starts_with("s3://") {
+        #[cfg(feature = "s3")]
+        {
+            let options = ObjectStorageOptions {
+                settings: settings.to_vec(),
+                ..ObjectStorageOptions::default()
+            };
+            return Ok(Arc::new(ObjectStorage::open(url, options)?));
+        }
+        #[cfg(not(feature = "s3"))]
+        {
+            let _ = settings;
+            return Err(crate::error::CheckpointError::StorageConfig(format!(
+                "{url}: S3 storage needs the `s3` cargo feature"
+            ))
+            .into());
+        }
+    }
+    if url.contains("://") {
+        return Err(crate::error::CheckpointError::StorageConfig(format!(
+            "{url}: unknown scheme (file:// or s3://)"
+        ))
+        .into());
+    }
+    Ok(Arc::new(LocalStorage::new(url)?))
+}
 
 use crate::error::{CheckpointError, Result};
 use crate::key_group::KeyGroupRange;

@@ -44,6 +44,21 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// Stores `bytes` at `path`, atomically, replacing any previous file.
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()>;
 
+    /// Stores `bytes` at `path` only if nothing is there (publish-once): a file that exists is
+    /// [`CheckpointError::AlreadyExists`] and stays untouched. Manifests and other commit
+    /// points are written this way, so no writer can ever replace a completed one. The
+    /// default checks, then writes: atomic only for a single writer; implementations do better
+    /// (a no-clobber link locally, a conditional put on object storage).
+    fn put_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        if self.size(path)?.is_some() {
+            return Err(CheckpointError::AlreadyExists {
+                path: path.to_owned(),
+            }
+            .into());
+        }
+        self.put(path, bytes)
+    }
+
     /// Stores the local file `source` at `path`, atomically; returns its size and crc32.
     /// Implementations stream, so a large SST file need not fit in memory.
     fn put_file(&self, path: &str, source: &Path) -> Result<FileInfo> {
@@ -80,6 +95,13 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
 
     /// Removes `path`; removing an absent file is not an error.
     fn delete(&self, path: &str) -> Result<()>;
+
+    /// How many file transfers of one checkpoint may run at once against this storage
+    /// (uploads of a snapshot's files, downloads of a restore's). Remote stores gain most;
+    /// local directories a little (several SSTs copy in parallel).
+    fn transfer_concurrency(&self) -> usize {
+        4
+    }
 
     /// Removes leftovers of interrupted writes (temporary files). Called when a
     /// [`CheckpointStore`](super::CheckpointStore) opens.
@@ -147,8 +169,14 @@ impl LocalStorage {
         Ok(parent)
     }
 
-    /// Writes through a temporary file with `fill`, then publishes it at `path`.
-    fn publish<T>(&self, path: &str, fill: impl FnOnce(&mut File) -> io::Result<T>) -> Result<T> {
+    /// Writes through a temporary file with `fill`, then publishes it at `path` (replacing a
+    /// previous file, or, with `clobber` false, failing when one exists).
+    fn publish<T>(
+        &self,
+        path: &str,
+        clobber: bool,
+        fill: impl FnOnce(&mut File) -> io::Result<T>,
+    ) -> Result<T> {
         let target = self.resolve(path)?;
         let parent = self.parent_of(&target)?;
         let mut temp = tempfile::Builder::new()
@@ -156,7 +184,20 @@ impl LocalStorage {
             .tempfile_in(&parent)?;
         let out = fill(temp.as_file_mut())?;
         temp.as_file().sync_all()?;
-        temp.persist(&target).map_err(|e| e.error)?;
+        if clobber {
+            temp.persist(&target).map_err(|e| e.error)?;
+        } else {
+            // A hard link, then unlink of the temporary: atomic create-if-absent.
+            temp.persist_noclobber(&target).map_err(|e| {
+                if e.error.kind() == io::ErrorKind::AlreadyExists {
+                    crate::Error::from(CheckpointError::AlreadyExists {
+                        path: path.to_owned(),
+                    })
+                } else {
+                    e.error.into()
+                }
+            })?;
+        }
         sync_dir(&parent)?;
         Ok(out)
     }
@@ -189,12 +230,16 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl CheckpointStorage for LocalStorage {
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        self.publish(path, |f| f.write_all(bytes))
+        self.publish(path, true, |f| f.write_all(bytes))
+    }
+
+    fn put_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.publish(path, false, |f| f.write_all(bytes))
     }
 
     fn put_file(&self, path: &str, source: &Path) -> Result<FileInfo> {
         let mut input = File::open(source)?;
-        self.publish(path, |out| copy_with_crc(&mut input, out))
+        self.publish(path, true, |out| copy_with_crc(&mut input, out))
     }
 
     fn get(&self, path: &str) -> Result<Bytes> {
@@ -354,6 +399,20 @@ impl CheckpointStorage for MemoryStorage {
             .lock()
             .insert(path.to_owned(), Bytes::copy_from_slice(bytes));
         Ok(())
+    }
+
+    fn put_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        check_path(path)?;
+        match self.files.lock().entry(path.to_owned()) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(CheckpointError::AlreadyExists {
+                path: path.to_owned(),
+            }
+            .into()),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Bytes::copy_from_slice(bytes));
+                Ok(())
+            }
+        }
     }
 
     fn get(&self, path: &str) -> Result<Bytes> {

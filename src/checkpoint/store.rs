@@ -252,7 +252,8 @@ impl CheckpointStore {
         debug_assert!(manifest.files.iter().all(|f| {
             f.path.starts_with(SHARED_DIR) || f.path.starts_with(&checkpoint_dir(id))
         }));
-        self.storage.put(&manifest_path(id), &manifest.encode())?;
+        // Publish-once: a completed checkpoint's manifest is never replaced.
+        self.storage.put_new(&manifest_path(id), &manifest.encode())?;
         inner.in_progress = None;
         inner.completed.insert(id, manifest);
         self.subsume(&mut inner);

@@ -5,7 +5,7 @@
 //! exactly-once sink: the log of records *is* the committed output.
 //!
 //! Records are files `job-<id, 20 digits>` in their own storage root, written once through
-//! [`CheckpointStorage::put`] (atomic) and never modified or deleted.
+//! [`CheckpointStorage::put_new`] (atomic, publish-once) and never modified or deleted.
 //!
 //! A record, byte by byte (integers little-endian):
 //!

@@ -86,6 +86,11 @@ pub struct SimConfig {
     /// Continue the run found in `dir` (from its job log) instead of starting one: what a
     /// restarted worker does after `--kill`. In-process faults are off in a resumed run.
     pub resume: bool,
+    /// Checkpoint storage URL (`s3://bucket/prefix`, `file:///path`); `None`: `dir` itself.
+    /// RocksDB working directories stay in `dir`.
+    pub storage: Option<String>,
+    /// Settings for remote storage (object_store's names, e.g. `aws_endpoint`).
+    pub storage_settings: Vec<(String, String)>,
 }
 
 impl Default for SimConfig {
@@ -103,9 +108,11 @@ impl Default for SimConfig {
             storage_faults: 2,
             torn_writes: true,
             rescale_to: None,
-            random_rescales: 0,
+            random_rescales: 1,
             dir: None,
             resume: false,
+            storage: None,
+            storage_settings: Vec::new(),
         }
     }
 }
@@ -137,6 +144,12 @@ impl SimConfig {
         }
         if !self.torn_writes {
             c.push_str(" --no-torn-writes");
+        }
+        if let Some(url) = &self.storage {
+            c.push_str(&format!(" --storage {url}"));
+            for (k, v) in &self.storage_settings {
+                c.push_str(&format!(" --storage-option {k}={v}"));
+            }
         }
         c
     }
@@ -451,6 +464,8 @@ struct Sim<'a> {
     log: JobLog,
     /// The job's parallelism (changes when rescaling).
     p: u32,
+    /// The largest parallelism the run has had (instance roots up to it may exist).
+    max_p: u32,
     /// RocksDB working directories are per generation: a crash abandons them.
     generation: u64,
     running: Option<Running>,
@@ -505,9 +520,15 @@ pub fn run_with_progress(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Resu
         }
     }
     let stream = Generator::new(cfg.seed, cfg.keys, cfg.skew, EVENT_GAP_MS, DISORDER_MS);
-    let log_faults = Arc::new(FaultyStorage::new(Arc::new(LocalStorage::new(
-        root.join("job"),
-    )?)));
+    let job_root = open_root(cfg, &root, "job")?;
+    if !cfg.resume && !job_root.list()?.is_empty() {
+        return Err(CheckpointError::Protocol {
+            id: 0,
+            reason: format!("{job_root:?} holds a run already: a new run needs empty storage"),
+        }
+        .into());
+    }
+    let log_faults = Arc::new(FaultyStorage::new(job_root));
     let log = JobLog::open(log_faults.clone())?;
     // A resumed run continues with the parallelism of its latest checkpoint.
     let p = log
@@ -530,6 +551,7 @@ pub fn run_with_progress(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Resu
         log_faults,
         log,
         p,
+        max_p: p.max(cfg.parallelism).max(cfg.rescale_to.unwrap_or(0)).max(8),
         generation: 0,
         running: None,
         i: 0,
@@ -708,6 +730,7 @@ impl Sim<'_> {
                 self.rescale_to = None;
             }
             self.p = q;
+            self.max_p = self.max_p.max(q);
             self.report.rescales += 1;
             self.crash(); // a stop without a final checkpoint: the one just taken is it
             self.recover()?;
@@ -792,9 +815,11 @@ impl Sim<'_> {
         let mut stores = Vec::new();
         let mut faults = Vec::new();
         for i in 0..self.p.max(from) {
-            let faulty = Arc::new(FaultyStorage::new(Arc::new(LocalStorage::new(
-                self.instance_dir(i),
-            )?)));
+            let faulty = Arc::new(FaultyStorage::new(open_root(
+                self.cfg,
+                &self.root,
+                &format!("instance-{i}"),
+            )?));
             let (store, _) = CheckpointStore::open(faulty.clone(), RETAIN)?;
             let newer: Vec<u64> = store
                 .retained()
@@ -881,17 +906,19 @@ impl Sim<'_> {
         })
     }
 
-    fn instance_dir(&self, i: u32) -> PathBuf {
-        self.root.join(format!("instance-{i}"))
-    }
-
-    /// After a job checkpoint of `p` instances committed, the stores of instances `p..`
-    /// (left by a rescale to fewer instances) hold nothing anyone can restore.
+    /// After a job checkpoint of `p` instances committed, the roots of instances `p..` (left
+    /// by a rescale to fewer instances) hold nothing anyone can restore.
     fn remove_unused_instances(&self, p: u32) -> Result<()> {
-        let mut i = p;
-        while self.instance_dir(i).exists() {
-            std::fs::remove_dir_all(self.instance_dir(i))?;
-            i += 1;
+        for i in p..self.max_p {
+            let name = format!("instance-{i}");
+            let storage = open_root(self.cfg, &self.root, &name)?;
+            for path in storage.list()? {
+                storage.delete(&path)?;
+            }
+            let local = self.root.join(&name);
+            if local.exists() {
+                std::fs::remove_dir_all(local)?;
+            }
         }
         Ok(())
     }
@@ -996,6 +1023,24 @@ fn no_job() -> Error {
 fn is_injected(e: &Error) -> bool {
     matches!(e, Error::Checkpoint(CheckpointError::Injected(_)))
         || e.to_string().contains("injected")
+}
+
+/// The checkpoint root `name` of a run: under the storage URL when one is set, else in the
+/// run's directory.
+fn open_root(cfg: &SimConfig, dir: &Path, name: &str) -> Result<Arc<dyn CheckpointStorage>> {
+    match &cfg.storage {
+        Some(url) => crate::checkpoint::open_storage(
+            &format!("{}/{name}", url.trim_end_matches('/')),
+            &cfg.storage_settings,
+        ),
+        None => Ok(Arc::new(LocalStorage::new(dir.join(name))?)),
+    }
+}
+
+/// The job log of the run `cfg` describes (its `storage`, else `dir`).
+pub fn job_log(cfg: &SimConfig) -> Result<JobLog> {
+    let dir = cfg.dir.clone().unwrap_or_default();
+    JobLog::open(open_root(cfg, &dir, "job")?)
 }
 
 /// Whether `dir` holds a run (a job log) that [`SimConfig::resume`] can continue.

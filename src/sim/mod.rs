@@ -19,5 +19,7 @@ pub mod generator;
 pub mod job;
 pub mod oracle;
 
-pub use driver::{Divergence, EngineKind, SimConfig, SimReport, has_run, run, run_with_progress};
+pub use driver::{
+    Divergence, EngineKind, SimConfig, SimReport, has_run, job_log, run, run_with_progress,
+};
 pub use generator::Skew;

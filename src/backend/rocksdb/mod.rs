@@ -35,7 +35,9 @@ use crate::backend::{
     Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable,
 };
 use crate::checkpoint::canonical::{self, is_canonical};
-use crate::checkpoint::{RestoreSource, SnapshotJob, SnapshotMode, fetch_verified, plan_restore};
+use crate::checkpoint::{
+    RestoreSource, SnapshotJob, SnapshotMode, fetch_verified, map_bounded, plan_restore,
+};
 use crate::error::{CheckpointError, ConfigError, Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::state::{MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue, meta_codec};
@@ -660,21 +662,25 @@ fn parked_records(db: &Db) -> Result<Vec<KeyValue>> {
 /// Downloads a checkpoint's files into `dir` (verified), returning the restored SSTs' shared
 /// names by local file name.
 fn download(source: &RestoreSource, dir: &Path) -> Result<HashMap<String, String>> {
-    let mut shared = HashMap::new();
-    for entry in &source.manifest.files {
-        if entry.role == crate::checkpoint::FileRole::Timers {
-            continue; // the backend restores timers
-        }
+    let entries: Vec<&crate::checkpoint::FileEntry> = source
+        .manifest
+        .files
+        .iter()
+        .filter(|e| e.role != crate::checkpoint::FileRole::Timers) // the backend restores timers
+        .collect();
+    let storage = source.storage.as_ref();
+    map_bounded(&entries, storage.transfer_concurrency(), |entry| {
         let local = snapshot::local_name(entry);
         // SSTs are immutable for RocksDB too, so they may share the stored file; MANIFEST
         // and friends are appended to and must be copies.
         let link = local.ends_with(".sst");
-        fetch_verified(source.storage.as_ref(), entry, &dir.join(local), link)?;
-        if entry.role == crate::checkpoint::FileRole::SharedSst {
-            shared.insert(local.to_owned(), entry.path.clone());
-        }
-    }
-    Ok(shared)
+        fetch_verified(storage, entry, &dir.join(local), link)
+    })?;
+    Ok(entries
+        .iter()
+        .filter(|e| e.role == crate::checkpoint::FileRole::SharedSst)
+        .map(|e| (snapshot::local_name(e).to_owned(), e.path.clone()))
+        .collect())
 }
 
 /// Every state's metadata recorded in the database.

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::path::checkpoint_dir;
 use crate::checkpoint::{
+    map_bounded,
     CheckpointStore, FileEntry, FileRole, SnapshotKind, SnapshotMode, SnapshotOutput,
     SnapshotUpload,
 };
@@ -62,8 +63,12 @@ impl RocksUpload {
             .collect::<std::io::Result<_>>()?;
         names.sort();
         let storage = store.storage();
-        let mut files = Vec::with_capacity(names.len());
-        let mut uploaded = 0u64;
+        // First what each file is (sequential: cheap), then the uploads, several at a time.
+        enum Plan {
+            Held(FileEntry),
+            Upload(String, FileRole, PathBuf),
+        }
+        let mut plans = Vec::with_capacity(names.len());
         for name in names {
             let local = self.staging.join(&name);
             let is_sst = name.ends_with(".sst");
@@ -79,31 +84,36 @@ impl RocksUpload {
                         }
                         .into());
                     }
-                    files.push(held);
+                    plans.push(Plan::Held(held));
                     continue;
                 }
-                let info = storage.put_file(&path, &local)?;
-                uploaded += info.size;
-                files.push(FileEntry {
-                    path,
-                    role: FileRole::SharedSst,
-                    size: info.size,
-                    crc32: info.crc32,
-                    blocks: Vec::new(),
-                });
+                plans.push(Plan::Upload(path, FileRole::SharedSst, local));
             } else {
                 let path = format!("{}/{name}", checkpoint_dir(id));
-                let info = storage.put_file(&path, &local)?;
-                uploaded += info.size;
-                files.push(FileEntry {
-                    path,
-                    role: FileRole::Private,
+                plans.push(Plan::Upload(path, FileRole::Private, local));
+            }
+        }
+        let mut uploaded = 0u64;
+        let files = map_bounded(&plans, storage.transfer_concurrency(), |plan| match plan {
+            Plan::Held(held) => Ok((held.clone(), 0)),
+            Plan::Upload(path, role, local) => {
+                let info = storage.put_file(path, local)?;
+                let entry = FileEntry {
+                    path: path.clone(),
+                    role: *role,
                     size: info.size,
                     crc32: info.crc32,
                     blocks: Vec::new(),
-                });
+                };
+                Ok((entry, info.size))
             }
-        }
+        })?
+        .into_iter()
+        .map(|(entry, bytes)| {
+            uploaded += bytes;
+            entry
+        })
+        .collect();
         Ok(SnapshotOutput {
             kind: if self.mode == SnapshotMode::Checkpoint {
                 SnapshotKind::Incremental
