@@ -13,11 +13,9 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
 use keyed_state::checkpoint::{
@@ -27,107 +25,16 @@ use keyed_state::checkpoint::{
 use keyed_state::clock::ManualClock;
 use keyed_state::key_group::{KeyGroupRange, range_for_operator};
 use keyed_state::state::{
-    ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState,
-    ValueStateDescriptor,
+    ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
 };
 use keyed_state::ttl::TtlConfig;
 use keyed_state::{CheckpointError, Engine, EngineConfig, Error, HeapEngine, KeyedStateBackend};
 
+#[path = "support/s3_server.rs"]
+mod s3_server;
+use s3_server::{BUCKET, options, server};
+
 const M: u32 = 64;
-const ACCESS: &str = "keyed-state-test";
-const SECRET: &str = "keyed-state-secret";
-const BUCKET: &str = "checkpoints";
-
-/// The S3 server of this test process: started once, killed when the process exits.
-struct Server {
-    port: u16,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
-}
-
-struct ChildGuard(Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("KS_S3S_FS") {
-        return PathBuf::from(p);
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let cached = PathBuf::from(home).join(".cache/keyed-state/tools/bin/s3s-fs");
-    if cached.exists() {
-        return cached;
-    }
-    PathBuf::from("s3s-fs")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(port: u16) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the S3 server did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        // s3s-fs serves each directory under its root as a bucket.
-        std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
-        let port = free_port();
-        let child = Command::new(server_binary())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS, "--secret-key", SECRET])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start the S3 server {:?} ({e}); scripts/setup installs it",
-                    server_binary()
-                )
-            });
-        let guard = ChildGuard(child);
-        wait_for(port);
-        Server {
-            port,
-            _child: guard,
-            _dir: dir,
-        }
-    })
-}
-
-fn options(port: u16) -> ObjectStorageOptions {
-    ObjectStorageOptions {
-        timeout: Duration::from_secs(5),
-        retries: 2,
-        retry_timeout: Duration::from_secs(10),
-        ..ObjectStorageOptions::default()
-    }
-    .with("aws_endpoint", format!("http://127.0.0.1:{port}"))
-    .with("aws_allow_http", "true")
-    .with("aws_region", "us-east-1")
-    .with("aws_access_key_id", ACCESS)
-    .with("aws_secret_access_key", SECRET)
-    .with("aws_virtual_hosted_style_request", "false")
-}
 
 /// A storage root of its own (a fresh prefix) in the test bucket.
 fn storage(name: &str) -> Arc<ObjectStorage> {
@@ -164,7 +71,10 @@ fn the_storage_contract_holds_on_s3() {
     );
     assert_eq!(&s.get("chk-1/_manifest").unwrap()[..], b"first");
     let e = s.get("chk-9/none").unwrap_err();
-    assert!(matches!(e, Error::Checkpoint(CheckpointError::Missing { .. })), "{e}");
+    assert!(
+        matches!(e, Error::Checkpoint(CheckpointError::Missing { .. })),
+        "{e}"
+    );
     assert!(s.get("../escape").is_err(), "paths are checked");
     // A multipart upload (threshold lowered): parts, then one object; size and crc32 match.
     let big = storage_with(
@@ -303,15 +213,23 @@ fn rocksdb_incremental_checkpoints_restore_rescale_and_collect_on_s3() {
     let store = Arc::new(store);
     let dir = tempfile::tempdir().unwrap();
     let b = KeyedStateBackend::new(
-        RocksDbEngine::open(dir.path().join("db"), config(&clock, all), RocksDbOptions::default())
-            .unwrap(),
+        RocksDbEngine::open(
+            dir.path().join("db"),
+            config(&clock, all),
+            RocksDbOptions::default(),
+        )
+        .unwrap(),
     );
     let s = register(&b);
     let keys: Vec<u64> = (0..2_000).collect();
     let mut last = BTreeSet::new();
     for round in 1..=3 {
         populate(&b, &s, &keys[..(round as usize * 600)], round);
-        let m = b.checkpoint(&store, round, &[("input", round)]).unwrap().wait().unwrap();
+        let m = b
+            .checkpoint(&store, round, &[("input", round)])
+            .unwrap()
+            .wait()
+            .unwrap();
         last = dump(&b, &s);
         assert!(m.files.iter().any(|f| f.path.starts_with("shared/")));
         // Retention 1 with reference counting: the bucket holds exactly the latest's files.
@@ -381,7 +299,10 @@ fn heap_checkpoints_restore_and_corruption_is_detected_on_s3() {
     s3.put(data, &bytes).unwrap();
     let e = HeapEngine::restore(config(&clock, all), &[source]).unwrap_err();
     assert!(
-        matches!(e, Error::Checkpoint(CheckpointError::ChecksumMismatch { .. })),
+        matches!(
+            e,
+            Error::Checkpoint(CheckpointError::ChecksumMismatch { .. })
+        ),
         "{e}"
     );
     assert!(!store.verify(&m).is_empty(), "verify names the bad object");
@@ -466,15 +387,23 @@ fn slow_failing_and_dropped_requests_abort_cleanly_and_the_previous_checkpoint_r
     let store = Arc::new(store);
     let dir = tempfile::tempdir().unwrap();
     let b = KeyedStateBackend::new(
-        RocksDbEngine::open(dir.path().join("db"), config(&clock, all), RocksDbOptions::default())
-            .unwrap(),
+        RocksDbEngine::open(
+            dir.path().join("db"),
+            config(&clock, all),
+            RocksDbOptions::default(),
+        )
+        .unwrap(),
     );
     let s = register(&b);
     let keys: Vec<u64> = (0..300).collect();
     populate(&b, &s, &keys, 1);
     b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
     let good = dump(&b, &s);
-    assert_eq!(s3.transfer_concurrency(), 8, "uploads run in parallel on S3");
+    assert_eq!(
+        s3.transfer_concurrency(),
+        8,
+        "uploads run in parallel on S3"
+    );
     let mut id = 2;
     for mode in [SLOW, DROP] {
         populate(&b, &s, &keys, id);

@@ -78,8 +78,10 @@ pub(crate) fn map_bounded<T: Sync, R: Send>(
     }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let results: Vec<parking_lot::Mutex<Option<crate::Result<R>>>> =
-        items.iter().map(|_| parking_lot::Mutex::new(None)).collect();
+    let results: Vec<parking_lot::Mutex<Option<crate::Result<R>>>> = items
+        .iter()
+        .map(|_| parking_lot::Mutex::new(None))
+        .collect();
     std::thread::scope(|scope| {
         for _ in 0..concurrency.min(items.len()) {
             scope.spawn(|| {
@@ -116,7 +118,10 @@ pub(crate) fn map_bounded<T: Sync, R: Send>(
 /// (fsync and atomic rename); `s3://bucket/prefix` is an [`ObjectStorage`] (cargo feature
 /// `s3`) configured from the `AWS_*` environment plus `settings` (object_store's names, such
 /// as `aws_endpoint` or `aws_allow_http`).
-pub fn open_storage(url: &str, settings: &[(String, String)]) -> crate::Result<Arc<dyn CheckpointStorage>> {
+pub fn open_storage(
+    url: &str,
+    settings: &[(String, String)],
+) -> crate::Result<Arc<dyn CheckpointStorage>> {
     if let Some(path) = url.strip_prefix("file://") {
         return Ok(Arc::new(LocalStorage::new(path)?));
     }

@@ -204,9 +204,14 @@ impl ObjectStorage {
                 url: self.url.clone(),
                 reason,
             },
-            _ if ["accessdenied", "invalidaccesskeyid", "signaturedoesnotmatch", "403 forbidden"]
-                .iter()
-                .any(|s| lower.contains(s)) =>
+            _ if [
+                "accessdenied",
+                "invalidaccesskeyid",
+                "signaturedoesnotmatch",
+                "403 forbidden",
+            ]
+            .iter()
+            .any(|s| lower.contains(s)) =>
             {
                 CheckpointError::AccessDenied {
                     url: self.url.clone(),
@@ -238,7 +243,12 @@ impl ObjectStorage {
 
     /// A multipart upload of `source`, `part_size` at a time with at most `part_concurrency`
     /// parts in flight; aborted on any error.
-    fn put_multipart(&self, path: &str, location: &ObjectPath, source: &mut File) -> Result<FileInfo> {
+    fn put_multipart(
+        &self,
+        path: &str,
+        location: &ObjectPath,
+        source: &mut File,
+    ) -> Result<FileInfo> {
         let o = &self.options;
         self.runtime.block_on(async {
             let upload = self
@@ -268,7 +278,10 @@ impl ObjectStorage {
             .await;
             match result {
                 Ok(()) => {
-                    writer.finish().await.map_err(|e| self.error("put", path, e))?;
+                    writer
+                        .finish()
+                        .await
+                        .map_err(|e| self.error("put", path, e))?;
                     Ok(FileInfo {
                         size,
                         crc32: hasher.finalize(),
@@ -310,9 +323,7 @@ impl CheckpointStorage for ObjectStorage {
     fn get(&self, path: &str) -> Result<Bytes> {
         let location = self.location(path)?;
         self.runtime
-            .block_on(async {
-                self.store.get(&location).await?.bytes().await
-            })
+            .block_on(async { self.store.get(&location).await?.bytes().await })
             .map_err(|e| self.error("get", path, e))
     }
 

@@ -404,10 +404,12 @@ impl CheckpointStorage for MemoryStorage {
     fn put_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
         check_path(path)?;
         match self.files.lock().entry(path.to_owned()) {
-            std::collections::btree_map::Entry::Occupied(_) => Err(CheckpointError::AlreadyExists {
-                path: path.to_owned(),
+            std::collections::btree_map::Entry::Occupied(_) => {
+                Err(CheckpointError::AlreadyExists {
+                    path: path.to_owned(),
+                }
+                .into())
             }
-            .into()),
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(Bytes::copy_from_slice(bytes));
                 Ok(())

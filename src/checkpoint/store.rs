@@ -253,7 +253,8 @@ impl CheckpointStore {
             f.path.starts_with(SHARED_DIR) || f.path.starts_with(&checkpoint_dir(id))
         }));
         // Publish-once: a completed checkpoint's manifest is never replaced.
-        self.storage.put_new(&manifest_path(id), &manifest.encode())?;
+        self.storage
+            .put_new(&manifest_path(id), &manifest.encode())?;
         inner.in_progress = None;
         inner.completed.insert(id, manifest);
         self.subsume(&mut inner);

@@ -57,31 +57,35 @@ pub fn manifest_decode(data: &[u8]) {
 
 /// Decodes arbitrary bytes with a built-in codec chosen by the first byte; whatever decodes
 /// must re-encode to the same bytes (encodings are canonical) and re-decode to the same value;
-/// nested decoding must consume exactly what nested encoding wrote. Pairs of values decoded
-/// from the two halves must order their encodings as the values (order preservation).
+/// nested decoding must consume exactly what nested encoding wrote. Two values decoded back to
+/// back must order their encodings as the values, for the codecs that promise order
+/// preservation.
 pub fn codec_roundtrip(data: &[u8]) {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
+    // Order preservation is promised for integers, bool, options of them and top-level
+    // strings and byte strings, not for tuples with variable-width members (their nested
+    // members are length-prefixed; DESIGN.md §3).
     match which % 14 {
-        0 => check_codec::<u8>(rest),
-        1 => check_codec::<u16>(rest),
-        2 => check_codec::<u32>(rest),
-        3 => check_codec::<u64>(rest),
-        4 => check_codec::<i32>(rest),
-        5 => check_codec::<i64>(rest),
-        6 => check_codec::<bool>(rest),
-        7 => check_codec::<String>(rest),
-        8 => check_codec::<Vec<u8>>(rest),
-        9 => check_codec::<Bytes>(rest),
-        10 => check_codec::<Option<u64>>(rest),
-        11 => check_codec::<(u32, String)>(rest),
-        12 => check_codec::<(Option<String>, i64, Vec<u8>)>(rest),
-        _ => check_codec::<()>(rest),
+        0 => check_codec::<u8>(rest, true),
+        1 => check_codec::<u16>(rest, true),
+        2 => check_codec::<u32>(rest, true),
+        3 => check_codec::<u64>(rest, true),
+        4 => check_codec::<i32>(rest, true),
+        5 => check_codec::<i64>(rest, true),
+        6 => check_codec::<bool>(rest, true),
+        7 => check_codec::<String>(rest, true),
+        8 => check_codec::<Vec<u8>>(rest, true),
+        9 => check_codec::<Bytes>(rest, true),
+        10 => check_codec::<Option<u64>>(rest, true),
+        11 => check_codec::<(u32, String)>(rest, false),
+        12 => check_codec::<(Option<String>, i64, Vec<u8>)>(rest, false),
+        _ => check_codec::<()>(rest, true),
     }
 }
 
-fn check_codec<T: Codec + PartialEq + PartialOrd + std::fmt::Debug>(data: &[u8]) {
+fn check_codec<T: Codec + PartialEq + PartialOrd + std::fmt::Debug>(data: &[u8], ordered: bool) {
     if let Ok(v) = T::decode(data) {
         let mut out = Vec::new();
         v.encode(&mut out);
@@ -99,8 +103,8 @@ fn check_codec<T: Codec + PartialEq + PartialOrd + std::fmt::Debug>(data: &[u8])
             let (mut ea, mut eb) = (Vec::new(), Vec::new());
             a.encode(&mut ea);
             b.encode(&mut eb);
-            // Order preservation, for the codecs that promise it (all built-in ones do).
-            if let Some(order) = a.partial_cmp(&b) {
+            // Order preservation, where the codec promises it.
+            if let Some(order) = a.partial_cmp(&b).filter(|_| ordered) {
                 assert_eq!(
                     ea.cmp(&eb),
                     order,

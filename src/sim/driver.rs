@@ -551,7 +551,10 @@ pub fn run_with_progress(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Resu
         log_faults,
         log,
         p,
-        max_p: p.max(cfg.parallelism).max(cfg.rescale_to.unwrap_or(0)).max(8),
+        max_p: p
+            .max(cfg.parallelism)
+            .max(cfg.rescale_to.unwrap_or(0))
+            .max(8),
         generation: 0,
         running: None,
         i: 0,

@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::path::checkpoint_dir;
 use crate::checkpoint::{
-    map_bounded,
     CheckpointStore, FileEntry, FileRole, SnapshotKind, SnapshotMode, SnapshotOutput,
-    SnapshotUpload,
+    SnapshotUpload, map_bounded,
 };
 use crate::error::{CheckpointError, Result};
 use crate::state::StateMeta;
