@@ -8,8 +8,13 @@ use keyed_state::state::{ListStateDescriptor, ValueStateDescriptor};
 use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
 
 fn inspect(args: &[&str]) -> (i32, String, String) {
+    keyed_state("inspect", args)
+}
+
+/// Runs `keyed-state <command> <args>`: exit code, stdout, stderr.
+fn keyed_state(command: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_keyed-state"))
-        .arg("inspect")
+        .arg(command)
         .args(args)
         .output()
         .expect("run keyed-state");
@@ -95,16 +100,7 @@ fn inspect_prints_verifies_and_names_bad_files() {
 }
 
 fn simulate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_keyed-state"))
-        .arg("simulate")
-        .args(args)
-        .output()
-        .expect("run keyed-state");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    keyed_state("simulate", args)
 }
 
 fn report(stdout: &str) -> serde_json::Value {

@@ -13,8 +13,8 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
@@ -190,6 +190,25 @@ fn config(clock: &ManualClock, range: KeyGroupRange) -> EngineConfig {
         .with_clock(clock.shared())
 }
 
+fn rocks_open(path: &std::path::Path, clock: &ManualClock, range: KeyGroupRange) -> RocksDbEngine {
+    RocksDbEngine::open(path, config(clock, range), RocksDbOptions::default()).unwrap()
+}
+
+fn rocks_restore(
+    path: &std::path::Path,
+    clock: &ManualClock,
+    range: KeyGroupRange,
+    sources: &[RestoreSource],
+) -> RocksDbEngine {
+    RocksDbEngine::restore(
+        path,
+        config(clock, range),
+        RocksDbOptions::default(),
+        sources,
+    )
+    .unwrap()
+}
+
 fn referenced(store: &CheckpointStore) -> BTreeSet<String> {
     store
         .retained()
@@ -212,14 +231,7 @@ fn rocksdb_incremental_checkpoints_restore_rescale_and_collect_on_s3() {
     let (store, _) = CheckpointStore::open(s3.clone(), 1).unwrap();
     let store = Arc::new(store);
     let dir = tempfile::tempdir().unwrap();
-    let b = KeyedStateBackend::new(
-        RocksDbEngine::open(
-            dir.path().join("db"),
-            config(&clock, all),
-            RocksDbOptions::default(),
-        )
-        .unwrap(),
-    );
+    let b = KeyedStateBackend::new(rocks_open(&dir.path().join("db"), &clock, all));
     let s = register(&b);
     let keys: Vec<u64> = (0..2_000).collect();
     let mut last = BTreeSet::new();
@@ -241,29 +253,23 @@ fn rocksdb_incremental_checkpoints_restore_rescale_and_collect_on_s3() {
     let (store, report) = CheckpointStore::open(s3.clone(), 1).unwrap();
     assert_eq!(report.retained, vec![3]);
     let source = RestoreSource::latest(&store).unwrap();
-    let r = KeyedStateBackend::new(
-        RocksDbEngine::restore(
-            dir.path().join("restored"),
-            config(&clock, all),
-            RocksDbOptions::default(),
-            std::slice::from_ref(&source),
-        )
-        .unwrap(),
-    );
+    let r = KeyedStateBackend::new(rocks_restore(
+        &dir.path().join("restored"),
+        &clock,
+        all,
+        std::slice::from_ref(&source),
+    ));
     assert_eq!(dump(&r, &register(&r)), last);
     // Rescale: two instances from the one checkpoint, each with its half.
     let mut union = BTreeSet::new();
     for i in 0..2 {
         let range = range_for_operator(M, 2, i).unwrap();
-        let part = KeyedStateBackend::new(
-            RocksDbEngine::restore(
-                dir.path().join(format!("part-{i}")),
-                config(&clock, range),
-                RocksDbOptions::default(),
-                std::slice::from_ref(&source),
-            )
-            .unwrap(),
-        );
+        let part = KeyedStateBackend::new(rocks_restore(
+            &dir.path().join(format!("part-{i}")),
+            &clock,
+            range,
+            std::slice::from_ref(&source),
+        ));
         let d = dump(&part, &register(&part));
         assert!(!d.is_empty());
         union.extend(d);
@@ -386,14 +392,7 @@ fn slow_failing_and_dropped_requests_abort_cleanly_and_the_previous_checkpoint_r
     let (store, _) = CheckpointStore::open(faulty.clone(), 1).unwrap();
     let store = Arc::new(store);
     let dir = tempfile::tempdir().unwrap();
-    let b = KeyedStateBackend::new(
-        RocksDbEngine::open(
-            dir.path().join("db"),
-            config(&clock, all),
-            RocksDbOptions::default(),
-        )
-        .unwrap(),
-    );
+    let b = KeyedStateBackend::new(rocks_open(&dir.path().join("db"), &clock, all));
     let s = register(&b);
     let keys: Vec<u64> = (0..300).collect();
     populate(&b, &s, &keys, 1);
@@ -442,15 +441,12 @@ fn slow_failing_and_dropped_requests_abort_cleanly_and_the_previous_checkpoint_r
     assert_eq!(report.retained, vec![good_id]);
     let listed: BTreeSet<String> = s3.list().unwrap().into_iter().collect();
     assert_eq!(listed, referenced(&store));
-    let r = KeyedStateBackend::new(
-        RocksDbEngine::restore(
-            dir.path().join("restored"),
-            config(&clock, all),
-            RocksDbOptions::default(),
-            &[RestoreSource::latest(&store).unwrap()],
-        )
-        .unwrap(),
-    );
+    let r = KeyedStateBackend::new(rocks_restore(
+        &dir.path().join("restored"),
+        &clock,
+        all,
+        &[RestoreSource::latest(&store).unwrap()],
+    ));
     assert_eq!(dump(&r, &register(&r)), good);
     // And the job goes on: the next checkpoint succeeds.
     let store = Arc::new(store);

@@ -151,7 +151,12 @@ impl<E: Engine> Subject<E> {
             Op::MapPut(k, ns, uk, v) => format!("{:?}", self.map.put(&key(*k)?, ns, *uk, *v)?),
             Op::MapRemove(k, ns, uk) => format!("{:?}", self.map.remove(&key(*k)?, ns, uk)?),
             Op::MapGet(k, ns, uk) => format!("{:?}", self.map.get(&key(*k)?, ns, uk)?),
-            Op::MapEntries(k, ns) => format!("{:?}", self.map.entries(&key(*k)?, ns)?),
+            Op::MapEntries(k, ns) => {
+                // Iteration order is engine-defined (hash order on the heap): compare sorted.
+                let mut entries: Vec<(u8, u32)> = self.map.entries(&key(*k)?, ns)?.collect();
+                entries.sort_unstable();
+                format!("{entries:?}")
+            }
             Op::SumAdd(k, v) => format!("{:?}", self.sum.add(&key(*k)?, &(), u64::from(*v))?),
             Op::SumGet(k) => format!("{:?}", self.sum.get(&key(*k)?, &())?),
             Op::AvgAdd(k, v) => format!("{:?}", self.avg.add(&key(*k)?, &(), *v)?),
