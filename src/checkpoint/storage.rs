@@ -401,6 +401,11 @@ impl CheckpointStorage for MemoryStorage {
         Ok(())
     }
 
+    /// Transfers are memory copies: threads would only add their cost.
+    fn transfer_concurrency(&self) -> usize {
+        1
+    }
+
     fn put_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
         check_path(path)?;
         match self.files.lock().entry(path.to_owned()) {
