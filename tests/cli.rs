@@ -171,7 +171,8 @@ fn simulate_is_deterministic_across_runs_engines_and_real_process_kills() {
     // Real processes: the worker is SIGKILLed three times and restarted.
     let killed = run(&["--kill", "3"]);
     assert_eq!(killed["crashes"], 3);
-    assert!(killed["restores"].as_u64().unwrap() >= 3);
+    // A kill before the first checkpoint restarts from the beginning, not from a restore.
+    assert!(killed["restores"].as_u64().unwrap() >= 1);
     assert_eq!(digests(&killed), digests(&clean));
 }
 
