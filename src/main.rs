@@ -316,12 +316,17 @@ fn simulate_command() -> Command {
             "1",
             "Rescales to a seeded number of instances (1..=4) at seeded checkpoints",
         ))
-        .arg(num(
-            "kill",
-            "0",
-            "Real-process mode: run the job in a worker child process and SIGKILL it this many \
-             times at seeded input positions (in-process faults are off)",
-        ))
+        .arg(
+            num(
+                "kill",
+                "0",
+                "Real-process mode: run the job in a worker child process and SIGKILL it this \
+                 many times (3 for a bare --kill) at seeded input positions, restarting it each \
+                 time (in-process faults are off)",
+            )
+            .num_args(0..=1)
+            .default_missing_value("3"),
+        )
         .arg(
             Arg::new("dir")
                 .long("dir")
@@ -360,26 +365,6 @@ fn simulate_command() -> Command {
                 .hide(true)
                 .action(ArgAction::SetTrue),
         )
-}
-
-fn report_json(r: &keyed_state::sim::SimReport) -> serde_json::Value {
-    serde_json::json!({
-        "seed": r.seed, "engine": r.engine, "events": r.events,
-        "processed": r.processed, "checkpoints": r.checkpoints,
-        "checkpoints_aborted": r.checkpoints_aborted,
-        "crashes": r.crashes, "crashes_in_checkpoint": r.crashes_in_checkpoint,
-        "crashes_in_restore": r.crashes_in_restore,
-        "restores": r.restores, "rescales": r.rescales,
-        "bytes_checkpointed": r.bytes_checkpointed, "outputs": r.outputs,
-        "divergences": r.divergences.len(),
-        "divergence_details": r.divergences.iter().map(|d| serde_json::json!({
-            "step": d.step, "operator": d.operator, "state": d.state, "key": d.key,
-            "detail": d.detail, "expected": d.expected, "actual": d.actual,
-        })).collect::<Vec<_>>(),
-        "state_digest": format!("{:016x}", r.state_digest),
-        "output_digest": format!("{:016x}", r.output_digest),
-        "elapsed_s": r.elapsed_s,
-    })
 }
 
 fn simulate(m: &clap::ArgMatches) -> ExitCode {
@@ -463,9 +448,32 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
     };
     let dir = m.get_one::<PathBuf>("dir");
     if worker {
-        // The parent passes the seed's own storage URL.
-        return worker_main(base, seeds[0], dir, storage);
+        // The child of --kill: the parent passes the seed's own directory and storage URL.
+        let cfg = SimConfig {
+            seed: seeds[0],
+            dir: dir.cloned(),
+            storage,
+            ..base
+        };
+        if cfg.dir.is_none() {
+            eprintln!("error: --worker needs --dir");
+            return ExitCode::from(2);
+        }
+        return match keyed_state::sim::kill::run_worker(&cfg, &mut std::io::stdout()) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("worker: error: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find this program to start workers: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut failed = false;
     let mut totals = (0u64, 0u64, 0u64, 0u64, 0f64);
     // Progress on stderr, drawn only on a terminal (indicatif hides it otherwise).
@@ -489,7 +497,9 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
             ..base.clone()
         };
         let result = if kills > 0 {
-            run_killed(&cfg, kills, &mut |at| bar.set_position(offset + at))
+            keyed_state::sim::kill::run_killed(&cfg, kills, &exe, &mut |at| {
+                bar.set_position(offset + at)
+            })
         } else {
             run_with_progress(&cfg, &mut |at| bar.set_position(offset + at))
         };
@@ -508,7 +518,7 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
         totals.3 += r.divergences.len() as u64;
         totals.4 += r.elapsed_s;
         let line = if json {
-            report_json(&r).to_string()
+            r.to_json().to_string()
         } else {
             format!(
                 "seed {seed} on {}: {} events ({} processed with replays, {:.0} events/s); \
@@ -575,195 +585,5 @@ fn simulate(m: &clap::ArgMatches) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-/// The child process of `--kill`: continues the run in `dir`, printing `progress <position>`
-/// lines and finally its report (one JSON line) on stdout.
-fn worker_main(
-    base: keyed_state::sim::SimConfig,
-    seed: u64,
-    dir: Option<&PathBuf>,
-    storage: Option<String>,
-) -> ExitCode {
-    use std::io::Write;
-    let Some(dir) = dir else {
-        eprintln!("error: --worker needs --dir");
-        return ExitCode::from(2);
-    };
-    let cfg = keyed_state::sim::SimConfig {
-        seed,
-        dir: Some(dir.clone()),
-        storage,
-        ..base
-    };
-    let mut out = std::io::stdout();
-    let result = keyed_state::sim::run_with_progress(&cfg, &mut |at| {
-        let _ = writeln!(out, "progress {at}");
-        let _ = out.flush();
-    });
-    match result {
-        Ok(r) => {
-            println!("{}", report_json(&r));
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("worker: error: {e}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// `--kill`: runs the job in worker processes on `cfg.dir` (a temporary directory when
-/// none), SIGKILLs the worker when it reports reaching each seeded input position, restarts
-/// it, and returns the last worker's report with the kills counted as crashes.
-fn run_killed(
-    cfg: &keyed_state::sim::SimConfig,
-    kills: u32,
-    progress: &mut dyn FnMut(u64),
-) -> keyed_state::Result<keyed_state::sim::SimReport> {
-    use std::io::BufRead;
-    use std::process::{Command as Process, Stdio};
-    let started = std::time::Instant::now();
-    let temp = tempfile::Builder::new()
-        .prefix("keyed-state-kill-")
-        .tempdir()?;
-    let dir = cfg.dir.clone().unwrap_or_else(|| temp.path().join("run"));
-    std::fs::create_dir_all(&dir)?;
-    if std::fs::read_dir(&dir)?.next().is_some() {
-        return Err(keyed_state::CheckpointError::Protocol {
-            id: 0,
-            reason: format!(
-                "{} is not empty: a new run needs an empty directory",
-                dir.display()
-            ),
-        }
-        .into());
-    }
-    // Kill points: seeded input positions, in order.
-    let mut points: Vec<u64> = {
-        let mut x = cfg.seed ^ 0x4b11_4b11;
-        let mut next = || {
-            // SplitMix64, as the simulator's generator.
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
-        // In the first 90% of the input, so that the worker reaches every one of them.
-        (0..kills)
-            .map(|_| next() % (cfg.events - cfg.events / 10).max(1))
-            .collect()
-    };
-    points.sort_unstable();
-    points.reverse(); // popped from the back: smallest first
-    let exe = std::env::current_exe()?;
-    let mut killed = 0u64;
-    let mut processed = 0u64;
-    let mut restores = 0u64;
-    let log = |dir: &Path| {
-        keyed_state::sim::job_log(&keyed_state::sim::SimConfig {
-            dir: Some(dir.to_path_buf()),
-            ..cfg.clone()
-        })
-    };
-    loop {
-        if !log(&dir)?.is_empty() {
-            restores += 1; // this worker starts from a checkpoint
-        }
-        let args = cfg.command();
-        let mut child = Process::new(&exe)
-            .args(args.split_whitespace().skip(1))
-            .arg("--worker")
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("the worker's stdout is not a pipe"))?;
-        let mut last = None;
-        let mut was_killed = false;
-        let mut lines = 0u64;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line?;
-            if let Some(at) = line
-                .strip_prefix("progress ")
-                .and_then(|a| a.parse::<u64>().ok())
-            {
-                lines += 1;
-                progress(at);
-                if points.last().is_some_and(|&p| at >= p) {
-                    points.pop();
-                    child.kill()?; // SIGKILL: no shutdown of any kind
-                    was_killed = true;
-                    break;
-                }
-            } else {
-                last = Some(line);
-            }
-        }
-        let status = child.wait()?;
-        if was_killed {
-            killed += 1;
-            processed += lines * 1000; // what it reported before dying
-            continue;
-        }
-        if !status.success() {
-            return Err(std::io::Error::other(format!("the worker failed: {status}")).into());
-        }
-        let report: serde_json::Value = last
-            .as_deref()
-            .and_then(|l| serde_json::from_str(l).ok())
-            .ok_or_else(|| std::io::Error::other("the worker printed no report"))?;
-        let n = |k: &str| report[k].as_u64().unwrap_or(0);
-        let hex = |k: &str| {
-            report[k]
-                .as_str()
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-                .unwrap_or(0)
-        };
-        let divergences = report["divergence_details"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|d| {
-                        let text = |k: &str| d[k].as_str().unwrap_or_default().to_owned();
-                        keyed_state::sim::Divergence {
-                            step: text("step"),
-                            operator: text("operator"),
-                            state: text("state"),
-                            key: d["key"].as_u64(),
-                            detail: text("detail"),
-                            expected: d["expected"].as_str().map(str::to_owned),
-                            actual: d["actual"].as_str().map(str::to_owned),
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let log = log(&dir)?;
-        return Ok(keyed_state::sim::SimReport {
-            seed: cfg.seed,
-            engine: cfg.engine.name(),
-            events: cfg.events,
-            processed: processed + n("processed"),
-            checkpoints: log.len() as u64,
-            checkpoints_aborted: 0,
-            crashes: killed,
-            crashes_in_checkpoint: 0,
-            crashes_in_restore: 0,
-            restores,
-            rescales: n("rescales"),
-            bytes_checkpointed: n("bytes_checkpointed"),
-            outputs: n("outputs"),
-            divergences,
-            state_digest: hex("state_digest"),
-            output_digest: hex("output_digest"),
-            elapsed_s: started.elapsed().as_secs_f64(),
-        });
     }
 }

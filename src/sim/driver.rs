@@ -9,7 +9,6 @@
 //! working databases (disposable: a crash abandons them).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +18,7 @@ use super::coordinator::{JobLog, JobRecord};
 use super::generator::{Generator, Skew, SplitMix64};
 use super::job::{Dump, Instance, Job, operator_of};
 use super::oracle::Oracle;
+use super::report::{Divergence, SimReport};
 use crate::HeapEngine;
 use crate::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
 use crate::backend::{EngineConfig, KeyedStateBackend};
@@ -118,124 +118,52 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
-    /// The `keyed-state simulate` arguments that reproduce this run (without `--dir`).
-    pub fn command(&self) -> String {
+    /// The `keyed-state simulate` arguments that reproduce this run (without `--dir`), one
+    /// string per argument (a worker process of `--kill` is started with them).
+    pub fn args(&self) -> Vec<String> {
         let skew = match self.skew {
             Skew::Uniform => "uniform".to_string(),
             Skew::Zipf(s) => format!("zipf:{s}"),
         };
-        let mut c = format!(
-            "keyed-state simulate --seed {} --events {} --keys {} --skew {skew} --engine {} \
-             --parallelism {} --max-parallelism {} --checkpoint-every {} --crashes {} \
-             --storage-faults {} --random-rescales {}",
-            self.seed,
-            self.events,
-            self.keys,
-            self.engine.name(),
-            self.parallelism,
-            self.max_parallelism,
-            self.checkpoint_every,
-            self.crashes,
-            self.storage_faults,
-            self.random_rescales,
-        );
+        let mut args: Vec<String> = [
+            ("--seed", self.seed.to_string()),
+            ("--events", self.events.to_string()),
+            ("--keys", self.keys.to_string()),
+            ("--skew", skew),
+            ("--engine", self.engine.name().to_string()),
+            ("--parallelism", self.parallelism.to_string()),
+            ("--max-parallelism", self.max_parallelism.to_string()),
+            ("--checkpoint-every", self.checkpoint_every.to_string()),
+            ("--crashes", self.crashes.to_string()),
+            ("--storage-faults", self.storage_faults.to_string()),
+            ("--random-rescales", self.random_rescales.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect();
         if let Some(q) = self.rescale_to {
-            c.push_str(&format!(" --rescale-to {q}"));
+            args.extend(["--rescale-to".to_string(), q.to_string()]);
         }
         if !self.torn_writes {
-            c.push_str(" --no-torn-writes");
+            args.push("--no-torn-writes".to_string());
         }
         if let Some(url) = &self.storage {
-            c.push_str(&format!(" --storage {url}"));
+            args.extend(["--storage".to_string(), url.clone()]);
             for (k, v) in &self.storage_settings {
-                c.push_str(&format!(" --storage-option {k}={v}"));
+                args.extend(["--storage-option".to_string(), format!("{k}={v}")]);
             }
         }
-        c
+        args
+    }
+
+    /// The command line that reproduces this run (without `--dir`).
+    pub fn command(&self) -> String {
+        format!("keyed-state simulate {}", self.args().join(" "))
     }
 }
 
-/// One difference from the oracle.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Divergence {
-    /// When it was seen: after which restore, or at the end.
-    pub step: String,
-    /// The operator (`count`, `sessions`, `dedup`, …; `sink` for the committed output).
-    pub operator: String,
-    /// The state (or `output`).
-    pub state: String,
-    /// The user key, when the difference is in a state.
-    pub key: Option<u64>,
-    /// The namespace or map key (`window 5`, `kind 2`, `id 17`), or the output line.
-    pub detail: String,
-    /// What the oracle has (`None`: absent).
-    pub expected: Option<String>,
-    /// What the job has (`None`: absent).
-    pub actual: Option<String>,
-}
-
-impl fmt::Display for Divergence {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
-        write!(
-            f,
-            "{}: operator {} state {}",
-            self.step, self.operator, self.state
-        )?;
-        if let Some(k) = self.key {
-            write!(f, " key {k}")?;
-        }
-        if !self.detail.is_empty() {
-            write!(f, " [{}]", self.detail)?;
-        }
-        write!(
-            f,
-            ": expected {}, actual {}",
-            show(&self.expected),
-            show(&self.actual)
-        )
-    }
-}
-
-/// What a run did and found.
-#[derive(Debug, Clone, Default)]
-pub struct SimReport {
-    /// The seed.
-    pub seed: u64,
-    /// The engine's name.
-    pub engine: &'static str,
-    /// Events in the input.
-    pub events: u64,
-    /// Events processed, replays included.
-    pub processed: u64,
-    /// Job checkpoints completed (every instance, then the job record).
-    pub checkpoints: u64,
-    /// Job checkpoints aborted by a storage failure (the job went on).
-    pub checkpoints_aborted: u64,
-    /// Crashes, all kinds.
-    pub crashes: u64,
-    /// Crashes during a checkpoint (a subset of `crashes`).
-    pub crashes_in_checkpoint: u64,
-    /// Crashes during a restore (a subset of `crashes`).
-    pub crashes_in_restore: u64,
-    /// Restores from a checkpoint.
-    pub restores: u64,
-    /// Rescalings.
-    pub rescales: u64,
-    /// Bytes uploaded by completed checkpoints.
-    pub bytes_checkpointed: u64,
-    /// Committed outputs.
-    pub outputs: u64,
-    /// Every difference from the oracle (empty: the run is correct); at most a few per check.
-    pub divergences: Vec<Divergence>,
-    /// A digest of the final state (equal across engines for the same flags).
-    pub state_digest: u64,
-    /// A digest of the committed output (order-independent across instances).
-    pub output_digest: u64,
-    /// Wall time.
-    pub elapsed_s: f64,
-}
-
+/// [`run_with_progress`] reports the input position every this many events processed.
+pub const PROGRESS_EVERY: u64 = 1_000;
 /// Watermarks (and processing-time timers) advance every this many events.
 const WATERMARK_EVERY: u64 = 100;
 /// Mean event-time gap between events, ms.
@@ -483,8 +411,8 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
     run_with_progress(cfg, &mut |_| {})
 }
 
-/// Like [`run`], calling `progress` with the input position every 1,000 events processed
-/// (replays included).
+/// Like [`run`], calling `progress` with the input position every [`PROGRESS_EVERY`] events
+/// processed (replays included).
 pub fn run_with_progress(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Result<SimReport> {
     let started = Instant::now();
     let temp = match &cfg.dir {
@@ -618,7 +546,7 @@ impl Sim<'_> {
         let running = self.running.as_ref().ok_or_else(no_job)?;
         running.instances[owner].process(&e, &mut self.pending)?;
         self.report.processed += 1;
-        if self.report.processed.is_multiple_of(1000) {
+        if self.report.processed.is_multiple_of(PROGRESS_EVERY) {
             progress(self.i);
         }
         self.max_ts = self.max_ts.max(e.ts);

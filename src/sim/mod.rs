@@ -17,9 +17,10 @@ pub mod coordinator;
 mod driver;
 pub mod generator;
 pub mod job;
+pub mod kill;
 pub mod oracle;
+mod report;
 
-pub use driver::{
-    Divergence, EngineKind, SimConfig, SimReport, has_run, job_log, run, run_with_progress,
-};
+pub use driver::{EngineKind, PROGRESS_EVERY, SimConfig, has_run, job_log, run, run_with_progress};
 pub use generator::Skew;
+pub use report::{Divergence, SimReport};
