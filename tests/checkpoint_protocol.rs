@@ -13,6 +13,10 @@ use keyed_state::state::{ListStateDescriptor, MapStateDescriptor, ValueStateDesc
 use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
 use proptest::prelude::*;
 
+#[path = "support/states.rs"]
+mod states;
+use states::{referenced, retained_ids};
+
 #[derive(Debug, Clone)]
 enum Step {
     /// Change the state of some keys.
@@ -91,19 +95,6 @@ fn dump(b: &Backend) -> BTreeSet<String> {
     out
 }
 
-fn referenced(store: &CheckpointStore) -> BTreeSet<String> {
-    store
-        .retained()
-        .iter()
-        .flat_map(|m| {
-            m.files
-                .iter()
-                .map(|f| f.path.clone())
-                .chain([format!("chk-{}/_manifest", m.checkpoint_id)])
-        })
-        .collect()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
@@ -162,7 +153,7 @@ proptest! {
             // Storage holds exactly the retained checkpoints, and they are the latest ones.
             let files: BTreeSet<String> = memory.list().unwrap().into_iter().collect();
             prop_assert_eq!(&files, &referenced(&store));
-            let retained: Vec<u64> = store.retained().iter().map(|m| m.checkpoint_id).collect();
+            let retained = retained_ids(&store);
             let completed: Vec<u64> = expected.keys().copied().collect();
             let tail = &completed[completed.len().saturating_sub(retain)..];
             prop_assert_eq!(retained.as_slice(), tail);

@@ -24,15 +24,14 @@ use keyed_state::checkpoint::{
 };
 use keyed_state::clock::ManualClock;
 use keyed_state::key_group::{KeyGroupRange, range_for_operator};
-use keyed_state::state::{
-    ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
-};
-use keyed_state::ttl::TtlConfig;
-use keyed_state::{CheckpointError, Engine, EngineConfig, Error, HeapEngine, KeyedStateBackend};
+use keyed_state::{CheckpointError, EngineConfig, Error, HeapEngine, KeyedStateBackend};
 
 #[path = "support/s3_server.rs"]
 mod s3_server;
 use s3_server::{BUCKET, options, server};
+#[path = "support/states.rs"]
+mod states;
+use states::{dump, populate, referenced, register};
 
 const M: u32 = 64;
 
@@ -134,54 +133,6 @@ fn permanent_errors_are_typed() {
     );
 }
 
-struct States {
-    value: ValueState<u64, u64>,
-    list: ListState<u64, u64, u32>,
-    map: MapState<u64, String, u64>,
-    ttl: ValueState<u64, u64>,
-}
-
-fn register<E: Engine>(b: &KeyedStateBackend<u64, E>) -> States {
-    States {
-        value: b.value_state(&ValueStateDescriptor::new("value")).unwrap(),
-        list: b.list_state(&ListStateDescriptor::new("list")).unwrap(),
-        map: b.map_state(&MapStateDescriptor::new("map")).unwrap(),
-        ttl: b
-            .value_state(
-                &ValueStateDescriptor::new("ttl")
-                    .with_ttl(TtlConfig::new(Duration::from_secs(3600))),
-            )
-            .unwrap(),
-    }
-}
-
-fn populate<E: Engine>(b: &KeyedStateBackend<u64, E>, s: &States, keys: &[u64], round: u64) {
-    for &k in keys {
-        let key = b.key(k).unwrap();
-        s.value.update(&key, &(), k * 10 + round).unwrap();
-        s.list.add(&key, &((k % 3) as u32), round).unwrap();
-        s.map.put(&key, &(), format!("r{round}"), k).unwrap();
-        s.ttl.update(&key, &(), round).unwrap();
-    }
-}
-
-fn dump<E: Engine>(b: &KeyedStateBackend<u64, E>, s: &States) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for g in b.key_group_range() {
-        for (k, ()) in s.value.keys_in_group(g).unwrap() {
-            let key = b.key(k).unwrap();
-            out.insert(format!("v {k} {:?}", s.value.get(&key, &()).unwrap()));
-            out.insert(format!("t {k} {:?}", s.ttl.get(&key, &()).unwrap()));
-            out.insert(format!("m {k} {:?}", s.map.entries(&key, &()).unwrap()));
-        }
-        for (k, ns) in s.list.keys_in_group(g).unwrap() {
-            let v: Vec<u64> = s.list.get(&b.key(k).unwrap(), &ns).unwrap().collect();
-            out.insert(format!("l {k} {ns} {v:?}"));
-        }
-    }
-    out
-}
-
 fn config(clock: &ManualClock, range: KeyGroupRange) -> EngineConfig {
     EngineConfig::new(M)
         .unwrap()
@@ -207,20 +158,6 @@ fn rocks_restore(
         sources,
     )
     .unwrap()
-}
-
-fn referenced(store: &CheckpointStore) -> BTreeSet<String> {
-    store
-        .retained()
-        .iter()
-        .flat_map(|m| m.files.iter().map(|f| f.path.clone()))
-        .chain(
-            store
-                .retained()
-                .iter()
-                .map(|m| format!("chk-{}/_manifest", m.checkpoint_id)),
-        )
-        .collect()
 }
 
 #[test]
