@@ -236,6 +236,15 @@ impl FaultPlan {
             return plan;
         }
         let mut rng = SplitMix64::new(cfg.seed ^ 0xc4a5_4e5f);
+        // Storage operations that every instance checkpoint, and every restore from an
+        // instance's checkpoint, of the engine performs: transient and restore faults are
+        // drawn among them, so that a planned fault fires (a heap checkpoint writes three
+        // files; a RocksDB one uploads its SSTs and private files). Crash points range past
+        // them: a crash after the last upload is a crash before the job record.
+        let (checkpoint_ops, restore_ops) = match cfg.engine {
+            EngineKind::Heap => (3, 2),
+            EngineKind::RocksDb => (10, 6),
+        };
         let every = cfg.checkpoint_every.max(1);
         let checkpoints: Vec<u64> = (1..=cfg.events / every)
             .map(|k| k * every)
@@ -254,7 +263,7 @@ impl FaultPlan {
                 }
                 2 => {
                     plan.between.insert(1 + rng.below(cfg.events - 1));
-                    plan.restore.push(rng.below(6));
+                    plan.restore.push(rng.below(restore_ops));
                 }
                 kind => {
                     let fault = match kind {
@@ -277,7 +286,7 @@ impl FaultPlan {
             } else {
                 CheckpointFault::Transient {
                     instance: rng.below(8) as u32,
-                    op: rng.below(10),
+                    op: rng.below(checkpoint_ops),
                 }
             };
             if let Some(at) = free_checkpoint(&mut rng, &plan) {
