@@ -16,10 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use keyed_state::SnapshotMode;
 use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
-use keyed_state::checkpoint::{
-    CheckpointStore, LocalStorage, Manifest, RestoreSource, SnapshotMode,
-};
+use keyed_state::checkpoint::{CheckpointStore, LocalStorage, Manifest, RestoreSource};
 use keyed_state::state::{ValueState, ValueStateDescriptor};
 use keyed_state::{Engine, EngineConfig, HeapEngine, KeyedStateBackend};
 

@@ -25,7 +25,7 @@ impl Clock for SystemClock {
         // A clock set before 1970 reads as 0 rather than failing.
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     }
 }
 

@@ -5,8 +5,9 @@
 
 use crate::key_group::KeyGroupRange;
 
-/// A value's bytes could not be decoded by its codec.
+/// A value's bytes could not be decoded by its codec, or a value cannot be encoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// The input ended before the value was complete.
     #[error("unexpected end of input: needed {needed} more byte(s) to decode {what}")]
@@ -32,10 +33,30 @@ pub enum CodecError {
         /// Why it is invalid.
         reason: String,
     },
+    /// A length or count does not fit the field that must hold it (a string, value or list
+    /// longer than `u32::MAX` bytes or items, a key group beyond a block's size limit).
+    #[error("{what} of {len} is too large to encode")]
+    TooLarge {
+        /// What was being encoded.
+        what: &'static str,
+        /// Its length.
+        len: u64,
+    },
+}
+
+impl CodecError {
+    /// [`CodecError::TooLarge`] for a length `len`.
+    pub fn too_large(what: &'static str, len: usize) -> Self {
+        CodecError::TooLarge {
+            what,
+            len: u64::try_from(len).unwrap_or(u64::MAX),
+        }
+    }
 }
 
 /// A configuration value is outside its allowed domain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// `max_parallelism` must lie in `1..=32768`.
     #[error("max_parallelism {0} is outside 1..=32768")]
@@ -229,7 +250,27 @@ pub enum Error {
     /// No state of that name is registered.
     #[error("no state named '{0}' is registered")]
     UnknownState(String),
-    /// A file-system operation failed.
+    /// This build cannot do what was asked: the cargo feature that provides it is off.
+    #[error("not available in this build: {0}")]
+    Unsupported(String),
+    /// A file-system operation on `path` failed.
+    #[error("I/O on {}: {source}", path.display())]
+    File {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A directory that must be empty (a restore target, a new run) is not.
+    #[error("{} is not empty: {reason}", path.display())]
+    NotEmpty {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why it must be empty.
+        reason: &'static str,
+    },
+    /// An I/O operation failed where no single path names it (a pipe, a thread, compression).
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     /// RocksDB reported an error.
@@ -249,3 +290,18 @@ pub enum Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Names the path an I/O operation failed on: `fs::read(&p).at(&p)?`.
+pub(crate) trait IoAt<T> {
+    /// The error as [`Error::File`] on `path`.
+    fn at(self, path: impl AsRef<std::path::Path>) -> Result<T>;
+}
+
+impl<T> IoAt<T> for std::io::Result<T> {
+    fn at(self, path: impl AsRef<std::path::Path>) -> Result<T> {
+        self.map_err(|source| Error::File {
+            path: path.as_ref().to_path_buf(),
+            source,
+        })
+    }
+}

@@ -42,6 +42,10 @@ pub struct Key<K> {
 
 impl<K: Codec> Key<K> {
     /// Resolves `key` for `max_parallelism` key groups (in `1..=32768`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism) outside `1..=32768`.
     pub fn new(key: K, max_parallelism: u32) -> Result<Self, ConfigError> {
         check_max_parallelism(max_parallelism)?;
         // Encode into a reused buffer: no allocation per record for keys that fit inline.
@@ -56,8 +60,9 @@ impl<K: Codec> Key<K> {
             group: key_group_for_bytes(&bytes, max_parallelism),
             bytes,
             key,
-            // Stored minus one so that 32768 fits a u16.
-            max_parallelism: (max_parallelism - 1) as u16,
+            // Stored minus one so that 32768 fits a u16 (`check_max_parallelism` passed above).
+            max_parallelism: u16::try_from(max_parallelism - 1)
+                .map_err(|_| ConfigError::MaxParallelism(max_parallelism))?,
         })
     }
 }

@@ -26,6 +26,10 @@ pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 const _: () = assert!(MAX_PARALLELISM_UPPER_BOUND - 1 <= u16::MAX as u32);
 
 /// Checks that `max_parallelism` lies in `1..=32768`.
+///
+/// # Errors
+///
+/// [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism) outside `1..=32768`.
 pub fn check_max_parallelism(max_parallelism: u32) -> Result<(), ConfigError> {
     if (1..=MAX_PARALLELISM_UPPER_BOUND).contains(&max_parallelism) {
         Ok(())
@@ -58,7 +62,12 @@ pub fn murmur3_32(data: &[u8]) -> u32 {
         h ^= k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
     }
     // The reference takes the length as a 32-bit int: longer inputs wrap (documented).
-    h ^= data.len() as u32;
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "MurmurHash3 mixes in the length modulo 2^32, as the reference does"
+    )]
+    let len = data.len() as u32;
+    h ^= len;
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);
     h ^= h >> 13;
@@ -69,11 +78,13 @@ pub fn murmur3_32(data: &[u8]) -> u32 {
 
 /// The key group of a key given its serialized bytes.
 ///
-/// `max_parallelism` must lie in `1..=32768` (checked in debug builds; callers obtain it from a
-/// validated backend).
+/// `max_parallelism` must lie in `1..=32768` (callers obtain it from a validated backend;
+/// checked in debug builds, and clamped into that domain otherwise, so the group always fits).
 pub fn key_group_for_bytes(key_bytes: &[u8], max_parallelism: u32) -> u16 {
     debug_assert!(check_max_parallelism(max_parallelism).is_ok());
-    (murmur3_32(key_bytes) % max_parallelism.max(1)) as u16
+    let m = max_parallelism.clamp(1, MAX_PARALLELISM_UPPER_BOUND);
+    // Below m ≤ 2^15: always fits.
+    u16::try_from(murmur3_32(key_bytes) % m).unwrap_or(u16::MAX)
 }
 
 /// The operator index (of `parallelism`) that owns `group`: `group * p / M` (Flink's formula).
@@ -84,6 +95,12 @@ pub fn operator_for_key_group(max_parallelism: u32, parallelism: u32, group: u16
 
 /// The key-group range owned by operator `index` of `parallelism`, for `max_parallelism` groups:
 /// `start = ceil(i·M / p)`, `end = ceil((i+1)·M / p) − 1` (Flink's formula).
+///
+/// # Errors
+///
+/// [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism),
+/// [`ConfigError::Parallelism`](crate::ConfigError::Parallelism) outside `1..=max_parallelism`,
+/// [`ConfigError::OperatorIndex`](crate::ConfigError::OperatorIndex) not below `parallelism`.
 pub fn range_for_operator(
     max_parallelism: u32,
     parallelism: u32,
@@ -107,8 +124,10 @@ pub fn range_for_operator(
     );
     let start = (i * m).div_ceil(p);
     let end_exclusive = ((i + 1) * m).div_ceil(p);
-    debug_assert!(start < end_exclusive, "p <= M gives every operator a group");
-    Ok(KeyGroupRange::new(start as u16, (end_exclusive - 1) as u16))
+    assert!(start < end_exclusive, "p <= M gives every operator a group");
+    // Both are below M ≤ 2^15 (checked above).
+    let group = |g: u64| u16::try_from(g).map_err(|_| ConfigError::MaxParallelism(max_parallelism));
+    Ok(KeyGroupRange::new(group(start)?, group(end_exclusive - 1)?))
 }
 
 /// An inclusive range of key groups `start..=end`; may be empty.
@@ -133,9 +152,15 @@ impl KeyGroupRange {
     }
 
     /// All `max_parallelism` key groups `0..max_parallelism`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism) outside `1..=32768`.
     pub fn all(max_parallelism: u32) -> Result<Self, ConfigError> {
         check_max_parallelism(max_parallelism)?;
-        Ok(KeyGroupRange::new(0, (max_parallelism - 1) as u16))
+        let end = u16::try_from(max_parallelism - 1)
+            .map_err(|_| ConfigError::MaxParallelism(max_parallelism))?;
+        Ok(KeyGroupRange::new(0, end))
     }
 
     /// First group (meaningless for an empty range).
@@ -174,17 +199,24 @@ impl KeyGroupRange {
     }
 
     /// The groups both ranges hold (commutative; disjoint ranges give [`KeyGroupRange::EMPTY`]).
+    #[must_use]
     pub fn intersect(&self, other: &KeyGroupRange) -> KeyGroupRange {
         KeyGroupRange::new(self.start.max(other.start), self.end.min(other.end))
     }
 
     /// Iterates the groups in ascending order.
     pub fn iter(&self) -> KeyGroupIter {
-        // Empty ranges are stored as 1..=0, which gives the empty 1..1 here.
-        (u32::from(self.start)..u32::from(self.end) + 1).map((|g| g as u16) as fn(u32) -> u16)
+        // Empty ranges are stored as 1..=0: an empty inclusive range.
+        self.start..=self.end
     }
 
     /// Checks that every group of the range is below `max_parallelism`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::RangeOutsideMaxParallelism`](crate::ConfigError::RangeOutsideMaxParallelism),
+    /// or [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism) outside
+    /// `1..=32768`.
     pub fn check_fits(&self, max_parallelism: u32) -> Result<(), ConfigError> {
         check_max_parallelism(max_parallelism)?;
         if self.is_empty() || u32::from(self.end) < max_parallelism {
@@ -199,7 +231,7 @@ impl KeyGroupRange {
 }
 
 /// The groups of a [`KeyGroupRange`], ascending.
-pub type KeyGroupIter = std::iter::Map<std::ops::Range<u32>, fn(u32) -> u16>;
+pub type KeyGroupIter = std::ops::RangeInclusive<u16>;
 
 impl IntoIterator for KeyGroupRange {
     type Item = u16;

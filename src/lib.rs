@@ -45,11 +45,26 @@
 //! # }
 //! ```
 //!
-//! Modules mirror the architecture (see `DESIGN.md`): [`key_group`] and [`codec`] at the
-//! bottom, [`state`] views on top of the [`backend`] engine contract, [`backend::heap`] as the
-//! in-memory engine, [`ttl`] and [`clock`] for time.
+//! Modules mirror the architecture (DESIGN.md §1), top to bottom:
+//!
+//! - [`KeyedStateBackend`] (module `keyed`), the façade: registration, keys, views, timer
+//!   services, checkpoints;
+//! - [`state`] (the typed views) and [`timer`] (timer services);
+//! - [`backend`]: the engine contract ([`Engine`]), [`HeapEngine`], the RocksDB engine (cargo
+//!   feature `rocksdb`) and [`AnyEngine`] to choose one at run time;
+//! - [`checkpoint`]: storage, formats, the store protocol, restore planning;
+//! - the vocabulary: [`types`], [`key`], [`key_group`], [`codec`], [`ttl`], [`clock`],
+//!   [`error`].
+//!
+//! # Cargo features
+//!
+//! - `rocksdb`: the RocksDB engine ([`backend::rocksdb`]); builds RocksDB's C++ (needs
+//!   libclang). Off by default, so the heap engine alone builds in seconds.
+//! - `serde`: [`serde_codec!`] stores serde types (postcard encoding).
+//! - `s3`: checkpoint storage on S3-compatible object storage
+//!   ([`checkpoint::ObjectStorage`]).
 
-#![warn(missing_docs)]
+// Nothing that comes from disk or a caller is unwrapped in the library (tests may).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod backend;
@@ -57,17 +72,37 @@ pub mod checkpoint;
 pub mod clock;
 pub mod codec;
 pub mod error;
-#[cfg(feature = "rocksdb")]
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod key;
 pub mod key_group;
-#[cfg(feature = "rocksdb")]
-pub mod sim;
+mod keyed;
 pub mod state;
 pub mod timer;
 pub mod ttl;
+pub mod types;
 
 pub use backend::heap::HeapEngine;
-pub use backend::{Engine, EngineConfig, KeyedStateBackend};
+pub use backend::{AnyEngine, Engine, SnapshotMode};
 pub use error::{CheckpointError, CodecError, ConfigError, Error, Result};
 pub use key::Key;
+pub use keyed::{KeyedStateBackend, PendingCheckpoint};
+pub use types::{EngineConfig, MapKey, Namespace, StateKey, StateValue};
+
+// What users share across threads: checked at compile time, so a change that loses `Send` or
+// `Sync` fails here rather than in a user's build.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<KeyedStateBackend<u64, HeapEngine>>();
+    send_sync::<KeyedStateBackend<String, AnyEngine>>();
+    send_sync::<state::ValueState<u64, u64>>();
+    send_sync::<state::ListState<u64, u64>>();
+    send_sync::<state::MapState<u64, u64, u64>>();
+    send_sync::<state::ReducingState<u64, u64>>();
+    send_sync::<timer::TimerService<u64, u64>>();
+    send_sync::<checkpoint::CheckpointStore>();
+    send_sync::<PendingCheckpoint>();
+    #[cfg(feature = "rocksdb")]
+    send_sync::<KeyedStateBackend<u64, backend::rocksdb::RocksDbEngine>>();
+};

@@ -65,12 +65,14 @@ impl TtlConfig {
     }
 
     /// Sets when the stamp is refreshed.
+    #[must_use]
     pub fn with_update(mut self, update: UpdateType) -> Self {
         self.update = update;
         self
     }
 
     /// Sets whether expired values may be returned.
+    #[must_use]
     pub fn with_visibility(mut self, visibility: StateVisibility) -> Self {
         self.visibility = visibility;
         self
@@ -78,6 +80,7 @@ impl TtlConfig {
 
     /// Sets how many entries incremental cleanup visits per state access (0 turns it off;
     /// expired entries are then only removed when read).
+    #[must_use]
     pub fn with_cleanup_per_access(mut self, entries: usize) -> Self {
         self.cleanup_per_access = entries;
         self
@@ -109,6 +112,10 @@ impl TtlConfig {
     }
 
     /// Checks the configuration (a TTL below 1 ms is rejected).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::ZeroTtl`](crate::ConfigError::ZeroTtl) for a TTL under one millisecond.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.ttl_millis() == 0 {
             Err(ConfigError::ZeroTtl)

@@ -6,10 +6,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "rocksdb")]
+use keyed_state::SnapshotMode;
+#[cfg(feature = "rocksdb")]
 use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+#[cfg(feature = "rocksdb")]
+use keyed_state::checkpoint::SnapshotKind;
 use keyed_state::checkpoint::{
     CheckpointStorage, CheckpointStore, FaultyStorage, LocalStorage, Manifest, MemoryStorage,
-    RestoreSource, SnapshotKind, SnapshotMode,
+    RestoreSource,
 };
 use keyed_state::clock::ManualClock;
 use keyed_state::key_group::{KeyGroupRange, range_for_operator};
@@ -18,7 +23,9 @@ use keyed_state::{CheckpointError, Engine, EngineConfig, Error, HeapEngine, Keye
 
 #[path = "support/states.rs"]
 mod states;
-use states::{States, data_files, dump, populate, referenced, register, retained_ids};
+#[cfg(feature = "rocksdb")]
+use states::retained_ids;
+use states::{States, data_files, dump, populate, referenced, register};
 
 const M: u32 = 128;
 
@@ -48,10 +55,12 @@ impl Harness for Heap {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 struct Rocks {
     dir: tempfile::TempDir,
     next: usize,
 }
+#[cfg(feature = "rocksdb")]
 impl Rocks {
     fn new() -> Self {
         Rocks {
@@ -64,6 +73,7 @@ impl Rocks {
         self.dir.path().join(format!("db-{}", self.next))
     }
 }
+#[cfg(feature = "rocksdb")]
 impl Harness for Rocks {
     type E = RocksDbEngine;
     fn fresh(&mut self, config: EngineConfig) -> RocksDbEngine {
@@ -140,6 +150,7 @@ fn heap_restores_every_state_kind() {
     restore_equality(&mut Heap);
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_restores_every_state_kind() {
     restore_equality(&mut Rocks::new());
@@ -173,7 +184,7 @@ fn rescale<H: Harness>(h: &mut H, p: u32, q: u32) {
         lines += d.len();
         got.extend(d);
         // Keys outside the range are not there, even through a raw key listing.
-        for g in 0..M as u16 {
+        for g in 0..u16::try_from(M).unwrap() {
             if !range.contains(g) {
                 assert!(rs.value.keys_in_group(g).is_err());
             }
@@ -190,6 +201,7 @@ fn heap_rescales() {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_rescales() {
     let mut h = Rocks::new();
@@ -232,6 +244,20 @@ fn restore_refuses_sources_that_do_not_fit() {
     // Another max_parallelism.
     let other = EngineConfig::new(256).unwrap();
     assert!(HeapEngine::restore(other, std::slice::from_ref(&half)).is_err());
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn native_rocksdb_checkpoints_do_not_mix_with_canonical_ones() {
+    let clock = ManualClock::new(0);
+    let b = KeyedStateBackend::<u64>::new(HeapEngine::new(config(
+        &clock,
+        range_for_operator(M, 2, 0).unwrap(),
+    )));
+    register(&b);
+    let store = memory_store(1);
+    b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+    let half = RestoreSource::latest(&store).unwrap();
     // A native RocksDB checkpoint and a heap checkpoint cannot be mixed in one restore, and
     // the heap cannot read native RocksDB files.
     let dir = tempfile::tempdir().unwrap();
@@ -307,6 +333,7 @@ fn a_restored_registration_must_match_and_unregistered_states_are_kept() {
     assert_eq!(dump(&r2, &s2), expected);
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_incremental_checkpoints_share_files_and_retention_collects_them() {
     let clock = ManualClock::new(0);
@@ -430,13 +457,17 @@ fn reopening_a_store_cleans_orphans_and_keeps_completed_checkpoints() {
     assert_eq!(report.orphans_removed, 3);
     assert_eq!(data_files(storage.as_ref()), referenced(&store));
     assert!(!dir.path().join("chk-2").exists());
-    // Ids must grow.
-    assert!(store.begin(1).is_err());
-    store.begin(2).unwrap();
+    // Ids must grow (the protocol's other ordering rules are unit tests of the store).
+    let store = Arc::new(store);
+    let err = b.checkpoint(&store, 1, &[]).unwrap_err();
     assert!(
-        store.begin(3).is_err(),
-        "one checkpoint in flight at a time"
+        matches!(
+            err,
+            Error::Checkpoint(CheckpointError::Protocol { id: 1, .. })
+        ),
+        "{err}"
     );
+    b.checkpoint(&store, 2, &[]).unwrap().wait().unwrap();
 }
 
 #[test]
@@ -451,20 +482,26 @@ fn corruption_of_any_file_is_a_typed_error() {
     let s = register(&b);
     populate(&b, &s, &(0..300).collect::<Vec<_>>(), 1);
     let heap_manifest = b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+    #[cfg_attr(
+        not(feature = "rocksdb"),
+        expect(unused_mut, reason = "RocksDB adds a case")
+    )]
+    let mut cases: Vec<(Arc<MemoryStorage>, Manifest, bool)> =
+        vec![(heap_mem, heap_manifest, true)];
 
-    let rocks_mem = Arc::new(MemoryStorage::new());
-    let (rstore, _) = CheckpointStore::open(rocks_mem.clone(), 1).unwrap();
-    let rstore = Arc::new(rstore);
+    #[cfg(feature = "rocksdb")]
     let mut h = Rocks::new();
-    let rb = KeyedStateBackend::new(h.fresh(config(&clock, all)));
-    let rs = register(&rb);
-    populate(&rb, &rs, &(0..300).collect::<Vec<_>>(), 1);
-    let rocks_manifest = rb.checkpoint(&rstore, 1, &[]).unwrap().wait().unwrap();
-
-    let cases: Vec<(Arc<MemoryStorage>, Manifest, bool)> = vec![
-        (heap_mem, heap_manifest, true),
-        (rocks_mem, rocks_manifest, false),
-    ];
+    #[cfg(feature = "rocksdb")]
+    {
+        let rocks_mem = Arc::new(MemoryStorage::new());
+        let (rstore, _) = CheckpointStore::open(rocks_mem.clone(), 1).unwrap();
+        let rstore = Arc::new(rstore);
+        let rb = KeyedStateBackend::new(h.fresh(config(&clock, all)));
+        let rs = register(&rb);
+        populate(&rb, &rs, &(0..300).collect::<Vec<_>>(), 1);
+        let rocks_manifest = rb.checkpoint(&rstore, 1, &[]).unwrap().wait().unwrap();
+        cases.push((rocks_mem, rocks_manifest, false));
+    }
     for (mem, manifest, heap) in cases {
         let mut paths: Vec<String> = manifest.files.iter().map(|f| f.path.clone()).collect();
         paths.push("chk-1/_manifest".into());
@@ -489,6 +526,9 @@ fn corruption_of_any_file_is_a_typed_error() {
                     Ok(source) if heap => {
                         HeapEngine::restore(config(&clock, all), &[source]).map(|_| ())
                     }
+                    #[cfg(not(feature = "rocksdb"))]
+                    Ok(_) => unreachable!("only the heap case without RocksDB"),
+                    #[cfg(feature = "rocksdb")]
                     Ok(source) => {
                         let target = h.path();
                         let r = RocksDbEngine::restore(
@@ -599,12 +639,14 @@ fn heap_survives_failures_at_every_step() {
     failures_at_every_step(&mut Heap, true);
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_survives_failures_at_every_step() {
     failures_at_every_step(&mut Rocks::new(), false);
     failures_at_every_step(&mut Rocks::new(), true);
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn discard_withdraws_completed_unreadable_and_in_progress_checkpoints() {
     let clock = ManualClock::new(0);
@@ -625,30 +667,27 @@ fn discard_withdraws_completed_unreadable_and_in_progress_checkpoints() {
     for m in store.retained() {
         assert_eq!(store.verify(&m), vec![]);
     }
-    // Absent: nothing happens. In progress: like abort.
+    // Absent: nothing happens. (In progress: like abort, a unit test of the store.)
     store.discard(9).unwrap();
-    store.begin(4).unwrap();
-    store.put_private(4, "x", b"partial").unwrap();
-    store.discard(4).unwrap();
     assert_eq!(data_files(memory.as_ref()), referenced(&store));
-    store.begin(4).unwrap();
-    store.abort(4).unwrap();
     // Unreadable (a torn manifest): kept and reported by open, removed by discard.
     memory.put("chk-5/_manifest", b"KSCP torn").unwrap();
     drop(store);
     let (store, report) = CheckpointStore::open(memory.clone(), 3).unwrap();
     assert_eq!(report.unreadable.len(), 1);
+    let store = Arc::new(store);
     assert!(
-        store.begin(5).is_err(),
+        b.checkpoint(&store, 5, &[]).is_err(),
         "an unreadable checkpoint still holds its id"
     );
     store.discard(5).unwrap();
     assert_eq!(data_files(memory.as_ref()), referenced(&store));
-    store.begin(5).unwrap();
+    b.checkpoint(&store, 5, &[]).unwrap().wait().unwrap();
 }
 
 /// Takes a savepoint of each of p instances of engine `A`, restores q instances of engine `B`
 /// from them, and checks every entry came across exactly once, TTL stamps included.
+#[cfg(feature = "rocksdb")]
 fn switch_engines<A: Harness, B: Harness>(a: &mut A, b: &mut B, p: u32, q: u32) {
     let clock = ManualClock::new(1_000);
     let keys: Vec<u64> = KEYS.collect();
@@ -697,6 +736,7 @@ fn switch_engines<A: Harness, B: Harness>(a: &mut A, b: &mut B, p: u32, q: u32) 
     assert_eq!(ttl_live_late, 300, "TTL stamps came across");
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn savepoints_switch_engines_in_both_directions_and_rescale() {
     switch_engines(&mut Heap, &mut Rocks::new(), 1, 1);
@@ -706,6 +746,7 @@ fn savepoints_switch_engines_in_both_directions_and_rescale() {
     switch_engines(&mut Rocks::new(), &mut Heap, 2, 1);
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_carries_records_of_states_not_registered_yet_and_savepoints_need_registration() {
     let clock = ManualClock::new(0);
@@ -767,6 +808,7 @@ fn rocksdb_carries_records_of_states_not_registered_yet_and_savepoints_need_regi
     assert_eq!(dump(&back, &s4), expected);
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn parked_records_rescale_with_native_rocksdb_checkpoints() {
     // Heap (2 instances) -> RocksDB by canonical restore, not registered (records parked) ->

@@ -88,7 +88,7 @@ impl AggregateFunction for SumPlusThree {
 // ---------------------------------------------------------------------------------------------
 // Value
 
-pub fn value_basics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn value_basics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let s = f
         .backend
@@ -116,7 +116,7 @@ pub fn value_basics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     Ok(())
 }
 
-pub fn value_namespaces_are_isolated<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn value_namespaces_are_isolated<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let s = f
         .backend
@@ -139,7 +139,7 @@ pub fn value_namespaces_are_isolated<E: Engine>(make: &dyn Fn(EngineConfig) -> E
 // ---------------------------------------------------------------------------------------------
 // List
 
-pub fn list_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn list_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let s = f
         .backend
@@ -180,7 +180,7 @@ pub fn list_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     Ok(())
 }
 
-pub fn list_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn list_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let s = f
         .backend
@@ -215,7 +215,7 @@ pub fn list_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 // ---------------------------------------------------------------------------------------------
 // Map
 
-pub fn map_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn map_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let s = f
         .backend
@@ -267,7 +267,7 @@ pub fn map_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     Ok(())
 }
 
-pub fn map_many_entries<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn map_many_entries<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let s = f
         .backend
@@ -288,7 +288,7 @@ pub fn map_many_entries<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 // ---------------------------------------------------------------------------------------------
 // Reducing and Aggregating
 
-pub fn reducing_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn reducing_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let s = f
         .backend
@@ -317,7 +317,7 @@ pub fn reducing_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     Ok(())
 }
 
-pub fn aggregating_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn aggregating_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let s = f
         .backend
@@ -351,7 +351,7 @@ pub fn aggregating_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 // ---------------------------------------------------------------------------------------------
 // TTL (Flink's TtlStateTestBase timelines, TTL = 100 ms)
 
-pub fn ttl_exact_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn ttl_exact_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let d = ValueStateDescriptor::<String>::new("v").with_ttl(ttl(
         UpdateType::OnCreateAndWrite,
@@ -390,7 +390,7 @@ pub fn ttl_exact_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) -> E
     Ok(())
 }
 
-pub fn ttl_relaxed_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn ttl_relaxed_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let d = ValueStateDescriptor::<String>::new("v").with_ttl(ttl(
         UpdateType::OnCreateAndWrite,
@@ -409,7 +409,7 @@ pub fn ttl_relaxed_expiration_on_write<E: Engine>(make: &dyn Fn(EngineConfig) ->
     Ok(())
 }
 
-pub fn ttl_exact_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn ttl_exact_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let d = ValueStateDescriptor::<String>::new("v").with_ttl(ttl(
         UpdateType::OnReadAndWrite,
@@ -429,7 +429,7 @@ pub fn ttl_exact_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> E)
     Ok(())
 }
 
-pub fn ttl_relaxed_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn ttl_relaxed_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let d = ValueStateDescriptor::<String>::new("v").with_ttl(ttl(
         UpdateType::OnReadAndWrite,
@@ -450,7 +450,7 @@ pub fn ttl_relaxed_expiration_on_read<E: Engine>(make: &dyn Fn(EngineConfig) -> 
     Ok(())
 }
 
-pub fn ttl_list_elements_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn ttl_list_elements_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let d = ListStateDescriptor::<i32>::new("l").with_ttl(ttl(
         UpdateType::OnCreateAndWrite,
@@ -502,7 +502,7 @@ pub fn ttl_list_elements_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig
     Ok(())
 }
 
-pub fn ttl_map_entries_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn ttl_map_entries_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let d = MapStateDescriptor::<u32, String>::new("m").with_ttl(ttl(
         UpdateType::OnCreateAndWrite,
@@ -553,9 +553,7 @@ pub fn ttl_map_entries_expire_one_by_one<E: Engine>(make: &dyn Fn(EngineConfig) 
     Ok(())
 }
 
-pub fn ttl_reducing_and_aggregating_restamp_on_add<E: Engine>(
-    make: &dyn Fn(EngineConfig) -> E,
-) -> R {
+fn ttl_reducing_and_aggregating_restamp_on_add<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let t = ttl(
         UpdateType::OnCreateAndWrite,
@@ -588,7 +586,7 @@ pub fn ttl_reducing_and_aggregating_restamp_on_add<E: Engine>(
 
 /// Flink's `TtlStateTestBase.testMergeNamespaces`, TTL 100: expired updates at 0, unexpired at
 /// 120, final at 150, merge at 230.
-pub fn ttl_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn ttl_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let t = ttl(
         UpdateType::OnCreateAndWrite,
@@ -654,7 +652,7 @@ pub fn ttl_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 // ---------------------------------------------------------------------------------------------
 // Key groups, registration
 
-pub fn key_group_range_errors<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn key_group_range_errors<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let range = range_for_operator(128, 4, 1)?;
     let f = Fixture::with_range(make, 128, Some(range));
     let s = f
@@ -711,7 +709,7 @@ pub fn key_group_range_errors<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R 
     Ok(())
 }
 
-pub fn keys_are_listed_per_key_group<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn keys_are_listed_per_key_group<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let s = f
         .backend
@@ -736,7 +734,7 @@ pub fn keys_are_listed_per_key_group<E: Engine>(make: &dyn Fn(EngineConfig) -> E
     Ok(())
 }
 
-pub fn registration_rules<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn registration_rules<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let d = ValueStateDescriptor::<u64>::new("s");
     let first = f.backend.value_state(&d)?;
@@ -803,7 +801,7 @@ pub fn registration_rules<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     Ok(())
 }
 
-pub fn large_max_parallelism<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+fn large_max_parallelism<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let range = range_for_operator(32768, 3, 2)?;
     let f = Fixture::with_range(make, 32768, Some(range));
     let s = f

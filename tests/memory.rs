@@ -16,6 +16,10 @@ struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
 // SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
+#[expect(
+    unsafe_code,
+    reason = "a counting allocator that forwards to the system's"
+)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
@@ -68,7 +72,7 @@ fn heap_value_state_uses_at_most_twice_the_raw_map() {
         }
         m
     });
-    assert_eq!(raw.len(), ENTRIES as usize);
+    assert_eq!(raw.len() as u64, ENTRIES);
 
     let (backend, heap_per_entry) = measure(|| {
         let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());

@@ -404,7 +404,7 @@ impl<E: Engine> Sut<E> {
                 .key_group_range()
                 .iter()
                 .flat_map(keys)
-                .map(|(k, ns)| ((k / 7919) as u8, ns))
+                .map(|(k, ns)| (u8::try_from(k / 7919).unwrap(), ns))
                 .collect()
         };
         vec![
@@ -657,6 +657,7 @@ fn rocksdb_engine(config: EngineConfig) -> keyed_state::backend::rocksdb::RocksD
 #[cfg(feature = "rocksdb")]
 model!(rocksdb, rocksdb_engine);
 
+#[cfg(feature = "rocksdb")]
 /// Applies `op` to a system under test and renders what it observably returned (sorted where
 /// the order is engine-defined). Key listings are rendered only without TTL: with TTL, engines
 /// may legitimately differ in which expired entries they already dropped.

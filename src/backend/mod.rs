@@ -10,68 +10,171 @@
 //! Tables are shared (`Arc<dyn …>`) and take `&self`: each engine brings its own interior
 //! synchronisation, so views are `Send + Sync` and cheap to clone.
 
+mod any;
 pub mod heap;
-mod keyed;
 #[cfg(feature = "rocksdb")]
 pub mod rocksdb;
+mod snapshot;
+mod timer_store;
 
-pub use keyed::KeyedStateBackend;
+pub use any::AnyEngine;
+pub use snapshot::{SnapshotJob, SnapshotMode, SnapshotOutput, SnapshotUpload};
+pub use timer_store::TimerStore;
 
 use std::fmt;
 use std::sync::Arc;
 
-use crate::checkpoint::{SnapshotJob, SnapshotMode};
-use crate::clock::{SharedClock, SystemClock};
-use crate::error::{ConfigError, Error, Result};
+use crate::checkpoint::RestoredTimerSet;
+use crate::error::Result;
 use crate::key::Key;
-use crate::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroupRange, check_max_parallelism};
-use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
-use crate::timer::TimerStore;
 use crate::ttl::Stamped;
+use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 
 /// Storage for one Value, Reducing or Aggregating state: one stamped value per (key, namespace).
 pub trait ValueTable<K, N, V>: Send + Sync {
     /// The stored value, if any (expired or not: the views apply TTL).
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<Stamped<V>>>;
     /// Stores `value`, replacing any previous one.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn put(&self, key: &Key<K>, ns: &N, value: Stamped<V>) -> Result<()>;
     /// Removes the value; a no-op when absent.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn remove(&self, key: &Key<K>, ns: &N) -> Result<()>;
     /// Every (key, namespace) with a stored value in `group`.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn keys(&self, group: u16) -> Result<Vec<(K, N)>>;
 }
 
 /// Storage for one List state: an ordered list of stamped elements per (key, namespace).
 pub trait ListTable<K, N, E>: Send + Sync {
     /// The stored elements; empty when absent.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Vec<Stamped<E>>>;
     /// Appends `elements` (a no-op when empty).
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn append(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()>;
     /// Replaces the list; an empty `elements` removes it.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn put(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()>;
     /// Removes the list; a no-op when absent.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn remove(&self, key: &Key<K>, ns: &N) -> Result<()>;
     /// Every (key, namespace) with a non-empty list in `group`.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn keys(&self, group: u16) -> Result<Vec<(K, N)>>;
 }
 
 /// Storage for one Map state: a map of stamped user values per (key, namespace).
 pub trait MapTable<K, N, UK, UV>: Send + Sync {
     /// The entry for `user_key`, if any.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>>;
     /// Inserts or replaces one entry.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: Stamped<UV>) -> Result<()>;
     /// Inserts or replaces the entries.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn put_all(&self, key: &Key<K>, ns: &N, entries: Vec<(UK, Stamped<UV>)>) -> Result<()>;
     /// Removes the entry for `user_key`; removing the last entry removes the map.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn remove(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<()>;
     /// All entries, in an engine-defined order (heap: hash order; byte engines: byte order).
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn entries(&self, key: &Key<K>, ns: &N) -> Result<Vec<(UK, Stamped<UV>)>>;
     /// Whether the map has no entry (expired or not).
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn is_empty(&self, key: &Key<K>, ns: &N) -> Result<bool>;
     /// Removes the whole map.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn clear(&self, key: &Key<K>, ns: &N) -> Result<()>;
     /// Every (key, namespace) with a non-empty map in `group`.
+    ///
+    /// # Errors
+    ///
+    /// An implementation reports a key of a group it does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
+    /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn keys(&self, group: u16) -> Result<Vec<(K, N)>>;
 }
 
@@ -85,34 +188,69 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// The engine's configuration.
     fn config(&self) -> &EngineConfig;
     /// Creates the table of a Value, Reducing or Aggregating state.
+    ///
+    /// # Errors
+    ///
+    /// The state's metadata does not match what the engine holds for its name (persisted or
+    /// restored: [`Error::IncompatibleRegistration`](crate::Error::IncompatibleRegistration)),
+    /// restored records that do not decode, the engine's storage failures.
     fn value_table<K: StateKey, N: Namespace, V: StateValue>(
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn ValueTable<K, N, V>>>;
     /// Creates the table of a List state.
+    ///
+    /// # Errors
+    ///
+    /// As [`value_table`](Self::value_table).
     fn list_table<K: StateKey, N: Namespace, E: StateValue>(
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn ListTable<K, N, E>>>;
     /// Creates the table of a Map state.
+    ///
+    /// # Errors
+    ///
+    /// As [`value_table`](Self::value_table).
     fn map_table<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue>(
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>>;
     /// Figures a caller can poll cheaply (no scan of the state).
+    ///
+    /// # Errors
+    ///
+    /// The engine's own failures (RocksDB's property reads).
     fn metrics(&self) -> Result<EngineMetrics>;
     /// The synchronous part of a snapshot: as short as the engine can make it; the returned
     /// job's upload runs in the background while processing continues.
+    ///
+    /// # Errors
+    ///
+    /// The synchronous part failed (RocksDB: a flush or its checkpoint; a savepoint of a
+    /// RocksDB state not registered in this process); nothing was taken.
     fn snapshot(&self, mode: SnapshotMode) -> Result<SnapshotJob>;
     /// Where the timer service `name` keeps its timers: `None` (the default) for the heap.
+    ///
+    /// # Errors
+    ///
+    /// The engine could not set up the store (RocksDB: creating or scanning the column family).
     fn timer_store(&self, name: &str) -> Result<Option<Box<dyn TimerStore>>> {
         let _ = name;
         Ok(None)
+    }
+    /// The timers a restore of this engine read from its checkpoints' timers files, handed
+    /// over once: [`KeyedStateBackend::new`](crate::KeyedStateBackend::new) takes them, so a
+    /// restored backend gets its state and its timers from one call. The default (an engine
+    /// that was not restored) has none.
+    fn take_restored_timers(&self) -> RestoredTimerSet {
+        RestoredTimerSet::default()
     }
 }
 
 /// Per-state figures of [`EngineMetrics`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StateMetrics {
     /// The state's name.
     pub name: String,
@@ -126,6 +264,7 @@ pub struct StateMetrics {
 
 /// What an engine reports about itself; both engines fill the same struct.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct EngineMetrics {
     /// One entry per registered state, by name.
     pub states: Vec<StateMetrics>,
@@ -133,98 +272,4 @@ pub struct EngineMetrics {
     pub memory_bytes: u64,
     /// Block-cache usage (RocksDB; 0 on the heap).
     pub cache_bytes: u64,
-}
-
-/// What every engine is configured with: the key-group scheme and the clock.
-#[derive(Clone)]
-pub struct EngineConfig {
-    max_parallelism: u32,
-    range: KeyGroupRange,
-    clock: SharedClock,
-}
-
-impl EngineConfig {
-    /// `max_parallelism` key groups, all owned by this instance, on the system clock.
-    pub fn new(max_parallelism: u32) -> Result<Self, ConfigError> {
-        Ok(EngineConfig {
-            range: KeyGroupRange::all(max_parallelism)?,
-            max_parallelism,
-            clock: Arc::new(SystemClock),
-        })
-    }
-
-    /// Owns only `range` (which must fit `max_parallelism`).
-    pub fn with_key_group_range(mut self, range: KeyGroupRange) -> Result<Self, ConfigError> {
-        range.check_fits(self.max_parallelism)?;
-        self.range = range;
-        Ok(self)
-    }
-
-    /// Reads time from `clock` (a [`ManualClock`](crate::clock::ManualClock) in tests).
-    pub fn with_clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// The number of key groups.
-    pub fn max_parallelism(&self) -> u32 {
-        self.max_parallelism
-    }
-
-    /// The key groups this instance owns.
-    pub fn key_group_range(&self) -> KeyGroupRange {
-        self.range
-    }
-
-    /// The clock.
-    pub fn clock(&self) -> &SharedClock {
-        &self.clock
-    }
-
-    /// Checks that `key` was resolved for this configuration and that its group is owned here;
-    /// returns the group's index within the range.
-    #[inline]
-    pub fn group_index<K>(&self, key: &Key<K>) -> Result<usize> {
-        self.local_index(key.group()).and_then(|i| {
-            if key.max_parallelism() == self.max_parallelism {
-                Ok(i)
-            } else {
-                Err(Error::MaxParallelismMismatch {
-                    key: key.max_parallelism(),
-                    backend: self.max_parallelism,
-                })
-            }
-        })
-    }
-
-    /// The index of `group` within the range, or a typed error.
-    #[inline]
-    pub fn local_index(&self, group: u16) -> Result<usize> {
-        self.range.index_of(group).ok_or(Error::KeyGroupOutOfRange {
-            group,
-            range: self.range,
-        })
-    }
-}
-
-impl Default for EngineConfig {
-    /// [`DEFAULT_MAX_PARALLELISM`] key groups, all owned, on the system clock.
-    fn default() -> Self {
-        debug_assert!(check_max_parallelism(DEFAULT_MAX_PARALLELISM).is_ok());
-        EngineConfig {
-            max_parallelism: DEFAULT_MAX_PARALLELISM,
-            range: KeyGroupRange::new(0, (DEFAULT_MAX_PARALLELISM - 1) as u16),
-            clock: Arc::new(SystemClock),
-        }
-    }
-}
-
-impl fmt::Debug for EngineConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EngineConfig")
-            .field("max_parallelism", &self.max_parallelism)
-            .field("key_group_range", &self.range)
-            .field("clock", &self.clock)
-            .finish()
-    }
 }

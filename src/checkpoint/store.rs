@@ -13,14 +13,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::manifest::{FileEntry, Manifest};
-use super::path::{MANIFEST_FILE, SHARED_DIR, checkpoint_dir, manifest_path, parse_checkpoint_dir};
+use super::format::blocks::DataFileWriter;
+use super::format::manifest::{FileEntry, FileRole, Manifest};
+use super::format::path::{
+    MANIFEST_FILE, SHARED_DIR, checkpoint_dir, manifest_path, parse_checkpoint_dir,
+};
 use super::storage::{CheckpointStorage, FileInfo};
 use crate::error::{CheckpointError, Result};
 
@@ -48,6 +50,7 @@ pub struct CheckpointStore {
 
 /// What [`CheckpointStore::open`] found and cleaned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OpenReport {
     /// Completed checkpoints kept.
     pub retained: Vec<u64>,
@@ -63,6 +66,13 @@ pub struct OpenReport {
 impl CheckpointStore {
     /// Opens the checkpoints in `storage`, keeping the latest `retain` (at least 1) completed
     /// ones and removing everything else that is not referenced by them.
+    ///
+    /// # Errors
+    ///
+    /// The storage cannot be listed or a manifest cannot be read (a failed read is never taken
+    /// as a verdict on the checkpoint), or a deletion while cleaning failed. A manifest that
+    /// reads but does not validate is not an error: it is kept and reported
+    /// ([`OpenReport::unreadable`]).
     pub fn open(storage: Arc<dyn CheckpointStorage>, retain: usize) -> Result<(Self, OpenReport)> {
         let retain = retain.max(1);
         let mut report = OpenReport::default();
@@ -152,7 +162,8 @@ impl CheckpointStore {
     /// The shared file at `path` as a retained completed checkpoint lists it: an incremental
     /// checkpoint references such a file instead of uploading it again. Files of checkpoints
     /// that never completed are never offered.
-    pub fn shared_file(&self, path: &str) -> Option<FileEntry> {
+    #[cfg(feature = "rocksdb")]
+    pub(crate) fn shared_file(&self, path: &str) -> Option<FileEntry> {
         let inner = self.inner.lock();
         inner
             .completed
@@ -165,7 +176,7 @@ impl CheckpointStore {
 
     /// Starts checkpoint `id`: it must be larger than every completed one, and no other
     /// checkpoint of this store may be in progress.
-    pub fn begin(&self, id: u64) -> Result<()> {
+    pub(crate) fn begin(&self, id: u64) -> Result<()> {
         let mut inner = self.inner.lock();
         let protocol = |reason: String| CheckpointError::Protocol { id, reason };
         if let Some(other) = inner.in_progress {
@@ -193,6 +204,14 @@ impl CheckpointStore {
     /// checkpoints that never completed, shared files nobody references. Runs on `open`, and
     /// on `begin` after a failed deletion; returns how many files it removed. Does nothing to
     /// shared files while a checkpoint is in progress (its new files are not referenced yet).
+    ///
+    /// # Errors
+    ///
+    /// A path outside the layout
+    /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
+    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
+    /// and the other remote variants).
     pub fn clean(&self) -> Result<usize> {
         let mut inner = self.inner.lock();
         self.clean_locked(&mut inner)
@@ -230,16 +249,41 @@ impl CheckpointStore {
     }
 
     /// Uploads a private file of checkpoint `id` from memory and returns its entry fields.
-    pub fn put_private(&self, id: u64, name: &str, bytes: &[u8]) -> Result<(String, FileInfo)> {
+    pub(crate) fn put_private(
+        &self,
+        id: u64,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(String, FileInfo)> {
         let path = format!("{}/{name}", checkpoint_dir(id));
         self.storage.put(&path, bytes)?;
         Ok((path, FileInfo::of(bytes)))
     }
 
+    /// Uploads a data file (key-group blocks) as checkpoint `id`'s private file `name` and
+    /// returns its manifest entry, with `role` and the block index.
+    pub(crate) fn put_data_file(
+        &self,
+        id: u64,
+        name: &str,
+        role: FileRole,
+        file: DataFileWriter,
+    ) -> Result<FileEntry> {
+        let (bytes, blocks) = file.finish();
+        let (path, info) = self.put_private(id, name, &bytes)?;
+        Ok(FileEntry {
+            path,
+            role,
+            size: info.size,
+            crc32: info.crc32,
+            blocks,
+        })
+    }
+
     /// Completes the checkpoint in progress: publishes its manifest (after this, the
     /// checkpoint exists), then subsumes old checkpoints. Failures while subsuming are logged,
     /// not returned: the checkpoint is complete, and the next `open` finishes the cleanup.
-    pub fn complete(&self, manifest: Manifest) -> Result<()> {
+    pub(crate) fn complete(&self, manifest: Manifest) -> Result<()> {
         let id = manifest.checkpoint_id;
         let mut inner = self.inner.lock();
         if inner.in_progress != Some(id) {
@@ -249,12 +293,15 @@ impl CheckpointStore {
             }
             .into());
         }
-        debug_assert!(manifest.files.iter().all(|f| {
-            f.path.starts_with(SHARED_DIR) || f.path.starts_with(&checkpoint_dir(id))
-        }));
+        assert!(
+            manifest.files.iter().all(|f| {
+                f.path.starts_with(SHARED_DIR) || f.path.starts_with(&checkpoint_dir(id))
+            }),
+            "a checkpoint's files lie in shared/ or its own directory"
+        );
         // Publish-once: a completed checkpoint's manifest is never replaced.
         self.storage
-            .put_new(&manifest_path(id), &manifest.encode())?;
+            .put_new(&manifest_path(id), &manifest.encode()?)?;
         inner.in_progress = None;
         inner.completed.insert(id, manifest);
         self.subsume(&mut inner);
@@ -264,7 +311,7 @@ impl CheckpointStore {
     /// Abandons checkpoint `id`: deletes its directory and every shared file no retained
     /// checkpoint references (with one attempt in flight at a time, those are exactly what the
     /// attempt uploaded).
-    pub fn abort(&self, id: u64) -> Result<()> {
+    pub(crate) fn abort(&self, id: u64) -> Result<()> {
         let mut inner = self.inner.lock();
         if inner.in_progress == Some(id) {
             inner.in_progress = None;
@@ -278,6 +325,15 @@ impl CheckpointStore {
     /// only when every instance completed it uses this to withdraw the instances' part of an
     /// attempt that failed elsewhere, so retention never keeps a checkpoint the job cannot use
     /// in place of one it can.
+    ///
+    /// # Errors
+    ///
+    /// A path outside the layout
+    /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
+    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
+    /// and the other remote variants). The checkpoint is then withdrawn as far as the deletions
+    /// went; the next clean finishes.
     pub fn discard(&self, id: u64) -> Result<()> {
         let mut inner = self.inner.lock();
         if inner.in_progress == Some(id) {
@@ -363,6 +419,13 @@ impl CheckpointStore {
     }
 
     /// The bytes of `entry`, checked against its size and crc32 before anything uses them.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Missing`](crate::CheckpointError::Missing),
+    /// [`CheckpointError::SizeMismatch`](crate::CheckpointError::SizeMismatch) or
+    /// [`CheckpointError::ChecksumMismatch`](crate::CheckpointError::ChecksumMismatch) for a
+    /// file that is not as its entry records; the storage's failures.
     pub fn read_verified(&self, entry: &FileEntry) -> Result<Bytes> {
         read_verified(self.storage.as_ref(), entry)
     }
@@ -394,7 +457,7 @@ pub fn verify_files(storage: &dyn CheckpointStorage, manifest: &Manifest) -> Vec
 }
 
 /// See [`CheckpointStore::read_verified`].
-pub fn read_verified(storage: &dyn CheckpointStorage, entry: &FileEntry) -> Result<Bytes> {
+pub(crate) fn read_verified(storage: &dyn CheckpointStorage, entry: &FileEntry) -> Result<Bytes> {
     let bytes = storage.get(&entry.path)?;
     check_file(entry, FileInfo::of(&bytes))?;
     Ok(bytes)
@@ -402,10 +465,11 @@ pub fn read_verified(storage: &dyn CheckpointStorage, entry: &FileEntry) -> Resu
 
 /// Copies `entry` to the local file `dest` (or links it, with `link`, for files nobody will
 /// modify), checked against its size and crc32 (on a mismatch `dest` is removed).
-pub fn fetch_verified(
+#[cfg(feature = "rocksdb")]
+pub(crate) fn fetch_verified(
     storage: &dyn CheckpointStorage,
     entry: &FileEntry,
-    dest: &Path,
+    dest: &std::path::Path,
     link: bool,
 ) -> Result<()> {
     let info = if link {
@@ -448,5 +512,93 @@ impl fmt::Debug for CheckpointStore {
             .field("unreadable", &inner.unreadable.keys().collect::<Vec<_>>())
             .field("in_progress", &inner.in_progress)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The protocol's ordering rules, through the crate-private steps a backend's checkpoint
+    //! runs (`begin`, `put_private`, `complete`, `abort`); the integration tests drive the same
+    //! rules through `KeyedStateBackend::checkpoint`.
+
+    use super::*;
+    use crate::checkpoint::{MemoryStorage, SnapshotKind};
+    use crate::key_group::KeyGroupRange;
+
+    fn manifest(id: u64, files: Vec<FileEntry>) -> Manifest {
+        Manifest {
+            checkpoint_id: id,
+            kind: SnapshotKind::Full,
+            engine: "heap".into(),
+            max_parallelism: 128,
+            range: KeyGroupRange::new(0, 127),
+            created_at_millis: 0,
+            states: Vec::new(),
+            offsets: Vec::new(),
+            timers: Vec::new(),
+            files,
+            uploaded_bytes: 0,
+        }
+    }
+
+    fn private_file(store: &CheckpointStore, id: u64) -> FileEntry {
+        let (path, info) = store.put_private(id, "data", b"bytes").unwrap();
+        FileEntry {
+            path,
+            role: FileRole::Private,
+            size: info.size,
+            crc32: info.crc32,
+            blocks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ids_grow_and_one_checkpoint_is_in_flight_at_a_time() {
+        let memory = Arc::new(MemoryStorage::new());
+        let (store, _) = CheckpointStore::open(memory, 1).unwrap();
+        store.begin(1).unwrap();
+        let f = private_file(&store, 1);
+        store.complete(manifest(1, vec![f])).unwrap();
+        assert!(store.begin(1).is_err(), "ids must grow");
+        store.begin(2).unwrap();
+        assert!(
+            store.begin(3).is_err(),
+            "one checkpoint in flight at a time"
+        );
+        assert!(
+            store.complete(manifest(3, Vec::new())).is_err(),
+            "completed without begin"
+        );
+    }
+
+    #[test]
+    fn discard_and_abort_withdraw_an_attempt_in_progress() {
+        let memory = Arc::new(MemoryStorage::new());
+        let (store, _) = CheckpointStore::open(memory.clone(), 3).unwrap();
+        store.begin(1).unwrap();
+        let f = private_file(&store, 1);
+        store.complete(manifest(1, vec![f])).unwrap();
+        let before = memory.list().unwrap();
+        // In progress: discard is an abort.
+        store.begin(4).unwrap();
+        private_file(&store, 4);
+        store.discard(4).unwrap();
+        assert_eq!(memory.list().unwrap(), before);
+        store.begin(4).unwrap();
+        private_file(&store, 4);
+        store.abort(4).unwrap();
+        assert_eq!(memory.list().unwrap(), before);
+        // An unreadable (torn) manifest keeps its id until discarded.
+        memory.put("chk-5/_manifest", b"KSCP torn").unwrap();
+        drop(store);
+        let (store, report) = CheckpointStore::open(memory.clone(), 3).unwrap();
+        assert_eq!(report.unreadable.len(), 1);
+        assert!(
+            store.begin(5).is_err(),
+            "an unreadable checkpoint still holds its id"
+        );
+        store.discard(5).unwrap();
+        assert_eq!(memory.list().unwrap(), before);
+        store.begin(5).unwrap();
     }
 }

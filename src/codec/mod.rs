@@ -20,11 +20,16 @@
 //! assert!(u64::decode(&[1, 2, 3]).is_err());
 //! ```
 
+// A decoder of bytes from disk or the network: no indexing that can panic.
+#![deny(clippy::indexing_slicing)]
+
 mod primitives;
+mod reader;
 #[cfg(feature = "serde")]
 pub mod serde_support;
 mod varint;
 
+pub use reader::ByteReader;
 pub use varint::{read_varint_u32, write_varint_u32};
 
 use crate::error::CodecError;
@@ -43,6 +48,11 @@ pub trait Codec: Sized {
     fn encode(&self, out: &mut Vec<u8>);
 
     /// Decodes a value that occupies all of `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// [`CodecError`](crate::CodecError) for bytes that are not a valid encoding: too short,
+    /// with trailing bytes, or invalid.
     fn decode(bytes: &[u8]) -> Result<Self, CodecError>;
 
     /// Appends the self-delimiting encoding of `self` to `out`.
@@ -58,6 +68,11 @@ pub trait Codec: Sized {
     }
 
     /// Decodes a self-delimiting value from the front of `input` and advances `input` past it.
+    ///
+    /// # Errors
+    ///
+    /// [`CodecError`](crate::CodecError) for bytes that are not a valid encoding: too short,
+    /// with trailing bytes, or invalid.
     fn decode_nested(input: &mut &[u8]) -> Result<Self, CodecError> {
         let len = match Self::FIXED_LEN {
             Some(n) => n,
@@ -75,17 +90,25 @@ pub trait Codec: Sized {
     }
 }
 
-/// Writes a nested length prefix. Lengths above `u32::MAX` cannot be stored; values that large
-/// are far beyond what any state value may be, so this is checked in debug builds only.
+/// Writes a nested length prefix.
+///
+/// # Panics
+///
+/// For a length above `u32::MAX` (a nested value of 4 GiB or more): the prefix cannot hold it,
+/// and writing a wrong one would corrupt state silently. Encoding is infallible by the
+/// [`Codec`] contract, so a value that large is refused at its first write.
 pub(crate) fn write_len(out: &mut Vec<u8>, len: usize) {
-    debug_assert!(
-        u32::try_from(len).is_ok(),
-        "value of {len} bytes is too large to encode"
-    );
-    write_varint_u32(out, len as u32);
+    let len = u32::try_from(len)
+        .unwrap_or_else(|_| panic!("a nested value of {len} bytes is too large to encode"));
+    write_varint_u32(out, len);
 }
 
 /// Splits `n` bytes off the front of `input`, or reports how many are missing.
+///
+/// # Errors
+///
+/// [`CodecError::UnexpectedEnd`](crate::CodecError::UnexpectedEnd) when fewer than `n` bytes
+/// are left.
 pub fn take<'a>(
     input: &mut &'a [u8],
     n: usize,
@@ -103,6 +126,10 @@ pub fn take<'a>(
 }
 
 /// Fails when `rest` is not empty: a top-level value must use all of its bytes.
+///
+/// # Errors
+///
+/// [`CodecError::TrailingBytes`](crate::CodecError::TrailingBytes) when `rest` is not empty.
 pub fn expect_end(rest: &[u8], what: &'static str) -> Result<(), CodecError> {
     if rest.is_empty() {
         Ok(())

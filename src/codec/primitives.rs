@@ -1,5 +1,8 @@
 //! [`Codec`] impls for the built-in types.
 
+// A decoder of bytes from disk or the network: no indexing that can panic.
+#![deny(clippy::indexing_slicing)]
+
 use bytes::Bytes;
 
 use super::{Codec, expect_end, read_varint_u32, take, write_len};
@@ -221,6 +224,10 @@ impl<T: Codec> Codec for Option<T> {
     }
 }
 
+#[allow(
+    clippy::indexing_slicing,
+    reason = "a const fn over a constant slice, bounded by its length"
+)]
 const fn sum_fixed(lens: &[Option<usize>]) -> Option<usize> {
     let mut total = 0;
     let mut i = 0;
@@ -280,6 +287,8 @@ tuple!(A B C D; E);
 tuple!(A B C D E; F);
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index what they built")]
+#[allow(clippy::cast_possible_truncation, reason = "small test values")]
 mod tests {
     use super::*;
     use proptest::prelude::*;

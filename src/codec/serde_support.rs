@@ -14,6 +14,9 @@
 //! # }
 //! ```
 
+// A decoder of bytes from disk or the network: no indexing that can panic.
+#![deny(clippy::indexing_slicing)]
+
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::error::CodecError;
@@ -33,6 +36,11 @@ pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
 }
 
 /// Decodes a postcard-encoded value that occupies all of `bytes`.
+///
+/// # Errors
+///
+/// [`CodecError::Invalid`](crate::CodecError::Invalid) for bytes postcard cannot decode as `T`,
+/// or with bytes left over.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| CodecError::Invalid {
         what: "serde value",
@@ -67,6 +75,7 @@ macro_rules! serde_codec {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index what they built")]
 mod tests {
     use crate::codec::Codec;
     use crate::state::ValueStateDescriptor;

@@ -4,9 +4,16 @@
 //! byte of a multi-byte encoding is not zero. Decoders reject the other (overlong) forms, so two
 //! different byte strings never decode to the same length: composite keys stay unambiguous.
 
+// A decoder of bytes from disk or the network: no indexing that can panic.
+#![deny(clippy::indexing_slicing)]
+
 use crate::error::CodecError;
 
 /// Appends `v` in canonical LEB128.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "each byte carries the low 7 bits of what is left"
+)]
 pub fn write_varint_u32(out: &mut Vec<u8>, mut v: u32) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -16,6 +23,11 @@ pub fn write_varint_u32(out: &mut Vec<u8>, mut v: u32) {
 }
 
 /// Reads a canonical LEB128 `u32` from the front of `input`, advancing it.
+///
+/// # Errors
+///
+/// [`CodecError`](crate::CodecError) for a truncated, overlong (non-canonical) or overflowing
+/// varint.
 pub fn read_varint_u32(input: &mut &[u8], what: &'static str) -> Result<u32, CodecError> {
     let mut value: u32 = 0;
     for i in 0..5 {
@@ -48,6 +60,7 @@ pub fn read_varint_u32(input: &mut &[u8], what: &'static str) -> Result<u32, Cod
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index what they built")]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use crate::HeapEngine;
 use crate::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
-use crate::backend::{Engine, EngineConfig, KeyedStateBackend};
 use crate::checkpoint::{
-    CheckpointStorage, CheckpointStore, Manifest, MemoryStorage, RestoreSource, SnapshotMode,
+    CheckpointStorage, CheckpointStore, Manifest, MemoryStorage, RestoreSource,
 };
 use crate::clock::ManualClock;
 use crate::error::Result;
@@ -20,6 +19,7 @@ use crate::state::{
 };
 use crate::timer::{Timer, TimerService};
 use crate::ttl::TtlConfig;
+use crate::{Engine, EngineConfig, KeyedStateBackend, SnapshotMode};
 
 /// Key groups of the fixtures.
 pub(crate) const M: u32 = 16;
@@ -226,12 +226,10 @@ pub(crate) fn restore(
             &sources,
         )?;
         let b = KeyedStateBackend::new(engine);
-        b.restore_timers(&sources)?;
         let s = register(&b)?;
         dump(&b, &s)
     } else {
         let b = KeyedStateBackend::new(HeapEngine::restore(config(&clock)?, &sources)?);
-        b.restore_timers(&sources)?;
         let s = register(&b)?;
         dump(&b, &s)
     }

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::backend::rocksdb::layout;
-use crate::checkpoint::blocks::{DataFileWriter, read_block};
+use crate::checkpoint::format::blocks::{DataFileWriter, read_block};
 use crate::checkpoint::{FileRole, Manifest};
 use crate::codec::Codec;
 use crate::key::Key;
@@ -49,7 +49,10 @@ pub const TARGETS: &[(&str, Body)] = &[
 /// to the same manifest.
 pub fn manifest_decode(data: &[u8]) {
     if let Ok(m) = Manifest::decode("fuzz", data) {
-        let again = Manifest::decode("fuzz", &m.encode())
+        let bytes = m
+            .encode()
+            .unwrap_or_else(|e| panic!("a decoded manifest does not encode: {e}"));
+        let again = Manifest::decode("fuzz", &bytes)
             .unwrap_or_else(|e| panic!("a decoded manifest does not re-decode: {e}"));
         assert_eq!(again, m, "manifest round trip");
     }
@@ -269,7 +272,12 @@ pub fn seed_corpus(target: &str) -> Vec<Vec<u8>> {
     match target {
         "manifest_decode" => {
             for kind in [Kind::Heap, Kind::RocksDb, Kind::Savepoint] {
-                seeds.push(fixture(kind).manifest.encode());
+                seeds.push(
+                    fixture(kind)
+                        .manifest
+                        .encode()
+                        .expect("the fixture's manifest encodes"),
+                );
             }
         }
         "heap_snapshot_decode" | "savepoint_decode" => {

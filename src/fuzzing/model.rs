@@ -9,7 +9,6 @@ use arbitrary::Unstructured;
 
 use crate::HeapEngine;
 use crate::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
-use crate::backend::{Engine, EngineConfig, KeyedStateBackend};
 use crate::clock::ManualClock;
 use crate::error::Result;
 use crate::key_group::KeyGroupRange;
@@ -20,6 +19,7 @@ use crate::state::{
 };
 use crate::timer::{Timer, TimerService};
 use crate::ttl::TtlConfig;
+use crate::{Engine, EngineConfig, KeyedStateBackend};
 
 const M: u32 = 8;
 /// The TTL of `value` and `map`, ms.

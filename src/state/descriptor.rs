@@ -5,9 +5,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::{StateKind, StateMeta};
 use crate::codec::Codec;
 use crate::ttl::TtlConfig;
+use crate::types::{StateKind, StateMeta};
 
 /// What every descriptor offers.
 pub trait StateDescriptor {
@@ -56,7 +56,19 @@ pub trait AggregateFunction: Send + Sync + 'static {
 }
 
 macro_rules! descriptor_common {
-    ($ty:ident < $($p:ident),* >, $kind:expr) => {
+    ($ty:ident < $($p:ident),* >, $kind:expr $(, $extra:ident)*) => {
+        // By hand: a derive would require the type parameters to be `Clone`.
+        impl<$($p),*> Clone for $ty<$($p),*> {
+            fn clone(&self) -> Self {
+                $ty {
+                    name: self.name.clone(),
+                    ttl: self.ttl.clone(),
+                    $($extra: self.$extra.clone(),)*
+                    _types: PhantomData,
+                }
+            }
+        }
+
         impl<$($p),*> StateDescriptor for $ty<$($p),*> {
             fn name(&self) -> &str {
                 &self.name
@@ -131,12 +143,13 @@ pub struct AggregatingStateDescriptor<F, N = ()> {
 descriptor_common!(ValueStateDescriptor<V, N>, StateKind::Value);
 descriptor_common!(ListStateDescriptor<E, N>, StateKind::List);
 descriptor_common!(MapStateDescriptor<UK, UV, N>, StateKind::Map);
-descriptor_common!(ReducingStateDescriptor<V, N>, StateKind::Reducing);
-descriptor_common!(AggregatingStateDescriptor<F, N>, StateKind::Aggregating);
+descriptor_common!(ReducingStateDescriptor<V, N>, StateKind::Reducing, reduce);
+descriptor_common!(AggregatingStateDescriptor<F, N>, StateKind::Aggregating, function);
 
 macro_rules! with_ttl {
     () => {
         /// Gives the state a TTL.
+        #[must_use]
         pub fn with_ttl(mut self, ttl: TtlConfig) -> Self {
             self.ttl = Some(ttl);
             self

@@ -22,6 +22,14 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     /// With TTL: expired elements are skipped (returned under `ReturnExpiredIfNotCleanedUp`);
     /// a list whose elements all expired is removed; under `OnReadAndWrite` the live elements
     /// are re-stamped (and the expired ones dropped).
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn get(&self, key: &Key<K>, ns: &N) -> Result<vec::IntoIter<E>> {
         let stored = self.core.table.get(key, ns)?;
         let Some(ttl) = &self.core.ttl else {
@@ -59,6 +67,14 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     }
 
     /// Appends one element.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn add(&self, key: &Key<K>, ns: &N, element: E) -> Result<()> {
         let stamp = write_stamp(self.core.ttl.as_ref());
         self.core
@@ -67,6 +83,14 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     }
 
     /// Appends every element (one write; a no-op when empty).
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn add_all(
         &self,
         key: &Key<K>,
@@ -82,6 +106,14 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     }
 
     /// Replaces the list (one write); an empty `elements` clears it.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn update(
         &self,
         key: &Key<K>,
@@ -93,6 +125,14 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     }
 
     /// Removes the list.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn clear(&self, key: &Key<K>, ns: &N) -> Result<()> {
         self.core.table.remove(key, ns)
     }
@@ -100,6 +140,14 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     /// Moves every element of the `sources` namespaces, in order, to the end of `target`'s list
     /// and removes the sources (what merging session windows needs). Elements keep their TTL
     /// stamps; a source equal to `target` is skipped.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn merge_namespaces(&self, key: &Key<K>, target: &N, sources: &[N]) -> Result<()> {
         let mut moved = Vec::new();
         for source in sources.iter().filter(|s| *s != target) {

@@ -19,6 +19,14 @@ view_common!(MapState<K, UK, UV, N>);
 
 impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     /// The value for `user_key`, or `None`.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<UV>> {
         let Some(stored) = self.core.table.get(key, ns, user_key)? else {
             return Ok(None);
@@ -43,11 +51,27 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     }
 
     /// Whether `user_key` has a (visible) entry.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn contains(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<bool> {
         Ok(self.get(key, ns, user_key)?.is_some())
     }
 
     /// Inserts or replaces one entry.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: UV) -> Result<()> {
         let stamp = write_stamp(self.core.ttl.as_ref());
         self.core
@@ -56,6 +80,14 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     }
 
     /// Inserts or replaces every entry, all with one TTL stamp.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn put_all(
         &self,
         key: &Key<K>,
@@ -75,6 +107,14 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     }
 
     /// Removes the entry for `user_key` (a no-op when absent).
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn remove(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<()> {
         self.core.table.remove(key, ns, user_key)
     }
@@ -82,6 +122,14 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     /// The (visible) entries. With TTL, expired entries are removed as they are met (and
     /// returned under `ReturnExpiredIfNotCleanedUp`); under `OnReadAndWrite` the returned live
     /// entries are re-stamped.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn entries(&self, key: &Key<K>, ns: &N) -> Result<vec::IntoIter<(UK, UV)>> {
         let stored = self.core.table.entries(key, ns)?;
         let Some(ttl) = &self.core.ttl else {
@@ -114,6 +162,14 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     }
 
     /// The (visible) user keys; see [`MapState::entries`].
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn keys(
         &self,
         key: &Key<K>,
@@ -123,6 +179,14 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     }
 
     /// The (visible) user values; see [`MapState::entries`].
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn values(
         &self,
         key: &Key<K>,
@@ -134,6 +198,14 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     /// Whether the map has no visible entry. Unlike Flink (which ignores expiry here), a map
     /// holding only expired entries is empty under `NeverReturnExpired` (the entries are
     /// removed on the way).
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn is_empty(&self, key: &Key<K>, ns: &N) -> Result<bool> {
         let Some(ttl) = self.core.ttl.as_ref().filter(|t| !t.returns_expired()) else {
             return self.core.table.is_empty(key, ns);
@@ -150,6 +222,14 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     }
 
     /// Removes the whole map.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn clear(&self, key: &Key<K>, ns: &N) -> Result<()> {
         self.core.table.clear(key, ns)
     }

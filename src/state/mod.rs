@@ -12,7 +12,6 @@ mod aggregating;
 pub(crate) mod descriptor;
 mod list;
 mod map;
-pub(crate) mod meta_codec;
 mod reducing;
 mod value;
 
@@ -25,100 +24,13 @@ pub use list::ListState;
 pub use map::MapState;
 pub use reducing::ReducingState;
 pub use value::ValueState;
-
-use std::fmt;
-use std::hash::Hash;
+// The bounds every view's type parameters meet, defined with the vocabulary.
+pub use crate::types::{MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue};
 
 use crate::backend::ValueTable;
-use crate::codec::Codec;
 use crate::error::Result;
 use crate::key::Key;
-use crate::ttl::{Stamped, TtlConfig, TtlPolicy};
-
-/// What a key type needs: a codec, equality, and to be shareable across threads.
-pub trait StateKey: Codec + Clone + Eq + Send + Sync + 'static {}
-impl<T: Codec + Clone + Eq + Send + Sync + 'static> StateKey for T {}
-
-/// What a namespace type needs (the same as a key).
-pub trait Namespace: Codec + Clone + Eq + Send + Sync + 'static {}
-impl<T: Codec + Clone + Eq + Send + Sync + 'static> Namespace for T {}
-
-/// What a stored value, list element or accumulator needs.
-pub trait StateValue: Codec + Clone + Send + Sync + 'static {}
-impl<T: Codec + Clone + Send + Sync + 'static> StateValue for T {}
-
-/// What a map state's user key needs (the heap engine keeps a hash map per key and namespace).
-pub trait MapKey: Codec + Clone + Eq + Hash + Send + Sync + 'static {}
-impl<T: Codec + Clone + Eq + Hash + Send + Sync + 'static> MapKey for T {}
-
-/// The five kinds of keyed state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StateKind {
-    /// One value per key and namespace.
-    Value,
-    /// An ordered list of elements.
-    List,
-    /// A map from user keys to user values.
-    Map,
-    /// A value folded with a reduce function.
-    Reducing,
-    /// An accumulator folded with an [`AggregateFunction`].
-    Aggregating,
-}
-
-impl fmt::Display for StateKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-/// Everything that identifies a registered state: persisted with snapshots and compared when a
-/// name is registered again.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StateMeta {
-    /// The state's unique name.
-    pub name: String,
-    /// Its kind.
-    pub kind: StateKind,
-    /// Codec id of the backend's key type.
-    pub key_codec: String,
-    /// Codec id of the namespace type.
-    pub namespace_codec: String,
-    /// Codec id of the map's user key (Map only).
-    pub user_key_codec: Option<String>,
-    /// Codec id of the value (List: element; Map: user value; Aggregating: accumulator).
-    pub value_codec: String,
-    /// The TTL configuration, if any.
-    pub ttl: Option<TtlConfig>,
-}
-
-impl StateMeta {
-    /// Describes the first field in which `self` and `other` differ, as
-    /// `(field, self's value, other's value)`.
-    pub fn first_difference(&self, other: &StateMeta) -> Option<(&'static str, String, String)> {
-        let fields: [(&'static str, String, String); 6] = [
-            ("kind", self.kind.to_string(), other.kind.to_string()),
-            ("key codec", self.key_codec.clone(), other.key_codec.clone()),
-            (
-                "namespace codec",
-                self.namespace_codec.clone(),
-                other.namespace_codec.clone(),
-            ),
-            (
-                "user key codec",
-                format!("{:?}", self.user_key_codec),
-                format!("{:?}", other.user_key_codec),
-            ),
-            (
-                "value codec",
-                self.value_codec.clone(),
-                other.value_codec.clone(),
-            ),
-            ("TTL", format!("{:?}", self.ttl), format!("{:?}", other.ttl)),
-        ];
-        fields.into_iter().find(|(_, a, b)| a != b)
-    }
-}
+use crate::ttl::{Stamped, TtlPolicy};
 
 /// Reads the single stamped value of Value, Reducing and Aggregating states, applying TTL:
 /// an expired value is removed (and returned only under `ReturnExpiredIfNotCleanedUp`); under
@@ -269,11 +181,27 @@ macro_rules! view_common {
 
             /// Every (key, namespace) with state in `group` (expired entries not yet cleaned up
             /// included), for tooling.
+            ///
+            /// # Errors
+            ///
+            /// A key of a key group this backend does not own
+            /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+            /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the
+            /// engine's failures: stored bytes the codecs reject
+            /// ([`Error::Decode`](crate::Error::Decode)), RocksDB's own errors.
             pub fn keys_in_group(&self, group: u16) -> crate::error::Result<Vec<(K, N)>> {
                 self.core.table.keys(group)
             }
 
             /// Every key with state in namespace `ns`, over all of the backend's key groups.
+            ///
+            /// # Errors
+            ///
+            /// A key of a key group this backend does not own
+            /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+            /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the
+            /// engine's failures: stored bytes the codecs reject
+            /// ([`Error::Decode`](crate::Error::Decode)), RocksDB's own errors.
             pub fn keys_for_namespace(&self, ns: &N) -> crate::error::Result<Vec<K>> {
                 crate::state::keys_in_namespace(self.core.range.iter(), |g| self.core.table.keys(g), ns)
             }

@@ -17,11 +17,27 @@ view_common!(ReducingState<K, V, N>);
 
 impl<K, V: Clone, N: PartialEq> ReducingState<K, V, N> {
     /// The reduced value, or `None` when nothing was added.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<V>> {
         read_single(&*self.core.table, self.core.ttl.as_ref(), key, ns)
     }
 
     /// Folds `value` in: `reduce(current, value)`, or `value` when absent.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn add(&self, key: &Key<K>, ns: &N, value: V) -> Result<()> {
         let reduce = &self.core.extra;
         fold_single(
@@ -37,12 +53,28 @@ impl<K, V: Clone, N: PartialEq> ReducingState<K, V, N> {
     }
 
     /// Removes the value.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn clear(&self, key: &Key<K>, ns: &N) -> Result<()> {
         self.core.table.remove(key, ns)
     }
 
     /// Reduces the live values of `sources` (in order) and then `target`'s into `target`, and
     /// removes the sources. A source equal to `target` is skipped.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
+    /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
+    /// RocksDB's own errors.
     pub fn merge_namespaces(&self, key: &Key<K>, target: &N, sources: &[N]) -> Result<()> {
         let reduce = &self.core.extra;
         merge_single(

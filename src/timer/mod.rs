@@ -30,27 +30,19 @@
 //! # }
 //! ```
 
-mod queue;
-pub(crate) mod snapshot;
-mod store;
-
-use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 
 use parking_lot::Mutex;
 
-use crate::backend::EngineConfig;
-use crate::checkpoint::TimerMeta;
-use crate::codec::{read_varint_u32, take, write_varint_u32};
+use crate::backend::TimerStore;
+use crate::backend::heap::HeapTimerStore;
+use crate::checkpoint::format::TimerMeta;
+use crate::checkpoint::format::timers::{RestoredTimers, ServiceTimers};
 use crate::error::{CodecError, Error, Result};
 use crate::key::Key;
 use crate::key_group::key_group_for_bytes;
-use crate::state::{Namespace, StateKey};
-pub use queue::TimerId;
-use snapshot::{RestoredTimers, ServiceTimers};
-pub(crate) use store::HeapTimerStore;
-pub use store::TimerStore;
+use crate::types::{EngineConfig, Namespace, StateKey, split_timer_id, timer_id};
 
 /// Which clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,39 +73,6 @@ pub struct Timer<K, N = ()> {
     pub namespace: N,
     /// Its key group.
     pub key_group: u16,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A timer's id: `varint key length | key bytes | namespace bytes`.
-pub(crate) fn timer_id<N: Namespace>(key_bytes: &[u8], ns: &N) -> TimerId {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        s.clear();
-        ns.encode(&mut s);
-        id_from_parts(key_bytes, &s)
-    })
-}
-
-/// The id of the timer whose key and namespace encode to `key` and `ns`.
-pub(crate) fn id_from_parts(key: &[u8], ns: &[u8]) -> TimerId {
-    let mut len = Vec::with_capacity(5);
-    write_varint_u32(&mut len, key.len() as u32);
-    let mut id = TimerId::with_capacity(len.len() + key.len() + ns.len());
-    id.extend_from_slice(&len);
-    id.extend_from_slice(key);
-    id.extend_from_slice(ns);
-    id
-}
-
-/// Splits an id into key bytes and namespace bytes.
-pub(crate) fn split_id(id: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
-    let mut input = id;
-    let n = read_varint_u32(&mut input, "timer key length")? as usize;
-    let key = take(&mut input, n, "timer key")?;
-    Ok((key, input))
 }
 
 /// The timers of one operator instance. See the module documentation.
@@ -153,6 +112,13 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
 
     /// Registers a timer; `false` when the same (key, namespace, timestamp) was registered.
     /// A key of a group this instance does not own is a typed error.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this instance does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// store's failures (RocksDB's, when timers live there).
     pub fn register(&self, domain: TimeDomain, key: &Key<K>, ns: &N, ts: u64) -> Result<bool> {
         let index = self.config.group_index(key)?;
         let id = timer_id(key.bytes(), ns);
@@ -160,6 +126,13 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     }
 
     /// Deletes a timer; `false` (and no error) when it did not exist.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this instance does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// store's failures (RocksDB's, when timers live there).
     pub fn delete(&self, domain: TimeDomain, key: &Key<K>, ns: &N, ts: u64) -> Result<bool> {
         let index = self.config.group_index(key)?;
         let id = timer_id(key.bytes(), ns);
@@ -167,22 +140,50 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     }
 
     /// Registers an event-time timer.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this instance does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// store's failures (RocksDB's, when timers live there).
     pub fn register_event_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
         self.register(TimeDomain::EventTime, key, ns, ts).map(drop)
     }
 
     /// Deletes an event-time timer (a no-op when absent).
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this instance does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// store's failures (RocksDB's, when timers live there).
     pub fn delete_event_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
         self.delete(TimeDomain::EventTime, key, ns, ts).map(drop)
     }
 
     /// Registers a processing-time timer.
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this instance does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// store's failures (RocksDB's, when timers live there).
     pub fn register_processing_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
         self.register(TimeDomain::ProcessingTime, key, ns, ts)
             .map(drop)
     }
 
     /// Deletes a processing-time timer (a no-op when absent).
+    ///
+    /// # Errors
+    ///
+    /// A key of a key group this instance does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// store's failures (RocksDB's, when timers live there).
     pub fn delete_processing_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
         self.delete(TimeDomain::ProcessingTime, key, ns, ts)
             .map(drop)
@@ -201,6 +202,12 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     /// Fires every event-time timer with `timestamp <= watermark`, in order, calling
     /// `on_timer` for each (without any lock held); returns how many fired. An error from the
     /// callback stops the advance (the timers not yet fired stay pending).
+    ///
+    /// # Errors
+    ///
+    /// An error `on_timer` returns (the advance stops there; unfired timers stay pending), a
+    /// stored timer that does not decode ([`Error::Decode`](crate::Error::Decode)), the timer
+    /// store's failures.
     pub fn advance_watermark(
         &self,
         watermark: u64,
@@ -211,6 +218,12 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
 
     /// Fires every processing-time timer with `timestamp <= now`, like
     /// [`advance_watermark`](Self::advance_watermark).
+    ///
+    /// # Errors
+    ///
+    /// An error `on_timer` returns (the advance stops there; unfired timers stay pending), a
+    /// stored timer that does not decode ([`Error::Decode`](crate::Error::Decode)), the timer
+    /// store's failures.
     pub fn advance_processing_time(
         &self,
         now: u64,
@@ -220,6 +233,12 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     }
 
     /// Fires the processing-time timers due at the engine clock's current time.
+    ///
+    /// # Errors
+    ///
+    /// An error `on_timer` returns (the advance stops there; unfired timers stay pending), a
+    /// stored timer that does not decode ([`Error::Decode`](crate::Error::Decode)), the timer
+    /// store's failures.
     pub fn fire_due_processing_timers(
         &self,
         on_timer: impl FnMut(Timer<K, N>) -> Result<()>,
@@ -253,13 +272,24 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
             state: self.name.clone(),
             source,
         };
-        let (key, ns) = split_id(id).map_err(decode)?;
+        let (key, ns) = split_timer_id(id).map_err(decode)?;
         let range = self.config.key_group_range();
+        // A store hands back indexes of the range it was built for.
+        let key_group = u16::try_from(index)
+            .ok()
+            .and_then(|i| range.start().checked_add(i))
+            .filter(|g| range.contains(*g))
+            .ok_or_else(|| {
+                decode(CodecError::Invalid {
+                    what: "timer",
+                    reason: format!("key group index {index} outside {range}"),
+                })
+            })?;
         Ok(Timer {
             timestamp: ts,
             key: K::decode(key).map_err(decode)?,
             namespace: N::decode(ns).map_err(decode)?,
-            key_group: range.start() + index as u16,
+            key_group,
         })
     }
 }
@@ -270,21 +300,9 @@ pub(crate) trait TimerSnapshotter: Send + Sync {
     fn snapshot(&self) -> Result<ServiceTimers>;
     /// Whether the timers are in the engine's own checkpoint files.
     fn in_engine_files(&self) -> bool;
-    /// The service's metadata.
-    fn timer_meta(&self) -> TimerMeta;
-    /// Adds restored timers.
-    fn restore_timers(&self, restored: &RestoredTimers) -> Result<()>;
 }
 
 impl<K: StateKey, N: Namespace> TimerSnapshotter for TimerService<K, N> {
-    fn timer_meta(&self) -> TimerMeta {
-        self.meta()
-    }
-
-    fn restore_timers(&self, restored: &RestoredTimers) -> Result<()> {
-        self.restore(restored)
-    }
-
     fn in_engine_files(&self) -> bool {
         self.store.lock().in_engine_files()
     }
@@ -327,7 +345,7 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
         let mut store = self.store.lock();
         for (domain, timers) in restored.timers.iter().enumerate() {
             for (group, ts, id) in timers {
-                let (key, _) = split_id(id).map_err(|e| invalid(e.to_string()))?;
+                let (key, _) = split_timer_id(id).map_err(|e| invalid(e.to_string()))?;
                 if key_group_for_bytes(key, max_parallelism) != *group {
                     return Err(invalid(format!(
                         "a key of another group in key group {group}"

@@ -93,13 +93,11 @@ pub fn server() -> &'static Server {
 }
 
 pub fn options(port: u16) -> ObjectStorageOptions {
-    ObjectStorageOptions {
-        timeout: Duration::from_secs(5),
-        retries: 2,
-        retry_timeout: Duration::from_secs(10),
-        ..ObjectStorageOptions::default()
-    }
-    .with("aws_endpoint", format!("http://127.0.0.1:{port}"))
+    let mut o = ObjectStorageOptions::default();
+    o.timeout = Duration::from_secs(5);
+    o.retries = 2;
+    o.retry_timeout = Duration::from_secs(10);
+    o.with("aws_endpoint", format!("http://127.0.0.1:{port}"))
     .with("aws_allow_http", "true")
     .with("aws_region", "us-east-1")
     .with("aws_access_key_id", ACCESS)

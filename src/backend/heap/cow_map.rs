@@ -264,6 +264,7 @@ impl<T: Clone> CowMap<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "small test values")]
 mod tests {
     use super::*;
     use crate::key::hash_bytes;

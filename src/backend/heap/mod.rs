@@ -10,6 +10,9 @@
 mod cow_map;
 mod snapshot;
 mod table;
+mod timers;
+
+pub(crate) use timers::HeapTimerStore;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,13 +20,13 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::backend::{
-    Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable,
+    Engine, EngineMetrics, ListTable, MapTable, SnapshotJob, SnapshotMode, StateMetrics, ValueTable,
 };
-use crate::checkpoint::canonical::{self, Restored};
-use crate::checkpoint::{RestoreSource, SnapshotJob, SnapshotMode, plan_restore};
+use crate::checkpoint::format::canonical::Restored;
+use crate::checkpoint::{RestoreSource, RestoredTimerSet, plan_restore, read_canonical};
 use crate::error::{Error, Result};
-use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
 use crate::ttl::Stamped;
+use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 use snapshot::{HeapUpload, Source};
 use table::{Bare, HeapState, HeapTable, MapEntries};
 
@@ -38,13 +41,14 @@ use table::{Bare, HeapState, HeapTable, MapEntries};
 /// let backend = KeyedStateBackend::<String>::new(HeapEngine::new(config));
 /// assert_eq!(backend.key_group_range().len(), 32);
 /// ```
-#[derive(Default)]
 pub struct HeapEngine {
     config: EngineConfig,
     /// Every table created, with its state's metadata, for metrics and snapshots.
     tables: Mutex<Vec<(StateMeta, Arc<dyn HeapState>)>>,
     /// Restored states not registered again yet, by name (see [`snapshot`]).
     restored: Mutex<BTreeMap<String, Restored>>,
+    /// Restored timers, until the backend takes them.
+    restored_timers: Mutex<RestoredTimerSet>,
 }
 
 impl HeapEngine {
@@ -54,6 +58,7 @@ impl HeapEngine {
             config,
             tables: Mutex::new(Vec::new()),
             restored: Mutex::new(BTreeMap::new()),
+            restored_timers: Mutex::new(RestoredTimerSet::default()),
         }
     }
 
@@ -63,16 +68,26 @@ impl HeapEngine {
     /// are read. Every file is checked against its size and crc32 first.
     ///
     /// Restored states come back as their states are registered again, which must match the
-    /// checkpoint's metadata; until then they are carried into new snapshots unchanged.
+    /// checkpoint's metadata; until then they are carried into new snapshots unchanged. The
+    /// checkpoints' timers come back through the backend built over the engine
+    /// ([`KeyedStateBackend::new`](crate::KeyedStateBackend::new)), as its timer services are
+    /// created.
+    ///
+    /// # Errors
+    ///
+    /// Sources that do not fit the range or one another ([`plan_restore`]), a missing or
+    /// damaged file ([`CheckpointError`](crate::CheckpointError)), a native RocksDB checkpoint.
     pub fn restore(config: EngineConfig, sources: &[RestoreSource]) -> Result<Self> {
         let range = config.key_group_range();
         let (used, states) = plan_restore(sources, config.max_parallelism(), range)?;
-        let restored = canonical::read_sources(&used, &states, range)?;
+        let restored = read_canonical(&used, &states, range)?;
+        let timers = RestoredTimerSet::read(&used, range)?;
         tracing::info!(states = restored.len(), range = %range, sources = used.len(), "restored heap engine");
         Ok(HeapEngine {
             config,
             tables: Mutex::new(Vec::new()),
             restored: Mutex::new(restored),
+            restored_timers: Mutex::new(timers),
         })
     }
 
@@ -101,6 +116,13 @@ impl HeapEngine {
         let table = Arc::new(table);
         self.tables.lock().push((meta.clone(), table.clone()));
         Ok(table)
+    }
+}
+
+impl Default for HeapEngine {
+    /// [`EngineConfig::default`]: 128 key groups, all owned, on the system clock.
+    fn default() -> Self {
+        HeapEngine::new(EngineConfig::default())
     }
 }
 
@@ -199,6 +221,10 @@ impl Engine for HeapEngine {
             range: self.config.key_group_range(),
             created_at_millis: now,
         })
+    }
+
+    fn take_restored_timers(&self) -> RestoredTimerSet {
+        std::mem::take(&mut *self.restored_timers.lock())
     }
 
     fn metrics(&self) -> Result<EngineMetrics> {

@@ -1,4 +1,4 @@
-//! Heap snapshots: the canonical key-group format ([`crate::checkpoint::blocks`]) written from
+//! Heap snapshots: the canonical key-group format (`checkpoint/format/blocks.rs`) written from
 //! frozen copy-on-write tables in the background, and read back per key group on restore.
 //!
 //! Restore is lazy in types: the engine does not know a state's Rust types until the state is
@@ -7,20 +7,24 @@
 //! that is restored but not registered again is written to the next snapshot unchanged, so a
 //! job that registers its states lazily loses nothing.
 
+// A decoder of bytes from disk or the network: no indexing that can panic.
+#![deny(clippy::indexing_slicing)]
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use super::table::{Bare, MapEntries};
-use crate::checkpoint::blocks::{
+use crate::backend::{SnapshotOutput, SnapshotUpload};
+use crate::checkpoint::format::blocks::{
     build_parallel, read_bytes, read_count, read_stamp, write_bytes, write_section_header,
 };
-use crate::checkpoint::canonical::RestoredGroup;
-use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind, SnapshotOutput, SnapshotUpload};
+use crate::checkpoint::format::canonical::RestoredGroup;
+use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind};
 use crate::codec::{Codec, write_varint_u32};
 use crate::error::{CodecError, Result};
 use crate::key_group::KeyGroupRange;
-use crate::state::{MapKey, StateMeta, StateValue};
 use crate::ttl::{Stamped, is_expired};
+use crate::types::{MapKey, StateMeta, StateValue};
 
 /// The data file of a heap checkpoint (or savepoint) inside `chk-<id>/`.
 pub(crate) const DATA_FILE: &str = "state-data";
@@ -30,19 +34,28 @@ thread_local! {
 }
 
 /// Appends `value`'s top-level encoding, length-prefixed.
-pub(crate) fn write_encoded<T: Codec>(out: &mut Vec<u8>, value: &T) {
+pub(crate) fn write_encoded<T: Codec>(out: &mut Vec<u8>, value: &T) -> Result<(), CodecError> {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         s.clear();
         value.encode(&mut s);
-        write_bytes(out, &s);
+        write_bytes(out, &s)
     })
+}
+
+/// Appends a varint count of list elements or map entries.
+fn write_count(out: &mut Vec<u8>, n: usize, what: &'static str) -> Result<(), CodecError> {
+    write_varint_u32(
+        out,
+        u32::try_from(n).map_err(|_| CodecError::too_large(what, n))?,
+    );
+    Ok(())
 }
 
 /// One stored value or element in the canonical form `stamp | bytes`.
 pub(crate) trait Element: Sized {
     fn stamp(&self) -> u64;
-    fn write(&self, out: &mut Vec<u8>);
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), CodecError>;
     fn read(input: &mut &[u8]) -> Result<Self, CodecError>;
 }
 
@@ -50,9 +63,9 @@ impl<V: StateValue> Element for Stamped<V> {
     fn stamp(&self) -> u64 {
         self.last_access
     }
-    fn write(&self, out: &mut Vec<u8>) {
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.extend_from_slice(&self.last_access.to_be_bytes());
-        write_encoded(out, &self.value);
+        write_encoded(out, &self.value)
     }
     fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
         let stamp = read_stamp(input)?;
@@ -64,9 +77,9 @@ impl<V: StateValue> Element for Bare<V> {
     fn stamp(&self) -> u64 {
         0
     }
-    fn write(&self, out: &mut Vec<u8>) {
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
         out.extend_from_slice(&0u64.to_be_bytes());
-        write_encoded(out, &self.0);
+        write_encoded(out, &self.0)
     }
     fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
         read_stamp(input)?; // states without TTL carry no stamp that matters
@@ -82,7 +95,8 @@ fn live(stamp: u64, ttl: Option<u64>, now: u64) -> bool {
 pub(crate) trait Canonical: Sized {
     /// Appends the payload of the live part; `false` (and nothing appended) when nothing is
     /// live, so expired entries are not written.
-    fn write_live(&self, ttl: Option<u64>, now: u64, out: &mut Vec<u8>) -> bool;
+    fn write_live(&self, ttl: Option<u64>, now: u64, out: &mut Vec<u8>)
+    -> Result<bool, CodecError>;
     /// Reads a payload.
     fn read(input: &mut &[u8]) -> Result<Self, CodecError>;
 }
@@ -90,12 +104,17 @@ pub(crate) trait Canonical: Sized {
 macro_rules! single {
     ($ty:ident) => {
         impl<V: StateValue> Canonical for $ty<V> {
-            fn write_live(&self, ttl: Option<u64>, now: u64, out: &mut Vec<u8>) -> bool {
+            fn write_live(
+                &self,
+                ttl: Option<u64>,
+                now: u64,
+                out: &mut Vec<u8>,
+            ) -> Result<bool, CodecError> {
                 if !live(self.stamp(), ttl, now) {
-                    return false;
+                    return Ok(false);
                 }
-                self.write(out);
-                true
+                self.write(out)?;
+                Ok(true)
             }
             fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
                 <Self as Element>::read(input)
@@ -107,16 +126,21 @@ single!(Stamped);
 single!(Bare);
 
 impl<P: Element> Canonical for Vec<P> {
-    fn write_live(&self, ttl: Option<u64>, now: u64, out: &mut Vec<u8>) -> bool {
+    fn write_live(
+        &self,
+        ttl: Option<u64>,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, CodecError> {
         let n = self.iter().filter(|e| live(e.stamp(), ttl, now)).count();
         if n == 0 {
-            return false;
+            return Ok(false);
         }
-        write_varint_u32(out, n as u32);
+        write_count(out, n, "list")?;
         for e in self.iter().filter(|e| live(e.stamp(), ttl, now)) {
-            e.write(out);
+            e.write(out)?;
         }
-        true
+        Ok(true)
     }
     fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
         let n = read_count(input, "list length", 9)?;
@@ -134,17 +158,22 @@ impl<P: Element> Canonical for Vec<P> {
 }
 
 impl<UK: MapKey, P: Element> Canonical for MapEntries<UK, P> {
-    fn write_live(&self, ttl: Option<u64>, now: u64, out: &mut Vec<u8>) -> bool {
+    fn write_live(
+        &self,
+        ttl: Option<u64>,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, CodecError> {
         let n = self.values().filter(|e| live(e.stamp(), ttl, now)).count();
         if n == 0 {
-            return false;
+            return Ok(false);
         }
-        write_varint_u32(out, n as u32);
+        write_count(out, n, "map")?;
         for (k, v) in self.iter().filter(|(_, e)| live(e.stamp(), ttl, now)) {
-            write_encoded(out, k);
-            v.write(out);
+            write_encoded(out, k)?;
+            v.write(out)?;
         }
-        true
+        Ok(true)
     }
     fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
         let n = read_count(input, "map length", 10)?;
@@ -173,7 +202,7 @@ impl<UK: MapKey, P: Element> Canonical for MapEntries<UK, P> {
 pub(crate) trait FrozenState: Send + Sync {
     /// Appends the canonical records of the live entries of the key group at `index` in the
     /// range; returns how many.
-    fn write_group(&self, index: usize, now: u64, out: &mut Vec<u8>) -> u32;
+    fn write_group(&self, index: usize, now: u64, out: &mut Vec<u8>) -> Result<usize, CodecError>;
 }
 
 /// One state in a heap snapshot.
@@ -193,30 +222,31 @@ pub(crate) struct HeapUpload {
 
 impl HeapUpload {
     /// The raw block of the key group at `index` in the range (empty when it holds no state).
-    fn raw_block(&self, index: usize, group: u16) -> Vec<u8> {
+    fn raw_block(&self, index: usize, group: u16) -> Result<Vec<u8>, CodecError> {
         let (mut block, mut records) = (Vec::new(), Vec::new());
         for (state, (_, source)) in self.states.iter().enumerate() {
             records.clear();
             let n = match source {
-                Source::Live(frozen) => frozen.write_group(index, self.now, &mut records),
+                Source::Live(frozen) => frozen.write_group(index, self.now, &mut records)?,
                 Source::Restored(groups) => groups.get(&group).map_or(0, |g| {
                     records.extend_from_slice(&g.bytes);
-                    g.records
+                    // A u32 count widens losslessly on every platform this crate builds for.
+                    usize::try_from(g.records).unwrap_or(usize::MAX)
                 }),
             };
             if n > 0 {
-                write_section_header(&mut block, state, n);
+                write_section_header(&mut block, state, n)?;
                 block.extend_from_slice(&records);
             }
         }
-        block
+        Ok(block)
     }
 }
 
 impl SnapshotUpload for HeapUpload {
     fn upload(self: Box<Self>, store: &CheckpointStore, id: u64) -> Result<SnapshotOutput> {
-        let file = build_parallel(self.range, |index, group| self.raw_block(index, group))?
-            .publish(store, id, DATA_FILE, FileRole::KeyGroupData)?;
+        let data = build_parallel(self.range, |index, group| self.raw_block(index, group))?;
+        let file = store.put_data_file(id, DATA_FILE, FileRole::KeyGroupData, data)?;
         Ok(SnapshotOutput {
             kind: if self.savepoint {
                 SnapshotKind::Savepoint

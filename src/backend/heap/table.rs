@@ -9,15 +9,15 @@ use rayon::prelude::*;
 
 use super::cow_map::{CowMap, CowSnapshot, Cursor, Slot, Verdict};
 use super::snapshot::{Canonical, FrozenState, write_encoded};
-use crate::backend::{EngineConfig, ListTable, MapTable, ValueTable};
-use crate::checkpoint::blocks::read_bytes;
-use crate::checkpoint::canonical::RestoredGroup;
+use crate::backend::{ListTable, MapTable, ValueTable};
+use crate::checkpoint::format::blocks::read_bytes;
+use crate::checkpoint::format::canonical::RestoredGroup;
 use crate::codec::Codec;
 use crate::error::{CodecError, Result};
 use crate::key::{Key, hash_bytes};
 use crate::key_group::key_group_for_bytes;
-use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
 use crate::ttl::{Stamped, is_expired};
+use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 
 /// The map of one Map state's (key, namespace); `P` is the packed user value.
 pub(crate) type MapEntries<UK, P> = hashbrown::HashMap<UK, P, foldhash::fast::FixedState>;
@@ -323,22 +323,22 @@ struct Frozen<K, N, S> {
 impl<K: StateKey, N: Namespace, S: Canonical + Send + Sync + 'static> FrozenState
     for Frozen<K, N, S>
 {
-    fn write_group(&self, index: usize, now: u64, out: &mut Vec<u8>) -> u32 {
+    fn write_group(&self, index: usize, now: u64, out: &mut Vec<u8>) -> Result<usize, CodecError> {
         let Some(group) = self.groups.get(index).filter(|g| g.len() > 0) else {
-            return 0;
+            return Ok(0);
         };
         let mut n = 0;
         for e in group.iter() {
             let start = out.len();
-            write_encoded(out, &e.key);
-            write_encoded(out, &e.ns);
-            if e.state.write_live(self.ttl, now, out) {
+            write_encoded(out, &e.key)?;
+            write_encoded(out, &e.ns)?;
+            if e.state.write_live(self.ttl, now, out)? {
                 n += 1;
             } else {
                 out.truncate(start);
             }
         }
-        n
+        Ok(n)
     }
 }
 
@@ -377,8 +377,12 @@ impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static>
             .collect::<Result<Vec<_>, CodecError>>()?;
         let mut inner = self.inner.lock();
         for (index, map) in built {
-            debug_assert_eq!(inner.groups[index].len(), 0, "restore fills a fresh table");
-            inner.groups[index] = map;
+            let slot = inner
+                .groups
+                .get_mut(index)
+                .ok_or_else(|| invalid(format!("key group index {index} outside the table")))?;
+            assert_eq!(slot.len(), 0, "restore fills a fresh table");
+            *slot = map;
         }
         Ok(())
     }

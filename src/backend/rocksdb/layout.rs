@@ -10,6 +10,9 @@
 //! Values: `[8-byte big-endian last access, TTL states only][value]`; a list is a sequence of
 //! elements, each `[LEB128 length][8-byte stamp, TTL only][element]`.
 
+// A decoder of bytes from disk or the network: no indexing that can panic.
+#![deny(clippy::indexing_slicing)]
+
 use crate::codec::{Codec, expect_end, read_varint_u32, take, write_varint_u32};
 use crate::error::CodecError;
 use crate::key::Key;
@@ -199,6 +202,7 @@ pub(crate) fn read_user_key<UK: Codec>(mut rest: &[u8]) -> Result<UK, CodecError
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index what they built")]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -32,17 +32,21 @@ use rocksdb::{
 };
 
 use crate::backend::{
-    Engine, EngineConfig, EngineMetrics, ListTable, MapTable, StateMetrics, ValueTable,
+    Engine, EngineMetrics, ListTable, MapTable, SnapshotJob, SnapshotMode, StateMetrics,
+    TimerStore, ValueTable,
 };
-use crate::checkpoint::canonical::{self, is_canonical};
+use crate::checkpoint::format::canonical::is_canonical;
+use crate::checkpoint::storage::map_bounded;
 use crate::checkpoint::{
-    RestoreSource, SnapshotJob, SnapshotMode, fetch_verified, map_bounded, plan_restore,
+    FileEntry, FileRole, RestoreSource, RestoredTimerSet, fetch_verified, plan_restore,
+    read_canonical,
 };
 use crate::error::{CheckpointError, ConfigError, Error, Result};
 use crate::key_group::KeyGroupRange;
-use crate::state::{MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue, meta_codec};
-use crate::timer::TimerStore;
 use crate::ttl::StateVisibility;
+use crate::types::{
+    EngineConfig, MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue, meta_codec,
+};
 use savepoint::PartShape;
 use tables::RocksTable;
 use ttl_filter::{TtlFilterFactory, TtlRule, TtlSlot};
@@ -93,6 +97,8 @@ pub struct RocksDbEngine {
     uid: String,
     /// Shared names of SSTs restored from a checkpoint, by local file name.
     restored_ssts: HashMap<String, String>,
+    /// Timers a restore read from the checkpoints' timers files, until the backend takes them.
+    restored_timers: Mutex<RestoredTimerSet>,
     /// The part widths of every state registered in this process (savepoints need them).
     shapes: Mutex<HashMap<String, PartShape>>,
     handle: Arc<DbHandle>,
@@ -181,6 +187,7 @@ impl RocksDbEngine {
             metas: Mutex::new(metas),
             uid,
             restored_ssts: HashMap::new(),
+            restored_timers: Mutex::new(RestoredTimerSet::default()),
             shapes: Mutex::new(HashMap::new()),
             handle: Arc::new(DbHandle {
                 db,
@@ -196,7 +203,16 @@ impl RocksDbEngine {
     /// holding exactly the range, its files are opened as they are. When rescaling, the source
     /// overlapping the range most is opened and clipped (range deletions on the key-group
     /// prefixes outside the range), and the other sources' key groups are written into SST
-    /// files and ingested.
+    /// files and ingested. Heap checkpoints and savepoints of either engine restore too (their
+    /// records are written in as each state is registered). Timers come back through the
+    /// backend built over the engine
+    /// ([`KeyedStateBackend::new`](crate::KeyedStateBackend::new)).
+    ///
+    /// # Errors
+    ///
+    /// A non-empty `path`, sources that do not fit the range or one another
+    /// ([`plan_restore`]), native and canonical sources mixed, a missing or damaged file; the
+    /// target is left empty.
     pub fn restore(
         path: impl AsRef<Path>,
         config: EngineConfig,
@@ -214,7 +230,11 @@ impl RocksDbEngine {
             .into());
         }
         // The target was empty: on failure, leave it so again (nothing half-restored stays).
-        let result = Self::restore_into(path.clone(), config, options, &used, &states);
+        let result = RestoredTimerSet::read(&used, range).and_then(|timers| {
+            let engine = Self::restore_into(path.clone(), config, options, &used, &states)?;
+            *engine.restored_timers.lock() = timers;
+            Ok(engine)
+        });
         if result.is_err()
             && let Err(e) = fs::remove_dir_all(&path)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -318,7 +338,7 @@ impl RocksDbEngine {
         states: &[StateMeta],
     ) -> Result<Self> {
         let range = config.key_group_range();
-        let restored = canonical::read_sources(used, states, range)?;
+        let restored = read_canonical(used, states, range)?;
         let engine = Self::open_in(path, None, config, options, true)?;
         for r in restored.values() {
             engine.prepare_state(&r.meta)?;
@@ -561,7 +581,7 @@ impl RocksDbEngine {
     }
 
     /// Writes raw bytes into a state's column family (tests of bad input and tooling).
-    pub fn put_raw(&self, state: &str, key: &[u8], value: &[u8]) -> Result<()> {
+    pub(crate) fn put_raw(&self, state: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let cf = self.cf(state)?;
         Ok(self.handle.db.put_cf(&cf, key, value)?)
     }
@@ -662,11 +682,11 @@ fn parked_records(db: &Db) -> Result<Vec<KeyValue>> {
 /// Downloads a checkpoint's files into `dir` (verified), returning the restored SSTs' shared
 /// names by local file name.
 fn download(source: &RestoreSource, dir: &Path) -> Result<HashMap<String, String>> {
-    let entries: Vec<&crate::checkpoint::FileEntry> = source
+    let entries: Vec<&FileEntry> = source
         .manifest
         .files
         .iter()
-        .filter(|e| e.role != crate::checkpoint::FileRole::Timers) // the backend restores timers
+        .filter(|e| e.role != FileRole::Timers) // read by `RestoredTimerSet::read`
         .collect();
     let storage = source.storage.as_ref();
     map_bounded(&entries, storage.transfer_concurrency(), |entry| {
@@ -678,7 +698,7 @@ fn download(source: &RestoreSource, dir: &Path) -> Result<HashMap<String, String
     })?;
     Ok(entries
         .iter()
-        .filter(|e| e.role == crate::checkpoint::FileRole::SharedSst)
+        .filter(|e| e.role == FileRole::SharedSst)
         .map(|e| (snapshot::local_name(e).to_owned(), e.path.clone()))
         .collect())
 }
@@ -878,6 +898,10 @@ impl Engine for RocksDbEngine {
         meta: &StateMeta,
     ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>> {
         Ok(Arc::new(self.table::<K, N, (UK, UV)>(meta, UK::FIXED_LEN)?))
+    }
+
+    fn take_restored_timers(&self) -> RestoredTimerSet {
+        std::mem::take(&mut *self.restored_timers.lock())
     }
 
     fn metrics(&self) -> Result<EngineMetrics> {

@@ -2,7 +2,8 @@
 //! RocksDB is derived from this struct explicitly, rather than left to RocksDB's defaults.
 
 /// Block compression of SST files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Compression {
     /// No compression.
     None,

@@ -1,5 +1,5 @@
-//! RocksDB savepoints: the engine-independent key-group format
-//! ([`blocks`](crate::checkpoint::blocks)) written from, and restored into, a RocksDB engine.
+//! RocksDB savepoints: the engine-independent key-group format (`checkpoint/format/blocks.rs`)
+//! written from, and restored into, a RocksDB engine.
 //!
 //! Writing: the synchronous part makes the same RocksDB checkpoint (hard links) as a native
 //! checkpoint; the background part opens it read-only and walks every state's column family
@@ -11,6 +11,9 @@
 //! family under `pending/…` (so native checkpoints carry them), and written into the state's
 //! column family in the engine's layout when the state is registered.
 
+// A decoder of bytes from disk or the network: no indexing that can panic.
+#![deny(clippy::indexing_slicing)]
+
 use std::path::PathBuf;
 
 use rocksdb::{ColumnFamilyDescriptor, DBRawIteratorWithThreadMode};
@@ -19,16 +22,17 @@ use super::Db;
 use super::layout::{
     frames, group_prefix_len, read_group, read_part_of_width, split_stamp, write_group,
 };
-use crate::checkpoint::blocks::{
+use crate::backend::{SnapshotOutput, SnapshotUpload};
+use crate::checkpoint::format::blocks::{
     DataFileWriter, RecordShape, read_bytes, read_count, read_stamp, write_bytes,
     write_section_header,
 };
-use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind, SnapshotOutput, SnapshotUpload};
+use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind};
 use crate::codec::{read_varint_u32, write_varint_u32};
 use crate::error::{CodecError, Error, Result};
 use crate::key_group::{KeyGroupRange, key_group_for_bytes};
-use crate::state::StateMeta;
 use crate::ttl::is_expired;
+use crate::types::StateMeta;
 
 /// The data file of a savepoint inside `chk-<id>/`.
 const DATA_FILE: &str = "state-data";
@@ -53,11 +57,7 @@ fn write_part(out: &mut Vec<u8>, fixed: Option<usize>, bytes: &[u8]) -> Result<(
             out.extend_from_slice(bytes);
             Ok(())
         }
-        None => {
-            write_varint_u32(out, bytes.len() as u32);
-            out.extend_from_slice(bytes);
-            Ok(())
-        }
+        None => write_bytes(out, bytes),
     }
 }
 
@@ -86,7 +86,7 @@ struct RecordBuilder<'a> {
     ttl: Option<u64>,
     now: u64,
     out: Vec<u8>,
-    count: u32,
+    count: usize,
     /// Map states: the (key, namespace) prefix being collected and its live entries.
     map: Option<(Vec<u8>, Vec<u8>, u32)>,
 }
@@ -119,10 +119,10 @@ impl RecordBuilder<'_> {
                 crate::codec::expect_end(input, "value key")?;
                 let (stamp, body) = split_stamp(value, ttl)?;
                 if self.live(stamp) {
-                    write_bytes(&mut self.out, key);
-                    write_bytes(&mut self.out, ns);
+                    write_bytes(&mut self.out, key)?;
+                    write_bytes(&mut self.out, ns)?;
                     self.out.extend_from_slice(&stamp.to_be_bytes());
-                    write_bytes(&mut self.out, body);
+                    write_bytes(&mut self.out, body)?;
                     self.count += 1;
                 }
             }
@@ -134,13 +134,13 @@ impl RecordBuilder<'_> {
                     let (stamp, body) = split_stamp(frame?, ttl)?;
                     if self.live(stamp) {
                         elements.extend_from_slice(&stamp.to_be_bytes());
-                        write_bytes(&mut elements, body);
+                        write_bytes(&mut elements, body)?;
                         n += 1;
                     }
                 }
                 if n > 0 {
-                    write_bytes(&mut self.out, key);
-                    write_bytes(&mut self.out, ns);
+                    write_bytes(&mut self.out, key)?;
+                    write_bytes(&mut self.out, ns)?;
                     write_varint_u32(&mut self.out, n);
                     self.out.extend_from_slice(&elements);
                     self.count += 1;
@@ -150,8 +150,8 @@ impl RecordBuilder<'_> {
                 let user_key = read_part_of_width(&mut input, shape.user_key)?;
                 crate::codec::expect_end(input, "map entry key")?;
                 let mut head = Vec::with_capacity(key.len() + ns.len() + 4);
-                write_bytes(&mut head, key);
-                write_bytes(&mut head, ns);
+                write_bytes(&mut head, key)?;
+                write_bytes(&mut head, ns)?;
                 if self.map.as_ref().is_none_or(|(h, _, _)| *h != head) {
                     self.flush_map();
                     self.map = Some((head, Vec::new(), 0));
@@ -160,9 +160,9 @@ impl RecordBuilder<'_> {
                 if self.live(stamp)
                     && let Some((_, entries, n)) = self.map.as_mut()
                 {
-                    write_bytes(entries, user_key);
+                    write_bytes(entries, user_key)?;
                     entries.extend_from_slice(&stamp.to_be_bytes());
-                    write_bytes(entries, body);
+                    write_bytes(entries, body)?;
                     *n += 1;
                 }
             }
@@ -231,13 +231,13 @@ impl SavepointUpload {
                 it.status()?;
                 builder.flush_map();
                 if builder.count > 0 {
-                    write_section_header(&mut block, index, builder.count);
+                    write_section_header(&mut block, index, builder.count).map_err(decode)?;
                     block.extend_from_slice(&builder.out);
                 }
             }
             writer.add_block(group, &block)?;
         }
-        let file = writer.publish(store, id, DATA_FILE, FileRole::KeyGroupData)?;
+        let file = store.put_data_file(id, DATA_FILE, FileRole::KeyGroupData, writer)?;
         Ok(SnapshotOutput {
             kind: SnapshotKind::Savepoint,
             states: self.states.iter().map(|s| s.meta.clone()).collect(),
@@ -271,7 +271,7 @@ pub(crate) const PARKED_PREFIX: &[u8] = b"pending/";
 pub(crate) fn parked_group(key: &[u8]) -> Option<u16> {
     let rest = key.strip_prefix(PARKED_PREFIX)?;
     let (len, rest) = rest.split_first_chunk::<4>()?;
-    let rest = rest.get(u32::from_be_bytes(*len) as usize..)?;
+    let rest = rest.get(usize::try_from(u32::from_be_bytes(*len)).ok()?..)?;
     match *rest {
         [hi, lo] => Some(u16::from_be_bytes([hi, lo])),
         _ => None,
@@ -281,7 +281,10 @@ pub(crate) fn parked_group(key: &[u8]) -> Option<u16> {
 /// The prefix of a state's parked records.
 pub(crate) fn pending_prefix(state: &str) -> Vec<u8> {
     let mut k = PARKED_PREFIX.to_vec();
-    k.extend_from_slice(&(state.len() as u32).to_be_bytes());
+    // State names are at most `u32::MAX` bytes: the manifest's and metadata's length fields
+    // refuse longer ones at registration.
+    let len = u32::try_from(state.len()).unwrap_or(u32::MAX);
+    k.extend_from_slice(&len.to_be_bytes());
     k.extend_from_slice(state.as_bytes());
     k
 }
@@ -342,7 +345,9 @@ pub(crate) fn convert_records(
                     let stamp = read_stamp(&mut input)?;
                     let body = read_bytes(&mut input, "element")?;
                     let len = body.len() + if ttl { 8 } else { 0 };
-                    write_varint_u32(&mut v, len as u32);
+                    let len = u32::try_from(len)
+                        .map_err(|_| CodecError::too_large("list element", len))?;
+                    write_varint_u32(&mut v, len);
                     stamp_into(&mut v, stamp);
                     v.extend_from_slice(body);
                 }

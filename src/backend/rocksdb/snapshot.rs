@@ -18,13 +18,11 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::path::checkpoint_dir;
-use crate::checkpoint::{
-    CheckpointStore, FileEntry, FileRole, SnapshotKind, SnapshotMode, SnapshotOutput,
-    SnapshotUpload, map_bounded,
-};
+use crate::backend::{SnapshotMode, SnapshotOutput, SnapshotUpload};
+use crate::checkpoint::storage::map_bounded;
+use crate::checkpoint::{CheckpointStore, FileEntry, FileRole, SnapshotKind, checkpoint_dir};
 use crate::error::{CheckpointError, Result};
-use crate::state::StateMeta;
+use crate::types::StateMeta;
 
 /// The background part of a RocksDB checkpoint.
 pub(crate) struct RocksUpload {

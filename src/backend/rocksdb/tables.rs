@@ -10,11 +10,11 @@ use super::layout::{
     read_value, write_elements, write_group, write_value, write_value_part,
 };
 use super::{DbHandle, cf_name};
-use crate::backend::{EngineConfig, ListTable, MapTable, ValueTable};
+use crate::backend::{ListTable, MapTable, ValueTable};
 use crate::error::{CodecError, Error, Result};
 use crate::key::Key;
-use crate::state::{MapKey, Namespace, StateKey, StateMeta, StateValue};
 use crate::ttl::Stamped;
+use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 
 /// The marker of a table's types.
 type Types<K, N, X> = PhantomData<fn() -> (K, N, X)>;

@@ -15,9 +15,10 @@ use rocksdb::{ReadOptions, WriteOptions};
 
 use super::DbHandle;
 use super::layout::{prefix_successor, write_group};
+use crate::backend::TimerStore;
 use crate::error::{Error, Result};
 use crate::key_group::KeyGroupRange;
-use crate::timer::{TimerId, TimerStore};
+use crate::types::TimerId;
 
 /// The column family of timer service `name`.
 pub(crate) fn timer_cf_name(name: &str) -> String {

@@ -10,6 +10,9 @@
 //! are not passed to compaction filters, and values a merge produces inside a compaction are not
 //! either; expiring inside the full merge covers them, and reads filter as well.
 
+// A decoder of bytes from disk or the network: no indexing that can panic.
+#![deny(clippy::indexing_slicing)]
+
 use std::ffi::{CStr, CString};
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -159,6 +162,7 @@ impl CompactionFilter for TtlFilter {
                 // the new value (`new_value->assign(...)`) as soon as this callback returns,
                 // before it can call `filter` again; `buf` is neither touched nor dropped until
                 // the next call on this filter, so the slice outlives every use of it.
+                #[expect(unsafe_code, reason = "RocksDB copies the value at once; see SAFETY")]
                 let bytes: &'static [u8] =
                     unsafe { std::mem::transmute::<&[u8], &'static [u8]>(&self.buf) };
                 Decision::Change(bytes)
@@ -220,6 +224,7 @@ pub(crate) fn partial_merge(operands: &MergeOperands) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "tests index what they built")]
 mod tests {
     use super::*;
     use crate::backend::rocksdb::layout::write_elements;

@@ -1,0 +1,133 @@
+//! [`EngineConfig`]: the key-group scheme and the clock every engine, view and timer service of
+//! one backend instance shares.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::error::{ConfigError, Error, Result};
+use crate::key::Key;
+use crate::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroupRange};
+
+/// What every engine is configured with: the key-group scheme and the clock.
+#[derive(Clone)]
+pub struct EngineConfig {
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    clock: SharedClock,
+}
+
+impl EngineConfig {
+    /// `max_parallelism` key groups, all owned by this instance, on the system clock.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism) outside `1..=32768`.
+    pub fn new(max_parallelism: u32) -> Result<Self, ConfigError> {
+        Ok(EngineConfig {
+            range: KeyGroupRange::all(max_parallelism)?,
+            max_parallelism,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Owns only `range` (which must fit `max_parallelism`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::RangeOutsideMaxParallelism`](crate::ConfigError::RangeOutsideMaxParallelism)
+    /// for a range past `max_parallelism`.
+    pub fn with_key_group_range(mut self, range: KeyGroupRange) -> Result<Self, ConfigError> {
+        range.check_fits(self.max_parallelism)?;
+        self.range = range;
+        Ok(self)
+    }
+
+    /// Reads time from `clock` (a [`ManualClock`](crate::clock::ManualClock) in tests).
+    #[must_use]
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The number of key groups.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// The key groups this instance owns.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Checks that `key` was resolved for this configuration and that its group is owned here;
+    /// returns the group's index within the range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch) for a key
+    /// resolved for another `max_parallelism`,
+    /// [`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange) for a group outside the
+    /// range.
+    #[inline]
+    pub fn group_index<K>(&self, key: &Key<K>) -> Result<usize> {
+        self.local_index(key.group()).and_then(|i| {
+            if key.max_parallelism() == self.max_parallelism {
+                Ok(i)
+            } else {
+                Err(Error::MaxParallelismMismatch {
+                    key: key.max_parallelism(),
+                    backend: self.max_parallelism,
+                })
+            }
+        })
+    }
+
+    /// The index of `group` within the range, or a typed error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange) for a group outside the
+    /// range.
+    #[inline]
+    pub fn local_index(&self, group: u16) -> Result<usize> {
+        self.range.index_of(group).ok_or(Error::KeyGroupOutOfRange {
+            group,
+            range: self.range,
+        })
+    }
+}
+
+// The default configuration below relies on this.
+const _: () = assert!(DEFAULT_MAX_PARALLELISM >= 1 && DEFAULT_MAX_PARALLELISM <= 1 << 15);
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "DEFAULT_MAX_PARALLELISM ≤ 2^15, asserted above"
+)]
+const DEFAULT_LAST_GROUP: u16 = (DEFAULT_MAX_PARALLELISM - 1) as u16;
+
+impl Default for EngineConfig {
+    /// [`DEFAULT_MAX_PARALLELISM`] key groups, all owned, on the system clock.
+    fn default() -> Self {
+        EngineConfig {
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            range: KeyGroupRange::new(0, DEFAULT_LAST_GROUP),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("max_parallelism", &self.max_parallelism)
+            .field("key_group_range", &self.range)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
