@@ -201,6 +201,15 @@ pub enum CheckpointError {
     /// An operation failed on purpose (the fault-injecting storage of tests and the simulator).
     #[error("injected fault: {0}")]
     Injected(String),
+    /// A RocksDB savepoint needs every state's key layout, which the engine learns when the
+    /// state is registered in this process: a restored state not registered again refuses.
+    #[error(
+        "state '{state}' must be registered in this process before a savepoint (its key layout depends on its types)"
+    )]
+    Unregistered {
+        /// The state's name.
+        state: String,
+    },
     /// The background part of a checkpoint stopped without a result (its thread panicked).
     #[error("checkpoint {0}: the background upload did not finish")]
     Lost(u64),

@@ -45,7 +45,7 @@ impl<K: Codec> Key<K> {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism) outside `1..=32768`.
+    /// [`ConfigError::MaxParallelism`] outside `1..=32768`.
     pub fn new(key: K, max_parallelism: u32) -> Result<Self, ConfigError> {
         check_max_parallelism(max_parallelism)?;
         // Encode into a reused buffer: no allocation per record for keys that fit inline.

@@ -29,7 +29,7 @@ const _: () = assert!(MAX_PARALLELISM_UPPER_BOUND - 1 <= u16::MAX as u32);
 ///
 /// # Errors
 ///
-/// [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism) outside `1..=32768`.
+/// [`ConfigError::MaxParallelism`] outside `1..=32768`.
 pub fn check_max_parallelism(max_parallelism: u32) -> Result<(), ConfigError> {
     if (1..=MAX_PARALLELISM_UPPER_BOUND).contains(&max_parallelism) {
         Ok(())
@@ -98,9 +98,9 @@ pub fn operator_for_key_group(max_parallelism: u32, parallelism: u32, group: u16
 ///
 /// # Errors
 ///
-/// [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism),
-/// [`ConfigError::Parallelism`](crate::ConfigError::Parallelism) outside `1..=max_parallelism`,
-/// [`ConfigError::OperatorIndex`](crate::ConfigError::OperatorIndex) not below `parallelism`.
+/// [`ConfigError::MaxParallelism`],
+/// [`ConfigError::Parallelism`] outside `1..=max_parallelism`,
+/// [`ConfigError::OperatorIndex`] not below `parallelism`.
 pub fn range_for_operator(
     max_parallelism: u32,
     parallelism: u32,
@@ -155,7 +155,7 @@ impl KeyGroupRange {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism) outside `1..=32768`.
+    /// [`ConfigError::MaxParallelism`] outside `1..=32768`.
     pub fn all(max_parallelism: u32) -> Result<Self, ConfigError> {
         check_max_parallelism(max_parallelism)?;
         let end = u16::try_from(max_parallelism - 1)
@@ -214,8 +214,8 @@ impl KeyGroupRange {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::RangeOutsideMaxParallelism`](crate::ConfigError::RangeOutsideMaxParallelism),
-    /// or [`ConfigError::MaxParallelism`](crate::ConfigError::MaxParallelism) outside
+    /// [`ConfigError::RangeOutsideMaxParallelism`],
+    /// or [`ConfigError::MaxParallelism`] outside
     /// `1..=32768`.
     pub fn check_fits(&self, max_parallelism: u32) -> Result<(), ConfigError> {
         check_max_parallelism(max_parallelism)?;

@@ -58,7 +58,7 @@
 //!
 //! # Cargo features
 //!
-//! - `rocksdb`: the RocksDB engine ([`backend::rocksdb`]); builds RocksDB's C++ (needs
+//! - `rocksdb`: the RocksDB engine (`backend::rocksdb::RocksDbEngine`); builds RocksDB's C++ (needs
 //!   libclang). Off by default, so the heap engine alone builds in seconds.
 //! - `serde`: [`serde_codec!`] stores serde types (postcard encoding).
 //! - `s3`: checkpoint storage on S3-compatible object storage

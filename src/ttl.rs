@@ -115,7 +115,7 @@ impl TtlConfig {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::ZeroTtl`](crate::ConfigError::ZeroTtl) for a TTL under one millisecond.
+    /// [`ConfigError::ZeroTtl`] for a TTL under one millisecond.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.ttl_millis() == 0 {
             Err(ConfigError::ZeroTtl)

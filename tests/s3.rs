@@ -76,15 +76,12 @@ fn the_storage_contract_holds_on_s3() {
     );
     assert!(s.get("../escape").is_err(), "paths are checked");
     // A multipart upload (threshold lowered): parts, then one object; size and crc32 match.
-    let big = storage_with(
-        "multipart",
-        {
-            let mut o = options(server().port);
-            o.multipart_threshold = 1 << 20;
-            o.part_size = 5 << 20;
-            o
-        },
-    );
+    let big = storage_with("multipart", {
+        let mut o = options(server().port);
+        o.multipart_threshold = 1 << 20;
+        o.part_size = 5 << 20;
+        o
+    });
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("big.sst");
     let bytes: Vec<u8> = (0..12_000_000u32).map(|i| (i * 7 % 251) as u8).collect();

@@ -180,7 +180,7 @@ pub trait MapTable<K, N, UK, UV>: Send + Sync {
 
 /// A storage engine: creates the tables of registered states.
 ///
-/// The views and [`KeyedStateBackend`] are written against this trait only; the conformance
+/// The views and [`KeyedStateBackend`](crate::KeyedStateBackend) are written against this trait only; the conformance
 /// suite in `tests/` runs every engine through the same behaviour.
 pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// A short name (`"heap"`, `"rocksdb"`), recorded in snapshots.

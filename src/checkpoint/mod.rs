@@ -1,4 +1,4 @@
-//! Checkpoints, engine-neutral: where files live ([`storage`]: local directory, memory, object
+//! Checkpoints, engine-neutral: where files live (storage: a local directory, memory, object
 //! storage, fault injection), what they contain (`format`: the manifest, the canonical
 //! key-group data files, the timers file, storage paths), and the protocol that makes a
 //! checkpoint exist exactly when its manifest does ([`CheckpointStore`]: begin, publish,
@@ -47,7 +47,7 @@
 
 pub(crate) mod format;
 mod restore;
-pub mod storage;
+pub(crate) mod storage;
 mod store;
 
 pub use format::manifest::{BlockEntry, FileEntry, FileRole, Manifest, SnapshotKind, TimerMeta};

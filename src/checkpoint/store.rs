@@ -209,7 +209,7 @@ impl CheckpointStore {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     pub fn clean(&self) -> Result<usize> {
@@ -321,7 +321,7 @@ impl CheckpointStore {
 
     /// Removes checkpoint `id` whatever its state: completed (manifest first, then the files
     /// no other retained checkpoint references), unreadable (its directory), in progress (as
-    /// [`abort`](Self::abort)), or absent (nothing to do). A job whose checkpoint is complete
+    /// an abort), or absent (nothing to do). A job whose checkpoint is complete
     /// only when every instance completed it uses this to withdraw the instances' part of an
     /// attempt that failed elsewhere, so retention never keeps a checkpoint the job cannot use
     /// in place of one it can.
@@ -330,7 +330,7 @@ impl CheckpointStore {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants). The checkpoint is then withdrawn as far as the deletions
     /// went; the next clean finishes.

@@ -51,7 +51,7 @@ pub trait Codec: Sized {
     ///
     /// # Errors
     ///
-    /// [`CodecError`](crate::CodecError) for bytes that are not a valid encoding: too short,
+    /// [`CodecError`] for bytes that are not a valid encoding: too short,
     /// with trailing bytes, or invalid.
     fn decode(bytes: &[u8]) -> Result<Self, CodecError>;
 
@@ -71,7 +71,7 @@ pub trait Codec: Sized {
     ///
     /// # Errors
     ///
-    /// [`CodecError`](crate::CodecError) for bytes that are not a valid encoding: too short,
+    /// [`CodecError`] for bytes that are not a valid encoding: too short,
     /// with trailing bytes, or invalid.
     fn decode_nested(input: &mut &[u8]) -> Result<Self, CodecError> {
         let len = match Self::FIXED_LEN {
@@ -107,7 +107,7 @@ pub(crate) fn write_len(out: &mut Vec<u8>, len: usize) {
 ///
 /// # Errors
 ///
-/// [`CodecError::UnexpectedEnd`](crate::CodecError::UnexpectedEnd) when fewer than `n` bytes
+/// [`CodecError::UnexpectedEnd`] when fewer than `n` bytes
 /// are left.
 pub fn take<'a>(
     input: &mut &'a [u8],
@@ -129,7 +129,7 @@ pub fn take<'a>(
 ///
 /// # Errors
 ///
-/// [`CodecError::TrailingBytes`](crate::CodecError::TrailingBytes) when `rest` is not empty.
+/// [`CodecError::TrailingBytes`] when `rest` is not empty.
 pub fn expect_end(rest: &[u8], what: &'static str) -> Result<(), CodecError> {
     if rest.is_empty() {
         Ok(())

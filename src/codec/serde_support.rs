@@ -39,7 +39,7 @@ pub fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) {
 ///
 /// # Errors
 ///
-/// [`CodecError::Invalid`](crate::CodecError::Invalid) for bytes postcard cannot decode as `T`,
+/// [`CodecError::Invalid`] for bytes postcard cannot decode as `T`,
 /// or with bytes left over.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, rest) = postcard::take_from_bytes(bytes).map_err(|e| CodecError::Invalid {

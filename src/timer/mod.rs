@@ -116,8 +116,8 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     /// # Errors
     ///
     /// A key of a key group this instance does not own
-    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
-    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// ([`Error::KeyGroupOutOfRange`],
+    /// [`Error::MaxParallelismMismatch`]); the timer
     /// store's failures (RocksDB's, when timers live there).
     pub fn register(&self, domain: TimeDomain, key: &Key<K>, ns: &N, ts: u64) -> Result<bool> {
         let index = self.config.group_index(key)?;
@@ -130,8 +130,8 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     /// # Errors
     ///
     /// A key of a key group this instance does not own
-    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
-    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// ([`Error::KeyGroupOutOfRange`],
+    /// [`Error::MaxParallelismMismatch`]); the timer
     /// store's failures (RocksDB's, when timers live there).
     pub fn delete(&self, domain: TimeDomain, key: &Key<K>, ns: &N, ts: u64) -> Result<bool> {
         let index = self.config.group_index(key)?;
@@ -144,8 +144,8 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     /// # Errors
     ///
     /// A key of a key group this instance does not own
-    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
-    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// ([`Error::KeyGroupOutOfRange`],
+    /// [`Error::MaxParallelismMismatch`]); the timer
     /// store's failures (RocksDB's, when timers live there).
     pub fn register_event_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
         self.register(TimeDomain::EventTime, key, ns, ts).map(drop)
@@ -156,8 +156,8 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     /// # Errors
     ///
     /// A key of a key group this instance does not own
-    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
-    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// ([`Error::KeyGroupOutOfRange`],
+    /// [`Error::MaxParallelismMismatch`]); the timer
     /// store's failures (RocksDB's, when timers live there).
     pub fn delete_event_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
         self.delete(TimeDomain::EventTime, key, ns, ts).map(drop)
@@ -168,8 +168,8 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     /// # Errors
     ///
     /// A key of a key group this instance does not own
-    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
-    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// ([`Error::KeyGroupOutOfRange`],
+    /// [`Error::MaxParallelismMismatch`]); the timer
     /// store's failures (RocksDB's, when timers live there).
     pub fn register_processing_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
         self.register(TimeDomain::ProcessingTime, key, ns, ts)
@@ -181,8 +181,8 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     /// # Errors
     ///
     /// A key of a key group this instance does not own
-    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
-    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the timer
+    /// ([`Error::KeyGroupOutOfRange`],
+    /// [`Error::MaxParallelismMismatch`]); the timer
     /// store's failures (RocksDB's, when timers live there).
     pub fn delete_processing_time_timer(&self, key: &Key<K>, ns: &N, ts: u64) -> Result<()> {
         self.delete(TimeDomain::ProcessingTime, key, ns, ts)
@@ -206,7 +206,7 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     /// # Errors
     ///
     /// An error `on_timer` returns (the advance stops there; unfired timers stay pending), a
-    /// stored timer that does not decode ([`Error::Decode`](crate::Error::Decode)), the timer
+    /// stored timer that does not decode ([`Error::Decode`]), the timer
     /// store's failures.
     pub fn advance_watermark(
         &self,
@@ -222,7 +222,7 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     /// # Errors
     ///
     /// An error `on_timer` returns (the advance stops there; unfired timers stay pending), a
-    /// stored timer that does not decode ([`Error::Decode`](crate::Error::Decode)), the timer
+    /// stored timer that does not decode ([`Error::Decode`]), the timer
     /// store's failures.
     pub fn advance_processing_time(
         &self,
@@ -237,7 +237,7 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
     /// # Errors
     ///
     /// An error `on_timer` returns (the advance stops there; unfired timers stay pending), a
-    /// stored timer that does not decode ([`Error::Decode`](crate::Error::Decode)), the timer
+    /// stored timer that does not decode ([`Error::Decode`]), the timer
     /// store's failures.
     pub fn fire_due_processing_timers(
         &self,

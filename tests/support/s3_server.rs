@@ -98,9 +98,9 @@ pub fn options(port: u16) -> ObjectStorageOptions {
     o.retries = 2;
     o.retry_timeout = Duration::from_secs(10);
     o.with("aws_endpoint", format!("http://127.0.0.1:{port}"))
-    .with("aws_allow_http", "true")
-    .with("aws_region", "us-east-1")
-    .with("aws_access_key_id", ACCESS)
-    .with("aws_secret_access_key", SECRET)
-    .with("aws_virtual_hosted_style_request", "false")
+        .with("aws_allow_http", "true")
+        .with("aws_region", "us-east-1")
+        .with("aws_access_key_id", ACCESS)
+        .with("aws_secret_access_key", SECRET)
+        .with("aws_virtual_hosted_style_request", "false")
 }

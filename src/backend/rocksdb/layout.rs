@@ -13,7 +13,7 @@
 // A decoder of bytes from disk or the network: no indexing that can panic.
 #![deny(clippy::indexing_slicing)]
 
-use crate::codec::{Codec, expect_end, read_varint_u32, take, write_varint_u32};
+use crate::codec::{Codec, expect_end, read_varint_u32, take, write_len, write_varint_u32};
 use crate::error::CodecError;
 use crate::key::Key;
 use crate::ttl::Stamped;
@@ -25,11 +25,13 @@ pub(crate) fn group_prefix_len(max_parallelism: u32) -> usize {
 
 /// Appends the key-group prefix.
 pub(crate) fn write_group(out: &mut Vec<u8>, group: u16, prefix_len: usize) {
+    let [hi, lo] = group.to_be_bytes();
     if prefix_len == 1 {
-        debug_assert!(group < 128);
-        out.push(group as u8);
+        // One byte for M ≤ 128: groups are below 128.
+        debug_assert!(hi == 0 && lo < 128, "group {group} in a one-byte prefix");
+        out.push(lo);
     } else {
-        out.extend_from_slice(&group.to_be_bytes());
+        out.extend_from_slice(&[hi, lo]);
     }
 }
 
@@ -51,7 +53,7 @@ pub(crate) fn read_group(input: &mut &[u8], prefix_len: usize) -> Result<u16, Co
 pub(crate) fn write_part<T: Codec>(out: &mut Vec<u8>, encoded: &[u8]) {
     debug_assert!(T::FIXED_LEN.is_none_or(|n| n == encoded.len()));
     if T::FIXED_LEN.is_none() {
-        write_varint_u32(out, encoded.len() as u32);
+        write_len(out, encoded.len());
     }
     out.extend_from_slice(encoded);
 }
@@ -81,7 +83,7 @@ pub(crate) fn read_part_of_width<'a>(
 ) -> Result<&'a [u8], CodecError> {
     let len = match fixed {
         Some(n) => n,
-        None => read_varint_u32(input, "part length")? as usize,
+        None => usize::try_from(read_varint_u32(input, "part length")?).unwrap_or(usize::MAX),
     };
     take(input, len, "key part")
 }
@@ -158,12 +160,13 @@ pub(crate) fn write_elements<E: Codec>(out: &mut Vec<u8>, ttl: bool, elements: &
         out.push(0);
         write_value(out, ttl, e);
         let len = out.len() - start - 1;
-        if len < 0x80 {
-            out[start] = len as u8;
-        } else {
-            let mut prefix = Vec::with_capacity(5);
-            write_varint_u32(&mut prefix, len as u32);
-            out.splice(start..start + 1, prefix);
+        match (u8::try_from(len), out.get_mut(start)) {
+            (Ok(one_byte), Some(slot)) if one_byte < 0x80 => *slot = one_byte,
+            _ => {
+                let mut prefix = Vec::with_capacity(5);
+                write_len(&mut prefix, len);
+                out.splice(start..=start, prefix);
+            }
         }
     }
 }
@@ -175,8 +178,10 @@ pub(crate) fn frames(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], Cod
         if bytes.is_empty() {
             return None;
         }
-        let frame = read_varint_u32(&mut bytes, "list element length")
-            .and_then(|len| take(&mut bytes, len as usize, "list element"));
+        let frame = read_varint_u32(&mut bytes, "list element length").and_then(|len| {
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            take(&mut bytes, len, "list element")
+        });
         if frame.is_err() {
             bytes = &[]; // stop after reporting
         }

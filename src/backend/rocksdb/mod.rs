@@ -14,6 +14,8 @@ mod options;
 mod savepoint;
 mod snapshot;
 mod tables;
+#[cfg(test)]
+mod tests;
 mod timers;
 mod ttl_filter;
 
@@ -41,7 +43,7 @@ use crate::checkpoint::{
     FileEntry, FileRole, RestoreSource, RestoredTimerSet, fetch_verified, plan_restore,
     read_canonical,
 };
-use crate::error::{CheckpointError, ConfigError, Error, Result};
+use crate::error::{CheckpointError, ConfigError, Error, IoAt, Result};
 use crate::key_group::KeyGroupRange;
 use crate::ttl::StateVisibility;
 use crate::types::{
@@ -110,6 +112,12 @@ const UID_KEY: &[u8] = b"meta/uid";
 impl RocksDbEngine {
     /// Opens (or creates) the engine's database in directory `path`. States registered there
     /// before are found again; their registrations are checked against the persisted metadata.
+    ///
+    /// # Errors
+    ///
+    /// The database cannot be opened or created (RocksDB's errors), was written with another
+    /// `max_parallelism` ([`ConfigError::MaxParallelismChanged`]), or holds metadata that does
+    /// not decode ([`Error::Decode`]).
     pub fn open(
         path: impl AsRef<Path>,
         config: EngineConfig,
@@ -120,8 +128,15 @@ impl RocksDbEngine {
 
     /// Opens an engine in a fresh temporary directory, removed when the engine and all its
     /// states are dropped (tests, benchmarks, state that needs no restart).
+    ///
+    /// # Errors
+    ///
+    /// The temporary directory cannot be created ([`Error::File`]), or as [`open`](Self::open).
     pub fn open_temporary(config: EngineConfig, options: RocksDbOptions) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("keyed-state-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("keyed-state-")
+            .tempdir()
+            .at(std::env::temp_dir())?;
         Self::open_in(dir.path().to_path_buf(), Some(dir), config, options, false)
     }
 
@@ -222,12 +237,11 @@ impl RocksDbEngine {
         let path = path.as_ref().to_path_buf();
         let range = config.key_group_range();
         let (used, states) = plan_restore(sources, config.max_parallelism(), range)?;
-        if path.exists() && fs::read_dir(&path)?.next().is_some() {
-            return Err(CheckpointError::Incompatible(format!(
-                "restore target {} is not empty",
-                path.display()
-            ))
-            .into());
+        if path.exists() && fs::read_dir(&path).at(&path)?.next().is_some() {
+            return Err(Error::NotEmpty {
+                path,
+                reason: "a restore target must be empty (or absent)",
+            });
         }
         // The target was empty: on failure, leave it so again (nothing half-restored stays).
         let result = RestoredTimerSet::read(&used, range).and_then(|timers| {
@@ -270,7 +284,7 @@ impl RocksDbEngine {
             // An empty range: nothing to restore.
             return Self::open(path, config, options);
         };
-        fs::create_dir_all(&path)?;
+        fs::create_dir_all(&path).at(&path)?;
         let restored_ssts = download(base, &path)?;
         let mut engine = Self::open_in(path, None, config, options, true)?;
         engine.restored_ssts = restored_ssts;
@@ -376,10 +390,9 @@ impl RocksDbEngine {
         let mut specs = Vec::new();
         for meta in self.metas.lock().values() {
             let Some(shape) = shapes.get(&meta.name) else {
-                return Err(CheckpointError::Incompatible(format!(
-                    "state '{}' must be registered before a savepoint (its key layout depends on its types)",
-                    meta.name
-                ))
+                return Err(CheckpointError::Unregistered {
+                    state: meta.name.clone(),
+                }
                 .into());
             };
             let cf = cf_name(&meta.name);
@@ -400,10 +413,11 @@ impl RocksDbEngine {
         let key = |g: u32| {
             let mut out = Vec::new();
             // Groups are below 2^15, so every group prefix is below [0x80].
-            if g >= self.config.max_parallelism() {
-                out.push(0x80);
-            } else {
-                layout::write_group(&mut out, g as u16, prefix_len);
+            match u16::try_from(g) {
+                Ok(g) if u32::from(g) < self.config.max_parallelism() => {
+                    layout::write_group(&mut out, g, prefix_len);
+                }
+                _ => out.push(0x80),
             }
             out
         };
@@ -439,9 +453,10 @@ impl RocksDbEngine {
         let parent = self.path.parent().unwrap_or(Path::new("."));
         let scratch = tempfile::Builder::new()
             .prefix(".restore-")
-            .tempdir_in(parent)?;
+            .tempdir_in(parent)
+            .at(parent)?;
         let dir = scratch.path().join("db");
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(&dir).at(&dir)?;
         download(source, &dir)?;
         let cfs = Db::list_cf(&rocksdb::Options::default(), &dir)?;
         let inert = Arc::new(TtlSlot::default());
@@ -534,6 +549,10 @@ impl RocksDbEngine {
     }
 
     /// Flushes every state's memtables to SST files.
+    ///
+    /// # Errors
+    ///
+    /// RocksDB's errors.
     pub fn flush(&self) -> Result<()> {
         for name in self.state_cfs() {
             if let Some(cf) = self.handle.db.cf_handle(&name) {
@@ -545,6 +564,10 @@ impl RocksDbEngine {
 
     /// Flushes every memtable and waits until RocksDB's background flushes and compactions are
     /// done: a quiet point for measurements and for deterministic runs.
+    ///
+    /// # Errors
+    ///
+    /// RocksDB's errors.
     pub fn settle(&self) -> Result<()> {
         let mut opts = rocksdb::WaitForCompactOptions::default();
         opts.set_flush(true);
@@ -553,6 +576,10 @@ impl RocksDbEngine {
 
     /// Flushes and fully compacts one state's column family (TTL cleanup runs in compactions;
     /// with automatic compaction off, this is when it happens).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownState`] for a state with no column family; RocksDB's errors.
     pub fn compact_state(&self, state: &str) -> Result<()> {
         let cf = self.cf(state)?;
         self.handle.db.flush_cf(&cf)?;
@@ -566,6 +593,10 @@ impl RocksDbEngine {
 
     /// Every raw (key, value) pair of a state's column family, in key order: what is
     /// physically there, expired or not (tests and tooling).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownState`] for a state with no column family; RocksDB's errors.
     pub fn raw_entries(&self, state: &str) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let cf = self.cf(state)?;
         let mut out = Vec::new();
@@ -842,7 +873,7 @@ impl Engine for RocksDbEngine {
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         );
         if staging.exists() {
-            fs::remove_dir_all(&staging)?;
+            fs::remove_dir_all(&staging).at(&staging)?;
         }
         rocksdb::checkpoint::Checkpoint::new(db)?.create_checkpoint(&staging)?;
         if let Some(states) = specs {
@@ -927,7 +958,7 @@ impl Engine for RocksDbEngine {
         Ok(EngineMetrics {
             states,
             memory_bytes: memtable_bytes,
-            cache_bytes: self.cache.get_usage() as u64,
+            cache_bytes: u64::try_from(self.cache.get_usage()).unwrap_or(u64::MAX),
         })
     }
 }

@@ -67,6 +67,7 @@ macro_rules! option {
         }
 
         $(#[$doc])*
+        #[must_use]
         pub fn $with(mut self, value: $ty) -> Self {
             self.$field = value;
             self

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use crate::backend::{SnapshotMode, SnapshotOutput, SnapshotUpload};
 use crate::checkpoint::storage::map_bounded;
 use crate::checkpoint::{CheckpointStore, FileEntry, FileRole, SnapshotKind, checkpoint_dir};
-use crate::error::{CheckpointError, Result};
+use crate::error::{CheckpointError, IoAt, Result};
 use crate::types::StateMeta;
 
 /// The background part of a RocksDB checkpoint.
@@ -55,9 +55,13 @@ pub(crate) fn local_name(entry: &FileEntry) -> &str {
 
 impl RocksUpload {
     fn run(&self, store: &CheckpointStore, id: u64) -> Result<SnapshotOutput> {
-        let mut names: Vec<String> = fs::read_dir(&self.staging)?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect::<std::io::Result<_>>()?;
+        let mut names: Vec<String> = fs::read_dir(&self.staging)
+            .and_then(|entries| {
+                entries
+                    .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect::<std::io::Result<_>>()
+            })
+            .at(&self.staging)?;
         names.sort();
         let storage = store.storage();
         // First what each file is (sequential: cheap), then the uploads, several at a time.
@@ -72,7 +76,7 @@ impl RocksUpload {
             if is_sst && self.mode == SnapshotMode::Checkpoint {
                 let path = shared_path(&self.uid, &self.restored, &name);
                 if let Some(held) = store.shared_file(&path) {
-                    let size = fs::metadata(&local)?.len();
+                    let size = fs::metadata(&local).at(&local)?.len();
                     if size != held.size {
                         return Err(CheckpointError::SizeMismatch {
                             path,

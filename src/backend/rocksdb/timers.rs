@@ -64,7 +64,8 @@ impl RocksTimerStore {
         for domain in 0..2 {
             for index in 0..groups {
                 let prefix = store.prefix(domain, index);
-                store.len[domain] += store.scan(&prefix, &prefix, usize::MAX)?.len() as u64;
+                let pending = store.scan(&prefix, &prefix, usize::MAX)?.len();
+                store.len[domain] += u64::try_from(pending).unwrap_or(u64::MAX);
                 store.reload_head(domain, index, None)?;
             }
         }
@@ -81,8 +82,17 @@ impl RocksTimerStore {
     /// `[group][domain]`.
     fn prefix(&self, domain: usize, index: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.prefix_len + 1);
-        write_group(&mut out, self.range.start() + index as u16, self.prefix_len);
-        out.push(domain as u8);
+        // Indexes and domains come from the service, which built them for this range.
+        let group = u16::try_from(index)
+            .ok()
+            .and_then(|i| self.range.start().checked_add(i))
+            .filter(|g| self.range.contains(*g));
+        assert!(
+            group.is_some() && domain < 2,
+            "timer index {index} or domain {domain} out of range"
+        );
+        write_group(&mut out, group.unwrap_or(0), self.prefix_len);
+        out.push(u8::from(domain == 1));
         out
     }
 

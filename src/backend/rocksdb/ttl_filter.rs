@@ -87,7 +87,8 @@ fn prune_list(list: &[u8], ttl: u64, now: u64, out: &mut Vec<u8>) -> Result<Prun
             dropped += 1;
         } else {
             kept += 1;
-            write_varint_u32(out, frame.len() as u32);
+            // A frame read from a list: its length came from a u32 varint.
+            write_varint_u32(out, u32::try_from(frame.len()).map_err(|_| ())?);
             out.extend_from_slice(frame);
         }
     }
@@ -231,7 +232,10 @@ mod tests {
     use crate::ttl::Stamped;
 
     fn list(stamps: &[u64]) -> Vec<u8> {
-        let elems: Vec<Stamped<u32>> = stamps.iter().map(|&t| Stamped::new(t, t as u32)).collect();
+        let elems: Vec<Stamped<u32>> = stamps
+            .iter()
+            .map(|&t| Stamped::new(t, u32::try_from(t).unwrap()))
+            .collect();
         let mut out = Vec::new();
         write_elements(&mut out, true, &elems);
         out

@@ -47,7 +47,8 @@ impl FileInfo {
     }
 }
 
-/// A flat store of immutable files under relative paths (see [`super::path`]).
+/// A flat store of immutable files under relative paths (`shared/<file>`, `chk-<id>/<file>`:
+/// one or two components of `[A-Za-z0-9._-]`, never `.` or `..`).
 ///
 /// **Atomic visibility**: after `put` returns, the whole file is durable and visible under its
 /// path; if the process dies during `put`, the path shows either nothing or (when it existed)
@@ -59,7 +60,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()>;
@@ -74,7 +75,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     fn put_new(&self, path: &str, bytes: &[u8]) -> Result<()> {
@@ -94,7 +95,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     fn put_file(&self, path: &str, source: &Path) -> Result<FileInfo> {
@@ -109,7 +110,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     fn get(&self, path: &str) -> Result<Bytes>;
@@ -122,7 +123,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     fn get_to_file(&self, path: &str, dest: &Path) -> Result<FileInfo> {
@@ -140,7 +141,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     fn link_to_file(&self, path: &str, dest: &Path) -> Result<FileInfo> {
@@ -153,7 +154,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     fn size(&self, path: &str) -> Result<Option<u64>>;
@@ -164,7 +165,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     fn list(&self) -> Result<Vec<String>>;
@@ -175,7 +176,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     fn delete(&self, path: &str) -> Result<()>;
@@ -194,7 +195,7 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     ///
     /// A path outside the layout
     /// ([`CheckpointError::UnsafePath`](crate::CheckpointError::UnsafePath)) and the storage's
-    /// own failures: local I/O ([`Error::Io`](crate::Error::Io)) or a remote request that
+    /// own failures: local I/O naming the file ([`Error::File`](crate::Error::File)) or a remote request that
     /// failed after its retries ([`CheckpointError::Remote`](crate::CheckpointError::Remote)
     /// and the other remote variants).
     fn remove_temporaries(&self) -> Result<usize> {
@@ -252,9 +253,12 @@ pub(crate) fn map_bounded<T: Sync, R: Send>(
             None => not_run = true,
         }
     }
-    if not_run {
-        return Err(CheckpointError::Incompatible("a transfer did not run".into()).into());
-    }
+    // Items start in index order and stop only after a failure, which the loop above has
+    // returned: every item ran.
+    assert!(
+        !not_run,
+        "a transfer was skipped without a failure before it"
+    );
     Ok(out)
 }
 

@@ -164,7 +164,7 @@ impl JobLog {
     /// # Errors
     ///
     /// A record that cannot be read or does not decode
-    /// ([`CheckpointError::Corrupt`](keyed_state::CheckpointError::Corrupt)): damage is
+    /// ([`CheckpointError::Corrupt`]): damage is
     /// corruption, never "not committed".
     pub fn open(storage: Arc<dyn CheckpointStorage>) -> Result<Self> {
         let mut records = BTreeMap::new();
@@ -199,7 +199,7 @@ impl JobLog {
     /// # Errors
     ///
     /// An id not above the latest record's
-    /// ([`CheckpointError::Protocol`](keyed_state::CheckpointError::Protocol)); the storage's
+    /// ([`CheckpointError::Protocol`]); the storage's
     /// failures (the record is then not committed).
     pub fn commit(&mut self, record: JobRecord) -> Result<()> {
         if let Some(last) = self.latest().filter(|l| l.id >= record.id) {
