@@ -97,6 +97,9 @@ pub enum ConfigError {
     /// A TTL must be at least one millisecond.
     #[error("TTL must be at least 1 ms")]
     ZeroTtl,
+    /// A setting outside its domain, described (tools built on the library use it too).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A checkpoint, its manifest or one of its files is missing, malformed or inconsistent, or the
@@ -145,6 +148,15 @@ pub enum CheckpointError {
         /// The file's storage path.
         path: String,
         /// What is wrong.
+        reason: String,
+    },
+    /// A file the checkpoint lists could not be read (an I/O error, not a verdict on its
+    /// bytes).
+    #[error("file {path} cannot be read: {reason}")]
+    Unreadable {
+        /// The file's storage path.
+        path: String,
+        /// What went wrong.
         reason: String,
     },
     /// No completed checkpoint exists to restore from.
@@ -300,9 +312,20 @@ pub enum Error {
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Names the path an I/O operation failed on: `fs::read(&p).at(&p)?`.
-pub(crate) trait IoAt<T> {
+/// Names the path an I/O operation failed on, as [`Error::File`].
+///
+/// ```
+/// use keyed_state::error::IoAt;
+/// let missing = std::path::Path::new("/no/such/file");
+/// let err = std::fs::read(missing).at(missing).unwrap_err();
+/// assert!(err.to_string().contains("/no/such/file"), "{err}");
+/// ```
+pub trait IoAt<T> {
     /// The error as [`Error::File`] on `path`.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error, with `path`.
     fn at(self, path: impl AsRef<std::path::Path>) -> Result<T>;
 }
 

@@ -89,17 +89,7 @@ impl CheckpointStore {
             // A failed read is an error of `open`, not a verdict on the checkpoint: skipping a
             // readable-but-unread checkpoint would silently restore an older one.
             let bytes = storage.get(path)?;
-            let checked = Manifest::decode(path, &bytes).and_then(|m| {
-                if m.checkpoint_id == id {
-                    Ok(m)
-                } else {
-                    Err(CheckpointError::Corrupt {
-                        path: path.clone(),
-                        reason: format!("records checkpoint id {}", m.checkpoint_id),
-                    }
-                    .into())
-                }
-            });
+            let checked = Manifest::decode_for(id, path, &bytes);
             match checked {
                 Ok(m) => {
                     completed.insert(id, m);
@@ -445,11 +435,12 @@ pub fn verify_files(storage: &dyn CheckpointStorage, manifest: &Manifest) -> Vec
     manifest
         .files
         .iter()
-        .filter_map(|f| read_verified(storage, f).err())
-        .map(|e| match e {
+        .filter_map(|f| read_verified(storage, f).err().map(|e| (f, e)))
+        .map(|(f, e)| match e {
             crate::Error::Checkpoint(c) => c,
-            other => CheckpointError::Corrupt {
-                path: "?".into(),
+            // Not a verdict on the bytes (an I/O error reading them): still name the file.
+            other => CheckpointError::Unreadable {
+                path: f.path.clone(),
                 reason: other.to_string(),
             },
         })

@@ -93,20 +93,35 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StateMeta, CodecError> {
         4 => StateKind::Aggregating,
         k => return Err(invalid(format!("unknown state kind {k}"))),
     };
-    let ttl = ttl.map(|(secs, nanos, update, visibility, cleanup)| {
-        TtlConfig::new(Duration::new(secs, nanos))
-            .with_update(if update == 1 {
-                UpdateType::OnReadAndWrite
-            } else {
-                UpdateType::OnCreateAndWrite
-            })
-            .with_visibility(if visibility == 1 {
-                StateVisibility::ReturnExpiredIfNotCleanedUp
-            } else {
-                StateVisibility::NeverReturnExpired
-            })
-            .with_cleanup_per_access(usize::try_from(cleanup).unwrap_or(usize::MAX))
-    });
+    let ttl = ttl
+        .map(|(secs, nanos, update, visibility, cleanup)| {
+            // `Duration::new` would panic on a carry past u64::MAX seconds: a sub-second part
+            // of a second or more is not what `encode` writes, so it is invalid.
+            if nanos >= 1_000_000_000 {
+                return Err(invalid(format!("TTL nanoseconds {nanos} ≥ one second")));
+            }
+            if update > 1 || visibility > 1 {
+                return Err(invalid(format!(
+                    "TTL update type {update} or visibility {visibility} unknown"
+                )));
+            }
+            Ok((Duration::new(secs, nanos), update, visibility, cleanup))
+        })
+        .transpose()?
+        .map(|(ttl, update, visibility, cleanup)| {
+            TtlConfig::new(ttl)
+                .with_update(if update == 1 {
+                    UpdateType::OnReadAndWrite
+                } else {
+                    UpdateType::OnCreateAndWrite
+                })
+                .with_visibility(if visibility == 1 {
+                    StateVisibility::ReturnExpiredIfNotCleanedUp
+                } else {
+                    StateVisibility::NeverReturnExpired
+                })
+                .with_cleanup_per_access(usize::try_from(cleanup).unwrap_or(usize::MAX))
+        });
     Ok(StateMeta {
         name,
         kind,
@@ -143,6 +158,30 @@ mod tests {
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
         for i in 0..bytes.len() {
             let _ = decode(&bytes[..i]); // never panics
+        }
+    }
+
+    /// A crafted TTL whose nanoseconds carry past `u64::MAX` seconds: `Duration::new` would
+    /// panic, and the metadata comes from a manifest every restart reads (issue 14, item 9).
+    #[test]
+    fn a_ttl_that_overflows_is_an_error_not_a_panic() {
+        for (secs, nanos, update, visibility) in [
+            (u64::MAX, 1_000_000_000u32, 0u8, 0u8),
+            (1, u32::MAX, 0, 0),
+            (1, 0, 2, 0),
+            (1, 0, 0, 7),
+        ] {
+            let encoded: Encoded = (
+                ("s".into(), 0),
+                ("u64".into(), "()".into(), None, "u64".into()),
+                Some((secs, nanos, update, visibility, 5)),
+            );
+            let mut bytes = vec![VERSION];
+            encoded.encode(&mut bytes);
+            assert!(
+                matches!(decode(&bytes), Err(CodecError::Invalid { .. })),
+                "{secs} s {nanos} ns, update {update}, visibility {visibility}"
+            );
         }
     }
 }

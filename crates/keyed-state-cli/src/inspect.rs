@@ -6,7 +6,10 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use keyed_state::checkpoint::{FileRole, LocalStorage, MANIFEST_FILE, Manifest, verify_files};
+use keyed_state::checkpoint::{
+    FileRole, LocalStorage, MANIFEST_FILE, Manifest, parse_checkpoint_dir, verify_files,
+};
+use keyed_state::error::IoAt;
 use keyed_state::{CheckpointError, Result};
 use serde_json::json;
 
@@ -26,15 +29,23 @@ pub struct Inspection {
 ///
 /// The directory or its manifest cannot be read, or the manifest does not decode.
 pub fn inspect(dir: &Path, verify: bool) -> Result<Inspection> {
-    let dir = dir.canonicalize()?;
+    let dir = dir.canonicalize().at(dir)?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let root = dir.parent().unwrap_or(&dir).to_path_buf();
     let manifest_path = format!("{name}/{MANIFEST_FILE}");
-    let bytes = std::fs::read(dir.join(MANIFEST_FILE))?;
-    let manifest = Manifest::decode(&manifest_path, &bytes)?;
+    let Some(id) = parse_checkpoint_dir(&name) else {
+        return Err(CheckpointError::StorageConfig(format!(
+            "{}: not a checkpoint directory (chk-<id>)",
+            dir.display()
+        ))
+        .into());
+    };
+    let manifest_file = dir.join(MANIFEST_FILE);
+    let bytes = std::fs::read(&manifest_file).at(&manifest_file)?;
+    let manifest = Manifest::decode_for(id, &manifest_path, &bytes)?;
     let problems = if verify {
         let storage = Arc::new(LocalStorage::new(&root)?);
         verify_files(storage.as_ref(), &manifest)
@@ -54,7 +65,9 @@ pub fn print_human(out: &mut dyn Write, i: &Inspection, verified: bool) -> std::
     writeln!(
         out,
         "checkpoint {} ({} snapshot, {} engine)",
-        m.checkpoint_id, m.kind, m.engine
+        m.checkpoint_id,
+        m.kind,
+        shown(&m.engine)
     )?;
     writeln!(
         out,
@@ -65,7 +78,7 @@ pub fn print_human(out: &mut dyn Write, i: &Inspection, verified: bool) -> std::
     )?;
     writeln!(out, "taken at {} ms (engine clock)", m.created_at_millis)?;
     for (name, offset) in &m.offsets {
-        writeln!(out, "input offset {name} = {offset}")?;
+        writeln!(out, "input offset {} = {offset}", shown(name))?;
     }
     writeln!(out, "states ({}):", m.states.len())?;
     for s in &m.states {
@@ -77,12 +90,16 @@ pub fn print_human(out: &mut dyn Write, i: &Inspection, verified: bool) -> std::
         let user_key = s
             .user_key_codec
             .as_ref()
-            .map(|c| format!(", user key {c}"))
+            .map(|c| format!(", user key {}", shown(c)))
             .unwrap_or_default();
         writeln!(
             out,
             "  {:<24} {:<12} key {}, namespace {}{user_key}, value {}{ttl}",
-            s.name, s.kind, s.key_codec, s.namespace_codec, s.value_codec
+            shown(&s.name),
+            s.kind,
+            shown(&s.key_codec),
+            shown(&s.namespace_codec),
+            shown(&s.value_codec)
         )?;
     }
     if !m.timers.is_empty() {
@@ -91,7 +108,9 @@ pub fn print_human(out: &mut dyn Write, i: &Inspection, verified: bool) -> std::
             writeln!(
                 out,
                 "  {:<24} key {}, namespace {}",
-                t.name, t.key_codec, t.namespace_codec
+                shown(&t.name),
+                shown(&t.key_codec),
+                shown(&t.namespace_codec)
             )?;
         }
     }
@@ -194,6 +213,16 @@ pub fn to_json(i: &Inspection, verified: bool) -> serde_json::Value {
     out
 }
 
+/// `text` as a terminal may show it: names in a manifest are anyone's bytes, and control
+/// characters (escape sequences) are printed escaped rather than interpreted.
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(text.escape_debug().to_string())
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// `n` bytes with a binary unit (`1.5 MiB`).
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -224,7 +253,14 @@ fn role(r: FileRole) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{human_bytes, shown};
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(shown("count"), "count");
+        assert_eq!(shown("evil\u{1b}[2Jname"), "evil\\u{1b}[2Jname");
+        assert_eq!(shown("a\nb"), "a\\nb");
+    }
 
     #[test]
     fn sizes_read_like_people_write_them() {

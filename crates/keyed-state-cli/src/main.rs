@@ -15,7 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use keyed_state_cli::inspect;
-use keyed_state_cli::sim::{EngineKind, SimConfig, SimReport, Skew, run_with_progress};
+use keyed_state_cli::sim::{
+    EngineKind, MAX_FAULTS, MAX_SEEDS, SimConfig, SimReport, Skew, run_with_progress,
+};
 
 /// Tools for keyed-state: the simulator and checkpoint inspection.
 #[derive(Debug, Parser)]
@@ -95,7 +97,8 @@ struct SimulateArgs {
     /// Real-process mode: run the job in a worker child process and SIGKILL it this many
     /// times (3 for a bare --kill) at seeded input positions, restarting it each time
     /// (in-process faults are off).
-    #[arg(long, value_name = "N", num_args = 0..=1, default_value_t = 0, default_missing_value = "3")]
+    #[arg(long, value_name = "N", num_args = 0..=1, default_value_t = 0, default_missing_value = "3",
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_FAULTS)))]
     kill: u32,
     /// Keep checkpoints and databases here, one seed-<N> directory per seed (default: a
     /// removed temporary directory).
@@ -127,6 +130,9 @@ fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
     let b: u64 = b.parse().map_err(|e| format!("{b}: {e}"))?;
     if a >= b {
         return Err(format!("A must be below B in A..B, not {s}"));
+    }
+    if b - a > MAX_SEEDS {
+        return Err(format!("at most {MAX_SEEDS} seeds in one sweep, not {}", b - a));
     }
     Ok(a..b)
 }
@@ -168,11 +174,31 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate(args),
         Command::Inspect(args) => match inspect_command(&args) {
             Ok(code) => code,
+            Err(e) if closed_stdout(&e) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// Whether `e` is a write to a stdout whose reader went away (`keyed-state inspect | head`):
+/// the program then ends quietly, as the reader wanted.
+fn closed_stdout(e: &keyed_state::Error) -> bool {
+    matches!(e, keyed_state::Error::Io(io) if io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// Prints one line on stdout; `false` when stdout is closed (the caller stops quietly).
+fn print_line(line: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            false
+        }
     }
 }
 
@@ -197,9 +223,10 @@ fn inspect_command(args: &InspectArgs) -> keyed_state::Result<ExitCode> {
 }
 
 fn simulate(args: SimulateArgs) -> ExitCode {
-    let seeds: Vec<u64> = match &args.seeds {
-        Some(range) => range.clone().collect(),
-        None => vec![args.seed],
+    // Lazily: a sweep is never materialized (its size is bounded by `parse_seeds` anyway).
+    let seeds: Range<u64> = match &args.seeds {
+        Some(range) => range.clone(),
+        None => args.seed..args.seed.saturating_add(1),
     };
     let kills = args.kill;
     let base = SimConfig {
@@ -219,10 +246,14 @@ fn simulate(args: SimulateArgs) -> ExitCode {
         storage_settings: args.storage_options.clone(),
         ..SimConfig::default()
     };
+    if let Err(message) = base.validate() {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     if args.worker {
         // The child of --kill: the parent passes the seed's own directory and storage URL.
         let cfg = SimConfig {
-            seed: seeds.first().copied().unwrap_or(args.seed),
+            seed: seeds.start,
             dir: args.dir.clone(),
             storage: args.storage.clone(),
             ..base
@@ -249,7 +280,7 @@ fn simulate(args: SimulateArgs) -> ExitCode {
     let mut failed = false;
     let mut totals = Totals::default();
     // Progress on stderr, drawn only on a terminal (indicatif hides it otherwise).
-    let seed_count = u64::try_from(seeds.len()).unwrap_or(u64::MAX);
+    let seed_count = seeds.end - seeds.start;
     let bar = indicatif::ProgressBar::new(base.events.saturating_mul(seed_count));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -258,7 +289,7 @@ fn simulate(args: SimulateArgs) -> ExitCode {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    for (n, seed) in (0u64..).zip(seeds.iter().copied()) {
+    for (n, seed) in (0u64..).zip(seeds.clone()) {
         bar.set_message(seed.to_string());
         let offset = base.events.saturating_mul(n);
         let cfg = SimConfig {
@@ -292,8 +323,15 @@ fn simulate(args: SimulateArgs) -> ExitCode {
         } else {
             summary(&r, kills > 0)
         };
-        // Printed with the progress bar out of the way.
-        bar.suspend(|| println!("{line}"));
+        // Printed with the progress bar out of the way; a closed stdout ends the sweep.
+        if !bar.suspend(|| print_line(&line)) {
+            bar.finish_and_clear();
+            return if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
         if !r.divergences.is_empty() {
             failed = true;
             bar.suspend(|| {
@@ -313,7 +351,7 @@ fn simulate(args: SimulateArgs) -> ExitCode {
     if !args.json {
         eprintln!(
             "total: {} seeds, {} events processed, {} checkpoints, {} crashes, {} divergences, {:.1} s",
-            seeds.len(),
+            seed_count,
             totals.processed,
             totals.checkpoints,
             totals.crashes,

@@ -242,6 +242,46 @@ impl Manifest {
     pub fn decode(path: &str, bytes: &[u8]) -> Result<Manifest> {
         Ok(decode(path, bytes)?)
     }
+
+    /// Decodes the manifest of checkpoint directory `chk-<id>`: as [`decode`](Self::decode),
+    /// and the manifest must record that id (a manifest copied into another checkpoint's
+    /// directory is refused as such, before its files' paths are checked against its id).
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`](Self::decode); [`CheckpointError::Corrupt`] naming both ids when the
+    /// manifest records another checkpoint.
+    pub fn decode_for(id: u64, path: &str, bytes: &[u8]) -> Result<Manifest> {
+        // The id sits at a fixed offset; check it before the layout checks that depend on it,
+        // once the checksum says the bytes are what was written.
+        let recorded = bytes
+            .get(6..14)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes);
+        let checksum_ok = bytes.len() >= MAGIC.len() + 2 + 4
+            && bytes
+                .split_last_chunk::<4>()
+                .is_some_and(|(content, crc)| crc32fast::hash(content) == u32::from_be_bytes(*crc));
+        if checksum_ok && bytes.starts_with(MAGIC) && recorded.is_some_and(|r| r != id) {
+            return Err(CheckpointError::Corrupt {
+                path: path.to_owned(),
+                reason: format!(
+                    "records checkpoint {} but lies in the directory of checkpoint {id}",
+                    recorded.unwrap_or_default()
+                ),
+            }
+            .into());
+        }
+        let m = decode(path, bytes)?;
+        if m.checkpoint_id != id {
+            return Err(CheckpointError::Corrupt {
+                path: path.to_owned(),
+                reason: format!("records checkpoint {}, not {id}", m.checkpoint_id),
+            }
+            .into());
+        }
+        Ok(m)
+    }
 }
 
 /// Appends a varint length or count, refusing one that does not fit `u32`.

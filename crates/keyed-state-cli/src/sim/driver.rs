@@ -20,6 +20,7 @@ use keyed_state::checkpoint::{
     parse_checkpoint_dir,
 };
 use keyed_state::clock::ManualClock;
+use keyed_state::error::IoAt;
 use keyed_state::key_group::{key_group_for_bytes, operator_for_key_group, range_for_operator};
 use keyed_state::{
     AnyEngine, CheckpointError, EngineConfig, Error, HeapEngine, KeyedStateBackend,
@@ -136,7 +137,51 @@ impl Default for SimConfig {
     }
 }
 
+/// Seeds one `--seeds` sweep may run (a larger range is refused up front).
+pub const MAX_SEEDS: u64 = 1_000_000;
+/// Distinct keys a Zipf stream may have: its table holds 8 bytes per key (400 MB here).
+pub const MAX_ZIPF_KEYS: u64 = 50_000_000;
+/// Crashes, storage faults, rescales or kills one run may plan.
+pub const MAX_FAULTS: u32 = 100_000;
+
 impl SimConfig {
+    /// Checks the configuration's bounds before a run allocates or plans anything: a Zipf
+    /// table must fit memory, the fault plan must fit the input.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the flag and its bound.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if matches!(self.skew, Skew::Zipf(_)) && self.keys > MAX_ZIPF_KEYS {
+            return Err(format!(
+                "--keys {} with --skew zipf: at most {MAX_ZIPF_KEYS} (the Zipf table takes 8 bytes per key)",
+                self.keys
+            ));
+        }
+        for (flag, n) in [
+            ("--crashes", self.crashes),
+            ("--storage-faults", self.storage_faults),
+            ("--random-rescales", self.random_rescales),
+        ] {
+            if n > MAX_FAULTS || u64::from(n) > self.events {
+                return Err(format!(
+                    "{flag} {n}: at most {MAX_FAULTS} and at most the number of events ({})",
+                    self.events
+                ));
+            }
+        }
+        if self.parallelism == 0 || self.parallelism > self.max_parallelism {
+            return Err(format!(
+                "--parallelism {}: 1..={} (the key groups)",
+                self.parallelism, self.max_parallelism
+            ));
+        }
+        if self.checkpoint_every == 0 {
+            return Err("--checkpoint-every 0: at least 1".into());
+        }
+        Ok(())
+    }
+
     /// The `keyed-state simulate` arguments that reproduce this run (without `--dir`), one
     /// string per argument (a worker process of `--kill` is started with them).
     pub fn args(&self) -> Vec<String> {
@@ -461,6 +506,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport> {
 /// A storage or engine failure that is not a planned fault (a planned crash is recovered from
 /// and counted); a directory that is not empty for a new run.
 pub fn run_with_progress(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Result<SimReport> {
+    cfg.validate().map_err(keyed_state::ConfigError::Invalid)?;
     let started = Instant::now();
     let temp = match &cfg.dir {
         Some(_) => None,
@@ -475,8 +521,8 @@ pub fn run_with_progress(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Resu
         .clone()
         .or_else(|| temp.as_ref().map(|t| t.path().to_path_buf()))
         .unwrap_or_default();
-    std::fs::create_dir_all(&root)?;
-    if !cfg.resume && std::fs::read_dir(&root)?.next().is_some() {
+    std::fs::create_dir_all(&root).at(&root)?;
+    if !cfg.resume && std::fs::read_dir(&root).at(&root)?.next().is_some() {
         return Err(Error::NotEmpty {
             path: root,
             reason: "a new run needs an empty directory (or resume)",
@@ -484,9 +530,9 @@ pub fn run_with_progress(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Resu
     }
     if cfg.resume {
         // The RocksDB working directories of a dead process: disposable, rebuilt on restore.
-        for entry in std::fs::read_dir(&root)?.flatten() {
+        for entry in std::fs::read_dir(&root).at(&root)?.flatten() {
             if entry.file_name().to_string_lossy().starts_with("db-") {
-                std::fs::remove_dir_all(entry.path())?;
+                std::fs::remove_dir_all(entry.path()).at(entry.path())?;
             }
         }
     }
@@ -890,7 +936,7 @@ impl Sim<'_> {
             }
             let local = self.root.join(&name);
             if local.exists() {
-                std::fs::remove_dir_all(local)?;
+                std::fs::remove_dir_all(&local).at(&local)?;
             }
         }
         Ok(())

@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use keyed_state::Result;
+use keyed_state::error::IoAt;
 
 use super::driver::{PROGRESS_EVERY, SimConfig, job_log, run_with_progress};
 use super::generator::SplitMix64;
@@ -69,8 +70,8 @@ pub fn run_killed(
         .prefix("keyed-state-kill-")
         .tempdir()?;
     let dir = cfg.dir.clone().unwrap_or_else(|| temp.path().join("run"));
-    std::fs::create_dir_all(&dir)?;
-    if std::fs::read_dir(&dir)?.next().is_some() {
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    if std::fs::read_dir(&dir).at(&dir)?.next().is_some() {
         return Err(keyed_state::Error::NotEmpty {
             path: dir,
             reason: "a new run needs an empty directory",
