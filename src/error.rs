@@ -159,6 +159,13 @@ pub enum CheckpointError {
         /// What went wrong.
         reason: String,
     },
+    /// A storage path names something other than a regular file (a symbolic link, a FIFO, a
+    /// device, a directory): refused before any byte is read.
+    #[error("file {path} in checkpoint storage is not a regular file")]
+    NotRegular {
+        /// The file's storage path.
+        path: String,
+    },
     /// No completed checkpoint exists to restore from.
     #[error("no completed checkpoint in {0}")]
     NoCheckpoint(String),

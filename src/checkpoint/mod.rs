@@ -50,7 +50,9 @@ mod restore;
 pub(crate) mod storage;
 mod store;
 
-pub use format::manifest::{BlockEntry, FileEntry, FileRole, Manifest, SnapshotKind, TimerMeta};
+pub use format::manifest::{
+    BlockEntry, FileEntry, FileRole, MAX_MANIFEST_BYTES, Manifest, SnapshotKind, TimerMeta,
+};
 pub use format::path::{
     MANIFEST_FILE, SHARED_DIR, checkpoint_dir, manifest_path, parse_checkpoint_dir,
 };

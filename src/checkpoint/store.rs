@@ -19,7 +19,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::format::blocks::DataFileWriter;
-use super::format::manifest::{FileEntry, FileRole, Manifest};
+use super::format::manifest::{FileEntry, FileRole, MAX_MANIFEST_BYTES, Manifest};
 use super::format::path::{
     MANIFEST_FILE, SHARED_DIR, checkpoint_dir, manifest_path, parse_checkpoint_dir,
 };
@@ -88,8 +88,14 @@ impl CheckpointStore {
             };
             // A failed read is an error of `open`, not a verdict on the checkpoint: skipping a
             // readable-but-unread checkpoint would silently restore an older one.
-            let bytes = storage.get(path)?;
-            let checked = Manifest::decode_for(id, path, &bytes);
+            let checked = match storage.size(path)? {
+                Some(n) if n > MAX_MANIFEST_BYTES => Err(CheckpointError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("{n} bytes, more than any manifest ({MAX_MANIFEST_BYTES})"),
+                }
+                .into()),
+                _ => Manifest::decode_for(id, path, &storage.get(path)?),
+            };
             match checked {
                 Ok(m) => {
                     completed.insert(id, m);

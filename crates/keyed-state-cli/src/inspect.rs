@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use keyed_state::checkpoint::{
-    FileRole, LocalStorage, MANIFEST_FILE, Manifest, parse_checkpoint_dir, verify_files,
+    CheckpointStorage, FileRole, LocalStorage, MANIFEST_FILE, MAX_MANIFEST_BYTES, Manifest,
+    parse_checkpoint_dir, verify_files,
 };
 use keyed_state::error::IoAt;
 use keyed_state::{CheckpointError, Result};
@@ -43,11 +44,22 @@ pub fn inspect(dir: &Path, verify: bool) -> Result<Inspection> {
         ))
         .into());
     };
-    let manifest_file = dir.join(MANIFEST_FILE);
-    let bytes = std::fs::read(&manifest_file).at(&manifest_file)?;
+    // Through the storage: never a symbolic link, a FIFO or a device, and no larger than any
+    // manifest can be, so a hostile directory can neither hang nor exhaust memory here.
+    let storage = Arc::new(LocalStorage::new(&root)?);
+    match storage.size(&manifest_path)? {
+        Some(n) if n > MAX_MANIFEST_BYTES => {
+            return Err(CheckpointError::Corrupt {
+                path: manifest_path,
+                reason: format!("{n} bytes, more than any manifest ({MAX_MANIFEST_BYTES})"),
+            }
+            .into());
+        }
+        _ => {}
+    }
+    let bytes = storage.get(&manifest_path)?;
     let manifest = Manifest::decode_for(id, &manifest_path, &bytes)?;
     let problems = if verify {
-        let storage = Arc::new(LocalStorage::new(&root)?);
         verify_files(storage.as_ref(), &manifest)
     } else {
         Vec::new()

@@ -132,7 +132,10 @@ fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
         return Err(format!("A must be below B in A..B, not {s}"));
     }
     if b - a > MAX_SEEDS {
-        return Err(format!("at most {MAX_SEEDS} seeds in one sweep, not {}", b - a));
+        return Err(format!(
+            "at most {MAX_SEEDS} seeds in one sweep, not {}",
+            b - a
+        ));
     }
     Ok(a..b)
 }

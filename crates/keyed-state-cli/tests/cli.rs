@@ -232,3 +232,118 @@ fn rocksdb_without_the_feature_says_how_to_build_it() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("scripts/run --engine rocksdb"), "{err}");
 }
+
+/// Sizes that would abort, hang or exhaust memory are refused before anything runs, with
+/// exit status 2 and the flag named (issue 14, item 12).
+#[test]
+fn sizes_that_cannot_run_are_refused_up_front() {
+    for (args, flag) in [
+        (&["--seeds", "0..1000000000000"][..], "--seeds"),
+        (
+            &["--keys", "100000000000", "--skew", "zipf:1.1"][..],
+            "--keys",
+        ),
+        (&["--crashes", "4294967295"][..], "--crashes"),
+        (&["--events", "10", "--crashes", "11"][..], "--crashes"),
+        (&["--kill", "4294967295"][..], "--kill"),
+    ] {
+        let started = std::time::Instant::now();
+        let (code, _, err) = simulate(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
+        assert!(started.elapsed().as_secs() < 30, "{args:?} refused at once");
+    }
+}
+
+/// Reads one line of `keyed-state <args>` and closes the pipe: the program must end quietly
+/// (no panic message), as `… | head -1` expects (issue 14, item 12).
+fn first_line_then_close(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyed-state"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // The reader is dropped here: stdout is closed.
+    let out = child.wait_with_output().unwrap();
+    assert!(!line.is_empty());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stdout_ends_the_program_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        CheckpointStore::open(Arc::new(LocalStorage::new(dir.path()).unwrap()), 1)
+            .unwrap()
+            .0,
+    );
+    let backend = KeyedStateBackend::<u64>::new(HeapEngine::new(EngineConfig::default()));
+    let count = backend
+        .value_state(&ValueStateDescriptor::<u64>::new("count"))
+        .unwrap();
+    count.update(&backend.key(1).unwrap(), &(), 1).unwrap();
+    backend.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+    let chk = dir.path().join("chk-1");
+    let (code, err) = first_line_then_close(&["inspect", chk.to_str().unwrap(), "--json"]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(code == Some(0) || code.is_none(), "{code:?}: {err}");
+    let (code, err) = first_line_then_close(&[
+        "simulate",
+        "--seeds",
+        "1..4",
+        "--events",
+        "3000",
+        "--checkpoint-every",
+        "500",
+    ]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(code == Some(0) || code.is_none(), "{code:?}: {err}");
+}
+
+/// Errors name their subject (issue 14, item 13): a manifest moved into another checkpoint's
+/// directory is refused as such, and names in a manifest are printed with control characters
+/// escaped.
+#[test]
+fn inspect_names_a_manifest_in_the_wrong_directory_and_escapes_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        CheckpointStore::open(Arc::new(LocalStorage::new(dir.path()).unwrap()), 2)
+            .unwrap()
+            .0,
+    );
+    let backend = KeyedStateBackend::<u64>::new(HeapEngine::new(EngineConfig::default()));
+    let evil = backend
+        .value_state(&ValueStateDescriptor::<u64>::new("evil\u{1b}[2Jname"))
+        .unwrap();
+    evil.update(&backend.key(1).unwrap(), &(), 1).unwrap();
+    backend.checkpoint(&store, 4, &[]).unwrap().wait().unwrap();
+    backend.checkpoint(&store, 5, &[]).unwrap().wait().unwrap();
+    let (chk4, chk5) = (dir.path().join("chk-4"), dir.path().join("chk-5"));
+    let (code, out, _) = inspect(&[chk4.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains('\u{1b}'),
+        "an escape sequence printed raw: {out:?}"
+    );
+    assert!(out.contains("evil\\u{1b}[2Jname"), "{out}");
+    // Swap the two manifests.
+    let (m4, m5) = (chk4.join("_manifest"), chk5.join("_manifest"));
+    let (b4, b5) = (std::fs::read(&m4).unwrap(), std::fs::read(&m5).unwrap());
+    std::fs::write(&m4, b5).unwrap();
+    std::fs::write(&m5, b4).unwrap();
+    let (code, _, err) = inspect(&[chk5.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("records checkpoint 4 but lies in the directory of checkpoint 5"),
+        "{err}"
+    );
+}

@@ -26,6 +26,10 @@ use super::path::check_manifest_file;
 const MAGIC: &[u8; 4] = b"KSCP";
 /// The format version this build writes. Version 1 (no timer services) is still read.
 pub const MANIFEST_VERSION: u16 = 2;
+/// The largest manifest read: far above what any checkpoint lists (a file entry with all
+/// 32,768 key-group blocks takes ~720 KiB), so a bigger "manifest" is damage or hostile, and
+/// refusing it before reading bounds memory and time.
+pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
 /// What kind of snapshot a manifest describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

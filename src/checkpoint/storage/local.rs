@@ -54,9 +54,45 @@ impl LocalStorage {
         &self.root
     }
 
+    /// The file system path of storage path `path`, after checking its text
+    /// ([`check_path`]) and that its directory, if any, is a real directory under the root and
+    /// not a symbolic link that would lead reads and deletes elsewhere.
     fn resolve(&self, path: &str) -> Result<PathBuf> {
         check_path(path)?;
+        if let Some((dir, _)) = path.split_once('/') {
+            let dir = self.root.join(dir);
+            match fs::symlink_metadata(&dir) {
+                Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
+                    return Err(CheckpointError::UnsafePath {
+                        path: path.to_owned(),
+                        reason: "its directory is a symbolic link or not a directory",
+                    }
+                    .into());
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at(&dir),
+            }
+        }
         Ok(self.root.join(path))
+    }
+
+    /// Opens the stored file `path` for reading: never through a symbolic link, never blocking
+    /// on a FIFO or device, and only a regular file.
+    fn open_stored(&self, path: &str) -> Result<(File, PathBuf)> {
+        let full = self.resolve(path)?;
+        let file = match open_regular(&full) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing(path).into()),
+            Err(e) if is_not_regular(&e) => {
+                return Err(CheckpointError::NotRegular {
+                    path: path.to_owned(),
+                }
+                .into());
+            }
+            Err(e) => return Err(e).at(&full),
+        };
+        Ok((file, full))
     }
 
     /// Creates the parent directory of `target` if needed (durably) and returns it.
@@ -107,6 +143,25 @@ impl LocalStorage {
     }
 }
 
+/// Copies `input` into a new file `dest` through a temporary file beside it and a rename:
+/// `dest` is never opened for writing, so whatever it was (a hard link to a stored file, say)
+/// is replaced, never written through, and a crash leaves no half-written `dest`. Refuses an
+/// existing `dest`. Not fsynced: restores write working files a crash makes us rebuild.
+fn copy_to_new_file(input: &mut File, dest: &Path) -> Result<FileInfo> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .at(dir)?;
+    let info = copy_with_crc(input, temp.as_file_mut()).at(temp.path())?;
+    temp.persist_noclobber(dest)
+        .map_err(|e| crate::Error::File {
+            path: dest.to_path_buf(),
+            source: e.error,
+        })?;
+    Ok(info)
+}
+
 /// Copies `input` to `out` in 1 MiB chunks, computing the size and crc32 on the way.
 fn copy_with_crc(input: &mut impl Read, out: &mut impl Write) -> io::Result<FileInfo> {
     let mut hasher = crc32fast::Hasher::new();
@@ -125,6 +180,35 @@ fn copy_with_crc(input: &mut impl Read, out: &mut impl Write) -> io::Result<File
         size,
         crc32: hasher.finalize(),
     })
+}
+
+/// Opens `path` read-only without following a final symbolic link and without blocking (a
+/// FIFO would wait for a writer), then refuses anything but a regular file.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, NOT_REGULAR));
+    }
+    Ok(file)
+}
+
+const NOT_REGULAR: &str = "not a regular file";
+
+/// Whether an error of [`open_regular`] says the path is a symbolic link or not a regular
+/// file.
+fn is_not_regular(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::InvalidInput && e.to_string() == NOT_REGULAR
 }
 
 /// fsync of a directory, so a rename or a new entry in it is durable.
@@ -147,12 +231,7 @@ impl CheckpointStorage for LocalStorage {
     }
 
     fn get(&self, path: &str) -> Result<Bytes> {
-        let full = self.resolve(path)?;
-        let file = match File::open(&full) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing(path).into()),
-            Err(e) => return Err(e).at(&full),
-        };
+        let (file, full) = self.open_stored(path)?;
         if file.metadata().at(&full)?.len() == 0 {
             return Ok(Bytes::new()); // an empty file cannot be mapped
         }
@@ -167,25 +246,22 @@ impl CheckpointStorage for LocalStorage {
     }
 
     fn get_to_file(&self, path: &str, dest: &Path) -> Result<FileInfo> {
-        let source = self.resolve(path)?;
-        let mut input = match File::open(&source) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing(path).into()),
-            Err(e) => return Err(e).at(&source),
-        };
-        let mut out = File::create(dest).at(dest)?;
-        copy_with_crc(&mut input, &mut out).at(dest)
+        let (mut input, _) = self.open_stored(path)?;
+        copy_to_new_file(&mut input, dest)
     }
 
     fn link_to_file(&self, path: &str, dest: &Path) -> Result<FileInfo> {
         if self.hard_links {
-            let source = self.resolve(path)?;
+            let (_, source) = self.open_stored(path)?; // a regular file, not a symbolic link
             match fs::hard_link(&source, dest) {
                 // The checksum is still computed from the bytes, through a mapping.
                 Ok(()) => return Ok(FileInfo::of(&self.get(path)?)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing(path).into()),
+                // Another file has that name: never open it (it may be a link to a stored
+                // file), never replace it.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e).at(dest),
                 Err(e) => {
-                    tracing::debug!(error = %e, "hard link failed; copying");
+                    tracing::debug!(error = %e, "hard link failed (another file system?); copying");
                 }
             }
         }
@@ -194,7 +270,8 @@ impl CheckpointStorage for LocalStorage {
 
     fn size(&self, path: &str) -> Result<Option<u64>> {
         let full = self.resolve(path)?;
-        match fs::metadata(&full) {
+        // Not following a final symbolic link: a link is not a stored file.
+        match fs::symlink_metadata(&full) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),

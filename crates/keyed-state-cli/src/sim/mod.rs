@@ -22,8 +22,8 @@ pub mod oracle;
 mod report;
 
 pub use driver::{
-    EngineKind, MAX_FAULTS, MAX_SEEDS, MAX_ZIPF_KEYS, PROGRESS_EVERY, SimConfig, digest,
-    has_run, job_log, run, run_with_progress,
+    EngineKind, MAX_FAULTS, MAX_SEEDS, MAX_ZIPF_KEYS, PROGRESS_EVERY, SimConfig, digest, has_run,
+    job_log, run, run_with_progress,
 };
 pub use generator::Skew;
 pub use report::{Divergence, SimReport};
