@@ -166,6 +166,15 @@ pub enum CheckpointError {
         /// The file's storage path.
         path: String,
     },
+    /// Another process (or another owner in this one) writes to this storage root or
+    /// directory: one writer at a time.
+    #[error(
+        "{path} is owned by another process (or another store of this one): one writer at a time"
+    )]
+    Locked {
+        /// The directory.
+        path: String,
+    },
     /// No completed checkpoint exists to restore from.
     #[error("no completed checkpoint in {0}")]
     NoCheckpoint(String),

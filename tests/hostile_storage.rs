@@ -181,3 +181,25 @@ fn fifos_devices_and_huge_files_are_refused_without_hanging() {
         "{report:?}"
     );
 }
+
+/// One writer per storage root (issue 14, item 2): a second store on the same directory is
+/// refused with a typed error while the first is open, and allowed once it is closed. The
+/// lock is an OS file lock, so a dead process releases it (the CLI suite kills a real one).
+#[test]
+fn a_second_writer_on_one_root_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let a = Arc::new(LocalStorage::new(root.path()).unwrap());
+    let b = Arc::new(LocalStorage::new(root.path()).unwrap());
+    let (first, _) = CheckpointStore::open(a.clone(), 1).unwrap();
+    let err = CheckpointStore::open(b.clone(), 1).unwrap_err();
+    assert!(
+        matches!(err, Error::Checkpoint(CheckpointError::Locked { .. })),
+        "{err}"
+    );
+    assert!(
+        !a.list().unwrap().iter().any(|p| p.contains("lock")),
+        "the lock file is not a stored file"
+    );
+    drop(first);
+    CheckpointStore::open(b, 1).unwrap();
+}

@@ -59,7 +59,8 @@ pub use format::path::{
 pub(crate) use restore::read_canonical;
 pub use restore::{RestoreSource, RestoredTimerSet, plan_restore};
 pub use storage::{
-    CheckpointStorage, FaultyStorage, FileInfo, LocalStorage, MemoryStorage, open_storage,
+    CheckpointStorage, DirLock, FaultyStorage, FileInfo, LOCK_FILE, LocalStorage, MemoryStorage,
+    open_storage,
 };
 #[cfg(feature = "s3")]
 pub use storage::{ObjectStorage, ObjectStorageOptions};

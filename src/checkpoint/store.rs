@@ -9,7 +9,9 @@
 //! uploaded and nothing a retained checkpoint needs. [`open`](CheckpointStore::open) after a crash removes whatever an
 //! interrupted attempt or subsumption left behind.
 //!
-//! One writer per root: a store assumes nobody else writes to its storage.
+//! One writer per root: opening a store takes the storage's writer lock (a local directory's
+//! OS file lock, [`DirLock`]), so a second process opening the same root gets
+//! [`CheckpointError::Locked`] instead of cleaning up the first one's files.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -23,7 +25,7 @@ use super::format::manifest::{FileEntry, FileRole, MAX_MANIFEST_BYTES, Manifest}
 use super::format::path::{
     MANIFEST_FILE, SHARED_DIR, checkpoint_dir, manifest_path, parse_checkpoint_dir,
 };
-use super::storage::{CheckpointStorage, FileInfo};
+use super::storage::{CheckpointStorage, DirLock, FileInfo};
 use crate::error::{CheckpointError, Result};
 
 /// How many completed checkpoints a store keeps (Flink's `state.checkpoints.num-retained`).
@@ -46,6 +48,8 @@ pub struct CheckpointStore {
     storage: Arc<dyn CheckpointStorage>,
     retain: usize,
     inner: Mutex<Inner>,
+    /// The storage's writer lock (local directories), held while the store is open.
+    _lock: Option<DirLock>,
 }
 
 /// What [`CheckpointStore::open`] found and cleaned.
@@ -69,11 +73,14 @@ impl CheckpointStore {
     ///
     /// # Errors
     ///
-    /// The storage cannot be listed or a manifest cannot be read (a failed read is never taken
-    /// as a verdict on the checkpoint), or a deletion while cleaning failed. A manifest that
+    /// [`CheckpointError::Locked`] when another process (or another open store) writes to
+    /// this storage; the storage cannot be listed or a manifest cannot be read (a failed read
+    /// is never taken as a verdict on the checkpoint), or a deletion while cleaning failed. A manifest that
     /// reads but does not validate is not an error: it is kept and reported
     /// ([`OpenReport::unreadable`]).
     pub fn open(storage: Arc<dyn CheckpointStorage>, retain: usize) -> Result<(Self, OpenReport)> {
+        // First of all: a second writer must not clean, subsume or publish here.
+        let lock = storage.lock_exclusive()?;
         let retain = retain.max(1);
         let mut report = OpenReport::default();
         let files = storage.list()?;
@@ -107,6 +114,7 @@ impl CheckpointStore {
             }
         }
         let store = CheckpointStore {
+            _lock: lock,
             storage,
             retain,
             inner: Mutex::new(Inner {

@@ -347,3 +347,64 @@ fn inspect_names_a_manifest_in_the_wrong_directory_and_escapes_names() {
         "{err}"
     );
 }
+
+/// Two writers on one run directory (issue 14, item 2): while a run is live, a resumed worker
+/// on its directory is refused with a typed error and touches nothing; once the first process
+/// is SIGKILLed (the OS releases its lock), the worker resumes the run and matches the oracle.
+#[test]
+fn a_second_process_on_a_live_run_is_refused_until_the_first_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = [
+        "--seed",
+        "1",
+        "--events",
+        "300000",
+        "--keys",
+        "300",
+        "--checkpoint-every",
+        "2000",
+        "--crashes",
+        "0",
+        "--storage-faults",
+        "0",
+        "--random-rescales",
+        "0",
+        "--json",
+    ];
+    let mut first = Command::new(env!("CARGO_BIN_EXE_keyed-state"))
+        .arg("simulate")
+        .args(run)
+        .args(["--dir", d])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let seed_dir = dir.path().join("seed-1");
+    let started = std::time::Instant::now();
+    while !seed_dir.join("job").is_dir() {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the first run did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let worker: Vec<&str> = run
+        .iter()
+        .copied()
+        .chain(["--worker", "--dir", seed_dir.to_str().unwrap()])
+        .collect();
+    let (code, _, err) = simulate(&worker);
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run must still be live"
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("owned by another process"), "{err}");
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    let (code, out, err) = simulate(&worker);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(report["divergences"], 0, "{report}");
+}

@@ -719,6 +719,22 @@ fn download(source: &RestoreSource, dir: &Path) -> Result<HashMap<String, String
         .iter()
         .filter(|e| e.role != FileRole::Timers) // read by `RestoredTimerSet::read`
         .collect();
+    // Two entries with one local name would make the second download land on the first
+    // (possibly a hard link to a stored file): refuse before anything is written.
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for entry in &entries {
+        if let Some(other) = seen.insert(snapshot::local_name(entry), &entry.path) {
+            return Err(CheckpointError::Corrupt {
+                path: crate::checkpoint::manifest_path(source.manifest.checkpoint_id),
+                reason: format!(
+                    "{other} and {} both restore as {}",
+                    entry.path,
+                    snapshot::local_name(entry)
+                ),
+            }
+            .into());
+        }
+    }
     let storage = source.storage.as_ref();
     map_bounded(&entries, storage.transfer_concurrency(), |entry| {
         let local = snapshot::local_name(entry);

@@ -144,6 +144,12 @@ impl CheckpointStorage for FaultyStorage {
         1
     }
 
+    /// Not an operation that fails on purpose (and not counted): the lock is the inner
+    /// storage's.
+    fn lock_exclusive(&self) -> Result<Option<super::DirLock>> {
+        self.inner.lock_exclusive()
+    }
+
     fn remove_temporaries(&self) -> Result<usize> {
         self.check("remove temporaries", "")?;
         self.inner.remove_temporaries()

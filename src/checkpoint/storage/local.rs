@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::{CheckpointStorage, FileInfo, missing};
+use super::{CheckpointStorage, DirLock, FileInfo, missing};
 use crate::checkpoint::format::path::{SHARED_DIR, check_path};
 use crate::error::{CheckpointError, IoAt, Result};
 
@@ -320,6 +320,10 @@ impl CheckpointStorage for LocalStorage {
             }
         }
         Ok(())
+    }
+
+    fn lock_exclusive(&self) -> Result<Option<DirLock>> {
+        DirLock::acquire(&self.root).map(Some)
     }
 
     fn remove_temporaries(&self) -> Result<usize> {

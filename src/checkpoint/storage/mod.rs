@@ -8,12 +8,14 @@
 
 mod faults;
 mod local;
+mod lock;
 mod memory;
 #[cfg(feature = "s3")]
 mod object;
 
 pub use faults::FaultyStorage;
 pub use local::LocalStorage;
+pub use lock::{DirLock, LOCK_FILE};
 pub use memory::MemoryStorage;
 #[cfg(feature = "s3")]
 pub use object::{ObjectStorage, ObjectStorageOptions};
@@ -186,6 +188,20 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
     /// local directories a little (several SSTs copy in parallel).
     fn transfer_concurrency(&self) -> usize {
         4
+    }
+
+    /// Makes the caller the only writer of this storage until the returned guard is dropped
+    /// (a [`CheckpointStore`](super::CheckpointStore) holds it while open), or fails when
+    /// another process (or another store in this one) is the writer. Storage without a way to
+    /// lock (memory, object storage) returns `None`: one writer per root is then the caller's
+    /// to ensure.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::Locked`] when another writer holds the storage; the lock cannot be
+    /// taken ([`Error::File`](crate::Error::File)).
+    fn lock_exclusive(&self) -> Result<Option<DirLock>> {
+        Ok(None)
     }
 
     /// Removes leftovers of interrupted writes (temporary files). Called when a

@@ -209,8 +209,10 @@ impl JobLog {
             }
             .into());
         }
+        // Publish-once: a committed record is never replaced, not even by a second writer
+        // that slipped past the run directory's lock (object storage has none).
         self.storage
-            .put(&JobRecord::path(record.id), &record.encode()?)?;
+            .put_new(&JobRecord::path(record.id), &record.encode()?)?;
         self.records.insert(record.id, record);
         Ok(())
     }

@@ -16,8 +16,8 @@ use std::time::Instant;
 #[cfg(feature = "rocksdb")]
 use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
 use keyed_state::checkpoint::{
-    CheckpointStorage, CheckpointStore, FaultyStorage, LocalStorage, RestoreSource,
-    parse_checkpoint_dir,
+    CheckpointStorage, CheckpointStore, DirLock, FaultyStorage, LOCK_FILE, LocalStorage,
+    RestoreSource, parse_checkpoint_dir,
 };
 use keyed_state::clock::ManualClock;
 use keyed_state::error::IoAt;
@@ -522,7 +522,14 @@ pub fn run_with_progress(cfg: &SimConfig, progress: &mut dyn FnMut(u64)) -> Resu
         .or_else(|| temp.as_ref().map(|t| t.path().to_path_buf()))
         .unwrap_or_default();
     std::fs::create_dir_all(&root).at(&root)?;
-    if !cfg.resume && std::fs::read_dir(&root).at(&root)?.next().is_some() {
+    // One process per run directory: a second one (a fresh run, or a resumed worker, on the
+    // same directory) is refused before it touches anything, held until the run ends.
+    let _lock = DirLock::acquire(&root)?;
+    let occupied = std::fs::read_dir(&root)
+        .at(&root)?
+        .filter_map(std::result::Result::ok)
+        .any(|e| e.file_name() != LOCK_FILE);
+    if !cfg.resume && occupied {
         return Err(Error::NotEmpty {
             path: root,
             reason: "a new run needs an empty directory (or resume)",
