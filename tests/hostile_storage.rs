@@ -203,3 +203,52 @@ fn a_second_writer_on_one_root_is_refused() {
     drop(first);
     CheckpointStore::open(b, 1).unwrap();
 }
+
+/// A heap checkpoint whose block entries all point at one small zstd frame claiming 1 GiB
+/// raw (issue 14, item 8): refused by the manifest's decoder (blocks may not overlap), and,
+/// when such a manifest is handed to a restore directly, refused by each block's bounds
+/// (a claim zstd cannot produce from those bytes) without allocating what it claims.
+#[test]
+fn a_decompression_bomb_is_refused_without_allocating_it() {
+    use keyed_state::checkpoint::{MemoryStorage, RestoreSource};
+    use keyed_state::state::ValueStateDescriptor;
+    use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
+
+    let memory = Arc::new(MemoryStorage::new());
+    let store = Arc::new(CheckpointStore::open(memory.clone(), 1).unwrap().0);
+    let b = KeyedStateBackend::<u64>::new(HeapEngine::new(EngineConfig::default()));
+    let v = b
+        .value_state(&ValueStateDescriptor::<u64>::new("v"))
+        .unwrap();
+    for k in 0..2000 {
+        v.update(&b.key(k).unwrap(), &(), k).unwrap();
+    }
+    let mut m = b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+    let data = m
+        .files
+        .iter_mut()
+        .find(|f| f.role == FileRole::KeyGroupData)
+        .unwrap();
+    let first = data.blocks[0];
+    for block in &mut data.blocks {
+        block.offset = first.offset;
+        block.len = first.len;
+        block.crc32 = first.crc32;
+        block.raw_len = 1 << 30;
+    }
+    let bytes = m.encode().unwrap();
+    let err = Manifest::decode("chk-1/_manifest", &bytes).unwrap_err();
+    assert!(err.to_string().contains("overlaps"), "{err}");
+    // Handed over without decoding: every block is checked before decompression.
+    let source = RestoreSource {
+        storage: memory,
+        manifest: m,
+    };
+    let started = std::time::Instant::now();
+    let err = HeapEngine::restore(EngineConfig::default(), &[source]).unwrap_err();
+    assert!(
+        matches!(err, Error::Checkpoint(CheckpointError::Corrupt { .. })),
+        "{err}"
+    );
+    assert!(started.elapsed().as_secs() < 5, "refused at once");
+}

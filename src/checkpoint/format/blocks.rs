@@ -37,6 +37,10 @@ pub(crate) const DATA_MAGIC: &[u8; 4] = b"KSKG";
 pub(crate) const DATA_VERSION: u16 = 1;
 /// Largest raw block accepted on read (a corrupt length cannot make us allocate more).
 pub(crate) const MAX_RAW_BLOCK: u32 = 1 << 30;
+/// The most a zstd frame can expand: a 128 KiB block of one repeated byte is 4 bytes (an RLE
+/// block), so no frame decompresses to more than this many times its size (plus a little for
+/// tiny frames). A block whose recorded raw length claims more is refused unread.
+pub(crate) const MAX_ZSTD_RATIO: u64 = 32_768;
 /// zstd level: 1 compresses at several hundred MB/s per core and already shrinks typical
 /// state (small integers, repeated stamps) three- to tenfold.
 const ZSTD_LEVEL: i32 = 1;
@@ -209,7 +213,20 @@ pub(crate) fn read_block(
                 format!("block raw length {} too large", entry.raw_len),
             )
         })?;
-    let raw = zstd::bulk::decompress(compressed, raw_len)
+    // What these bytes can decompress to at most: a larger claim is damage or a lie.
+    let possible = u64::from(entry.len)
+        .saturating_mul(MAX_ZSTD_RATIO)
+        .saturating_add(1 << 10);
+    if u64::from(entry.raw_len) > possible {
+        return Err(corrupt(
+            path,
+            format!(
+                "block of key group {} claims {} raw bytes from {} compressed",
+                entry.group, entry.raw_len, entry.len
+            ),
+        ));
+    }
+    let raw = decompress_bounded(compressed, raw_len)
         .map_err(|e| corrupt(path, format!("block of key group {}: {e}", entry.group)))?;
     if raw.len() != raw_len {
         return Err(corrupt(
@@ -223,6 +240,17 @@ pub(crate) fn read_block(
         ));
     }
     Ok(Bytes::from(raw))
+}
+
+/// Decompresses one zstd frame, streaming: memory grows with the bytes the frame really
+/// produces (never with what a length field claims), and at most `limit + 1` are produced.
+fn decompress_bounded(compressed: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::with_buffer(compressed)?;
+    let mut out = Vec::with_capacity(limit.min(1 << 20));
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    decoder.take(cap).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// One state's section of a block: which state and its records' bytes.
@@ -402,6 +430,16 @@ mod tests {
         let mut lying = blocks[0];
         lying.raw_len -= 1; // a frame larger than the recorded length is an error, not a resize
         assert!(read_block("f", &file, &lying).is_err());
+        // A claim within zstd's reach but beyond the frame's content: decoded streaming (no
+        // allocation of the claim) and refused.
+        let mut claims = blocks[1];
+        claims.raw_len = claims.len * 1000;
+        let err = read_block("f", &file, &claims).unwrap_err();
+        assert!(err.to_string().contains("decompressed to 5 bytes"), "{err}");
+        // A claim no zstd frame of that size can produce: refused unread.
+        claims.raw_len = MAX_RAW_BLOCK;
+        let err = read_block("f", &file, &claims).unwrap_err();
+        assert!(err.to_string().contains("claims"), "{err}");
         assert!(check_header("f", b"KSKG\0\x02").is_err());
         assert!(check_header("f", b"KS").is_err());
     }

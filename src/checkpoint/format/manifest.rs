@@ -464,6 +464,17 @@ fn decode(path: &str, bytes: &[u8]) -> Result<Manifest, CheckpointError> {
             if blocks.last().is_some_and(|p| p.group >= b.group) {
                 return Err(r.corrupt("key-group blocks out of order".to_string()));
             }
+            // Blocks lie one after the other: entries sharing bytes would let one frame be
+            // decompressed (and kept) once per entry.
+            if blocks
+                .last()
+                .is_some_and(|p| p.offset.saturating_add(u64::from(p.len)) > b.offset)
+            {
+                return Err(r.corrupt(format!(
+                    "block of key group {} overlaps the one before",
+                    b.group
+                )));
+            }
             if b.offset
                 .checked_add(u64::from(b.len))
                 .is_none_or(|end| end > size)
