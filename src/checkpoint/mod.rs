@@ -50,6 +50,8 @@ mod restore;
 pub(crate) mod storage;
 mod store;
 
+#[doc(hidden)]
+pub use format::blocks::set_block_split_bytes;
 pub use format::manifest::{
     BlockEntry, FileEntry, FileRole, MAX_MANIFEST_BYTES, Manifest, SnapshotKind, TimerMeta,
 };

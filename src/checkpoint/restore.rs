@@ -3,6 +3,7 @@
 //! key groups (every file verified against its size and crc32 before a byte of it is used).
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::fmt;
 use std::sync::Arc;
 
@@ -186,13 +187,26 @@ pub(crate) fn read_canonical(
                         continue;
                     };
                     if let Some(r) = out.get_mut(&meta.name) {
-                        r.groups.insert(
-                            group,
-                            RestoredGroup {
-                                records: s.records,
-                                bytes: s.bytes,
-                            },
-                        );
+                        match r.groups.entry(group) {
+                            Entry::Vacant(v) => {
+                                v.insert(RestoredGroup {
+                                    records: s.records,
+                                    bytes: s.bytes,
+                                });
+                            }
+                            // The group continues from an earlier block (a group too large
+                            // for one): its records follow the earlier ones.
+                            Entry::Occupied(mut o) => {
+                                let g = o.get_mut();
+                                g.records = g.records.checked_add(s.records).ok_or_else(|| {
+                                    CheckpointError::Corrupt {
+                                        path: file.path.clone(),
+                                        reason: format!("key group {group}: too many records"),
+                                    }
+                                })?;
+                                g.bytes = [&g.bytes[..], &s.bytes[..]].concat().into();
+                            }
+                        }
                     }
                 }
             }

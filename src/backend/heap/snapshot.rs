@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use super::table::{Bare, MapEntries};
 use crate::backend::{SnapshotOutput, SnapshotUpload};
 use crate::checkpoint::format::blocks::{
-    build_parallel, read_bytes, read_count, read_stamp, write_bytes, write_section_header,
+    GroupBlocks, RecordShape, build_parallel, read_bytes, read_count, read_stamp, write_bytes,
 };
 use crate::checkpoint::format::canonical::RestoredGroup;
 use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind};
@@ -222,9 +222,9 @@ pub(crate) struct HeapUpload {
 
 impl HeapUpload {
     /// The raw block of the key group at `index` in the range (empty when it holds no state).
-    fn raw_block(&self, index: usize, group: u16) -> Result<Vec<u8>, CodecError> {
-        let (mut block, mut records) = (Vec::new(), Vec::new());
-        for (state, (_, source)) in self.states.iter().enumerate() {
+    fn raw_block(&self, index: usize, group: u16) -> Result<GroupBlocks, CodecError> {
+        let (mut blocks, mut records) = (GroupBlocks::default(), Vec::new());
+        for (state, (meta, source)) in self.states.iter().enumerate() {
             records.clear();
             let n = match source {
                 Source::Live(frozen) => frozen.write_group(index, self.now, &mut records)?,
@@ -234,12 +234,9 @@ impl HeapUpload {
                     usize::try_from(g.records).unwrap_or(usize::MAX)
                 }),
             };
-            if n > 0 {
-                write_section_header(&mut block, state, n)?;
-                block.extend_from_slice(&records);
-            }
+            blocks.section(state, n, &records, RecordShape::of(meta.kind))?;
         }
-        Ok(block)
+        Ok(blocks)
     }
 }
 

@@ -24,8 +24,7 @@ use super::layout::{
 };
 use crate::backend::{SnapshotOutput, SnapshotUpload};
 use crate::checkpoint::format::blocks::{
-    DataFileWriter, RecordShape, read_bytes, read_count, read_stamp, write_bytes,
-    write_section_header,
+    DataFileWriter, GroupBlocks, RecordShape, read_bytes, read_count, read_stamp, write_bytes,
 };
 use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind};
 use crate::codec::{read_varint_u32, write_varint_u32};
@@ -203,9 +202,8 @@ impl SavepointUpload {
             iters.push(it);
         }
         let mut writer = DataFileWriter::new();
-        let mut block = Vec::new();
         for group in self.range.iter() {
-            block.clear();
+            let mut blocks = GroupBlocks::default();
             for (index, (spec, it)) in self.states.iter().zip(iters.iter_mut()).enumerate() {
                 let mut builder = RecordBuilder {
                     spec,
@@ -230,12 +228,18 @@ impl SavepointUpload {
                 }
                 it.status()?;
                 builder.flush_map();
-                if builder.count > 0 {
-                    write_section_header(&mut block, index, builder.count).map_err(decode)?;
-                    block.extend_from_slice(&builder.out);
-                }
+                blocks
+                    .section(
+                        index,
+                        builder.count,
+                        &builder.out,
+                        RecordShape::of(spec.meta.kind),
+                    )
+                    .map_err(decode)?;
             }
-            writer.add_block(group, &block)?;
+            for block in blocks.finish() {
+                writer.add_block(group, &block)?;
+            }
         }
         let file = store.put_data_file(id, DATA_FILE, FileRole::KeyGroupData, writer)?;
         Ok(SnapshotOutput {

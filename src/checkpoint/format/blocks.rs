@@ -21,6 +21,8 @@
 // A decoder of bytes from disk or the network: no indexing that can panic.
 #![deny(clippy::indexing_slicing)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::Bytes;
 
 use rayon::prelude::*;
@@ -41,6 +43,23 @@ pub(crate) const MAX_RAW_BLOCK: u32 = 1 << 30;
 /// block), so no frame decompresses to more than this many times its size (plus a little for
 /// tiny frames). A block whose recorded raw length claims more is refused unread.
 pub(crate) const MAX_ZSTD_RATIO: u64 = 32_768;
+/// The raw size at which writers start another block of the same key group: a key group's
+/// data larger than one block (1 GiB) is split over several, in group order, each a sequence
+/// of whole sections. Adjustable (downwards) by tests through [`set_block_split_bytes`], so the
+/// split is exercised without gigabytes of state.
+static BLOCK_SPLIT_BYTES: AtomicUsize = AtomicUsize::new(MAX_RAW_BLOCK as usize);
+
+/// Sets the raw size at which a key group's data continues in another block (at most, and by
+/// default, [`MAX_RAW_BLOCK`]). Process-wide; for tests of the split.
+#[doc(hidden)]
+pub fn set_block_split_bytes(bytes: usize) {
+    BLOCK_SPLIT_BYTES.store(bytes.clamp(64, MAX_RAW_BLOCK as usize), Ordering::Relaxed);
+}
+
+fn block_split_bytes() -> usize {
+    BLOCK_SPLIT_BYTES.load(Ordering::Relaxed)
+}
+
 /// zstd level: 1 compresses at several hundred MB/s per core and already shrinks typical
 /// state (small integers, repeated stamps) three- to tenfold.
 const ZSTD_LEVEL: i32 = 1;
@@ -84,7 +103,7 @@ impl DataFileWriter {
         raw_len: u32,
     ) -> Result<()> {
         assert!(
-            self.blocks.last().is_none_or(|b| b.group < group),
+            self.blocks.last().is_none_or(|b| b.group <= group),
             "key-group blocks are appended in ascending group order"
         );
         let len = u32::try_from(compressed.len())
@@ -108,22 +127,22 @@ impl DataFileWriter {
     }
 }
 
-/// A data file of the raw blocks `raw_block(index in range, group)` of every group of `range`:
-/// key groups are independent, so they are built and compressed in parallel (rayon keeps the
-/// order) and appended in group order; empty blocks are left out.
+/// A data file of the blocks `group_blocks(index in range, group)` builds for every group of
+/// `range`: key groups are independent, so they are built and compressed in parallel (rayon
+/// keeps the order) and appended in group order; groups without data are left out.
 pub(crate) fn build_parallel(
     range: KeyGroupRange,
-    raw_block: impl Fn(usize, u16) -> Result<Vec<u8>, CodecError> + Sync,
+    group_blocks: impl Fn(usize, u16) -> Result<GroupBlocks, CodecError> + Sync,
 ) -> Result<DataFileWriter> {
     let groups: Vec<(usize, u16)> = range.iter().enumerate().collect();
     let compressed = groups
         .par_iter()
         .map(|&(index, group)| {
-            let raw = raw_block(index, group)?;
-            if raw.is_empty() {
-                return Ok(None);
-            }
-            compress_block(group, &raw).map(|(c, raw_len)| Some((group, c, raw_len)))
+            group_blocks(index, group)?
+                .finish()
+                .iter()
+                .map(|raw| compress_block(group, raw).map(|(c, raw_len)| (group, c, raw_len)))
+                .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;
     let mut writer = DataFileWriter::new();
@@ -131,6 +150,100 @@ pub(crate) fn build_parallel(
         writer.add_compressed(group, &c, raw_len)?;
     }
     Ok(writer)
+}
+
+/// The raw blocks of one key group, built section by section: a section that would take the
+/// current block past the split size starts another block (split at record boundaries when
+/// it is larger than a block by itself), so no key group is too large to checkpoint.
+#[derive(Debug)]
+pub(crate) struct GroupBlocks {
+    limit: usize,
+    /// The finished blocks, then the one being filled.
+    blocks: Vec<Vec<u8>>,
+}
+
+impl Default for GroupBlocks {
+    fn default() -> Self {
+        GroupBlocks {
+            limit: block_split_bytes(),
+            blocks: vec![Vec::new()],
+        }
+    }
+}
+
+/// Bytes of a section header at most: two varints.
+const SECTION_HEADER: usize = 10;
+
+impl GroupBlocks {
+    /// Appends the section of state `state`: `count` records of `shape`, `records` their
+    /// bytes.
+    pub(crate) fn section(
+        &mut self,
+        state: usize,
+        count: usize,
+        records: &[u8],
+        shape: RecordShape,
+    ) -> Result<(), CodecError> {
+        if count == 0 {
+            return Ok(());
+        }
+        if self.fits(records.len()) {
+            return self.append(state, count, records);
+        }
+        // Split at record boundaries into pieces that fit; a record larger than a whole block
+        // cannot be split.
+        let mut input = records;
+        let (mut piece_start, mut piece_count) = (0usize, 0usize);
+        while !input.is_empty() {
+            let before = records.len() - input.len();
+            skip_record(&mut input, shape)?;
+            let after = records.len() - input.len();
+            if !self.fits(after - piece_start) {
+                if piece_count > 0 {
+                    let piece = records.get(piece_start..before).unwrap_or_default();
+                    self.append(state, piece_count, piece)?;
+                    (piece_start, piece_count) = (before, 0);
+                }
+                if self.current_len() > 0 {
+                    self.blocks.push(Vec::new());
+                }
+                if !self.fits(after - before) {
+                    return Err(CodecError::too_large(
+                        "record (larger than a block)",
+                        after - before,
+                    ));
+                }
+            }
+            piece_count += 1;
+        }
+        let piece = records.get(piece_start..).unwrap_or_default();
+        self.append(state, piece_count, piece)
+    }
+
+    fn fits(&self, records: usize) -> bool {
+        self.current_len() + SECTION_HEADER + records <= self.limit
+    }
+
+    fn current_len(&self) -> usize {
+        self.blocks.last().map_or(0, Vec::len)
+    }
+
+    fn append(&mut self, state: usize, count: usize, records: &[u8]) -> Result<(), CodecError> {
+        if self.blocks.is_empty() {
+            self.blocks.push(Vec::new());
+        }
+        let Some(block) = self.blocks.last_mut() else {
+            return Ok(());
+        };
+        write_section_header(block, state, count)?;
+        block.extend_from_slice(records);
+        Ok(())
+    }
+
+    /// The group's raw blocks, without empty ones.
+    pub(crate) fn finish(self) -> Vec<Vec<u8>> {
+        self.blocks.into_iter().filter(|b| !b.is_empty()).collect()
+    }
 }
 
 /// Compresses the raw block of `group`: the zstd frame and the raw length.
@@ -463,5 +576,54 @@ mod tests {
             let b = Bytes::copy_from_slice(&raw[..cut]);
             let _ = sections(&b, 2, |_, i| skip_record(i, RecordShape::Map)); // never panics
         }
+    }
+
+    #[test]
+    fn a_group_splits_over_blocks_at_record_boundaries() {
+        let mut records = Vec::new();
+        for k in 0..100u32 {
+            write_bytes(&mut records, &k.to_be_bytes()).unwrap();
+            write_bytes(&mut records, b"").unwrap();
+            records.extend_from_slice(&7u64.to_be_bytes());
+            write_bytes(&mut records, &[1; 20]).unwrap();
+        }
+        let mut g = GroupBlocks {
+            limit: 200,
+            blocks: vec![Vec::new()],
+        };
+        g.section(0, 100, &records, RecordShape::Single).unwrap();
+        g.section(1, 100, &records, RecordShape::Single).unwrap();
+        let blocks = g.finish();
+        assert!(blocks.len() > 10);
+        let mut seen = [0u32; 2];
+        let mut joined = [Vec::new(), Vec::new()];
+        for b in &blocks {
+            assert!(b.len() <= 200);
+            for s in sections(&Bytes::copy_from_slice(b), 2, |_, i| {
+                skip_record(i, RecordShape::Single)
+            })
+            .unwrap()
+            {
+                seen[s.state] += s.records;
+                joined[s.state].extend_from_slice(&s.bytes);
+            }
+        }
+        assert_eq!(seen, [100, 100]);
+        assert_eq!(joined[0], records);
+        assert_eq!(joined[1], records);
+        // A single record larger than a block cannot be split.
+        let mut big = Vec::new();
+        write_bytes(&mut big, b"k").unwrap();
+        write_bytes(&mut big, b"").unwrap();
+        big.extend_from_slice(&0u64.to_be_bytes());
+        write_bytes(&mut big, &[0; 500]).unwrap();
+        let mut g = GroupBlocks {
+            limit: 200,
+            blocks: vec![Vec::new()],
+        };
+        assert!(matches!(
+            g.section(0, 1, &big, RecordShape::Single),
+            Err(CodecError::TooLarge { .. })
+        ));
     }
 }

@@ -461,7 +461,8 @@ fn decode(path: &str, bytes: &[u8]) -> Result<Manifest, CheckpointError> {
             if !range.contains(b.group) {
                 return Err(r.corrupt(format!("block of key group {} outside {range}", b.group)));
             }
-            if blocks.last().is_some_and(|p| p.group >= b.group) {
+            // Ascending groups; a group too large for one block continues in the next.
+            if blocks.last().is_some_and(|p| p.group > b.group) {
                 return Err(r.corrupt("key-group blocks out of order".to_string()));
             }
             // Blocks lie one after the other: entries sharing bytes would let one frame be

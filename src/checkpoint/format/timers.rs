@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use super::blocks::{
-    self, DataFileWriter, RecordShape, build_parallel, read_bytes, read_stamp, write_bytes,
-    write_section_header,
+    self, DataFileWriter, GroupBlocks, RecordShape, build_parallel, read_bytes, read_stamp,
+    write_bytes,
 };
 use super::manifest::{BlockEntry, Manifest, TimerMeta};
 use crate::error::{CheckpointError, CodecError, Result};
@@ -48,27 +48,33 @@ impl TimersSnapshot {
         self.services.iter().map(|s| s.meta.clone()).collect()
     }
 
-    fn block(&self, index: usize) -> Result<Vec<u8>, CodecError> {
-        let mut block = Vec::new();
+    fn block(&self, index: usize) -> Result<GroupBlocks, CodecError> {
+        let (mut blocks, mut records) = (GroupBlocks::default(), Vec::new());
         for (service, s) in self.services.iter().enumerate() {
             for (domain, groups) in s.domains.iter().enumerate() {
                 let Some(timers) = groups.get(index).filter(|t| !t.is_empty()) else {
                     continue;
                 };
-                write_section_header(&mut block, 2 * service + domain, timers.len())?;
+                records.clear();
                 for (ts, id) in timers {
                     // Ids come from a timer service, which builds them with their key length;
                     // one that does not split is written whole as the key (and fails the key
                     // group check on restore rather than vanishing here).
                     let (key, ns) = split_timer_id(id).unwrap_or((id, &[]));
-                    write_bytes(&mut block, key)?;
-                    write_bytes(&mut block, ns)?;
-                    block.extend_from_slice(&ts.to_be_bytes());
-                    write_bytes(&mut block, &[])?;
+                    write_bytes(&mut records, key)?;
+                    write_bytes(&mut records, ns)?;
+                    records.extend_from_slice(&ts.to_be_bytes());
+                    write_bytes(&mut records, &[])?;
                 }
+                blocks.section(
+                    2 * service + domain,
+                    timers.len(),
+                    &records,
+                    RecordShape::Single,
+                )?;
             }
         }
-        Ok(block)
+        Ok(blocks)
     }
 
     /// The timers data file, or `None` when there is no timer service.
