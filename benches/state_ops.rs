@@ -62,7 +62,8 @@ fn workload() -> Workload {
     let keys: Vec<u64> = (0..KEYS).map(|_| rng.next()).collect();
     let mut order = keys.clone();
     for i in (1..order.len()).rev() {
-        order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+        let j = rng.next() % (i as u64 + 1); // at most i: fits a usize
+        order.swap(i, usize::try_from(j).expect("an index"));
     }
     Workload { keys, order }
 }

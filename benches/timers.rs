@@ -30,7 +30,7 @@ fn register_and_fire(timers: &TimerService<u64>, keys: &[Key<u64>]) -> u64 {
     for i in 0..TIMERS {
         let (k, ts) = timer(i);
         timers
-            .register_event_time_timer(&keys[k as usize], &(), ts)
+            .register_event_time_timer(&keys[usize::try_from(k).expect("a key index")], &(), ts)
             .expect("register");
     }
     let mut fired = 0u64;

@@ -149,7 +149,7 @@ fn golden_manifests_have_the_versions_they_pin() {
 fn write_golden_fixtures() {
     use keyed_state::SnapshotMode;
     use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
-    use keyed_state::checkpoint::{CheckpointStorage, MANIFEST_FILE};
+    use keyed_state::checkpoint::MANIFEST_FILE;
     use keyed_state::codec::ByteReader;
     use keyed_state::timer::TimeDomain;
     use states::populate;
@@ -163,6 +163,8 @@ fn write_golden_fixtures() {
         let storage = Arc::new(LocalStorage::new(&dir).unwrap());
         let store = Arc::new(CheckpointStore::open(storage, 1).unwrap().0);
         let lines = b(&store);
+        drop(store);
+        std::fs::remove_file(dir.join(keyed_state::checkpoint::LOCK_FILE)).unwrap();
         std::fs::write(dir.join("dump.txt"), lines.join("\n") + "\n").unwrap();
     };
     let timers = |b: &dyn Fn(u64) -> Option<keyed_state::Key<u64>>,

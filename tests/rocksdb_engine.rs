@@ -185,7 +185,7 @@ fn key_layout_is_pinned() {
     let key = b.key("alice".to_string()).unwrap();
     s.put(&key, &7, "x".to_string(), 1).unwrap();
     let (k, v) = b.engine().raw_entries("m").unwrap().remove(0);
-    let mut expected = vec![key.group() as u8, 5];
+    let mut expected = vec![u8::try_from(key.group()).unwrap(), 5];
     expected.extend_from_slice(b"alice");
     expected.extend_from_slice(&[0, 0, 0, 7, 1, b'x']);
     assert_eq!(k, expected);

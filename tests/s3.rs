@@ -171,7 +171,12 @@ fn rocksdb_incremental_checkpoints_restore_rescale_and_collect_on_s3() {
     let keys: Vec<u64> = (0..2_000).collect();
     let mut last = BTreeSet::new();
     for round in 1..=3 {
-        populate(&b, &s, &keys[..(round as usize * 600)], round);
+        populate(
+            &b,
+            &s,
+            &keys[..usize::try_from(round * 600).unwrap()],
+            round,
+        );
         let m = b
             .checkpoint(&store, round, &[("input", round)])
             .unwrap()

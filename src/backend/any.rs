@@ -40,6 +40,10 @@ use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateVa
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one engine per backend, created and moved once; boxing buys nothing"
+)]
 pub enum AnyEngine {
     /// The in-memory engine.
     Heap(HeapEngine),

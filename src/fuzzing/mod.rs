@@ -14,6 +14,9 @@
 //! keyed_state::fuzzing::codec_roundtrip(&[3, 0xff, 0x00, 0x10]);
 //! ```
 
+// Test data: small counters and indexes made into keys and values on purpose.
+#![allow(clippy::cast_possible_truncation, reason = "fuzz inputs and test data")]
+
 mod fixture;
 mod model;
 

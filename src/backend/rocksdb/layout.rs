@@ -13,7 +13,7 @@
 // A decoder of bytes from disk or the network: no indexing that can panic.
 #![deny(clippy::indexing_slicing)]
 
-use crate::codec::{Codec, expect_end, read_varint_u32, take, write_len, write_varint_u32};
+use crate::codec::{Codec, expect_end, read_varint_u32, take, write_len};
 use crate::error::CodecError;
 use crate::key::Key;
 use crate::ttl::Stamped;

@@ -612,6 +612,7 @@ impl RocksDbEngine {
     }
 
     /// Writes raw bytes into a state's column family (tests of bad input and tooling).
+    #[cfg(test)]
     pub(crate) fn put_raw(&self, state: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let cf = self.cf(state)?;
         Ok(self.handle.db.put_cf(&cf, key, value)?)
