@@ -1,11 +1,11 @@
 //! The RocksDB engine: every registered state in its own column family of one RocksDB instance,
 //! through the `rocksdb` crate (cargo feature `rocksdb`, on by default).
 //!
-//! Keys and values are laid out as [`layout`] describes (and DESIGN.md byte by byte). List
+//! Keys and values are laid out as `layout.rs` describes (and DESIGN.md byte by byte). List
 //! state appends through a merge operator (no read before write; `get` is one point read); map
 //! iteration is a bounded prefix scan; Reducing and Aggregating read, modify and write. TTL
 //! values carry an 8-byte stamp, and a compaction filter plus the merge operator drop what
-//! expired ([`ttl_filter`]). The write-ahead log is off by default: durability comes from
+//! expired (`ttl_filter.rs`). The write-ahead log is off by default: durability comes from
 //! checkpoints. State metadata is persisted, so a reopened instance finds its states again and
 //! refuses a registration that does not match.
 
