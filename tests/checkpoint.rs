@@ -773,7 +773,7 @@ fn rocksdb_carries_records_of_states_not_registered_yet_and_savepoints_need_regi
         .snapshot_into(&store, 2, &[], SnapshotMode::Savepoint)
         .unwrap_err();
     assert!(
-        matches!(err, Error::Checkpoint(CheckpointError::Incompatible(_))),
+        matches!(err, Error::Checkpoint(CheckpointError::Unregistered { .. })),
         "{err}"
     );
     // ...but a native checkpoint carries the parked records.

@@ -113,3 +113,31 @@ fn runs_are_deterministic_and_engines_agree() {
     let other = run(&config(12, EngineKind::Heap)).unwrap();
     assert_ne!(a.output_digest, other.output_digest);
 }
+
+/// The digests are specified (XXH3-64 of the lines, each ending in `\n`) and pinned: a change
+/// of the job's semantics, of the generator or of the hash shows up here. The first value is
+/// what Python's `xxhash.xxh3_64_hexdigest(b"hello\nworld\n")` prints.
+#[test]
+fn digests_are_specified_and_pinned() {
+    let lines = ["hello".to_string(), "world".to_string()];
+    assert_eq!(
+        format!("{:016x}", keyed_state_cli::sim::digest(&lines)),
+        "642f46e1b195a45e"
+    );
+    let cfg = SimConfig {
+        seed: 3,
+        events: 5_000,
+        keys: 200,
+        ..SimConfig::default()
+    };
+    let r = run(&cfg).unwrap();
+    assert!(r.divergences.is_empty() && r.crashes >= 3);
+    assert_eq!(
+        (
+            format!("{:016x}", r.state_digest),
+            format!("{:016x}", r.output_digest),
+            r.outputs
+        ),
+        ("ad20630e27d1b6c4".into(), "6439f6fe06a49152".into(), 1420)
+    );
+}
