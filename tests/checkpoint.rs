@@ -858,3 +858,67 @@ fn parked_records_rescale_with_native_rocksdb_checkpoints() {
     assert_eq!(lines, got.len());
     assert_eq!(got, expected);
 }
+
+/// A savepoint does not count toward retention (issue 14, item 14; Flink's FLINK-23949): with
+/// one checkpoint retained, taking a savepoint keeps that checkpoint and its shared files, so
+/// the next incremental checkpoint uploads only what is new, and the savepoint stays until it
+/// is discarded.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_savepoint_neither_subsumes_checkpoints_nor_drops_their_shared_files() {
+    let clock = ManualClock::new(0);
+    let memory = Arc::new(MemoryStorage::new());
+    let store = Arc::new(CheckpointStore::open(memory.clone(), 1).unwrap().0);
+    let mut h = Rocks::new();
+    let b = KeyedStateBackend::new(h.fresh(config(&clock, KeyGroupRange::all(M).unwrap())));
+    let s = register(&b);
+    populate(&b, &s, &(0..2000).collect::<Vec<_>>(), 1);
+    let first = b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+    let savepoint = b
+        .snapshot_into(&store, 2, &[], SnapshotMode::Savepoint)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(savepoint.kind, SnapshotKind::Savepoint);
+    assert_eq!(
+        retained_ids(&store),
+        vec![1, 2],
+        "the savepoint subsumed nothing"
+    );
+    populate(&b, &s, &[5], 2);
+    let next = b.checkpoint(&store, 3, &[]).unwrap().wait().unwrap();
+    // Every SST of checkpoint 1 is reused by 3, none uploaded again.
+    let shared = |m: &Manifest| -> BTreeSet<String> {
+        m.files
+            .iter()
+            .filter(|f| f.path.starts_with("shared/"))
+            .map(|f| f.path.clone())
+            .collect()
+    };
+    assert!(!shared(&first).is_empty());
+    assert!(
+        shared(&first).is_subset(&shared(&next)),
+        "checkpoint 3 reuses 1's files"
+    );
+    let first_shared: u64 = first
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("shared/"))
+        .map(|f| f.size)
+        .sum();
+    assert!(
+        next.uploaded_bytes + first_shared <= next.full_size(),
+        "incremental after a savepoint: {} bytes uploaded of {}",
+        next.uploaded_bytes,
+        next.full_size()
+    );
+    assert_eq!(
+        retained_ids(&store),
+        vec![2, 3],
+        "checkpoint 1 subsumed by 3, not by 2"
+    );
+    assert_eq!(data_files(memory.as_ref()), referenced(&store));
+    store.discard(2).unwrap();
+    assert_eq!(retained_ids(&store), vec![3]);
+    assert_eq!(data_files(memory.as_ref()), referenced(&store));
+}

@@ -4,8 +4,9 @@
 //! The protocol: [`begin`](CheckpointStore::begin) an id larger than every completed one;
 //! upload files (new shared files under `shared/`, private ones under `chk-<id>/`);
 //! [`complete`](CheckpointStore::complete) writes the manifest — the commit point — and then
-//! subsumes checkpoints beyond the retained count, deleting exactly the files no retained
-//! checkpoint references; or [`abort`](CheckpointStore::abort), which deletes what the attempt
+//! subsumes checkpoints beyond the retained count (savepoints do not count and are never
+//! subsumed: they stay until discarded), deleting exactly the files no retained checkpoint
+//! references; or [`abort`](CheckpointStore::abort), which deletes what the attempt
 //! uploaded and nothing a retained checkpoint needs. [`open`](CheckpointStore::open) after a crash removes whatever an
 //! interrupted attempt or subsumption left behind.
 //!
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::format::blocks::DataFileWriter;
-use super::format::manifest::{FileEntry, FileRole, MAX_MANIFEST_BYTES, Manifest};
+use super::format::manifest::{FileEntry, FileRole, MAX_MANIFEST_BYTES, Manifest, SnapshotKind};
 use super::format::path::{
     MANIFEST_FILE, SHARED_DIR, checkpoint_dir, manifest_path, parse_checkpoint_dir,
 };
@@ -69,7 +70,8 @@ pub struct OpenReport {
 
 impl CheckpointStore {
     /// Opens the checkpoints in `storage`, keeping the latest `retain` (at least 1) completed
-    /// ones and removing everything else that is not referenced by them.
+    /// checkpoints and every savepoint, and removing everything else that is not referenced
+    /// by them.
     ///
     /// # Errors
     ///
@@ -371,8 +373,26 @@ impl CheckpointStore {
     /// the store for a later clean.
     fn subsume(&self, inner: &mut Inner) -> Vec<u64> {
         let mut subsumed = Vec::new();
-        while inner.completed.len() > self.retain {
-            let Some((id, old)) = inner.completed.pop_first() else {
+        // Savepoints do not count and are not subsumed: they are the user's, kept until
+        // discarded, and taking one must not drop the checkpoint (and its shared files) the
+        // next incremental checkpoint builds on (Flink's FLINK-23949).
+        let is_checkpoint = |m: &Manifest| m.kind != SnapshotKind::Savepoint;
+        while inner
+            .completed
+            .values()
+            .filter(|m| is_checkpoint(m))
+            .count()
+            > self.retain
+        {
+            let Some(id) = inner
+                .completed
+                .iter()
+                .find(|(_, m)| is_checkpoint(m))
+                .map(|(id, _)| *id)
+            else {
+                break;
+            };
+            let Some(old) = inner.completed.remove(&id) else {
                 break;
             };
             subsumed.push(id);
