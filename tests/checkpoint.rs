@@ -922,3 +922,75 @@ fn a_savepoint_neither_subsumes_checkpoints_nor_drops_their_shared_files() {
     assert_eq!(retained_ids(&store), vec![3]);
     assert_eq!(data_files(memory.as_ref()), referenced(&store));
 }
+
+/// A state's TTL settings may change across a restore (issue 14, item 16), as Flink allows:
+/// a longer TTL keeps visible what the old one would have expired (stamps are stored), a new
+/// cleanup budget is accepted; only turning TTL on or off is refused, saying so. Both engines,
+/// native and canonical restores.
+#[test]
+fn ttl_settings_may_change_across_a_restore_but_not_on_or_off() {
+    use keyed_state::state::ValueStateDescriptor;
+    use keyed_state::ttl::TtlConfig;
+    let ttl = |ms| TtlConfig::new(Duration::from_millis(ms));
+    let clock = ManualClock::new(1_000);
+    let all = KeyGroupRange::all(M).unwrap();
+    let store = memory_store(1);
+    let b = KeyedStateBackend::<u64>::new(HeapEngine::new(config(&clock, all)));
+    let v = b
+        .value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl(100)))
+        .unwrap();
+    v.update(&b.key(1).unwrap(), &(), 7).unwrap();
+    b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+    let source = RestoreSource::latest(&store).unwrap();
+    clock.set(1_150); // expired under 100 ms, live under 200 ms
+    let restored = || {
+        KeyedStateBackend::<u64>::new(
+            HeapEngine::restore(config(&clock, all), std::slice::from_ref(&source)).unwrap(),
+        )
+    };
+    let r = restored();
+    let longer = r
+        .value_state(
+            &ValueStateDescriptor::<u64>::new("v").with_ttl(ttl(200).with_cleanup_per_access(10)),
+        )
+        .unwrap();
+    assert_eq!(longer.get(&r.key(1).unwrap(), &()).unwrap(), Some(7));
+    let r = restored();
+    let err = r
+        .value_state(&ValueStateDescriptor::<u64>::new("v"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::IncompatibleRegistration { field, .. } if field.starts_with("TTL on or off")),
+        "{err}"
+    );
+    #[cfg(feature = "rocksdb")]
+    {
+        let mut h = Rocks::new();
+        let rb = KeyedStateBackend::<u64, _>::new(
+            h.restore(config(&clock, all), std::slice::from_ref(&source))
+                .unwrap(),
+        );
+        let longer = rb
+            .value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl(200)))
+            .unwrap();
+        assert_eq!(longer.get(&rb.key(1).unwrap(), &()).unwrap(), Some(7));
+        // Native: a RocksDB checkpoint, restored with yet another TTL.
+        let rstore = memory_store(1);
+        rb.checkpoint(&rstore, 1, &[]).unwrap().wait().unwrap();
+        let native = RestoreSource::latest(&rstore).unwrap();
+        let again = KeyedStateBackend::<u64, _>::new(
+            h.restore(config(&clock, all), std::slice::from_ref(&native))
+                .unwrap(),
+        );
+        let v = again
+            .value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl(300)))
+            .unwrap();
+        assert_eq!(v.get(&again.key(1).unwrap(), &()).unwrap(), Some(7));
+        let off =
+            KeyedStateBackend::<u64, _>::new(h.restore(config(&clock, all), &[native]).unwrap());
+        assert!(
+            off.value_state(&ValueStateDescriptor::<u64>::new("v"))
+                .is_err()
+        );
+    }
+}

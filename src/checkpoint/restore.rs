@@ -99,7 +99,7 @@ pub fn plan_restore(
         for meta in &m.states {
             match states.iter().find(|s| s.name == meta.name) {
                 Some(known) => {
-                    if let Some((field, a, b)) = known.first_difference(meta) {
+                    if let Some((field, a, b)) = known.restore_difference(meta) {
                         return Err(incompatible(format!(
                             "state '{}' has {field} {a} in one checkpoint and {b} in another",
                             meta.name

@@ -103,4 +103,34 @@ impl StateMeta {
         ];
         fields.into_iter().find(|(_, a, b)| a != b)
     }
+
+    /// Like [`first_difference`](Self::first_difference), for registering `requested` over
+    /// state restored or persisted as `self`: the TTL's settings (duration, update type,
+    /// visibility, cleanup) may change, as in Flink — every value carries its last-access
+    /// stamp, so the new TTL simply applies to it — while turning TTL on or off changes the
+    /// stored layout and is a difference.
+    pub fn restore_difference(
+        &self,
+        requested: &StateMeta,
+    ) -> Option<(&'static str, String, String)> {
+        let on = |ttl: &Option<TtlConfig>| match ttl {
+            Some(t) => format!("on ({t:?})"),
+            None => "off".to_string(),
+        };
+        match (&self.ttl, &requested.ttl) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Some((
+                    "TTL on or off (its settings may change across a restore, not whether it is on)",
+                    on(&self.ttl),
+                    on(&requested.ttl),
+                ));
+            }
+            _ => {}
+        }
+        let same_ttl = StateMeta {
+            ttl: requested.ttl.clone(),
+            ..self.clone()
+        };
+        same_ttl.first_difference(requested)
+    }
 }

@@ -96,7 +96,7 @@ impl HeapEngine {
     fn track<T: HeapState + 'static>(&self, meta: &StateMeta, table: T) -> Result<Arc<T>> {
         let pending = self.restored.lock().remove(&meta.name);
         if let Some(pending) = pending {
-            if let Some((field, existing, requested)) = pending.meta.first_difference(meta) {
+            if let Some((field, existing, requested)) = pending.meta.restore_difference(meta) {
                 let name = meta.name.clone();
                 self.restored.lock().insert(name.clone(), pending);
                 return Err(Error::IncompatibleRegistration {

@@ -649,13 +649,18 @@ impl RocksDbEngine {
                     state: meta.name.clone(),
                     source,
                 })?;
-                if let Some((field, existing, requested)) = stored.first_difference(meta) {
+                if let Some((field, existing, requested)) = stored.restore_difference(meta) {
                     return Err(Error::IncompatibleRegistration {
                         name: meta.name.clone(),
                         field,
                         existing,
                         requested,
                     });
+                }
+                if stored.ttl != meta.ttl {
+                    // New TTL settings: recorded, and the compaction filter below follows them.
+                    db.put(&key, meta_codec::encode(meta))?;
+                    tracing::info!(state = %meta.name, "TTL settings changed across a restart");
                 }
             }
             None => db.put(&key, meta_codec::encode(meta))?,
