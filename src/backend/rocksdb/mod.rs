@@ -183,6 +183,7 @@ impl RocksDbEngine {
         // now, so nobody else is using them).
         snapshot::remove_stale_staging(&path);
         let metas = read_metas(&db)?;
+        let shapes = read_shapes(&db)?;
         let uid = match db.get(UID_KEY)? {
             Some(uid) if !fresh_uid => String::from_utf8_lossy(&uid).into_owned(),
             _ => {
@@ -203,7 +204,7 @@ impl RocksDbEngine {
             uid,
             restored_ssts: HashMap::new(),
             restored_timers: Mutex::new(RestoredTimerSet::default()),
-            shapes: Mutex::new(HashMap::new()),
+            shapes: Mutex::new(shapes),
             handle: Arc::new(DbHandle {
                 db,
                 _temp_dir: temp_dir,
@@ -383,25 +384,24 @@ impl RocksDbEngine {
         Ok(slot)
     }
 
-    /// What a savepoint needs per state; every state must be registered in this process.
+    /// What a savepoint needs per state: its key shape, known from a registration in this
+    /// process or persisted by an earlier one (`None` for a state restored from the
+    /// canonical format and never registered: its records are parked, canonical already).
     fn savepoint_specs(&self) -> Result<Vec<savepoint::StateSpec>> {
         let shapes = self.shapes.lock();
         let slots = self.slots.lock();
         let mut specs = Vec::new();
         for meta in self.metas.lock().values() {
-            let Some(shape) = shapes.get(&meta.name) else {
-                return Err(CheckpointError::Unregistered {
-                    state: meta.name.clone(),
-                }
-                .into());
-            };
+            // Unknown only for a state restored from the canonical format and never registered
+            // (its records are parked, canonical already) or from an old database.
+            let shape = shapes.get(&meta.name).copied();
             let cf = cf_name(&meta.name);
             let slot = slots.get(&cf).cloned().unwrap_or_default();
             specs.push(savepoint::StateSpec {
                 meta: meta.clone(),
                 cf_options: state_cf_options(&self.options, &self.cache, &None, &slot),
                 cf,
-                shape: *shape,
+                shape,
             });
         }
         Ok(specs)
@@ -490,6 +490,15 @@ impl RocksDbEngine {
         for (key, value) in parked_records(&other)? {
             if savepoint::parked_group(&key).is_some_and(|g| part.contains(g)) {
                 self.handle.db.put(&key, &value)?;
+            }
+        }
+        // Key shapes of states only this source knows (for savepoints before registration).
+        for (name, shape) in read_shapes(&other)? {
+            if let std::collections::hash_map::Entry::Vacant(v) = self.shapes.lock().entry(name) {
+                self.handle
+                    .db
+                    .put(savepoint::shape_key(v.key()), shape.encode())?;
+                v.insert(shape);
             }
         }
         for name in cfs.iter().filter(|n| n.as_str() != "default") {
@@ -689,7 +698,13 @@ impl RocksDbEngine {
             ns: N::FIXED_LEN,
             user_key,
         };
-        self.shapes.lock().insert(meta.name.clone(), shape);
+        // Persisted, so a savepoint after a restart or a restore can split this state's keys
+        // before it is registered again.
+        if self.shapes.lock().insert(meta.name.clone(), shape) != Some(shape) {
+            self.handle
+                .db
+                .put(savepoint::shape_key(&meta.name), shape.encode())?;
+        }
         self.apply_parked(meta, shape)?;
         Ok(RocksTable::new(
             self.handle.clone(),
@@ -754,6 +769,22 @@ fn download(source: &RestoreSource, dir: &Path) -> Result<HashMap<String, String
         .filter(|e| e.role == FileRole::SharedSst)
         .map(|e| (snapshot::local_name(e).to_owned(), e.path.clone()))
         .collect())
+}
+
+/// Every state's persisted key shape.
+fn read_shapes(db: &Db) -> Result<HashMap<String, PartShape>> {
+    let mut out = HashMap::new();
+    for (k, v) in default_cf_prefix(db, savepoint::SHAPE_PREFIX)? {
+        let name =
+            String::from_utf8_lossy(k.get(savepoint::SHAPE_PREFIX.len()..).unwrap_or_default())
+                .into_owned();
+        let shape = PartShape::decode(&v).map_err(|source| Error::Decode {
+            state: name.clone(),
+            source,
+        })?;
+        out.insert(name, shape);
+    }
+    Ok(out)
 }
 
 /// Every state's metadata recorded in the database.

@@ -5,7 +5,9 @@
 //! checkpoint; the background part opens it read-only and walks every state's column family
 //! once, key group by key group, turning RocksDB keys and values into canonical records.
 //! Splitting a key into its parts needs each type's fixed width, which the engine learns when a
-//! state is registered: every state must be registered before a savepoint.
+//! state is registered and persists (`meta/shape/<name>`), so a state restored natively and
+//! not registered again still splits; records of a state restored from the canonical format
+//! and not registered yet are parked canonical records, written as they are.
 //!
 //! Restoring: the records of each state and key group are parked in the `default` column
 //! family under `pending/…` (so native checkpoints carry them), and written into the state's
@@ -27,8 +29,8 @@ use crate::checkpoint::format::blocks::{
     DataFileWriter, GroupBlocks, RecordShape, read_bytes, read_count, read_stamp, write_bytes,
 };
 use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind};
-use crate::codec::{read_varint_u32, write_varint_u32};
-use crate::error::{CodecError, Error, Result};
+use crate::codec::{Codec, read_varint_u32, write_varint_u32};
+use crate::error::{CheckpointError, CodecError, Error, Result};
 use crate::key_group::{KeyGroupRange, key_group_for_bytes};
 use crate::ttl::is_expired;
 use crate::types::StateMeta;
@@ -43,6 +45,46 @@ pub(crate) struct PartShape {
     pub(crate) key: Option<usize>,
     pub(crate) ns: Option<usize>,
     pub(crate) user_key: Option<usize>,
+}
+
+/// The `default`-column-family key of a state's persisted shape: `meta/shape/<name>`.
+pub(crate) fn shape_key(state: &str) -> Vec<u8> {
+    [SHAPE_PREFIX, state.as_bytes()].concat()
+}
+
+/// The prefix of every persisted shape.
+pub(crate) const SHAPE_PREFIX: &[u8] = b"meta/shape/";
+
+impl PartShape {
+    /// The persisted form: version 1, then the codec encoding of the three widths as
+    /// `(Option<u64>, Option<u64>, Option<u64>)` (key, namespace, user key).
+    pub(crate) fn encode(self) -> Vec<u8> {
+        let width = |w: Option<usize>| w.and_then(|w| u64::try_from(w).ok());
+        let mut out = vec![1];
+        (width(self.key), width(self.ns), width(self.user_key)).encode(&mut out);
+        out
+    }
+
+    /// Reads what [`encode`](Self::encode) wrote.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let invalid = |reason: &str| CodecError::Invalid {
+            what: "state shape",
+            reason: reason.into(),
+        };
+        let Some((&1, body)) = bytes.split_first() else {
+            return Err(invalid("unknown version"));
+        };
+        let (key, ns, user_key) = <(Option<u64>, Option<u64>, Option<u64>)>::decode(body)?;
+        let width = |w: Option<u64>| {
+            w.map(|w| usize::try_from(w).map_err(|_| invalid("a width past usize")))
+                .transpose()
+        };
+        Ok(PartShape {
+            key: width(key)?,
+            ns: width(ns)?,
+            user_key: width(user_key)?,
+        })
+    }
 }
 
 /// Appends a part in the engine's layout.
@@ -64,7 +106,9 @@ fn write_part(out: &mut Vec<u8>, fixed: Option<usize>, bytes: &[u8]) -> Result<(
 pub(crate) struct StateSpec {
     pub(crate) meta: StateMeta,
     pub(crate) cf: String,
-    pub(crate) shape: PartShape,
+    /// `None`: neither registered in this process nor persisted (a state restored from the
+    /// canonical format and not registered yet: all its records are parked).
+    pub(crate) shape: Option<PartShape>,
     pub(crate) cf_options: rocksdb::Options,
 }
 
@@ -108,7 +152,13 @@ impl RecordBuilder<'_> {
 
     /// Adds one RocksDB entry (its key after the group prefix).
     fn add(&mut self, key_rest: &[u8], value: &[u8]) -> Result<(), CodecError> {
-        let shape = self.spec.shape;
+        let Some(shape) = self.spec.shape else {
+            // Entries in the column family of a state whose key layout is unknown.
+            return Err(CodecError::Invalid {
+                what: "savepoint",
+                reason: "entries of a state whose key layout is unknown".into(),
+            });
+        };
         let ttl = self.ttl.is_some();
         let mut input = key_rest;
         let key = read_part_of_width(&mut input, shape.key)?;
@@ -223,11 +273,25 @@ impl SavepointUpload {
                     if g != group {
                         break;
                     }
+                    if spec.shape.is_none() {
+                        return Err(CheckpointError::Unregistered {
+                            state: spec.meta.name.clone(),
+                        }
+                        .into());
+                    }
                     builder.add(rest, value).map_err(decode)?;
                     it.next();
                 }
                 it.status()?;
                 builder.flush_map();
+                // Records a canonical restore parked and no registration converted yet are
+                // canonical already: they follow as they are.
+                if let Some(parked) = db.get(pending_key(&spec.meta.name, group))? {
+                    let mut input: &[u8] = &parked;
+                    let n = read_varint_u32(&mut input, "parked record count").map_err(decode)?;
+                    builder.out.extend_from_slice(input);
+                    builder.count += usize::try_from(n).unwrap_or(usize::MAX);
+                }
                 blocks
                     .section(
                         index,
