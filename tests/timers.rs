@@ -431,3 +431,120 @@ mod checkpoints {
         );
     }
 }
+
+/// Timers kept in RocksDB across restores where their service is not created again, or is
+/// created on another store or with other codecs (issue 14, items 3, 4 and 5): a savepoint
+/// carries them, a restore that now keeps timers on the heap moves them there (once), and a
+/// service asked for with other codecs is refused, as heap timers are.
+#[cfg(feature = "rocksdb")]
+mod resident {
+    use super::*;
+    use keyed_state::SnapshotMode;
+    use keyed_state::checkpoint::{CheckpointStore, MemoryStorage, RestoreSource};
+
+    fn store() -> Arc<CheckpointStore> {
+        Arc::new(
+            CheckpointStore::open(Arc::new(MemoryStorage::new()), 1)
+                .unwrap()
+                .0,
+        )
+    }
+
+    fn rocks(
+        dir: &std::path::Path,
+        in_rocksdb: bool,
+        sources: &[RestoreSource],
+    ) -> KeyedStateBackend<u64, RocksDbEngine> {
+        let options = RocksDbOptions::default().with_timers_in_rocksdb(in_rocksdb);
+        KeyedStateBackend::new(if sources.is_empty() {
+            RocksDbEngine::open(dir, EngineConfig::default(), options).unwrap()
+        } else {
+            RocksDbEngine::restore(dir, EngineConfig::default(), options, sources).unwrap()
+        })
+    }
+
+    /// A RocksDB backend keeping 200 event-time timers in RocksDB, checkpointed natively.
+    fn native_checkpoint(dir: &std::path::Path) -> Vec<RestoreSource> {
+        let b = rocks(&dir.join("source"), true, &[]);
+        let t = b.timer_service::<u32>("t").unwrap();
+        for k in 0..200u64 {
+            t.register_event_time_timer(&b.key(k).unwrap(), &7, 1000 + k)
+                .unwrap();
+        }
+        let store = store();
+        let m = b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+        assert!(m.timers.is_empty(), "the timers travel in the SSTs");
+        vec![RestoreSource::latest(&store).unwrap()]
+    }
+
+    fn fire_all<E: Engine>(b: &KeyedStateBackend<u64, E>) -> Vec<(u64, u64, u32)> {
+        let mut fired = Vec::new();
+        b.timer_service::<u32>("t")
+            .unwrap()
+            .advance_watermark(u64::MAX, |t| {
+                fired.push((t.timestamp, t.key, t.namespace));
+                Ok(())
+            })
+            .unwrap();
+        fired
+    }
+
+    #[test]
+    fn a_savepoint_carries_timers_of_a_service_not_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = native_checkpoint(dir.path());
+        let restored = rocks(&dir.path().join("restored"), true, &sources);
+        let store = store();
+        let m = restored
+            .snapshot_into(&store, 2, &[], SnapshotMode::Savepoint)
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(m.timers.len(), 1);
+        let heap = KeyedStateBackend::<u64>::new(
+            HeapEngine::restore(
+                EngineConfig::default(),
+                &[RestoreSource::latest(&store).unwrap()],
+            )
+            .unwrap(),
+        );
+        let fired = fire_all(&heap);
+        assert_eq!(fired.len(), 200);
+        assert!(fired.iter().all(|&(_, _, ns)| ns == 7));
+    }
+
+    #[test]
+    fn timers_move_to_the_heap_when_a_restore_keeps_timers_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = native_checkpoint(dir.path());
+        let on_heap = rocks(&dir.path().join("heap-timers"), false, &sources);
+        let t = on_heap.timer_service::<u32>("t").unwrap();
+        assert_eq!(t.pending(TimeDomain::EventTime), 200);
+        // Once: the next native checkpoint holds them in its timers file and no longer in
+        // the column family, so restoring it (either way) finds each timer once.
+        let store = store();
+        let m = on_heap.checkpoint(&store, 2, &[]).unwrap().wait().unwrap();
+        assert_eq!(m.timers.len(), 1);
+        let source = vec![RestoreSource::latest(&store).unwrap()];
+        for (i, in_rocksdb) in [false, true].into_iter().enumerate() {
+            let again = rocks(&dir.path().join(format!("again-{i}")), in_rocksdb, &source);
+            assert_eq!(fire_all(&again).len(), 200, "in RocksDB: {in_rocksdb}");
+        }
+    }
+
+    #[test]
+    fn timers_restored_with_other_codecs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sources = native_checkpoint(dir.path());
+        for (i, in_rocksdb) in [true, false].into_iter().enumerate() {
+            let restored = rocks(&dir.path().join(format!("other-{i}")), in_rocksdb, &sources);
+            let err = restored.timer_service::<i32>("t").unwrap_err();
+            assert!(
+                matches!(err, Error::IncompatibleRegistration { .. }),
+                "in RocksDB: {in_rocksdb}: {err}"
+            );
+            // The right codecs still work afterwards.
+            assert_eq!(fire_all(&restored).len(), 200);
+        }
+    }
+}

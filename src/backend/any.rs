@@ -9,7 +9,7 @@ use super::rocksdb::RocksDbEngine;
 use super::{
     Engine, EngineMetrics, ListTable, MapTable, SnapshotJob, SnapshotMode, TimerStore, ValueTable,
 };
-use crate::checkpoint::RestoredTimerSet;
+use crate::checkpoint::{RestoredTimerSet, TimerMeta};
 use crate::error::Result;
 use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 
@@ -134,8 +134,16 @@ impl Engine for AnyEngine {
         delegate!(self, e => e.snapshot(mode))
     }
 
-    fn timer_store(&self, name: &str) -> Result<Option<Box<dyn TimerStore>>> {
-        delegate!(self, e => e.timer_store(name))
+    fn timer_store(&self, meta: &TimerMeta) -> Result<Option<Box<dyn TimerStore>>> {
+        delegate!(self, e => e.timer_store(meta))
+    }
+
+    fn resident_timer_services(&self) -> Result<Vec<(String, Option<TimerMeta>)>> {
+        delegate!(self, e => e.resident_timer_services())
+    }
+
+    fn resident_timer_store(&self, name: &str) -> Result<Option<Box<dyn TimerStore>>> {
+        delegate!(self, e => e.resident_timer_store(name))
     }
 
     fn take_restored_timers(&self) -> RestoredTimerSet {

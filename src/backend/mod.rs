@@ -24,7 +24,7 @@ pub use timer_store::TimerStore;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::checkpoint::RestoredTimerSet;
+use crate::checkpoint::{RestoredTimerSet, TimerMeta};
 use crate::error::Result;
 use crate::key::Key;
 use crate::ttl::Stamped;
@@ -230,12 +230,38 @@ pub trait Engine: Send + Sync + fmt::Debug + 'static {
     /// The synchronous part failed (RocksDB: a flush or its checkpoint; a savepoint of a
     /// RocksDB state not registered in this process); nothing was taken.
     fn snapshot(&self, mode: SnapshotMode) -> Result<SnapshotJob>;
-    /// Where the timer service `name` keeps its timers: `None` (the default) for the heap.
+    /// Where the timer service `meta.name` keeps its timers: `None` (the default) for the
+    /// heap. An engine that keeps timers in its own files checks `meta` (the service's key and
+    /// namespace codecs) against what it recorded for the service, and records it.
     ///
     /// # Errors
     ///
-    /// The engine could not set up the store (RocksDB: creating or scanning the column family).
-    fn timer_store(&self, name: &str) -> Result<Option<Box<dyn TimerStore>>> {
+    /// [`Error::IncompatibleRegistration`](crate::Error::IncompatibleRegistration) when the
+    /// engine holds this service's timers under other codecs; the engine could not set up the
+    /// store (RocksDB: creating or scanning the column family).
+    fn timer_store(&self, meta: &TimerMeta) -> Result<Option<Box<dyn TimerStore>>> {
+        let _ = meta;
+        Ok(None)
+    }
+    /// Timer services whose timers lie in the engine's own files, whether or not a service
+    /// was created in this process (RocksDB: its `timers:<name>` column families, restored
+    /// with native checkpoints), each with the codecs recorded for it (`None` when the files
+    /// predate recording them). The default: none.
+    ///
+    /// # Errors
+    ///
+    /// Recorded metadata that does not decode; the engine's own failures.
+    fn resident_timer_services(&self) -> Result<Vec<(String, Option<TimerMeta>)>> {
+        Ok(Vec::new())
+    }
+    /// A store over the timers of resident service `name`, whatever the engine's options:
+    /// to carry a service not created in this process into a savepoint, or to move its
+    /// timers to the heap when the engine now keeps timers there. `None` when there are none.
+    ///
+    /// # Errors
+    ///
+    /// The engine could not open the store.
+    fn resident_timer_store(&self, name: &str) -> Result<Option<Box<dyn TimerStore>>> {
         let _ = name;
         Ok(None)
     }

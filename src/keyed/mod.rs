@@ -18,10 +18,10 @@ use parking_lot::Mutex;
 
 use crate::backend::heap::HeapEngine;
 use crate::backend::{Engine, SnapshotMode};
-use crate::checkpoint::CheckpointStore;
 use crate::checkpoint::format::timers::{RestoredTimers, ServiceTimers, TimersSnapshot};
+use crate::checkpoint::{CheckpointStore, TimerMeta};
 use crate::clock::SharedClock;
-use crate::error::{Error, Result};
+use crate::error::{CheckpointError, Error, Result};
 use crate::key::Key;
 use crate::key_group::KeyGroupRange;
 use crate::state::descriptor::meta;
@@ -227,25 +227,44 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
                     requested: std::any::type_name::<N>().into(),
                 });
         }
-        let service = Arc::new(match self.engine.timer_store(name)? {
+        let meta = TimerMeta {
+            name: name.to_owned(),
+            key_codec: K::codec_id(),
+            namespace_codec: N::codec_id(),
+        };
+        let service = Arc::new(match self.engine.timer_store(&meta)? {
             Some(store) => TimerService::<K, N>::with_store(name, self.config(), store),
-            None => TimerService::<K, N>::new(name, self.config()),
+            None => {
+                let service = TimerService::<K, N>::new(name, self.config());
+                // Timers the engine holds in its own files for this service (a native restore
+                // of a checkpoint that kept them there), while it now keeps timers on the heap:
+                // they move to the heap, checked against the codecs recorded with them.
+                if let Some(resident) = self.engine.resident_timer_store(name)? {
+                    let recorded = self
+                        .engine
+                        .resident_timer_services()?
+                        .into_iter()
+                        .find_map(|(n, m)| (n == name).then_some(m))
+                        .flatten();
+                    if let Some(recorded) = recorded.filter(|r| *r != meta) {
+                        return Err(incompatible_timers(&recorded, &meta));
+                    }
+                    let moved = service.absorb(resident)?;
+                    tracing::info!(
+                        service = name,
+                        moved,
+                        "timers moved from the engine's files to the heap"
+                    );
+                }
+                service
+            }
         });
         let parked = self.restored_timers.lock().remove(name);
         if let Some(parked) = parked {
-            let meta = service.meta();
             if parked.meta != meta {
-                let existing = format!(
-                    "{} / {}",
-                    parked.meta.key_codec, parked.meta.namespace_codec
-                );
+                let err = incompatible_timers(&parked.meta, &meta);
                 self.restored_timers.lock().insert(name.to_owned(), parked);
-                return Err(Error::IncompatibleRegistration {
-                    name: name.to_owned(),
-                    field: "timer key / namespace codecs",
-                    existing,
-                    requested: format!("{} / {}", meta.key_codec, meta.namespace_codec),
-                });
+                return Err(err);
             }
             service.restore(&parked)?;
         }
@@ -265,33 +284,67 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
     /// (the engine's files carry them), not out of savepoints.
     fn snapshot_timers(&self, mode: SnapshotMode) -> Result<TimersSnapshot> {
         let range = self.key_group_range();
-        let mut services: Vec<ServiceTimers> = self
-            .timers
-            .lock()
-            .values()
-            .filter(|t| mode == SnapshotMode::Savepoint || !t.snapshotter.in_engine_files())
-            .map(|t| t.snapshotter.snapshot())
-            .collect::<Result<_>>()?;
+        let savepoint = mode == SnapshotMode::Savepoint;
+        let mut by_name: BTreeMap<String, ServiceTimers> = BTreeMap::new();
+        let created: Vec<String> = {
+            let timers = self.timers.lock();
+            for t in timers.values() {
+                if savepoint || !t.snapshotter.in_engine_files() {
+                    let s = t.snapshotter.snapshot()?;
+                    merge_service(&mut by_name, s)?;
+                }
+            }
+            timers.keys().cloned().collect()
+        };
         for r in self.restored_timers.lock().values() {
             let mut domains: [Vec<Vec<(u64, TimerId)>>; 2] =
                 [vec![Vec::new(); range.len()], vec![Vec::new(); range.len()]];
             for (d, timers) in r.timers.iter().enumerate() {
                 for (group, ts, id) in timers {
-                    if let Some(i) = range.index_of(*group) {
-                        domains[d][i].push((*ts, id.clone()));
+                    if let (Some(i), Some(domain)) = (range.index_of(*group), domains.get_mut(d))
+                        && let Some(g) = domain.get_mut(i)
+                    {
+                        g.push((*ts, id.clone()));
                     }
                 }
             }
-            for groups in &mut domains {
-                groups.iter_mut().for_each(|g| g.sort());
-            }
-            services.push(ServiceTimers {
-                meta: r.meta.clone(),
-                domains,
-            });
+            merge_service(
+                &mut by_name,
+                ServiceTimers {
+                    meta: r.meta.clone(),
+                    domains,
+                },
+            )?;
         }
-        services.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
-        Ok(TimersSnapshot { range, services })
+        // A savepoint leaves no engine files behind: timers the engine holds for services not
+        // created in this process (restored natively, created later if ever) go in too.
+        if savepoint {
+            for (name, meta) in self.engine.resident_timer_services()? {
+                if created.contains(&name) {
+                    continue;
+                }
+                let Some(store) = self.engine.resident_timer_store(&name)? else {
+                    continue;
+                };
+                if store.len(0) + store.len(1) == 0 {
+                    continue;
+                }
+                let meta = meta.ok_or_else(|| CheckpointError::Unregistered {
+                    state: format!("timer service {name}"),
+                })?;
+                let copy = |d: usize| {
+                    (0..range.len())
+                        .map(|i| store.group(d, i))
+                        .collect::<Result<Vec<_>>>()
+                };
+                let domains = [copy(0)?, copy(1)?];
+                merge_service(&mut by_name, ServiceTimers { meta, domains })?;
+            }
+        }
+        Ok(TimersSnapshot {
+            range,
+            services: by_name.into_values().collect(),
+        })
     }
 
     /// Registers (or looks up) a value state.
@@ -451,6 +504,44 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         let offsets = offsets.iter().map(|(n, o)| ((*n).to_owned(), *o)).collect();
         PendingCheckpoint::spawn(store.clone(), id, job, timers, offsets)
     }
+}
+
+/// The error for a timer service asked for with other codecs than its timers have.
+fn incompatible_timers(existing: &TimerMeta, requested: &TimerMeta) -> Error {
+    Error::IncompatibleRegistration {
+        name: requested.name.clone(),
+        field: "timer key / namespace codecs",
+        existing: format!("{} / {}", existing.key_codec, existing.namespace_codec),
+        requested: format!("{} / {}", requested.key_codec, requested.namespace_codec),
+    }
+}
+
+/// Adds `s` to the snapshot's services: one entry per name (the manifest's timer list has
+/// unique names), timers of the same service from two places joined, in order.
+fn merge_service(by_name: &mut BTreeMap<String, ServiceTimers>, s: ServiceTimers) -> Result<()> {
+    match by_name.entry(s.meta.name.clone()) {
+        std::collections::btree_map::Entry::Vacant(v) => {
+            let mut s = s;
+            for groups in &mut s.domains {
+                groups.iter_mut().for_each(|g| g.sort());
+            }
+            v.insert(s);
+        }
+        std::collections::btree_map::Entry::Occupied(mut o) => {
+            let known = o.get_mut();
+            if known.meta != s.meta {
+                return Err(incompatible_timers(&known.meta, &s.meta));
+            }
+            for (mine, theirs) in known.domains.iter_mut().zip(s.domains) {
+                for (g, more) in mine.iter_mut().zip(theirs) {
+                    g.extend(more);
+                    g.sort();
+                    g.dedup();
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl<K, E: Engine> fmt::Debug for KeyedStateBackend<K, E> {

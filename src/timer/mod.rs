@@ -332,6 +332,20 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
         }
     }
 
+    /// Moves every timer of `other` (a store over the same key groups) into this service's
+    /// store, emptying `other`; returns how many moved.
+    pub(crate) fn absorb(&self, mut other: Box<dyn TimerStore>) -> Result<u64> {
+        let mut store = self.store.lock();
+        let mut moved = 0;
+        for domain in 0..2 {
+            while let Some((index, ts, id)) = other.pop_due(domain, u64::MAX)? {
+                store.add(domain, index, ts, id)?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
     /// Adds restored timers (of owned key groups only; each key's group is checked).
     pub(crate) fn restore(&self, restored: &RestoredTimers) -> Result<()> {
         let invalid = |reason: String| Error::Decode {

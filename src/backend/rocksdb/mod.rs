@@ -40,7 +40,7 @@ use crate::backend::{
 use crate::checkpoint::format::canonical::is_canonical;
 use crate::checkpoint::storage::map_bounded;
 use crate::checkpoint::{
-    FileEntry, FileRole, RestoreSource, RestoredTimerSet, fetch_verified, plan_restore,
+    FileEntry, FileRole, RestoreSource, RestoredTimerSet, TimerMeta, fetch_verified, plan_restore,
     read_canonical,
 };
 use crate::error::{CheckpointError, ConfigError, Error, IoAt, Result};
@@ -547,6 +547,16 @@ impl RocksDbEngine {
         Ok(())
     }
 
+    fn open_timer_store(&self, cf: String) -> Result<timers::RocksTimerStore> {
+        timers::RocksTimerStore::open(
+            self.handle.clone(),
+            cf,
+            layout::group_prefix_len(self.config.max_parallelism()),
+            self.config.key_group_range(),
+            !self.options.write_ahead_log(),
+        )
+    }
+
     /// The database directory.
     pub fn path(&self) -> &Path {
         &self.path
@@ -886,19 +896,67 @@ impl Engine for RocksDbEngine {
 
     /// With [`RocksDbOptions::timers_in_rocksdb`], a store in the column family
     /// `timers:<name>`; otherwise the heap.
-    fn timer_store(&self, name: &str) -> Result<Option<Box<dyn TimerStore>>> {
+    fn timer_store(&self, meta: &TimerMeta) -> Result<Option<Box<dyn TimerStore>>> {
         if !self.options.timers_in_rocksdb() {
             return Ok(None);
         }
-        let cf = timers::timer_cf_name(name);
+        // The service's codecs, checked against what this database recorded (a restored
+        // database has its checkpoint's), as states' metadata is.
+        let key = timers::timer_meta_key(&meta.name);
+        match self.handle.db.get(&key)? {
+            Some(bytes) => {
+                let stored = timers::decode_timer_meta(&bytes).map_err(|source| Error::Decode {
+                    state: timers::timer_cf_name(&meta.name),
+                    source,
+                })?;
+                if stored != *meta {
+                    return Err(Error::IncompatibleRegistration {
+                        name: meta.name.clone(),
+                        field: "timer key / namespace codecs",
+                        existing: format!("{} / {}", stored.key_codec, stored.namespace_codec),
+                        requested: format!("{} / {}", meta.key_codec, meta.namespace_codec),
+                    });
+                }
+            }
+            None => self.handle.db.put(&key, timers::encode_timer_meta(meta))?,
+        }
+        let cf = timers::timer_cf_name(&meta.name);
         self.ensure_cf(&cf)?;
-        Ok(Some(Box::new(timers::RocksTimerStore::open(
-            self.handle.clone(),
-            cf,
-            layout::group_prefix_len(self.config.max_parallelism()),
-            self.config.key_group_range(),
-            !self.options.write_ahead_log(),
-        )?)))
+        Ok(Some(Box::new(self.open_timer_store(cf)?)))
+    }
+
+    fn resident_timer_services(&self) -> Result<Vec<(String, Option<TimerMeta>)>> {
+        let mut names: Vec<String> = self
+            .state_cfs()
+            .into_iter()
+            .filter_map(|cf| cf.strip_prefix(timers::TIMER_CF_PREFIX).map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| {
+                let meta = match self.handle.db.get(timers::timer_meta_key(&name))? {
+                    Some(bytes) => {
+                        Some(
+                            timers::decode_timer_meta(&bytes).map_err(|source| Error::Decode {
+                                state: timers::timer_cf_name(&name),
+                                source,
+                            })?,
+                        )
+                    }
+                    None => None,
+                };
+                Ok((name, meta))
+            })
+            .collect()
+    }
+
+    fn resident_timer_store(&self, name: &str) -> Result<Option<Box<dyn TimerStore>>> {
+        let cf = timers::timer_cf_name(name);
+        if !self.slots.lock().contains_key(&cf) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(self.open_timer_store(cf)?)))
     }
 
     /// Flushes every column family and makes a RocksDB checkpoint (hard links) into a staging

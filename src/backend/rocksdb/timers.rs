@@ -16,13 +16,52 @@ use rocksdb::{ReadOptions, WriteOptions};
 use super::DbHandle;
 use super::layout::{prefix_successor, write_group};
 use crate::backend::TimerStore;
-use crate::error::{Error, Result};
+use crate::checkpoint::TimerMeta;
+use crate::codec::Codec;
+use crate::error::{CodecError, Error, Result};
 use crate::key_group::KeyGroupRange;
 use crate::types::TimerId;
 
+/// The prefix of every timer service's column family.
+pub(crate) const TIMER_CF_PREFIX: &str = "timers:";
+
 /// The column family of timer service `name`.
 pub(crate) fn timer_cf_name(name: &str) -> String {
-    format!("timers:{name}")
+    format!("{TIMER_CF_PREFIX}{name}")
+}
+
+/// The `default`-column-family key of a timer service's recorded codecs.
+pub(crate) fn timer_meta_key(name: &str) -> Vec<u8> {
+    [b"meta/timer/".as_slice(), name.as_bytes()].concat()
+}
+
+/// A timer service's recorded codecs: version 1, then the codec encoding of `(name, key
+/// codec, namespace codec)`.
+pub(crate) fn encode_timer_meta(meta: &TimerMeta) -> Vec<u8> {
+    let mut out = vec![1];
+    (
+        meta.name.clone(),
+        meta.key_codec.clone(),
+        meta.namespace_codec.clone(),
+    )
+        .encode(&mut out);
+    out
+}
+
+/// Reads what [`encode_timer_meta`] wrote.
+pub(crate) fn decode_timer_meta(bytes: &[u8]) -> Result<TimerMeta, CodecError> {
+    let Some((&1, body)) = bytes.split_first() else {
+        return Err(CodecError::Invalid {
+            what: "timer service metadata",
+            reason: "unknown version".into(),
+        });
+    };
+    let (name, key_codec, namespace_codec) = <(String, String, String)>::decode(body)?;
+    Ok(TimerMeta {
+        name,
+        key_codec,
+        namespace_codec,
+    })
 }
 
 /// See the module documentation.
