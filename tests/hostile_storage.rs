@@ -252,3 +252,27 @@ fn a_decompression_bomb_is_refused_without_allocating_it() {
     );
     assert!(started.elapsed().as_secs() < 5, "refused at once");
 }
+
+/// A write that fails after creating its checkpoint's directory (a full disk fails the
+/// temporary file, not the directory) must not leave directories behind: opening or cleaning
+/// a store removes empty checkpoint directories, never `shared/` (issue 14, item 10).
+#[test]
+fn empty_checkpoint_directories_are_removed() {
+    let root = tempfile::tempdir().unwrap();
+    let storage = Arc::new(LocalStorage::new(root.path()).unwrap());
+    storage.put("shared/x.sst", b"x").unwrap();
+    storage.delete("shared/x.sst").unwrap();
+    for dir in ["chk-5", "chk-6", "chk-7"] {
+        std::fs::create_dir(root.path().join(dir)).unwrap();
+    }
+    let (store, _) = CheckpointStore::open(storage.clone(), 1).unwrap();
+    let left: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(left, vec!["shared".to_string()]);
+    std::fs::create_dir(root.path().join("chk-8")).unwrap();
+    store.clean().unwrap();
+    assert!(!root.path().join("chk-8").exists());
+}

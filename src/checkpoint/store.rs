@@ -244,6 +244,7 @@ impl CheckpointStore {
         }
         if inner.in_progress.is_none() {
             removed += self.collect_shared(inner, &files)?;
+            self.storage.remove_empty_dirs()?;
         }
         inner.dirty = false;
         Ok(removed)

@@ -88,6 +88,11 @@ struct SimulateArgs {
     /// A crash during a write leaves nothing (default: half the file, a torn tail).
     #[arg(long)]
     no_torn_writes: bool,
+    /// A real storage error: the storage of a seeded instance fills up at a seeded checkpoint
+    /// (writes fail with ENOSPC); the run stops with that error and exit status 1, and
+    /// resuming its --dir after that goes on from the latest job checkpoint.
+    #[arg(long)]
+    disk_full: bool,
     /// Rescale to Q instances at the first checkpoint past half the input.
     #[arg(long, value_name = "Q", value_parser = clap::value_parser!(u32).range(1..=32_768))]
     rescale_to: Option<u32>,
@@ -173,6 +178,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    init_logging();
     match Cli::parse().command {
         Command::Simulate(args) => simulate(args),
         Command::Inspect(args) => match inspect_command(&args) {
@@ -184,6 +190,26 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The library's events on stderr: warnings by default (an aborted checkpoint, a cleanup that
+/// failed), more with `KEYED_STATE_LOG=info` or `debug`, none with `off`.
+fn init_logging() {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match std::env::var("KEYED_STATE_LOG").as_deref().map(str::trim) {
+        Ok("off") => LevelFilter::OFF,
+        Ok("error") => LevelFilter::ERROR,
+        Ok("info") => LevelFilter::INFO,
+        Ok("debug") => LevelFilter::DEBUG,
+        Ok("trace") => LevelFilter::TRACE,
+        _ => LevelFilter::WARN,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .without_time()
+        .init();
 }
 
 /// Whether `e` is a write to a stdout whose reader went away (`keyed-state inspect | head`):
@@ -243,6 +269,7 @@ fn simulate(args: SimulateArgs) -> ExitCode {
         crashes: if kills > 0 { 0 } else { args.crashes },
         storage_faults: if kills > 0 { 0 } else { args.storage_faults },
         torn_writes: !args.no_torn_writes,
+        disk_full: args.disk_full && kills == 0,
         rescale_to: args.rescale_to.map(|q| q.min(args.max_parallelism)),
         random_rescales: if kills > 0 { 0 } else { args.random_rescales },
         resume: args.worker,

@@ -408,3 +408,44 @@ fn a_second_process_on_a_live_run_is_refused_until_the_first_dies() {
     let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(report["divergences"], 0, "{report}");
 }
+
+/// A full disk (issue 14, item 10): `simulate` stops with the error and exit status 1 instead
+/// of retrying forever, shows the library's warning about the aborted checkpoint, and the
+/// directory it leaves resumes to a run that matches the oracle.
+#[test]
+fn a_full_disk_stops_simulate_with_exit_1_and_the_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let run = [
+        "--seed",
+        "1",
+        "--events",
+        "60000",
+        "--checkpoint-every",
+        "5000",
+    ];
+    let args: Vec<&str> = run
+        .iter()
+        .copied()
+        .chain(["--disk-full", "--dir", d])
+        .collect();
+    let started = std::time::Instant::now();
+    let (code, _, err) = simulate(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(
+        err.contains("WARN") && err.contains("checkpoint aborted"),
+        "{err}"
+    );
+    assert!(started.elapsed().as_secs() < 60, "stopped, not spinning");
+    let seed_dir = dir.path().join("seed-1");
+    let worker: Vec<&str> = run
+        .iter()
+        .copied()
+        .chain(["--json", "--worker", "--dir", seed_dir.to_str().unwrap()])
+        .collect();
+    let (code, out, err) = simulate(&worker);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(report["divergences"], 0, "{report}");
+}

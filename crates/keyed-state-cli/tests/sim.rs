@@ -141,3 +141,67 @@ fn digests_are_specified_and_pinned() {
         ("ad20630e27d1b6c4".into(), "6439f6fe06a49152".into(), 1420)
     );
 }
+
+/// Real storage errors next to the injected ones (issue 14, item 10): a storage that fills up
+/// at a seeded checkpoint stops the run with that error (no retrying forever, no empty
+/// checkpoint directories left), and a run resumed from the same directory once space is back
+/// goes on from the latest job checkpoint and matches the oracle.
+#[test]
+fn a_full_disk_stops_the_run_and_a_resume_completes_it() {
+    let seeds = [(EngineKind::Heap, 0..12)]
+        .into_iter()
+        .chain(cfg!(feature = "rocksdb").then_some((EngineKind::RocksDb, 100..104)));
+    let mut stopped = 0;
+    for (engine, range) in seeds {
+        for seed in range {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = SimConfig {
+                disk_full: true,
+                dir: Some(dir.path().join("run")),
+                events: 6_000,
+                checkpoint_every: 400,
+                ..config(seed, engine)
+            };
+            let Err(err) = run(&cfg) else {
+                continue; // the fault found no free checkpoint in this seed's plan
+            };
+            stopped += 1;
+            let full = matches!(&err, keyed_state::Error::File { source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull);
+            assert!(full, "seed {seed} on {}: {err}", engine.name());
+            let empty_dirs: Vec<_> = walk(dir.path())
+                .into_iter()
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("chk-"))
+                        && std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
+                })
+                .collect();
+            assert!(empty_dirs.is_empty(), "seed {seed}: {empty_dirs:?}");
+            let resumed = run(&SimConfig {
+                resume: true,
+                ..cfg
+            })
+            .unwrap();
+            assert!(
+                resumed.divergences.is_empty(),
+                "seed {seed} on {}: {:?}",
+                engine.name(),
+                resumed.divergences
+            );
+        }
+    }
+    assert!(stopped >= 8, "the disk filled up in {stopped} runs");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&path));
+            out.push(path);
+        }
+    }
+    out
+}

@@ -26,6 +26,7 @@ pub struct FaultyStorage {
     ops: AtomicU64,
     fail_from: AtomicU64,
     fail_only: AtomicU64,
+    full_from: AtomicU64,
     tear: AtomicBool,
 }
 
@@ -37,8 +38,17 @@ impl FaultyStorage {
             ops: AtomicU64::new(0),
             fail_from: AtomicU64::new(u64::MAX),
             fail_only: AtomicU64::new(u64::MAX),
+            full_from: AtomicU64::new(u64::MAX),
             tear: AtomicBool::new(false),
         }
+    }
+
+    /// From operation `op` on, every write fails as a full disk does: a real
+    /// [`std::io::ErrorKind::StorageFull`] error (`ENOSPC`), not an injected one, so callers
+    /// that tell planned faults from real ones treat it as real. Reads and deletes go on
+    /// (deleting is how space comes back).
+    pub fn fill_up_from(&self, op: u64) {
+        self.full_from.store(op, Ordering::SeqCst);
     }
 
     /// Fails operation `op` and every later one.
@@ -57,10 +67,11 @@ impl FaultyStorage {
         self.tear.store(on, Ordering::SeqCst);
     }
 
-    /// Stops failing.
+    /// Stops failing (and frees the space of [`fill_up_from`](Self::fill_up_from)).
     pub fn heal(&self) {
         self.fail_from.store(u64::MAX, Ordering::SeqCst);
         self.fail_only.store(u64::MAX, Ordering::SeqCst);
+        self.full_from.store(u64::MAX, Ordering::SeqCst);
     }
 
     /// Operations seen so far (failed ones included).
@@ -76,6 +87,12 @@ impl FaultyStorage {
     /// tearing on, publishes half of them first.
     fn check_put(&self, what: &str, path: &str, bytes: Option<&dyn Fn() -> Vec<u8>>) -> Result<()> {
         let n = self.ops.fetch_add(1, Ordering::SeqCst);
+        if bytes.is_some() && n >= self.full_from.load(Ordering::SeqCst) {
+            return Err(crate::Error::File {
+                path: path.into(),
+                source: disk_full(),
+            });
+        }
         let from = self.fail_from.load(Ordering::SeqCst);
         if n >= from || n == self.fail_only.load(Ordering::SeqCst) {
             if let Some(bytes) = bytes.filter(|_| n == from && self.tear.load(Ordering::SeqCst)) {
@@ -86,6 +103,18 @@ impl FaultyStorage {
             return Err(CheckpointError::Injected(format!("{what} {path} (operation {n})")).into());
         }
         Ok(())
+    }
+}
+
+/// What a write to a full disk fails with.
+fn disk_full() -> std::io::Error {
+    #[cfg(unix)]
+    {
+        std::io::Error::from_raw_os_error(libc::ENOSPC)
+    }
+    #[cfg(not(unix))]
+    {
+        std::io::Error::from(std::io::ErrorKind::StorageFull)
     }
 }
 
@@ -148,6 +177,12 @@ impl CheckpointStorage for FaultyStorage {
     /// storage's.
     fn lock_exclusive(&self) -> Result<Option<super::DirLock>> {
         self.inner.lock_exclusive()
+    }
+
+    /// Not counted: directories are not files, and the operation numbers of checkpoints stay
+    /// what they were.
+    fn remove_empty_dirs(&self) -> Result<usize> {
+        self.inner.remove_empty_dirs()
     }
 
     fn remove_temporaries(&self) -> Result<usize> {

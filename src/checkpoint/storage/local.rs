@@ -326,6 +326,24 @@ impl CheckpointStorage for LocalStorage {
         DirLock::acquire(&self.root).map(Some)
     }
 
+    fn remove_empty_dirs(&self) -> Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.root).at(&self.root)? {
+            let entry = entry.at(&self.root)?;
+            let is_dir = entry.file_type().at(entry.path())?.is_dir(); // links are not dirs
+            if is_dir && entry.file_name() != SHARED_DIR {
+                // Fails while not empty, which is the point.
+                if fs::remove_dir(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            sync_dir(&self.root).at(&self.root)?;
+        }
+        Ok(removed)
+    }
+
     fn remove_temporaries(&self) -> Result<usize> {
         let mut removed = 0;
         let mut dirs = vec![self.root.clone()];

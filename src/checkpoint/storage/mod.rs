@@ -204,6 +204,17 @@ pub trait CheckpointStorage: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// Removes empty checkpoint directories (left by attempts that failed before their first
+    /// file, say on a full disk); `shared/` stays. Called by a store's clean while no attempt
+    /// is in flight. The default (storage without directories) does nothing.
+    ///
+    /// # Errors
+    ///
+    /// The root cannot be listed.
+    fn remove_empty_dirs(&self) -> Result<usize> {
+        Ok(0)
+    }
+
     /// Removes leftovers of interrupted writes (temporary files). Called when a
     /// [`CheckpointStore`](super::CheckpointStore) opens.
     ///

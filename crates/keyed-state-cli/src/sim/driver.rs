@@ -100,6 +100,10 @@ pub struct SimConfig {
     pub rescale_to: Option<u32>,
     /// Rescales to a seeded number of instances (1..=4) at seeded checkpoints.
     pub random_rescales: u32,
+    /// The storage of a seeded instance fills up at a seeded checkpoint: a real error (not an
+    /// injected one), which stops the run with that error; a resumed run goes on from the
+    /// latest job checkpoint once space is back.
+    pub disk_full: bool,
     /// Where checkpoints (and RocksDB databases) go; a temporary directory when `None`. Must
     /// be empty unless `resume`.
     pub dir: Option<PathBuf>,
@@ -129,6 +133,7 @@ impl Default for SimConfig {
             torn_writes: true,
             rescale_to: None,
             random_rescales: 1,
+            disk_full: false,
             dir: None,
             resume: false,
             storage: None,
@@ -211,6 +216,9 @@ impl SimConfig {
         if !self.torn_writes {
             args.push("--no-torn-writes".to_string());
         }
+        if self.disk_full {
+            args.push("--disk-full".to_string());
+        }
         if let Some(url) = &self.storage {
             args.extend(["--storage".to_string(), url.clone()]);
             for (k, v) in &self.storage_settings {
@@ -287,6 +295,9 @@ enum CheckpointFault {
     CrashBeforeCommit,
     /// The process dies right after the job record.
     CrashAfterCommit,
+    /// From storage operation `op` of instance `instance % p` on, every write fails as a full
+    /// disk does: a real error, which stops the run.
+    DiskFull { instance: u32, op: u64 },
 }
 
 /// Every fault of a run, drawn from the seed up front; each fires once.
@@ -369,6 +380,16 @@ impl FaultPlan {
         for _ in 0..cfg.random_rescales {
             let at = checkpoints[rng.index(checkpoints.len())];
             plan.rescales.insert(at, 1 + rng.below_u32(4));
+        }
+        // Drawn last, so every other fault of a seed stays where it was without it.
+        if cfg.disk_full {
+            let fault = CheckpointFault::DiskFull {
+                instance: rng.below_u32(8),
+                op: rng.below(checkpoint_ops),
+            };
+            if let Some(at) = free_checkpoint(&mut rng, &plan) {
+                plan.at_checkpoint.insert(at, fault);
+            }
         }
         plan
     }
@@ -684,6 +705,10 @@ impl Sim<'_> {
             Some(CheckpointFault::TransientCommit) => {
                 self.log_faults.fail_only(self.log_faults.operations());
             }
+            Some(CheckpointFault::DiskFull { instance, op }) => {
+                let s = &running.faults[(instance % p) as usize];
+                s.fill_up_from(s.operations() + op);
+            }
             _ => {}
         }
         let offsets = [("input", pos), ("max_ts", self.max_ts)];
@@ -693,7 +718,7 @@ impl Sim<'_> {
             .zip(&running.stores)
             .map(|(inst, store)| inst.checkpoint(store, id, &offsets))
             .collect();
-        let results: Vec<_> = started
+        let mut results: Vec<_> = started
             .into_iter()
             .map(|s| s.and_then(|c| c.wait()))
             .collect();
@@ -704,6 +729,20 @@ impl Sim<'_> {
             // Whatever the instances managed, the process is gone before the job record.
             self.report.crashes_in_checkpoint += 1;
             return Err(Stop::Crash);
+        }
+        // A real storage failure (not one this run planned) stops the run: retrying would spin
+        // on, say, a full disk. The attempt is withdrawn first; the job's latest checkpoint
+        // stays, and a resumed run goes on from it once the cause is gone.
+        if let Some(at) = results
+            .iter()
+            .position(|r| r.as_ref().is_err_and(|e| !is_injected(e)))
+        {
+            for store in &running.stores {
+                store.discard(id)?;
+            }
+            if let Err(real) = results.swap_remove(at) {
+                return Err(Stop::Error(real));
+            }
         }
         let mut failed = results.iter().filter_map(|r| r.as_ref().err()).peekable();
         let committed = if let Some(e) = failed.peek() {
