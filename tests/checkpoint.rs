@@ -996,3 +996,70 @@ fn ttl_settings_may_change_across_a_restore_but_not_on_or_off() {
         );
     }
 }
+
+/// Two manifest entries whose SSTs restore under one local name (issue 14, item 1): before,
+/// the second download fell back to a copy that truncated the first one's hard link — the
+/// stored SST itself. Now the restore refuses before writing anything, every stored file stays
+/// intact, and the checkpoint verifies as before.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_restore_never_writes_into_a_stored_file() {
+    let clock = ManualClock::new(0);
+    let all = KeyGroupRange::all(M).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> =
+        Arc::new(LocalStorage::new(root.path().join("store")).unwrap());
+    let store = Arc::new(CheckpointStore::open(storage.clone(), 2).unwrap().0);
+    let mut h = Rocks::new();
+    let b = KeyedStateBackend::new(h.fresh(config(&clock, all)));
+    let s = register(&b);
+    populate(&b, &s, &(0..500).collect::<Vec<_>>(), 1);
+    let good = b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+    // Checkpoint 2 lists one of 1's SSTs and a second shared file with the same local name
+    // (other bytes, with their own matching size and checksum).
+    let sst = good
+        .files
+        .iter()
+        .find(|f| f.role == keyed_state::checkpoint::FileRole::SharedSst)
+        .unwrap()
+        .clone();
+    let local = sst.path.rsplit_once('-').unwrap().1.to_owned();
+    let twin_path = format!("shared/ffffffffffffffff-{local}");
+    storage
+        .put(&twin_path, &storage.get(&sst.path).unwrap())
+        .unwrap();
+    let mut crafted = good.clone();
+    crafted.checkpoint_id = 2;
+    for f in &mut crafted.files {
+        if f.path.starts_with("chk-1/") {
+            let name = f.file_name().to_owned();
+            storage
+                .put(&format!("chk-2/{name}"), &storage.get(&f.path).unwrap())
+                .unwrap();
+            f.path = format!("chk-2/{name}");
+        }
+    }
+    let mut twin = sst.clone();
+    twin.path = twin_path;
+    crafted.files.push(twin);
+    storage
+        .put("chk-2/_manifest", &crafted.encode().unwrap())
+        .unwrap();
+    let before = storage.get(&sst.path).unwrap().to_vec();
+    let source = RestoreSource {
+        storage: storage.clone(),
+        manifest: crafted,
+    };
+    let target = root.path().join("restored");
+    let err = RocksDbEngine::restore(
+        &target,
+        config(&clock, all),
+        RocksDbOptions::default(),
+        &[source],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("both restore as"), "{err}");
+    assert!(!target.exists(), "nothing was written");
+    assert_eq!(storage.get(&sst.path).unwrap().to_vec(), before);
+    assert_eq!(store.verify(&good), vec![]);
+}
