@@ -1025,9 +1025,14 @@ fn a_restore_never_writes_into_a_stored_file() {
         .clone();
     let local = sst.path.rsplit_once('-').unwrap().1.to_owned();
     let twin_path = format!("shared/ffffffffffffffff-{local}");
-    storage
-        .put(&twin_path, &storage.get(&sst.path).unwrap())
-        .unwrap();
+    let other_bytes: Vec<u8> = storage
+        .get(&sst.path)
+        .unwrap()
+        .iter()
+        .rev()
+        .copied()
+        .collect();
+    storage.put(&twin_path, &other_bytes).unwrap();
     let mut crafted = good.clone();
     crafted.checkpoint_id = 2;
     for f in &mut crafted.files {
@@ -1041,6 +1046,7 @@ fn a_restore_never_writes_into_a_stored_file() {
     }
     let mut twin = sst.clone();
     twin.path = twin_path;
+    twin.crc32 = crc32fast::hash(&other_bytes);
     crafted.files.push(twin);
     storage
         .put("chk-2/_manifest", &crafted.encode().unwrap())
