@@ -179,7 +179,7 @@ fn take(kind: Kind) -> Result<Fixture> {
         dump: BTreeSet::new(),
     };
     fixture.dump = restore(&fixture.files, &fixture.manifest, kind != Kind::Heap)?;
-    debug_assert!(fixture.dump.len() > 100, "the fixture has state");
+    assert!(fixture.dump.len() > 100, "the fixture has state");
     Ok(fixture)
 }
 
