@@ -210,6 +210,99 @@ fn rocksdb_rescales() {
     }
 }
 
+/// Checkpoints `backend` into a fresh store and returns it as a restore source.
+#[cfg(feature = "rocksdb")]
+fn checkpoint_source<E: Engine>(
+    b: &KeyedStateBackend<u64, E>,
+    mode: SnapshotMode,
+) -> RestoreSource {
+    let store = memory_store(1);
+    b.snapshot_into(&store, 1, &[], mode)
+        .unwrap()
+        .wait()
+        .unwrap();
+    RestoreSource::latest(&store).unwrap()
+}
+
+/// Merging checkpoints adopts the other sources' SST files as they are (no entry rewritten),
+/// and the result is an ordinary database: entries of every source take new writes and
+/// removals (its sequence numbers rose above the adopted files'), the key groups outside its
+/// range are gone from its savepoints, and its own checkpoints rescale again — here without the
+/// background compaction after the cut, so their files carry the first rescale's range
+/// deletions, which RocksDB refuses to adopt as they are, and their entries are rewritten.
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_merges_adopt_files_and_the_result_is_an_ordinary_database() {
+    let mut h = Rocks::new();
+    let clock = ManualClock::new(1_000);
+    let keys: Vec<u64> = KEYS.collect();
+    let mut sources = Vec::new();
+    for i in 0..3 {
+        let b =
+            KeyedStateBackend::new(h.fresh(config(&clock, range_for_operator(M, 3, i).unwrap())));
+        let s = register(&b);
+        populate(&b, &s, &keys, 1);
+        populate(&b, &s, &keys, 2);
+        sources.push(checkpoint_source(&b, SnapshotMode::Checkpoint));
+    }
+    let mut expected = BTreeSet::new();
+    let mut merged_sources = Vec::new();
+    let mut savepoints = Vec::new();
+    for j in 0..2 {
+        // No compaction after the cut: the range deletions stay in the checkpoints' files.
+        let engine = RocksDbEngine::restore(
+            h.path(),
+            config(&clock, range_for_operator(M, 2, j).unwrap()),
+            RocksDbOptions::default().with_compact_after_rescale(false),
+            &sources,
+        )
+        .unwrap();
+        let summary = engine.restore_summary().clone();
+        assert_eq!(summary.sources, 2, "3 -> 2 merges two sources: {summary:?}");
+        assert!(summary.files_adopted > 0, "{summary:?}");
+        assert_eq!(summary.column_families_rewritten, 0, "{summary:?}");
+        let b = KeyedStateBackend::new(engine);
+        let s = register(&b);
+        populate(&b, &s, &keys, 3);
+        for &k in &keys {
+            let Ok(key) = b.key(k) else { continue };
+            if k % 5 == 0 {
+                s.value.clear(&key, &()).unwrap();
+            }
+            let want = (k % 5 != 0).then_some(k * 10 + 3);
+            assert_eq!(s.value.get(&key, &()).unwrap(), want, "key {k}");
+        }
+        let live = dump(&b, &s);
+        expected.extend(live.clone());
+        // A plain restore of the merged database's checkpoint is the live state.
+        let own = checkpoint_source(&b, SnapshotMode::Checkpoint);
+        let again = KeyedStateBackend::new(
+            h.restore(
+                config(&clock, b.key_group_range()),
+                std::slice::from_ref(&own),
+            )
+            .unwrap(),
+        );
+        assert_eq!(dump(&again, &register(&again)), live);
+        merged_sources.push(own);
+        savepoints.push(checkpoint_source(&b, SnapshotMode::Savepoint));
+    }
+    // Savepoints hold each range only: two of them restore into one heap without conflict.
+    let all = KeyGroupRange::all(M).unwrap();
+    let heap =
+        KeyedStateBackend::new(HeapEngine::restore(config(&clock, all), &savepoints).unwrap());
+    assert_eq!(dump(&heap, &register(&heap)), expected);
+    // The merged databases' checkpoints, merged once more.
+    let engine = h.restore(config(&clock, all), &merged_sources).unwrap();
+    let summary = engine.restore_summary().clone();
+    assert_eq!(
+        summary.column_families_rewritten, 6,
+        "every state's files carry a range deletion: {summary:?}"
+    );
+    let b = KeyedStateBackend::new(engine);
+    assert_eq!(dump(&b, &register(&b)), expected);
+}
+
 #[test]
 fn restore_refuses_sources_that_do_not_fit() {
     let clock = ManualClock::new(0);

@@ -9,6 +9,7 @@
 //! checkpoints. State metadata is persisted, so a reopened instance finds its states again and
 //! refuses a registration that does not match.
 
+mod adopt;
 pub(crate) mod layout;
 mod options;
 mod savepoint;
@@ -55,6 +56,21 @@ use ttl_filter::{TtlFilterFactory, TtlRule, TtlSlot};
 
 type Db = rocksdb::DBWithThreadMode<MultiThreaded>;
 
+/// How a restore brought the checkpoints' data in ([`RocksDbEngine::restore_summary`]): the
+/// source overlapping the range most is opened as it is; the others' column families are
+/// adopted file by file, or where RocksDB refuses a file (it overlaps what the database
+/// holds), their entries are rewritten.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestoreSummary {
+    /// Checkpoints restored from.
+    pub sources: usize,
+    /// SST files of the other sources ingested as they are.
+    pub files_adopted: usize,
+    /// Column families of the other sources whose entries were read and rewritten instead.
+    pub column_families_rewritten: usize,
+}
+
 /// The column family of a state: its name prefixed, so no state collides with `default`.
 fn cf_name(state: &str) -> String {
     format!("state:{state}")
@@ -99,6 +115,8 @@ pub struct RocksDbEngine {
     uid: String,
     /// Shared names of SSTs restored from a checkpoint, by local file name.
     restored_ssts: HashMap<String, String>,
+    /// How the restore that made this engine went (default for an opened one).
+    restored: RestoreSummary,
     /// Timers a restore read from the checkpoints' timers files, until the backend takes them.
     restored_timers: Mutex<RestoredTimerSet>,
     /// The part widths of every state registered in this process (savepoints need them).
@@ -203,6 +221,7 @@ impl RocksDbEngine {
             metas: Mutex::new(metas),
             uid,
             restored_ssts: HashMap::new(),
+            restored: RestoreSummary::default(),
             restored_timers: Mutex::new(RestoredTimerSet::default()),
             shapes: Mutex::new(shapes),
             handle: Arc::new(DbHandle {
@@ -292,11 +311,29 @@ impl RocksDbEngine {
         for meta in states {
             engine.prepare_state(meta)?;
         }
-        engine.clip(base.manifest.range, range)?;
+        let mut summary = RestoreSummary {
+            sources: used.len(),
+            ..RestoreSummary::default()
+        };
+        // The others' files first, as they are (their key groups outside the range too), then
+        // one clip for all: RocksDB refuses ingested files that overlap a range deletion.
         for other in used.iter().filter(|s| !std::ptr::eq(**s, *base)) {
-            engine.ingest(other, range)?;
+            engine.adopt(other, range, &mut summary)?;
         }
-        tracing::info!(path = %engine.path.display(), range = %range, sources = used.len(), "restored RocksDB engine");
+        // Every used source overlaps the range, so none is empty.
+        let held = KeyGroupRange::new(
+            used.iter()
+                .map(|s| s.manifest.range.start())
+                .min()
+                .unwrap_or(0),
+            used.iter()
+                .map(|s| s.manifest.range.end())
+                .max()
+                .unwrap_or(0),
+        );
+        engine.clip(held, range)?;
+        tracing::info!(path = %engine.path.display(), range = %range, sources = summary.sources, files_adopted = summary.files_adopted, rewritten = summary.column_families_rewritten, "restored RocksDB engine");
+        engine.restored = summary;
         Ok(engine)
     }
 
@@ -407,7 +444,10 @@ impl RocksDbEngine {
         Ok(specs)
     }
 
-    /// Deletes the key groups of `held` outside `range` from every state.
+    /// Deletes the key groups of `held` (what the sources held) outside `range` from every
+    /// state: files wholly outside it are dropped, the rest is hidden by range deletions, and
+    /// a background compaction of the cut ranges then reclaims the space and drops the range
+    /// deletions (files that carry them cannot be adopted by a later rescale).
     fn clip(&self, held: KeyGroupRange, range: KeyGroupRange) -> Result<()> {
         let prefix_len = layout::group_prefix_len(self.config.max_parallelism());
         let key = |g: u32| {
@@ -421,22 +461,33 @@ impl RocksDbEngine {
             }
             out
         };
+        // (from, to) for the range deletion (`to` excluded), and the last key a file may end
+        // with to be dropped whole (RocksDB's file deletion includes its end key): below the
+        // range, the previous group's prefix followed by 0xff bytes, so a file ending with a
+        // key of the range's first group (even one that is only its prefix) stays. Only where
+        // the sources held groups: a range deletion over nothing would still be in the files.
         let mut cuts = Vec::new();
         if held.start() < range.start() {
-            cuts.push((key(0), key(u32::from(range.start()))));
+            let mut last = key(u32::from(range.start()) - 1);
+            last.extend_from_slice(&[0xff; 32]);
+            cuts.push((key(0), key(u32::from(range.start())), last));
         }
         if held.end() > range.end() {
-            cuts.push((
-                key(u32::from(range.end()) + 1),
-                key(self.config.max_parallelism()),
-            ));
+            let to = key(self.config.max_parallelism());
+            cuts.push((key(u32::from(range.end()) + 1), to.clone(), to));
         }
+        if cuts.is_empty() {
+            return Ok(());
+        }
+        let mut compactions = Vec::new();
         for name in self.state_cfs() {
             let Some(cf) = self.handle.db.cf_handle(&name) else {
                 continue;
             };
-            for (from, to) in &cuts {
+            for (from, to, last) in &cuts {
+                self.handle.db.delete_file_in_range_cf(&cf, from, last)?;
                 self.handle.db.delete_range_cf(&cf, from, to)?;
+                compactions.push((name.clone(), from.clone(), to.clone()));
             }
         }
         // Records parked by a canonical restore and not registered yet are clipped too.
@@ -445,11 +496,22 @@ impl RocksDbEngine {
                 self.handle.db.delete(&key)?;
             }
         }
+        if self.options.compact_after_rescale() {
+            compact_in_background(self.handle.clone(), compactions);
+        }
         Ok(())
     }
 
-    /// Brings the key groups of `range` held by `source` in as ingested SST files.
-    fn ingest(&self, source: &RestoreSource, range: KeyGroupRange) -> Result<()> {
+    /// Brings the key groups of `range` held by `source` in: each column family's files as
+    /// they are ([`adopt`]), or where RocksDB refuses them, the entries of those key groups
+    /// rewritten into a new SST file. Either way the key groups outside `range` are left for
+    /// [`clip`](Self::clip).
+    fn adopt(
+        &self,
+        source: &RestoreSource,
+        range: KeyGroupRange,
+        summary: &mut RestoreSummary,
+    ) -> Result<()> {
         let parent = self.path.parent().unwrap_or(Path::new("."));
         let scratch = tempfile::Builder::new()
             .prefix(".restore-")
@@ -501,6 +563,7 @@ impl RocksDbEngine {
                 v.insert(shape);
             }
         }
+        let live = other.live_files()?;
         for name in cfs.iter().filter(|n| n.as_str() != "default") {
             // Column families the base lacks (a state or timer service only another source
             // has) are created first.
@@ -509,6 +572,20 @@ impl RocksDbEngine {
             else {
                 continue;
             };
+            let files = adopt::files_in_ingest_order(&live, name, &dir);
+            if files.is_empty() {
+                continue;
+            }
+            match adopt::ingest_as_is(&self.handle.db, &into, &files) {
+                Ok(()) => {
+                    summary.files_adopted += files.len();
+                    continue;
+                }
+                Err(reason) => {
+                    tracing::debug!(cf = %name, checkpoint = source.manifest.checkpoint_id, %reason, "rewriting entries: RocksDB refused the files as they are");
+                    summary.column_families_rewritten += 1;
+                }
+            }
             let mut read = rocksdb::ReadOptions::default();
             read.set_iterate_upper_bound(upper.clone());
             let slot = self
@@ -555,6 +632,12 @@ impl RocksDbEngine {
             self.config.key_group_range(),
             !self.options.write_ahead_log(),
         )
+    }
+
+    /// How the restore that made this engine brought its data in (all zero for an engine
+    /// [opened](Self::open) rather than restored).
+    pub fn restore_summary(&self) -> &RestoreSummary {
+        &self.restored
     }
 
     /// The database directory.
@@ -739,6 +822,31 @@ fn default_cf_prefix(db: &Db, prefix: &[u8]) -> Result<Vec<KeyValue>> {
 /// Every record parked by a canonical restore, of every state.
 fn parked_records(db: &Db) -> Result<Vec<KeyValue>> {
     default_cf_prefix(db, savepoint::PARKED_PREFIX)
+}
+
+/// Compacts `(column family, from, to)` ranges on a thread of its own, to the bottom level, so
+/// the data and range deletions of key groups a restore cut away are gone from the files. Best
+/// effort: a failure is logged, and dropping the engine stops it
+/// ([`adopt::stop_manual_compactions`]).
+fn compact_in_background(handle: Arc<DbHandle>, ranges: Vec<(String, Vec<u8>, Vec<u8>)>) {
+    let spawned = std::thread::Builder::new()
+        .name("keyed-state-compact-clipped".into())
+        .spawn(move || {
+            let mut options = rocksdb::CompactOptions::default();
+            options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            for (name, from, to) in ranges {
+                let Some(cf) = handle.db.cf_handle(&name) else {
+                    continue;
+                };
+                handle
+                    .db
+                    .compact_range_cf_opt(&cf, Some(&from), Some(&to), &options);
+            }
+            tracing::debug!(path = %handle.db.path().display(), "compacted the key groups a restore cut away");
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start compacting the key groups a restore cut away");
+    }
 }
 
 /// Downloads a checkpoint's files into `dir` (verified), returning the restored SSTs' shared
@@ -1071,6 +1179,14 @@ impl Engine for RocksDbEngine {
             memory_bytes: memtable_bytes,
             cache_bytes: u64::try_from(self.cache.get_usage()).unwrap_or(u64::MAX),
         })
+    }
+}
+
+impl Drop for RocksDbEngine {
+    fn drop(&mut self) {
+        // A background compaction of cut-away key groups holds the database open; cancel it
+        // so the database closes (and its directory unlocks) once the last table is dropped.
+        adopt::stop_manual_compactions(&self.handle.db);
     }
 }
 

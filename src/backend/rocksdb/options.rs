@@ -36,13 +36,14 @@ pub struct RocksDbOptions {
     auto_compaction: bool,
     background_jobs: i32,
     timers_in_rocksdb: bool,
+    compact_after_rescale: bool,
 }
 
 impl Default for RocksDbOptions {
     /// 64 MiB block cache shared by all states, 64 MiB write buffers (2 per state), LZ4,
     /// 10-bit bloom filters for point lookups, no overall memory budget, **no write-ahead log**
     /// (durability comes from checkpoints), automatic compaction with 2 background jobs,
-    /// timers on the heap.
+    /// timers on the heap, key groups a rescaling restore cut away compacted in the background.
     fn default() -> Self {
         RocksDbOptions {
             block_cache_bytes: 64 << 20,
@@ -55,6 +56,7 @@ impl Default for RocksDbOptions {
             auto_compaction: true,
             background_jobs: 2,
             timers_in_rocksdb: false,
+            compact_after_rescale: true,
         }
     }
 }
@@ -112,4 +114,11 @@ impl RocksDbOptions {
         /// default: timers are usually far fewer than state entries, and the heap is several
         /// times faster (DESIGN.md §7d); turn it on when timers do not fit in memory.
         timers_in_rocksdb, with_timers_in_rocksdb, bool);
+    option!(
+        /// Whether a restore that cut key groups away (rescaling: range deletions over the
+        /// groups outside the new range) then compacts those ranges on a background thread.
+        /// On by default: it frees their space, and their checkpoint files can be adopted as
+        /// they are by a later rescale (files that carry range deletions cannot, and that
+        /// restore rewrites their entries instead, which is slower).
+        compact_after_rescale, with_compact_after_rescale, bool);
 }
