@@ -413,13 +413,12 @@ fn rescale_restore(c: &mut Criterion) {
         let mut n = 0;
         rescale_sources(&rocks_dir, &mut |config| {
             n += 1;
-            let engine = RocksDbEngine::open(
+            RocksDbEngine::open(
                 rocks_dir.join(format!("db-{n}")),
                 config,
                 RocksDbOptions::default(),
             )
-            .expect("open");
-            engine
+            .expect("open")
         })
     };
     let heap_sources = || -> RescaleSources {
