@@ -14,6 +14,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+#[cfg(feature = "timely")]
+mod timely_cmd;
 use keyed_state_cli::inspect;
 use keyed_state_cli::sim::{
     EngineKind, MAX_FAULTS, MAX_SEEDS, SimConfig, SimReport, Skew, run_with_progress,
@@ -35,6 +38,11 @@ enum Command {
     Simulate(SimulateArgs),
     /// Prints a checkpoint's manifest: states, key groups, files, sizes.
     Inspect(InspectArgs),
+    /// Runs the simulator's job on timely-dataflow: several processes over TCP, aligned
+    /// checkpoints, exactly-once output, restarts on any number of processes and workers, then
+    /// checks the committed output and the final state against the oracle.
+    #[cfg(feature = "timely")]
+    Timely(timely_cmd::TimelyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +189,8 @@ fn main() -> ExitCode {
     init_logging();
     match Cli::parse().command {
         Command::Simulate(args) => simulate(args),
+        #[cfg(feature = "timely")]
+        Command::Timely(args) => timely_cmd::timely(args),
         Command::Inspect(args) => match inspect_command(&args) {
             Ok(code) => code,
             Err(e) if closed_stdout(&e) => ExitCode::SUCCESS,

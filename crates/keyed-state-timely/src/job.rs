@@ -14,7 +14,7 @@ use keyed_state::checkpoint::{
     CheckpointStorage, CheckpointStore, Manifest, RestoreSource, manifest_path, open_storage,
 };
 use keyed_state::clock::SharedClock;
-use keyed_state::key_group::range_for_operator;
+use keyed_state::key_group::{KeyGroupRange, range_for_operator};
 use keyed_state::{
     AnyEngine, CheckpointError, EngineConfig, HeapEngine, KeyedStateBackend, StateKey,
 };
@@ -50,6 +50,17 @@ pub struct JobConfig {
     checkpoint_every: u64,
     /// The first failure of any worker of this process: every worker stops on it.
     pub(crate) failure: FailureSlot,
+    layer: Option<StorageLayer>,
+}
+
+/// Wraps every storage root the job opens ([`JobConfig::with_storage_layer`]).
+#[derive(Clone)]
+struct StorageLayer(Arc<dyn Fn(Arc<dyn CheckpointStorage>) -> Arc<dyn CheckpointStorage> + Send + Sync>);
+
+impl std::fmt::Debug for StorageLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageLayer")
+    }
 }
 
 /// Where the workers of one process report the first failure.
@@ -90,6 +101,7 @@ impl JobConfig {
             max_parallelism: 128,
             checkpoint_every: 10,
             failure: FailureSlot::default(),
+            layer: None,
         }
     }
 
@@ -97,6 +109,17 @@ impl JobConfig {
     #[must_use]
     pub fn with_storage_settings(mut self, settings: Vec<(String, String)>) -> Self {
         self.storage_settings = settings;
+        self
+    }
+
+    /// Wraps every storage root the job opens (the commit log, the workers' stores) in
+    /// `layer`: metrics, throttling, fault injection in tests.
+    #[must_use]
+    pub fn with_storage_layer(
+        mut self,
+        layer: impl Fn(Arc<dyn CheckpointStorage>) -> Arc<dyn CheckpointStorage> + Send + Sync + 'static,
+    ) -> Self {
+        self.layer = Some(StorageLayer(Arc::new(layer)));
         self
     }
 
@@ -150,7 +173,11 @@ impl JobConfig {
     /// The storage cannot be opened (see [`open_storage`]).
     pub fn storage(&self, name: &str) -> keyed_state::Result<Arc<dyn CheckpointStorage>> {
         let root = self.root.trim_end_matches('/');
-        open_storage(&format!("{root}/{name}"), &self.storage_settings)
+        let storage = open_storage(&format!("{root}/{name}"), &self.storage_settings)?;
+        Ok(match &self.layer {
+            Some(layer) => (layer.0)(storage),
+            None => storage,
+        })
     }
 
     /// The commit log, read in full.
@@ -242,27 +269,12 @@ impl<K: StateKey> Worker<K> {
                 store.discard(m.checkpoint_id)?;
             }
         }
-        let mut sources = Vec::new();
-        if let Some(r) = &latest {
-            for j in 0..r.workers as usize {
-                let storage = config.storage(&worker_root(j))?;
-                let path = manifest_path(r.id);
-                let manifest = Manifest::decode_for(r.id, &path, &storage.get(&path)?)
-                    .map_err(|e| part_missing(r, j, &e.to_string()))?;
-                sources.push(RestoreSource { storage, manifest });
-            }
-        }
-        let range = range_for_operator(m, n, i)?;
-        let engine_config = EngineConfig::new(m)?
-            .with_key_group_range(range)?
-            .with_clock(clock);
-        let engine: AnyEngine = match &config.engine {
-            EngineChoice::Heap if latest.is_some() => {
-                HeapEngine::restore(engine_config, &sources)?.into()
-            }
-            EngineChoice::Heap => HeapEngine::new(engine_config).into(),
-            EngineChoice::RocksDb { dir } => rocksdb_engine(dir, index, engine_config, &sources)?,
+        let sources = match &latest {
+            Some(r) => committed_parts(config, r)?,
+            None => Vec::new(),
         };
+        let range = range_for_operator(m, n, i)?;
+        let engine = restore_engine(config, index, range, clock, latest.is_some(), &sources)?;
         tracing::info!(worker = index, workers, range = %range, restored = ?latest.as_ref().map(|r| r.id), "worker started");
         Ok(Worker {
             config: config.clone(),
@@ -273,6 +285,36 @@ impl<K: StateKey> Worker<K> {
             commits,
             restored: latest,
         })
+    }
+
+    /// The state of the latest committed checkpoint, every key group on one backend, for
+    /// reading (checking a run, inspecting, exporting): the job's roots are only read — no
+    /// store is opened, nothing is locked, cleaned or discarded. A RocksDB engine's working
+    /// copy goes to `<dir>/worker-0` of the configured engine directory.
+    ///
+    /// # Errors
+    ///
+    /// No checkpoint was committed ([`CheckpointError::NoCheckpoint`]); as
+    /// [`start`](Self::start) otherwise.
+    pub fn read_committed(
+        config: &JobConfig,
+        clock: SharedClock,
+    ) -> Result<(CommitRecord, KeyedStateBackend<K, AnyEngine>), Error> {
+        let log = config.commit_log()?;
+        let Some(latest) = log.latest().cloned() else {
+            return Err(Error::State(
+                CheckpointError::NoCheckpoint(format!(
+                    "no job checkpoint is committed under {}",
+                    config.root
+                ))
+                .into(),
+            ));
+        };
+        let sources = committed_parts(config, &latest)?;
+        let range = KeyGroupRange::all(latest.max_parallelism)?;
+        let config = config.clone().with_max_parallelism(latest.max_parallelism);
+        let engine = restore_engine(&config, 0, range, clock, true, &sources)?;
+        Ok((latest, KeyedStateBackend::new(engine)))
     }
 
     /// The backend: register states and timer services on it before building the dataflow.
@@ -317,6 +359,43 @@ impl<K: StateKey> Worker<K> {
         }
         Ok(())
     }
+}
+
+/// The parts of committed checkpoint `r`: one per worker that took it, read directly from
+/// their roots (manifests verified against their checksums).
+fn committed_parts(config: &JobConfig, r: &CommitRecord) -> Result<Vec<RestoreSource>, Error> {
+    let mut sources = Vec::new();
+    for j in 0..r.workers as usize {
+        let storage = config.storage(&worker_root(j))?;
+        let path = manifest_path(r.id);
+        let bytes = storage
+            .get(&path)
+            .map_err(|e| part_missing(r, j, &e.to_string()))?;
+        let manifest = Manifest::decode_for(r.id, &path, &bytes)
+            .map_err(|e| part_missing(r, j, &e.to_string()))?;
+        sources.push(RestoreSource { storage, manifest });
+    }
+    Ok(sources)
+}
+
+/// The engine of worker `index` for `range`: restored from `sources` when `restore`, else
+/// empty.
+fn restore_engine(
+    config: &JobConfig,
+    index: usize,
+    range: KeyGroupRange,
+    clock: SharedClock,
+    restore: bool,
+    sources: &[RestoreSource],
+) -> Result<AnyEngine, Error> {
+    let engine_config = EngineConfig::new(config.max_parallelism)?
+        .with_key_group_range(range)?
+        .with_clock(clock);
+    Ok(match &config.engine {
+        EngineChoice::Heap if restore => HeapEngine::restore(engine_config, sources)?.into(),
+        EngineChoice::Heap => HeapEngine::new(engine_config).into(),
+        EngineChoice::RocksDb { dir } => rocksdb_engine(dir, index, engine_config, sources)?,
+    })
 }
 
 fn part_missing(r: &CommitRecord, worker: usize, reason: &str) -> Error {

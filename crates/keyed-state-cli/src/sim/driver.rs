@@ -243,12 +243,12 @@ pub const PROGRESS_EVERY: u64 = 1_000;
 /// Watermarks (and processing-time timers) advance every this many events.
 const WATERMARK_EVERY: u64 = 100;
 /// Mean event-time gap between events, ms.
-const EVENT_GAP_MS: u64 = 1_000;
+pub const EVENT_GAP_MS: u64 = 1_000;
 /// Bounded disorder of event time, ms.
-const DISORDER_MS: u64 = 60_000;
+pub const DISORDER_MS: u64 = 60_000;
 /// Processing time advances this much per input position (a pure function of the position,
 /// so a replay sees the same times): a 24-hour TTL spans 2,880 events.
-const PROCESSING_MS_PER_EVENT: u64 = 30_000;
+pub const PROCESSING_MS_PER_EVENT: u64 = 30_000;
 /// Retained checkpoints per instance: the job's latest, plus one attempt that completed on
 /// this instance but may still fail elsewhere (then it is discarded).
 const RETAIN: usize = 2;

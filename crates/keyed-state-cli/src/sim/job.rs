@@ -99,7 +99,7 @@ impl AggregateFunction for Average {
 /// One instance of the job, on the engine chosen at run time.
 #[derive(Debug)]
 pub struct Job {
-    backend: KeyedStateBackend<u64, AnyEngine>,
+    backend: Arc<KeyedStateBackend<u64, AnyEngine>>,
     seen: MapState<u64, u64, ()>,
     profile: ValueState<u64, (u64, u64)>,
     reviews: Arc<TimerService<u64, u64>>,
@@ -121,7 +121,8 @@ impl Job {
     ///
     /// A state or timer service the backend refuses (see
     /// [`KeyedStateBackend::value_state`](keyed_state::KeyedStateBackend::value_state)).
-    pub fn new(backend: KeyedStateBackend<u64, AnyEngine>) -> Result<Self> {
+    pub fn new(backend: impl Into<Arc<KeyedStateBackend<u64, AnyEngine>>>) -> Result<Self> {
+        let backend = backend.into();
         Ok(Job {
             seen: backend.map_state(
                 &MapStateDescriptor::new("seen")
