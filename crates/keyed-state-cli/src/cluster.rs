@@ -28,9 +28,7 @@ use timely::dataflow::InputHandleVec;
 use crate::sim::generator::{Event, Generator};
 use crate::sim::job::{Dump, Job};
 use crate::sim::oracle::Oracle;
-use crate::sim::{
-    DISORDER_MS, EVENT_GAP_MS, EngineKind, PROCESSING_MS_PER_EVENT, Skew, digest,
-};
+use crate::sim::{DISORDER_MS, EVENT_GAP_MS, EngineKind, PROCESSING_MS_PER_EVENT, Skew, digest};
 
 /// A distributed run of the job.
 #[derive(Debug, Clone)]
@@ -73,9 +71,10 @@ impl ClusterConfig {
 
     /// The job configuration of the library.
     pub fn job_config(&self) -> JobConfig {
-        let root = self.storage.clone().unwrap_or_else(|| {
-            self.dir.join("checkpoints").to_string_lossy().into_owned()
-        });
+        let root = self
+            .storage
+            .clone()
+            .unwrap_or_else(|| self.dir.join("checkpoints").to_string_lossy().into_owned());
         let engine = match self.engine {
             EngineKind::Heap => EngineChoice::Heap,
             EngineKind::RocksDb => EngineChoice::RocksDb {
@@ -95,7 +94,13 @@ impl ClusterConfig {
     }
 
     fn generator(&self) -> Generator {
-        Generator::new(self.seed, self.keys, Skew::Uniform, EVENT_GAP_MS, DISORDER_MS)
+        Generator::new(
+            self.seed,
+            self.keys,
+            Skew::Uniform,
+            EVENT_GAP_MS,
+            DISORDER_MS,
+        )
     }
 
     /// The watermark once epochs `..=epoch` are in: below every later event's time.
@@ -159,7 +164,12 @@ impl KeyedLogic for SimLogic {
         r.user
     }
 
-    fn process(&mut self, _epoch: u64, r: Positioned, out: &mut Vec<String>) -> keyed_state::Result<()> {
+    fn process(
+        &mut self,
+        _epoch: u64,
+        r: Positioned,
+        out: &mut Vec<String>,
+    ) -> keyed_state::Result<()> {
         self.clock.set(r.pos * PROCESSING_MS_PER_EVENT);
         self.job.process(&r.event(), out)
     }
@@ -205,7 +215,9 @@ pub fn run_process(
 ) -> Result<ProcessReport, Error> {
     let threads = match &communication {
         timely::CommunicationConfig::Cluster { threads, .. } => *threads,
-        timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => *n,
+        timely::CommunicationConfig::Process(n) | timely::CommunicationConfig::ProcessBinary(n) => {
+            *n
+        }
         timely::CommunicationConfig::Thread => 1,
     };
     let (builders, others) = communication.try_build().map_err(Error::Config)?;
@@ -263,15 +275,18 @@ pub fn run_with(
                     report.events += 1;
                     pos += peers;
                 }
-                // At most two epochs in flight past the state.
-                while probe.processing_before(epoch.saturating_sub(2)) {
+                // Bounded input: at most one checkpoint interval (plus two epochs) in flight
+                // past the state, so a checkpoint upload does not stop the input at once.
+                while probe.processing_before(epoch.saturating_sub(cfg.checkpoint_every + 2)) {
                     probe.check()?;
                     w.step_or_park(Some(Duration::from_millis(1)));
                     note_pause(&probe, &mut done_before, &mut last_epoch_done, &mut report);
                 }
                 note_pause(&probe, &mut done_before, &mut last_epoch_done, &mut report);
                 // Workers of a process have consecutive global indices.
-                if w.index() % threads.max(1) == 0 && last_report.elapsed() >= Duration::from_secs(1) {
+                if w.index() % threads.max(1) == 0
+                    && last_report.elapsed() >= Duration::from_secs(1)
+                {
                     progress(epoch, report.events);
                     last_report = Instant::now();
                 }
@@ -366,9 +381,17 @@ pub fn verify(cfg: &ClusterConfig, scratch: &std::path::Path) -> Result<Verifica
     for epoch in 1..=cfg.final_checkpoint() {
         let end = (epoch * cfg.epoch_events).min(cfg.events);
         for pos in (epoch - 1) * cfg.epoch_events..end {
-            oracle.process(&stream.event(pos), pos * PROCESSING_MS_PER_EVENT, &mut expected);
+            oracle.process(
+                &stream.event(pos),
+                pos * PROCESSING_MS_PER_EVENT,
+                &mut expected,
+            );
         }
-        oracle.advance(cfg.watermark(epoch), cfg.epoch_end_time(epoch), &mut expected);
+        oracle.advance(
+            cfg.watermark(epoch),
+            cfg.epoch_end_time(epoch),
+            &mut expected,
+        );
     }
     expected.sort();
     let now = cfg.epoch_end_time(cfg.final_checkpoint());

@@ -123,10 +123,9 @@ fn one_process(args: &TimelyArgs, index: usize) -> Result<ExitCode, String> {
             addresses.len()
         ));
     }
-    let dir = args
-        .dir
-        .clone()
-        .ok_or("--process needs --dir (the run's directory, the same for every process on a machine)")?;
+    let dir = args.dir.clone().ok_or(
+        "--process needs --dir (the run's directory, the same for every process on a machine)",
+    )?;
     let cfg = args.cluster(&dir);
     // A lost peer surfaces as a panic in timely's communication threads: end the process
     // with a clear message (a job restarts from its last commit; nothing is lost).
@@ -139,7 +138,8 @@ fn one_process(args: &TimelyArgs, index: usize) -> Result<ExitCode, String> {
             .unwrap_or("a panic");
         eprintln!(
             "error: process {index}: {msg} (at {}); a peer process is probably gone: restart the job, it resumes from its last committed checkpoint",
-            info.location().map_or_else(String::new, ToString::to_string)
+            info.location()
+                .map_or_else(String::new, ToString::to_string)
         );
         std::process::exit(1);
     }));
@@ -267,7 +267,9 @@ fn launch(args: &TimelyArgs) -> Result<ExitCode, String> {
                     (Some("ks"), Some("progress")) if i == 0 => {
                         let rest: Vec<&str> = words.collect();
                         if let [_, epoch, events] = rest.as_slice() {
-                            eprintln!("  epoch {epoch}/{total_epochs}: process 0 fed {events} events");
+                            eprintln!(
+                                "  epoch {epoch}/{total_epochs}: process 0 fed {events} events"
+                            );
                         }
                     }
                     (Some("ks"), Some("report")) => reports.push(line.clone()),
@@ -298,7 +300,11 @@ fn launch(args: &TimelyArgs) -> Result<ExitCode, String> {
     let events: u64 = parsed.iter().map(|r| r.events).sum();
     let run = parsed.iter().map(|r| r.run).max().unwrap_or_default();
     let restore = parsed.iter().map(|r| r.restore).max().unwrap_or_default();
-    let pause = parsed.iter().map(|r| r.longest_pause).max().unwrap_or_default();
+    let pause = parsed
+        .iter()
+        .map(|r| r.longest_pause)
+        .max()
+        .unwrap_or_default();
     let resumed = parsed.first().map_or(1, |r| r.resumed_from);
     let rate = events as f64 / run.as_secs_f64().max(1e-9);
     println!(
@@ -324,7 +330,10 @@ fn launch(args: &TimelyArgs) -> Result<ExitCode, String> {
         println!("check: the committed output and the final state equal the oracle's");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("check: {} differences from the oracle:", v.differences.len());
+        println!(
+            "check: {} differences from the oracle:",
+            v.differences.len()
+        );
         for d in v.differences.iter().take(20) {
             println!("  {d}");
         }

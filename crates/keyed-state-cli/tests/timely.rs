@@ -34,7 +34,10 @@ fn finish(dir: &Path, processes: u32, workers: u32, engine: &str, extra: &[Strin
     let out = Command::new(BIN)
         .arg("timely")
         .args(job_args(engine))
-        .args([format!("--processes={processes}"), format!("--workers={workers}")])
+        .args([
+            format!("--processes={processes}"),
+            format!("--workers={workers}"),
+        ])
         .arg(format!("--dir={}", dir.display()))
         .args(extra)
         .output()
@@ -89,7 +92,10 @@ fn job(dir: &Path, extra: &[String]) -> JobConfig {
     let root = extra
         .iter()
         .find_map(|a| a.strip_prefix("--storage="))
-        .map_or_else(|| dir.join("checkpoints").to_string_lossy().into_owned(), str::to_owned);
+        .map_or_else(
+            || dir.join("checkpoints").to_string_lossy().into_owned(),
+            str::to_owned,
+        );
     let settings = extra
         .iter()
         .filter_map(|a| a.strip_prefix("--storage-option="))
@@ -108,7 +114,10 @@ fn latest_commit(dir: &Path, extra: &[String]) -> Option<u64> {
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting: {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -122,7 +131,10 @@ fn kill_one(mut procs: Vec<Child>, victim: usize) {
     for (i, p) in procs.iter_mut().enumerate().filter(|(i, _)| *i != victim) {
         loop {
             if let Some(status) = p.try_wait().unwrap() {
-                assert!(!status.success(), "process {i} finished although its peer died");
+                assert!(
+                    !status.success(),
+                    "process {i} finished although its peer died"
+                );
                 break;
             }
             if start.elapsed() > Duration::from_secs(60) {
@@ -135,17 +147,32 @@ fn kill_one(mut procs: Vec<Child>, victim: usize) {
         if let Some(mut e) = p.stderr.take() {
             std::io::Read::read_to_string(&mut e, &mut err).unwrap();
         }
-        assert!(err.contains("error"), "process {i} ended without saying why: {err}");
+        assert!(
+            err.contains("error"),
+            "process {i} ended without saying why: {err}"
+        );
     }
 }
 
 /// Kills a cluster in the middle of the stream: once checkpoint `after` is committed.
-fn kill_mid_stream(dir: &Path, processes: u32, workers: u32, engine: &str, extra: &[String], after: u64) -> u64 {
+fn kill_mid_stream(
+    dir: &Path,
+    processes: u32,
+    workers: u32,
+    engine: &str,
+    extra: &[String],
+    after: u64,
+) -> u64 {
     let procs = start(dir, processes, workers, engine, extra);
-    wait_until("a commit", || latest_commit(dir, extra).is_some_and(|c| c >= after));
+    wait_until("a commit", || {
+        latest_commit(dir, extra).is_some_and(|c| c >= after)
+    });
     kill_one(procs, processes as usize - 1);
     let at = latest_commit(dir, extra).unwrap();
-    assert!(at < FINAL, "the job finished before it was killed (commit {at})");
+    assert!(
+        at < FINAL,
+        "the job finished before it was killed (commit {at})"
+    );
     at
 }
 
@@ -165,7 +192,11 @@ fn heap_killed_mid_stream_restarts_on_3x1_then_1x1() {
     // The same digests as an uninterrupted run on one worker.
     let clean = tempfile::tempdir().unwrap();
     let want = finish(clean.path(), 1, 1, "heap", &[]);
-    let digests = |s: &str| s.lines().find(|l| l.starts_with("committed:")).map(str::to_owned);
+    let digests = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("committed:"))
+            .map(str::to_owned)
+    };
     assert_eq!(digests(&out), digests(&want));
 }
 
@@ -181,12 +212,16 @@ fn kill_mid_checkpoint(engine: &str) {
         let committed = latest_commit(d, &extra).unwrap_or(0);
         (0..4).any(|w| {
             let root = d.join("checkpoints").join(format!("worker-{w}"));
-            std::fs::read_dir(&root).into_iter().flatten().flatten().any(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.strip_prefix("chk-")
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .is_some_and(|n| n > committed && !e.path().join("_manifest").exists())
-            })
+            std::fs::read_dir(&root)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix("chk-")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| n > committed && !e.path().join("_manifest").exists())
+                })
         })
     });
     kill_one(procs, 0);
@@ -197,7 +232,10 @@ fn kill_mid_checkpoint(engine: &str) {
     let committed = latest_commit(d, &[]).unwrap();
     for e in std::fs::read_dir(&root).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(n) = name.strip_prefix("chk-").and_then(|n| n.parse::<u64>().ok()) {
+        if let Some(n) = name
+            .strip_prefix("chk-")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
             assert!(
                 n <= committed && e.path().join("_manifest").exists(),
                 "worker-0 keeps complete parts up to the last commit ({committed}), found {name}"
@@ -261,13 +299,20 @@ fn an_unreachable_peer_is_a_clear_error() {
         .iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect();
-    std::fs::write(&hosts, format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1])).unwrap();
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
     let d = format!("--dir={}", dir.path().display());
     let h = format!("--hostfile={}", hosts.display());
     let out = run(&["--process=0", &h, &d, "--connect-timeout=2"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("could not reach every peer within 2 s"), "{err}");
+    assert!(
+        err.contains("could not reach every peer within 2 s"),
+        "{err}"
+    );
     let out = run(&["--process=5", &h, &d]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("lists 2 processes"));
 }
@@ -277,7 +322,9 @@ fn a_restart_with_another_max_parallelism_fails_and_keeps_the_commit() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     finish(d, 1, 1, "heap", &[]);
-    let commit = d.join("checkpoints/commits").join(format!("commit-{FINAL:020}"));
+    let commit = d
+        .join("checkpoints/commits")
+        .join(format!("commit-{FINAL:020}"));
     let before = std::fs::read(&commit).unwrap();
     let out = Command::new(BIN)
         .arg("timely")

@@ -53,9 +53,12 @@ pub struct JobConfig {
     layer: Option<StorageLayer>,
 }
 
+/// A function wrapping a storage root.
+type LayerFn = dyn Fn(Arc<dyn CheckpointStorage>) -> Arc<dyn CheckpointStorage> + Send + Sync;
+
 /// Wraps every storage root the job opens ([`JobConfig::with_storage_layer`]).
 #[derive(Clone)]
-struct StorageLayer(Arc<dyn Fn(Arc<dyn CheckpointStorage>) -> Arc<dyn CheckpointStorage> + Send + Sync>);
+struct StorageLayer(Arc<LayerFn>);
 
 impl std::fmt::Debug for StorageLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -50,7 +50,9 @@ impl JobProbe {
     }
 
     /// Whether the stateful operator may still produce something before `epoch` (use it to
-    /// keep the input from running too far ahead).
+    /// keep the input from running too far ahead). A checkpoint whose upload runs holds this
+    /// at its epoch until the upload completes: keep the input's lead over it at least a
+    /// checkpoint interval, or every upload stops the input.
     pub fn processing_before(&self, epoch: u64) -> bool {
         self.processed.less_than(&epoch)
     }

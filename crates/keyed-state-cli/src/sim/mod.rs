@@ -22,9 +22,9 @@ pub mod oracle;
 mod report;
 
 pub use driver::{
-    DISORDER_MS, EVENT_GAP_MS, EngineKind, MAX_FAULTS, MAX_SEEDS, MAX_ZIPF_KEYS, PROCESSING_MS_PER_EVENT,
-    PROGRESS_EVERY, SimConfig, digest, has_run,
-    job_log, run, run_with_progress,
+    DISORDER_MS, EVENT_GAP_MS, EngineKind, MAX_FAULTS, MAX_SEEDS, MAX_ZIPF_KEYS,
+    PROCESSING_MS_PER_EVENT, PROGRESS_EVERY, SimConfig, digest, has_run, job_log, run,
+    run_with_progress,
 };
 pub use generator::Skew;
 pub use report::{Divergence, SimReport};
