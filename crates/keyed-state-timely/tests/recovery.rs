@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use keyed_state::checkpoint::FaultyStorage;
 use keyed_state::clock::ManualClock;
 use keyed_state::state::{
     ReducingState, ReducingStateDescriptor, ValueState, ValueStateDescriptor,
@@ -193,9 +194,28 @@ enum End {
 }
 
 fn run(dir: &std::path::Path, workers: usize, end: End, m: u32) -> Result<(), Error> {
-    let config = JobConfig::new(dir.to_string_lossy())
+    run_on(dir, workers, end, m, None)
+}
+
+/// [`run`], with every storage root filling up (writes fail with `ENOSPC`) after `full_after`
+/// operations on it.
+fn run_on(
+    dir: &std::path::Path,
+    workers: usize,
+    end: End,
+    m: u32,
+    full_after: Option<u64>,
+) -> Result<(), Error> {
+    let mut config = JobConfig::new(dir.to_string_lossy())
         .with_max_parallelism(m)
         .with_checkpoint_every(EVERY);
+    if let Some(ops) = full_after {
+        config = config.with_storage_layer(move |inner| {
+            let faulty = FaultyStorage::new(inner);
+            faulty.fill_up_from(ops);
+            Arc::new(faulty)
+        });
+    }
     let crash = Arc::new(AtomicBool::new(false));
     let guards = timely::execute(
         timely::Config::process(workers),
@@ -414,4 +434,41 @@ fn worker_indices_and_counts_are_checked() {
         Worker::<u64>::start(&config, 0, 5, clock.shared()),
         Err(Error::Config(_))
     ));
+}
+
+#[test]
+fn a_full_checkpoint_storage_stops_the_job_and_the_last_commit_stays_the_restart_point() {
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), 2, End::Finish(6), M).unwrap();
+    let log = JobConfig::new(dir.path().to_string_lossy())
+        .commit_log()
+        .unwrap();
+    let before: Vec<_> = log.records().cloned().collect();
+    assert_eq!(before.last().unwrap().id, 6);
+    // The storage fills up a few operations into the restart: a part or a commit fails.
+    let e = run_on(dir.path(), 2, End::Finish(15), M, Some(12)).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("checkpoint") || msg.contains("commit"),
+        "{msg}"
+    );
+    assert!(
+        msg.to_lowercase().contains("space"),
+        "the storage's error is named: {msg}"
+    );
+    let log = JobConfig::new(dir.path().to_string_lossy())
+        .commit_log()
+        .unwrap();
+    let after: Vec<_> = log.records().cloned().collect();
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "earlier commits untouched"
+    );
+    // With space again, the job resumes from its last commit and ends as the oracle says.
+    run(dir.path(), 3, End::Finish(15), M).unwrap();
+    let (out, state) = committed(dir.path());
+    let (want_out, want_state) = oracle(15);
+    assert_eq!(out, want_out);
+    assert_eq!(state, want_state);
 }
