@@ -119,6 +119,9 @@ pub struct RocksDbEngine {
     restored: RestoreSummary,
     /// Timers a restore read from the checkpoints' timers files, until the backend takes them.
     restored_timers: Mutex<RestoredTimerSet>,
+    /// The background compaction of the key groups a rescaling restore cut away, joined on
+    /// drop (after cancelling it) so the database is closed when the engine is gone.
+    compaction: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The part widths of every state registered in this process (savepoints need them).
     shapes: Mutex<HashMap<String, PartShape>>,
     handle: Arc<DbHandle>,
@@ -223,6 +226,7 @@ impl RocksDbEngine {
             restored_ssts: HashMap::new(),
             restored: RestoreSummary::default(),
             restored_timers: Mutex::new(RestoredTimerSet::default()),
+            compaction: Mutex::new(None),
             shapes: Mutex::new(shapes),
             handle: Arc::new(DbHandle {
                 db,
@@ -497,7 +501,7 @@ impl RocksDbEngine {
             }
         }
         if self.options.compact_after_rescale() {
-            compact_in_background(self.handle.clone(), compactions);
+            *self.compaction.lock() = compact_in_background(self.handle.clone(), compactions);
         }
         Ok(())
     }
@@ -828,7 +832,10 @@ fn parked_records(db: &Db) -> Result<Vec<KeyValue>> {
 /// the data and range deletions of key groups a restore cut away are gone from the files. Best
 /// effort: a failure is logged, and dropping the engine stops it
 /// ([`adopt::stop_manual_compactions`]).
-fn compact_in_background(handle: Arc<DbHandle>, ranges: Vec<(String, Vec<u8>, Vec<u8>)>) {
+fn compact_in_background(
+    handle: Arc<DbHandle>,
+    ranges: Vec<(String, Vec<u8>, Vec<u8>)>,
+) -> Option<std::thread::JoinHandle<()>> {
     let spawned = std::thread::Builder::new()
         .name("keyed-state-compact-clipped".into())
         .spawn(move || {
@@ -844,8 +851,12 @@ fn compact_in_background(handle: Arc<DbHandle>, ranges: Vec<(String, Vec<u8>, Ve
             }
             tracing::debug!(path = %handle.db.path().display(), "compacted the key groups a restore cut away");
         });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "could not start compacting the key groups a restore cut away");
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not start compacting the key groups a restore cut away");
+            None
+        }
     }
 }
 
@@ -1184,9 +1195,15 @@ impl Engine for RocksDbEngine {
 
 impl Drop for RocksDbEngine {
     fn drop(&mut self) {
-        // A background compaction of cut-away key groups holds the database open; cancel it
-        // so the database closes (and its directory unlocks) once the last table is dropped.
+        // A background compaction of cut-away key groups holds the database open: cancel it
+        // and wait for its thread, so the database closes (and its directory is free for a
+        // new instance) once the last table is dropped, not whenever the compaction ends.
         adopt::stop_manual_compactions(&self.handle.db);
+        if let Some(h) = self.compaction.lock().take()
+            && h.join().is_err()
+        {
+            tracing::warn!("the background compaction of a restore's cut key groups panicked");
+        }
     }
 }
 
