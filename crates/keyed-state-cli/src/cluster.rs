@@ -194,8 +194,8 @@ pub struct ProcessReport {
     pub run: Duration,
     /// Checkpoint parts this process's workers completed.
     pub checkpoints: u64,
-    /// The longest time between two consecutive epochs this process processed (a
-    /// checkpoint's synchronous part, a stall).
+    /// The longest time between two consecutive epochs this process's first worker processed
+    /// (a checkpoint's synchronous part, a stall), start-up excluded.
     pub longest_pause: Duration,
 }
 
@@ -264,7 +264,7 @@ pub fn run_with(
             let (index, peers) = (w.index() as u64, w.peers() as u64);
             let mut last_report = Instant::now();
             let mut last_epoch_done = Instant::now();
-            let mut done_before = worker.resume_epoch();
+            let mut done_before = 0;
             for epoch in worker.resume_epoch()..=cfg.last_epoch() {
                 input.advance_to(epoch);
                 let end = (epoch * cfg.epoch_events).min(cfg.events);
@@ -324,7 +324,10 @@ fn note_pause(
 ) {
     let processed = probe.progress().epochs_processed;
     if processed != *done_before {
-        report.longest_pause = report.longest_pause.max(last.elapsed());
+        // The wait for the first epoch is start-up (peers connecting), not a pause.
+        if *done_before > 0 {
+            report.longest_pause = report.longest_pause.max(last.elapsed());
+        }
         *done_before = processed;
         *last = Instant::now();
     }
