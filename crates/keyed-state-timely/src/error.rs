@@ -7,11 +7,12 @@ pub enum Error {
     /// The state layer failed: a restore, a checkpoint, a state access, the storage.
     #[error(transparent)]
     State(#[from] keyed_state::Error),
-    /// The job's configuration does not fit (workers, indices, engine).
+    /// The job's configuration does not fit (workers, indices, engine), or timely could not
+    /// start or lost a worker thread.
     #[error("configuration: {0}")]
     Config(String),
-    /// The job's logic or a checkpoint failed on another worker of this process, which
-    /// stopped the job.
+    /// The job's logic, a checkpoint part or a commit failed on a worker of this process
+    /// (this one or another), which stopped every worker of the process.
     #[error("worker {worker} failed: {reason}")]
     Peer {
         /// The worker that failed.
