@@ -174,23 +174,27 @@ impl CommitLog {
     pub fn open(storage: Arc<dyn CheckpointStorage>) -> keyed_state::Result<Self> {
         let mut records = BTreeMap::new();
         for path in storage.list()? {
-            let Some(id) = path
-                .strip_prefix(PREFIX)
-                .and_then(|s| s.parse::<u64>().ok())
-            else {
+            let Some(id) = id_of(&path) else {
                 continue;
             };
-            let record = CommitRecord::decode(&path, &storage.get(&path)?)?;
-            if record.id != id {
-                return Err(CheckpointError::Corrupt {
-                    path,
-                    reason: format!("records checkpoint id {}", record.id),
-                }
-                .into());
-            }
-            records.insert(id, record);
+            records.insert(id, read(storage.as_ref(), path, id)?);
         }
         Ok(CommitLog { storage, records })
+    }
+
+    /// The latest committed record alone: one listing and one read, however long the log
+    /// (what a restarting worker needs, without reading every checkpoint's outputs).
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), for the latest record.
+    pub fn read_latest(
+        storage: &dyn CheckpointStorage,
+    ) -> keyed_state::Result<Option<CommitRecord>> {
+        match Self::latest_id(storage)? {
+            Some(id) => read(storage, CommitRecord::path(id), id).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The id of the latest committed checkpoint in `storage`, from the listing alone (no
@@ -200,11 +204,7 @@ impl CommitLog {
     ///
     /// The storage cannot be listed.
     pub fn latest_id(storage: &dyn CheckpointStorage) -> keyed_state::Result<Option<u64>> {
-        Ok(storage
-            .list()?
-            .iter()
-            .filter_map(|p| p.strip_prefix(PREFIX).and_then(|s| s.parse::<u64>().ok()))
-            .max())
+        Ok(storage.list()?.iter().filter_map(|p| id_of(p)).max())
     }
 
     /// The latest committed checkpoint.
@@ -238,6 +238,29 @@ impl CommitLog {
         self.records.insert(record.id, record);
         Ok(())
     }
+}
+
+/// The checkpoint id a record's path names.
+fn id_of(path: &str) -> Option<u64> {
+    path.strip_prefix(PREFIX)
+        .and_then(|s| s.parse::<u64>().ok())
+}
+
+/// Reads and decodes the record at `path`, which must record checkpoint `id`.
+fn read(
+    storage: &dyn CheckpointStorage,
+    path: String,
+    id: u64,
+) -> keyed_state::Result<CommitRecord> {
+    let record = CommitRecord::decode(&path, &storage.get(&path)?)?;
+    if record.id != id {
+        return Err(CheckpointError::Corrupt {
+            path,
+            reason: format!("records checkpoint id {}", record.id),
+        }
+        .into());
+    }
+    Ok(record)
 }
 
 impl fmt::Debug for CommitLog {
@@ -291,6 +314,8 @@ mod tests {
         let again = CommitLog::open(storage.clone()).unwrap();
         assert_eq!(again.latest().map(|r| r.id), Some(10));
         assert_eq!(CommitLog::latest_id(storage.as_ref()).unwrap(), Some(10));
+        let latest = CommitLog::read_latest(storage.as_ref()).unwrap().unwrap();
+        assert_eq!(latest, record(10));
         assert_eq!(again.records().count(), 2);
         // A second writer that never read the log cannot replace a record.
         let mut stale = CommitLog {

@@ -249,8 +249,7 @@ impl<K: StateKey> Worker<K> {
             )));
         }
         let commits = config.storage(COMMITS)?;
-        let log = CommitLog::open(commits.clone())?;
-        let latest = log.latest().cloned();
+        let latest = CommitLog::read_latest(commits.as_ref())?;
         if let Some(r) = &latest
             && r.max_parallelism != m
         {
@@ -303,8 +302,7 @@ impl<K: StateKey> Worker<K> {
         config: &JobConfig,
         clock: SharedClock,
     ) -> Result<(CommitRecord, KeyedStateBackend<K, AnyEngine>), Error> {
-        let log = config.commit_log()?;
-        let Some(latest) = log.latest().cloned() else {
+        let Some(latest) = CommitLog::read_latest(config.storage(COMMITS)?.as_ref())? else {
             return Err(Error::State(
                 CheckpointError::NoCheckpoint(format!(
                     "no job checkpoint is committed under {}",
