@@ -1,0 +1,314 @@
+//! The state work of one keyed operator, in the shape Apache Flink's own backends are measured
+//! on by `../shared/peers/flink` (issue 15), so the two can be compared op for op in one window.
+//!
+//! Setup: `KS_BENCH_KEYS` keys (default 1,000,000; `u64` 0..N-1), 128 key groups, and per key
+//! four states: `value8` (a `u64` value), `value100` (a 100-byte value, kept as
+//! [`bytes::Bytes`] as Flink keeps a `byte[]`: a read hands back the stored bytes, not a copy),
+//! `list` (10 `u64` elements) and `map` (10 entries `u64 → u64`, user keys 0..9), preloaded in
+//! key order. Every operation resolves a uniform-random key (a fixed-seed sequence of 4 Mi key
+//! indexes, cycled) and makes one state call, as the Flink harness does with `setCurrentKey`.
+//!
+//! One criterion group per op (`job_value_get` … `job_map_iterate`), functions `heap` and
+//! `rocksdb`. RocksDB gets the memory of Flink's slot: a 512 MiB block cache, with the
+//! memtables charged to it (a 256 MiB write-buffer budget inside the cache), and is settled (no
+//! flush or compaction running) before each function. The raw baselines of these operations
+//! (std `HashMap`, the raw `rocksdb` crate) are in `benches/state_ops.rs`.
+//!
+//! Lists grow during `job_list_add` (about one element per key per 5 M adds); `job_list_get`
+//! runs before it on lists of exactly 10.
+
+use std::cell::OnceCell;
+use std::hint::black_box;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{
+    BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
+};
+use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+use keyed_state::state::{
+    ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
+};
+use keyed_state::{Engine, EngineConfig, HeapEngine, KeyedStateBackend};
+
+/// Operations per timed batch (one criterion "iteration").
+const BATCH: usize = 1024;
+/// Elements per list and entries per map.
+const ELEMENTS: u64 = 10;
+/// Length of the pre-generated key sequence.
+const SEQUENCE: usize = 4 << 20;
+
+/// The number of keys: `KS_BENCH_KEYS`, default 1,000,000.
+fn keys() -> u64 {
+    std::env::var("KS_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .filter(|&n: &u64| n > 0)
+        .unwrap_or(1_000_000)
+}
+
+/// SplitMix64: a fixed-seed generator so every run visits the same keys in the same order.
+struct SplitMix(u64);
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// Uniform random keys in `0..n`, and a user key in 0..9 for each.
+fn sequence(n: u64) -> Vec<(u64, u64)> {
+    let mut rng = SplitMix(42);
+    (0..SEQUENCE)
+        .map(|_| {
+            let r = rng.next();
+            (r % n, (r >> 40) % ELEMENTS)
+        })
+        .collect()
+}
+
+/// One engine with the four states registered.
+struct Shape<E: Engine> {
+    backend: KeyedStateBackend<u64, E>,
+    value8: ValueState<u64, u64>,
+    value100: ValueState<u64, Bytes>,
+    list: ListState<u64, u64>,
+    map: MapState<u64, u64, u64>,
+}
+
+impl<E: Engine> Shape<E> {
+    fn new(engine: E) -> Self {
+        let backend = KeyedStateBackend::new(engine);
+        Shape {
+            value8: backend
+                .value_state(&ValueStateDescriptor::new("value8"))
+                .expect("register"),
+            value100: backend
+                .value_state(&ValueStateDescriptor::new("value100"))
+                .expect("register"),
+            list: backend
+                .list_state(&ListStateDescriptor::new("list"))
+                .expect("register"),
+            map: backend
+                .map_state(&MapStateDescriptor::new("map"))
+                .expect("register"),
+            backend,
+        }
+    }
+
+    /// Every key gets its four states, in key order; returns keys per second.
+    fn preload(&self, n: u64, payloads: &[Bytes]) -> f64 {
+        let start = std::time::Instant::now();
+        for k in 0..n {
+            let key = self.backend.key(k).expect("key");
+            self.value8.update(&key, &(), k).expect("value8");
+            let payload = &payloads[(k % payloads.len() as u64) as usize];
+            self.value100
+                .update(&key, &(), payload.clone())
+                .expect("value100");
+            self.list
+                .update(&key, &(), (0..ELEMENTS).map(|e| k + e))
+                .expect("list");
+            self.map
+                .put_all(&key, &(), (0..ELEMENTS).map(|u| (u, k ^ u)))
+                .expect("map");
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    }
+}
+
+/// The RocksDB engine with the memory of Flink's slot (see the module documentation).
+fn rocksdb_engine() -> RocksDbEngine {
+    let options = RocksDbOptions::default()
+        .with_block_cache_bytes(512 << 20)
+        .with_memory_budget_bytes(Some(256 << 20));
+    RocksDbEngine::open_temporary(EngineConfig::new(128).expect("config"), options)
+        .expect("open RocksDB")
+}
+
+/// 256 distinct 100-byte payloads, as the Flink harness's pool.
+fn payloads() -> Vec<Bytes> {
+    let mut rng = SplitMix(7);
+    (0..256)
+        .map(|_| {
+            let bytes: Vec<u8> = (0..100).map(|_| rng.next() as u8).collect();
+            Bytes::from(bytes)
+        })
+        .collect()
+}
+
+/// Both engines' shapes, built on first use, so a filtered run (`-- job_map_get/heap`) loads
+/// only what it needs.
+struct Shapes<'a> {
+    n: u64,
+    payloads: &'a [Bytes],
+    heap: OnceCell<Shape<HeapEngine>>,
+    rocks: OnceCell<Shape<RocksDbEngine>>,
+}
+
+impl Shapes<'_> {
+    fn heap(&self) -> &Shape<HeapEngine> {
+        self.heap.get_or_init(|| {
+            let shape = Shape::new(HeapEngine::new(EngineConfig::new(128).expect("config")));
+            let rate = shape.preload(self.n, self.payloads);
+            eprintln!("job_shape: {} keys; heap preload {rate:.0} keys/s", self.n);
+            shape
+        })
+    }
+
+    fn rocks(&self) -> &Shape<RocksDbEngine> {
+        self.rocks.get_or_init(|| {
+            let shape = Shape::new(rocksdb_engine());
+            let rate = shape.preload(self.n, self.payloads);
+            eprintln!(
+                "job_shape: {} keys; rocksdb preload {rate:.0} keys/s",
+                self.n
+            );
+            shape
+        })
+    }
+}
+
+/// Runs `op` over the next `BATCH` (key, user key) pairs of the sequence per iteration.
+fn over_sequence(seq: &[(u64, u64)], mut op: impl FnMut(u64, u64)) -> impl FnMut() {
+    let mut pos = 0usize;
+    move || {
+        for _ in 0..BATCH {
+            let (k, u) = seq[pos];
+            op(k, u);
+            pos += 1;
+            if pos == seq.len() {
+                pos = 0;
+            }
+        }
+    }
+}
+
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(BATCH as u64));
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    g
+}
+
+/// One op on both engines: `op(shape, key, user_key, payload)`.
+macro_rules! job_op {
+    ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
+     |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {{
+        let mut g = group($c, $name);
+        g.bench_function("heap", |b| {
+            let $s = $shapes.heap();
+            let mut step = over_sequence($seq, |$k, $u| {
+                let $p = &$payloads[($k & 0xff) as usize];
+                black_box($body);
+            });
+            b.iter(&mut step)
+        });
+        g.bench_function("rocksdb", |b| {
+            let $s = $shapes.rocks();
+            $s.backend.engine().settle().expect("settle");
+            let mut step = over_sequence($seq, |$k, $u| {
+                let $p = &$payloads[($k & 0xff) as usize];
+                black_box($body);
+            });
+            b.iter(&mut step)
+        });
+        g.finish();
+    }};
+}
+
+fn job_shape(c: &mut Criterion) {
+    let n = keys();
+    let seq = sequence(n);
+    let payloads = payloads();
+    let shapes = Shapes {
+        n,
+        payloads: &payloads,
+        heap: OnceCell::new(),
+        rocks: OnceCell::new(),
+    };
+
+    job_op!(
+        c,
+        "job_value_get",
+        shapes,
+        &seq,
+        payloads,
+        |s, k, _u, _p| {
+            let key = s.backend.key(k).expect("key");
+            s.value8.get(&key, &()).expect("get")
+        }
+    );
+    job_op!(
+        c,
+        "job_value_update",
+        shapes,
+        &seq,
+        payloads,
+        |s, k, _u, _p| {
+            let key = s.backend.key(k).expect("key");
+            s.value8.update(&key, &(), k ^ 1).expect("update")
+        }
+    );
+    job_op!(
+        c,
+        "job_value100_get",
+        shapes,
+        &seq,
+        payloads,
+        |s, k, _u, _p| {
+            let key = s.backend.key(k).expect("key");
+            s.value100.get(&key, &()).expect("get")
+        }
+    );
+    job_op!(
+        c,
+        "job_value100_update",
+        shapes,
+        &seq,
+        payloads,
+        |s, k, _u, p| {
+            let key = s.backend.key(k).expect("key");
+            s.value100.update(&key, &(), p.clone()).expect("update")
+        }
+    );
+    job_op!(c, "job_list_get", shapes, &seq, payloads, |s, k, _u, _p| {
+        let key = s.backend.key(k).expect("key");
+        s.list.get(&key, &()).expect("get").sum::<u64>()
+    });
+    job_op!(c, "job_list_add", shapes, &seq, payloads, |s, k, _u, _p| {
+        let key = s.backend.key(k).expect("key");
+        s.list.add(&key, &(), k).expect("add")
+    });
+    job_op!(c, "job_map_get", shapes, &seq, payloads, |s, k, u, _p| {
+        let key = s.backend.key(k).expect("key");
+        s.map.get(&key, &(), &u).expect("get")
+    });
+    job_op!(c, "job_map_put", shapes, &seq, payloads, |s, k, u, _p| {
+        let key = s.backend.key(k).expect("key");
+        s.map.put(&key, &(), u, k).expect("put")
+    });
+    job_op!(
+        c,
+        "job_map_iterate",
+        shapes,
+        &seq,
+        payloads,
+        |s, k, _u, _p| {
+            let key = s.backend.key(k).expect("key");
+            s.map
+                .entries(&key, &())
+                .expect("entries")
+                .map(|(u, v)| u ^ v)
+                .sum::<u64>()
+        }
+    );
+}
+
+criterion_group!(benches, job_shape);
+criterion_main!(benches);
