@@ -84,6 +84,24 @@ pub trait ListTable<K, N, E>: Send + Sync {
     /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
     /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn append(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()>;
+    /// Appends one element: [`append`](Self::append) of one, which an engine may do without
+    /// allocating the batch (what `ListState::add` calls, once per record).
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append).
+    fn push(&self, key: &Key<K>, ns: &N, element: Stamped<E>) -> Result<()> {
+        self.append(key, ns, vec![element])
+    }
+    /// The stored elements without their stamps (what a state without TTL reads): the values
+    /// of [`get`](Self::get), which an engine may collect in one pass.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Self::get).
+    fn values(&self, key: &Key<K>, ns: &N) -> Result<Vec<E>> {
+        Ok(self.get(key, ns)?.into_iter().map(|s| s.value).collect())
+    }
     /// Replaces the list; an empty `elements` removes it.
     ///
     /// # Errors

@@ -31,14 +31,10 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
     /// RocksDB's own errors.
     pub fn get(&self, key: &Key<K>, ns: &N) -> Result<vec::IntoIter<E>> {
-        let stored = self.core.table.get(key, ns)?;
         let Some(ttl) = &self.core.ttl else {
-            return Ok(stored
-                .into_iter()
-                .map(|s| s.value)
-                .collect::<Vec<_>>()
-                .into_iter());
+            return Ok(self.core.table.values(key, ns)?.into_iter());
         };
+        let stored = self.core.table.get(key, ns)?;
         if stored.is_empty() {
             return Ok(Vec::new().into_iter());
         }
@@ -77,9 +73,7 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     /// RocksDB's own errors.
     pub fn add(&self, key: &Key<K>, ns: &N, element: E) -> Result<()> {
         let stamp = write_stamp(self.core.ttl.as_ref());
-        self.core
-            .table
-            .append(key, ns, vec![Stamped::new(stamp, element)])
+        self.core.table.push(key, ns, Stamped::new(stamp, element))
     }
 
     /// Appends every element (one write; a no-op when empty).

@@ -8,6 +8,7 @@
 //! ones, so keys nobody reads again do not live forever.
 
 mod cow_map;
+mod small_map;
 mod snapshot;
 mod table;
 mod timers;

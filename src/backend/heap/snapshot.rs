@@ -177,7 +177,7 @@ impl<UK: MapKey, P: Element> Canonical for MapEntries<UK, P> {
     }
     fn read(input: &mut &[u8]) -> Result<Self, CodecError> {
         let n = read_count(input, "map length", 10)?;
-        let mut map = MapEntries::with_capacity_and_hasher(n, Default::default());
+        let mut map = MapEntries::with_capacity(n);
         for _ in 0..n {
             let k = UK::decode(read_bytes(input, "user key")?)?;
             let v = P::read(input)?;

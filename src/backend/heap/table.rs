@@ -19,8 +19,7 @@ use crate::key_group::key_group_for_bytes;
 use crate::ttl::{Stamped, is_expired};
 use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 
-/// The map of one Map state's (key, namespace); `P` is the packed user value.
-pub(crate) type MapEntries<UK, P> = hashbrown::HashMap<UK, P, foldhash::fast::FixedState>;
+pub(crate) use super::small_map::MapEntries;
 
 /// The last-access stamp of a packed value.
 pub(crate) trait HasStamp {
@@ -487,6 +486,23 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
             s.map(|l| l.iter().map(P::unpack).collect())
                 .unwrap_or_default()
         })
+    }
+
+    fn values(&self, key: &Key<K>, ns: &N) -> Result<Vec<E>> {
+        self.get_state(key, ns, |s| {
+            s.map(|l| l.iter().map(|p| p.unpack().value).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    fn push(&self, key: &Key<K>, ns: &N, element: Stamped<E>) -> Result<()> {
+        self.upsert(
+            key,
+            ns,
+            P::pack(element),
+            |p| vec![p],
+            |list, p| list.push(p),
+        )
     }
 
     fn append(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
