@@ -29,6 +29,9 @@ pub(crate) struct RocksTable<K, N, X> {
     ttl: bool,
     prefix_len: usize,
     write: WriteOptions,
+    /// Kept, not made per read: `get_pinned_cf` would allocate RocksDB's read options on
+    /// every call.
+    read: ReadOptions,
     _types: Types<K, N, X>,
 }
 
@@ -49,6 +52,7 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
             ttl: meta.ttl.is_some(),
             prefix_len: group_prefix_len(config.max_parallelism()),
             write,
+            read: ReadOptions::default(),
             _types: PhantomData,
         }
     }
@@ -76,7 +80,10 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
     }
 
     fn get_raw(&self, raw_key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
-        Ok(self.handle.db.get_pinned_cf(&self.cf()?, raw_key)?)
+        Ok(self
+            .handle
+            .db
+            .get_pinned_cf_opt(&self.cf()?, raw_key, &self.read)?)
     }
 
     fn put_raw(&self, raw_key: &[u8], value: &[u8]) -> Result<()> {
