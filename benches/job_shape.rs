@@ -105,7 +105,8 @@ impl<E: Engine> Shape<E> {
         for k in 0..n {
             let key = self.backend.key(k).expect("key");
             self.value8.update(&key, &(), k).expect("value8");
-            let payload = &payloads[(k % payloads.len() as u64) as usize];
+            let payload =
+                &payloads[usize::try_from(k).expect("a key fits a usize") % payloads.len()];
             self.value100
                 .update(&key, &(), payload.clone())
                 .expect("value100");
@@ -134,7 +135,7 @@ fn payloads() -> Vec<Bytes> {
     let mut rng = SplitMix(7);
     (0..256)
         .map(|_| {
-            let bytes: Vec<u8> = (0..100).map(|_| rng.next() as u8).collect();
+            let bytes: Vec<u8> = (0..100).map(|_| rng.next().to_le_bytes()[0]).collect();
             Bytes::from(bytes)
         })
         .collect()
@@ -204,7 +205,7 @@ macro_rules! job_op {
         g.bench_function("heap", |b| {
             let $s = $shapes.heap();
             let mut step = over_sequence($seq, |$k, $u| {
-                let $p = &$payloads[($k & 0xff) as usize];
+                let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
                 black_box($body);
             });
             b.iter(&mut step)
@@ -213,7 +214,7 @@ macro_rules! job_op {
             let $s = $shapes.rocks();
             $s.backend.engine().settle().expect("settle");
             let mut step = over_sequence($seq, |$k, $u| {
-                let $p = &$payloads[($k & 0xff) as usize];
+                let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
                 black_box($body);
             });
             b.iter(&mut step)
