@@ -14,6 +14,10 @@
 //! flush or compaction running) before each function. The raw baselines of these operations
 //! (std `HashMap`, the raw `rocksdb` crate) are in `benches/state_ops.rs`.
 //!
+//! `job_value_get`, `job_value_update`, `job_map_get` and `job_list_add` also run `heap_batch`
+//! and `rocksdb_batch`: the same ops through the batched calls (`get_batch`, `update_batch`,
+//! `add_batch`), 1,024 records at a time, resolving their keys included.
+//!
 //! Lists grow during `job_list_add` (about one element per key per 5 M adds); `job_list_get`
 //! runs before it on lists of exactly 10.
 
@@ -29,7 +33,7 @@ use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
 use keyed_state::state::{
     ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
 };
-use keyed_state::{Engine, EngineConfig, HeapEngine, KeyedStateBackend};
+use keyed_state::{Engine, EngineConfig, HeapEngine, Key, KeyedStateBackend};
 
 /// Operations per timed batch (one criterion "iteration").
 const BATCH: usize = 1024;
@@ -188,6 +192,12 @@ fn over_sequence(seq: &[(u64, u64)], mut op: impl FnMut(u64, u64)) -> impl FnMut
     }
 }
 
+/// Runs `op` on the next chunk of `BATCH` (key, user key) pairs of the sequence per iteration.
+fn over_chunks(seq: &[(u64, u64)], mut op: impl FnMut(&[(u64, u64)])) -> impl FnMut() {
+    let mut chunks = seq.chunks_exact(BATCH).cycle();
+    move || op(chunks.next().expect("a cycle of chunks never ends"))
+}
+
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     let mut g = c.benchmark_group(name);
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -200,6 +210,34 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
 /// One op on both engines: `op(shape, key, user_key, payload)`.
 macro_rules! job_op {
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
+     |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {{
+        let g = job_op!(@singles $c, $name, $shapes, $seq, $payloads, |$s, $k, $u, $p| $body);
+        g.finish();
+    }};
+    // With `heap_batch` and `rocksdb_batch`: `$batch` does a whole chunk of `BATCH` ops, from
+    // resolving their keys on.
+    ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
+     |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr,
+     batch |$bs:ident, $chunk:ident| $batch:expr) => {{
+        let mut g = job_op!(@singles $c, $name, $shapes, $seq, $payloads, |$s, $k, $u, $p| $body);
+        g.bench_function("heap_batch", |b| {
+            let $bs = $shapes.heap();
+            let mut step = over_chunks($seq, |$chunk| {
+                black_box($batch);
+            });
+            b.iter(&mut step)
+        });
+        g.bench_function("rocksdb_batch", |b| {
+            let $bs = $shapes.rocks();
+            $bs.backend.engine().settle().expect("settle");
+            let mut step = over_chunks($seq, |$chunk| {
+                black_box($batch);
+            });
+            b.iter(&mut step)
+        });
+        g.finish();
+    }};
+    (@singles $c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {{
         let mut g = group($c, $name);
         g.bench_function("heap", |b| {
@@ -219,8 +257,16 @@ macro_rules! job_op {
             });
             b.iter(&mut step)
         });
-        g.finish();
+        g
     }};
+}
+
+/// The keys of a chunk, resolved.
+fn resolve<E: Engine>(s: &Shape<E>, chunk: &[(u64, u64)]) -> Vec<Key<u64>> {
+    chunk
+        .iter()
+        .map(|&(k, _)| s.backend.key(k).expect("key"))
+        .collect()
 }
 
 fn job_shape(c: &mut Criterion) {
@@ -243,6 +289,16 @@ fn job_shape(c: &mut Criterion) {
         |s, k, _u, _p| {
             let key = s.backend.key(k).expect("key");
             s.value8.get(&key, &()).expect("get")
+        },
+        batch | s,
+        chunk | {
+            let keys = resolve(s, chunk);
+            let pairs: Vec<_> = keys.iter().map(|k| (k, &())).collect();
+            s.value8
+                .get_batch(&pairs)
+                .into_iter()
+                .map(|r| r.expect("get").unwrap_or(0))
+                .sum::<u64>()
         }
     );
     job_op!(
@@ -254,6 +310,13 @@ fn job_shape(c: &mut Criterion) {
         |s, k, _u, _p| {
             let key = s.backend.key(k).expect("key");
             s.value8.update(&key, &(), k ^ 1).expect("update")
+        },
+        batch | s,
+        chunk | {
+            let keys = resolve(s, chunk);
+            s.value8
+                .update_batch(keys.iter().map(|k| (k, &(), *k.key() ^ 1)))
+                .expect("update")
         }
     );
     job_op!(
@@ -282,14 +345,49 @@ fn job_shape(c: &mut Criterion) {
         let key = s.backend.key(k).expect("key");
         s.list.get(&key, &()).expect("get").sum::<u64>()
     });
-    job_op!(c, "job_list_add", shapes, &seq, payloads, |s, k, _u, _p| {
-        let key = s.backend.key(k).expect("key");
-        s.list.add(&key, &(), k).expect("add")
-    });
-    job_op!(c, "job_map_get", shapes, &seq, payloads, |s, k, u, _p| {
-        let key = s.backend.key(k).expect("key");
-        s.map.get(&key, &(), &u).expect("get")
-    });
+    job_op!(
+        c,
+        "job_list_add",
+        shapes,
+        &seq,
+        payloads,
+        |s, k, _u, _p| {
+            let key = s.backend.key(k).expect("key");
+            s.list.add(&key, &(), k).expect("add")
+        },
+        batch | s,
+        chunk | {
+            let keys = resolve(s, chunk);
+            s.list
+                .add_batch(keys.iter().map(|k| (k, &(), *k.key())))
+                .expect("add")
+        }
+    );
+    job_op!(
+        c,
+        "job_map_get",
+        shapes,
+        &seq,
+        payloads,
+        |s, k, u, _p| {
+            let key = s.backend.key(k).expect("key");
+            s.map.get(&key, &(), &u).expect("get")
+        },
+        batch | s,
+        chunk | {
+            let keys = resolve(s, chunk);
+            let triples: Vec<_> = keys
+                .iter()
+                .zip(chunk)
+                .map(|(k, (_, u))| (k, &(), u))
+                .collect();
+            s.map
+                .get_batch(&triples)
+                .into_iter()
+                .map(|r| r.expect("get").unwrap_or(0))
+                .sum::<u64>()
+        }
+    );
     job_op!(c, "job_map_put", shapes, &seq, payloads, |s, k, u, _p| {
         let key = s.backend.key(k).expect("key");
         s.map.put(&key, &(), u, k).expect("put")

@@ -650,6 +650,186 @@ fn ttl_merge_namespaces<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Batches
+
+fn batches_match_single_calls<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let v = f
+        .backend
+        .value_state(&ValueStateDescriptor::<u64, u32>::new("v"))?;
+    let l = f
+        .backend
+        .list_state(&ListStateDescriptor::<u64, u32>::new("l"))?;
+    let m = f
+        .backend
+        .map_state(&MapStateDescriptor::<u32, u64, u32>::new("m"))?;
+    let keys: Vec<Key<String>> = (0..40).map(|i| f.key(&format!("k{i}"))).collect();
+    // Namespaces differ per item; key 0 is given twice: the later value wins, both list
+    // elements are appended in order.
+    let ns: Vec<u32> = (0..keys.len()).map(|i| (i % 3) as u32).collect();
+    let writes = keys
+        .iter()
+        .zip(&ns)
+        .enumerate()
+        .map(|(i, (k, n))| (k, n, i as u64));
+    v.update_batch(writes.clone().chain([(&keys[0], &ns[0], 99)]))?;
+    l.add_batch(writes.clone().chain([(&keys[0], &ns[0], 99)]))?;
+    m.put_batch(writes.map(|(k, n, i)| (k, n, (i % 4) as u32, i)))?;
+    let pairs: Vec<(&Key<String>, &u32)> = keys.iter().zip(&ns).collect();
+    // Reads: present, absent (another namespace), and the same pair twice.
+    let mut reads = pairs.clone();
+    reads.push((&keys[1], &7));
+    reads.push(pairs[0]);
+    let values = v.get_batch(&reads);
+    let lists = l.get_batch(&reads);
+    assert_eq!(values.len(), reads.len());
+    for (i, &(k, n)) in reads.iter().enumerate() {
+        assert_eq!(values[i].as_ref().unwrap(), &v.get(k, n)?, "value {i}");
+        assert_eq!(
+            lists[i].as_ref().unwrap(),
+            &l.get(k, n)?.collect::<Vec<_>>(),
+            "list {i}"
+        );
+    }
+    assert_eq!(values[0].as_ref().unwrap(), &Some(99));
+    assert_eq!(lists[0].as_ref().unwrap(), &vec![0, 99]);
+    assert_eq!(values[keys.len()].as_ref().unwrap(), &None);
+    let triples: Vec<(&Key<String>, &u32, &u32)> = reads
+        .iter()
+        .enumerate()
+        .map(|(i, &(k, n))| (k, n, [&0, &1, &2, &3][i % 4]))
+        .collect();
+    let entries = m.get_batch(&triples);
+    for (i, &(k, n, uk)) in triples.iter().enumerate() {
+        assert_eq!(entries[i].as_ref().unwrap(), &m.get(k, n, uk)?, "map {i}");
+    }
+    assert_eq!(entries[5].as_ref().unwrap(), &Some(5));
+    Ok(())
+}
+
+fn batches_report_errors_per_key<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let range = range_for_operator(128, 4, 1)?;
+    let f = Fixture::with_range(make, 128, Some(range));
+    let v = f
+        .backend
+        .value_state(&ValueStateDescriptor::<u64>::new("v"))?;
+    let l = f
+        .backend
+        .list_state(&ListStateDescriptor::<u64>::new("l"))?;
+    let m = f
+        .backend
+        .map_state(&MapStateDescriptor::<u32, u64>::new("m"))?;
+    let all: Vec<Key<String>> = (0..200)
+        .map(|i| Key::new(format!("k{i}"), 128).unwrap())
+        .collect();
+    let inside = all.iter().find(|k| range.contains(k.group())).unwrap();
+    let outside = all.iter().find(|k| !range.contains(k.group())).unwrap();
+    // A write batch with one foreign key writes nothing.
+    let out_of_range = |r: R| matches!(r, Err(Error::KeyGroupOutOfRange { .. }));
+    assert!(out_of_range(
+        v.update_batch([(inside, &(), 1), (outside, &(), 2)])
+    ));
+    assert!(out_of_range(
+        l.add_batch([(inside, &(), 1), (outside, &(), 2)])
+    ));
+    assert!(out_of_range(
+        m.put_batch([(inside, &(), 1, 1), (outside, &(), 1, 2)])
+    ));
+    assert_eq!(v.get(inside, &())?, None, "nothing written");
+    assert_eq!(l.get(inside, &())?.count(), 0, "nothing written");
+    assert_eq!(m.get(inside, &(), &1)?, None, "nothing written");
+    // Reads answer each key on its own.
+    v.update(inside, &(), 5)?;
+    l.add(inside, &(), 5)?;
+    m.put(inside, &(), 1, 5)?;
+    let read = v.get_batch(&[(outside, &()), (inside, &())]);
+    assert!(matches!(read[0], Err(Error::KeyGroupOutOfRange { .. })));
+    assert_eq!(read[1].as_ref().unwrap(), &Some(5));
+    let read = l.get_batch(&[(inside, &()), (outside, &())]);
+    assert_eq!(read[0].as_ref().unwrap(), &vec![5]);
+    assert!(matches!(read[1], Err(Error::KeyGroupOutOfRange { .. })));
+    let read = m.get_batch(&[(outside, &(), &1), (inside, &(), &1)]);
+    assert!(matches!(read[0], Err(Error::KeyGroupOutOfRange { .. })));
+    assert_eq!(read[1].as_ref().unwrap(), &Some(5));
+    assert!(v.get_batch(&[]).is_empty());
+    v.update_batch([])?;
+    Ok(())
+}
+
+fn ttl_batches_expire_and_restamp_as_single_calls<E: Engine>(
+    make: &dyn Fn(EngineConfig) -> E,
+) -> R {
+    for (update, visibility) in [
+        (
+            UpdateType::OnCreateAndWrite,
+            StateVisibility::NeverReturnExpired,
+        ),
+        (
+            UpdateType::OnReadAndWrite,
+            StateVisibility::NeverReturnExpired,
+        ),
+        (
+            UpdateType::OnCreateAndWrite,
+            StateVisibility::ReturnExpiredIfNotCleanedUp,
+        ),
+    ] {
+        let f = Fixture::new(make);
+        let config = ttl(update, visibility);
+        let v = f
+            .backend
+            .value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(config.clone()))?;
+        let l = f
+            .backend
+            .list_state(&ListStateDescriptor::<u64>::new("l").with_ttl(config.clone()))?;
+        let m = f
+            .backend
+            .map_state(&MapStateDescriptor::<u32, u64>::new("m").with_ttl(config))?;
+        let (a, b) = (f.key("a"), f.key("b"));
+        f.at(0);
+        v.update_batch([(&a, &(), 1)])?;
+        l.add_batch([(&a, &(), 1)])?;
+        m.put_batch([(&a, &(), 1, 1)])?;
+        f.at(60);
+        v.update_batch([(&b, &(), 2)])?;
+        l.add_batch([(&a, &(), 2), (&b, &(), 2)])?;
+        m.put_batch([(&a, &(), 2, 2), (&b, &(), 1, 2)])?;
+        // a's first writes expire at 100; b's and a's second ones at 160.
+        f.at(120);
+        let shows = visibility == StateVisibility::ReturnExpiredIfNotCleanedUp;
+        let refresh = update == UpdateType::OnReadAndWrite;
+        let values = v.get_batch(&[(&a, &()), (&b, &()), (&a, &())]);
+        let values: Vec<_> = values.into_iter().collect::<Result<_, _>>()?;
+        assert_eq!(
+            values,
+            [shows.then_some(1), Some(2), None],
+            "{update:?} {visibility:?}"
+        );
+        let lists = l.get_batch(&[(&a, &()), (&b, &()), (&a, &())]);
+        let lists: Vec<_> = lists.into_iter().collect::<Result<_, _>>()?;
+        let first = if shows { vec![1, 2] } else { vec![2] };
+        // As `get`, a read drops a list's expired elements only when it re-stamps the list.
+        let again = if refresh { vec![2] } else { first.clone() };
+        assert_eq!(lists, [first, vec![2], again], "{update:?} {visibility:?}");
+        let entries = m.get_batch(&[(&a, &(), &1), (&a, &(), &2), (&a, &(), &1)]);
+        let entries: Vec<_> = entries.into_iter().collect::<Result<_, _>>()?;
+        assert_eq!(
+            entries,
+            [shows.then_some(1), Some(2), None],
+            "{update:?} {visibility:?}"
+        );
+        // Under OnReadAndWrite the batch read re-stamped b at 120: alive at 170.
+        f.at(170);
+        let b_now = v.get_batch(&[(&b, &())]).remove(0)?;
+        assert_eq!(
+            b_now.is_some(),
+            refresh || shows,
+            "{update:?} {visibility:?}"
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // Key groups, registration
 
 fn key_group_range_errors<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
@@ -840,7 +1020,8 @@ macro_rules! conformance {
                 ttl_list_elements_expire_one_by_one, ttl_map_entries_expire_one_by_one,
                 ttl_reducing_and_aggregating_restamp_on_add, ttl_merge_namespaces,
                 key_group_range_errors, keys_are_listed_per_key_group, registration_rules,
-                large_max_parallelism);
+                large_max_parallelism, batches_match_single_calls, batches_report_errors_per_key,
+                ttl_batches_expire_and_restamp_as_single_calls);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {

@@ -50,6 +50,13 @@ enum Op {
     AggClear(K, Ns),
     AggMerge(K, Ns, Vec<Ns>),
     CheckKeys,
+    // Batches: the model applies them as the single calls in order.
+    ValueGetBatch(Vec<Cell>),
+    ValueUpdateBatch(Vec<(K, Ns, i32)>),
+    ListGetBatch(Vec<Cell>),
+    ListAddBatch(Vec<(K, Ns, i32)>),
+    MapGetBatch(Vec<(K, Ns, u8)>),
+    MapPutBatch(Vec<(K, Ns, u8, i32)>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -88,6 +95,12 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::AggClear(a, b)),
         1 => (k, ns, nss).prop_map(|(a, b, c)| Op::AggMerge(a, b, c)),
         1 => Just(Op::CheckKeys),
+        1 => proptest::collection::vec((0u8..5, 0u8..3), 0..6).prop_map(Op::ValueGetBatch),
+        1 => proptest::collection::vec((0u8..5, 0u8..3, -50i32..50), 0..6).prop_map(Op::ValueUpdateBatch),
+        1 => proptest::collection::vec((0u8..5, 0u8..3), 0..6).prop_map(Op::ListGetBatch),
+        1 => proptest::collection::vec((0u8..5, 0u8..3, -50i32..50), 0..6).prop_map(Op::ListAddBatch),
+        1 => proptest::collection::vec((0u8..5, 0u8..3, 0u8..6), 0..6).prop_map(Op::MapGetBatch),
+        1 => proptest::collection::vec((0u8..5, 0u8..3, 0u8..6, -50i32..50), 0..6).prop_map(Op::MapPutBatch),
     ]
 }
 
@@ -398,6 +411,64 @@ impl<E: Engine> Sut<E> {
         self.backend.key(u64::from(k) * 7919).unwrap()
     }
 
+    fn value_get_batch(&self, cells: &[Cell]) -> Vec<Option<i32>> {
+        let keys: Vec<(Key<u64>, Ns)> = cells.iter().map(|&(k, ns)| (self.key(k), ns)).collect();
+        let pairs: Vec<(&Key<u64>, &Ns)> = keys.iter().map(|(k, ns)| (k, ns)).collect();
+        self.value
+            .get_batch(&pairs)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn value_update_batch(&self, writes: &[(K, Ns, i32)]) {
+        let keys: Vec<Key<u64>> = writes.iter().map(|&(k, _, _)| self.key(k)).collect();
+        let items = keys
+            .iter()
+            .zip(writes)
+            .map(|(key, (_, ns, v))| (key, ns, *v));
+        self.value.update_batch(items).unwrap();
+    }
+
+    fn list_get_batch(&self, cells: &[Cell]) -> Vec<Vec<i32>> {
+        let keys: Vec<(Key<u64>, Ns)> = cells.iter().map(|&(k, ns)| (self.key(k), ns)).collect();
+        let pairs: Vec<(&Key<u64>, &Ns)> = keys.iter().map(|(k, ns)| (k, ns)).collect();
+        self.list
+            .get_batch(&pairs)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn list_add_batch(&self, adds: &[(K, Ns, i32)]) {
+        let keys: Vec<Key<u64>> = adds.iter().map(|&(k, _, _)| self.key(k)).collect();
+        let items = keys.iter().zip(adds).map(|(key, (_, ns, v))| (key, ns, *v));
+        self.list.add_batch(items).unwrap();
+    }
+
+    fn map_get_batch(&self, reads: &[(K, Ns, u8)]) -> Vec<Option<i32>> {
+        let keys: Vec<Key<u64>> = reads.iter().map(|&(k, _, _)| self.key(k)).collect();
+        let triples: Vec<(&Key<u64>, &Ns, &u8)> = keys
+            .iter()
+            .zip(reads)
+            .map(|(key, (_, ns, uk))| (key, ns, uk))
+            .collect();
+        self.map
+            .get_batch(&triples)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn map_put_batch(&self, puts: &[(K, Ns, u8, i32)]) {
+        let keys: Vec<Key<u64>> = puts.iter().map(|&(k, _, _, _)| self.key(k)).collect();
+        let items = keys
+            .iter()
+            .zip(puts)
+            .map(|(key, (_, ns, uk, v))| (key, ns, *uk, *v));
+        self.map.put_batch(items).unwrap();
+    }
+
     fn cells(&self) -> Vec<BTreeSet<Cell>> {
         let collect = |keys: &dyn Fn(u16) -> Vec<(u64, Ns)>| -> BTreeSet<Cell> {
             self.backend
@@ -451,6 +522,48 @@ fn run<E: Engine>(
                 let want = m.read_single(&mut map, (k, ns));
                 m.value = map;
                 prop_assert_eq!(got, want, "{}", ctx);
+            }
+            Op::ValueGetBatch(cells) => {
+                let got = sut.value_get_batch(&cells);
+                let mut map = std::mem::take(&mut m.value);
+                let want: Vec<Option<i32>> =
+                    cells.iter().map(|&c| m.read_single(&mut map, c)).collect();
+                m.value = map;
+                prop_assert_eq!(got, want, "{}", ctx);
+            }
+            Op::ValueUpdateBatch(writes) => {
+                sut.value_update_batch(&writes);
+                let st = m.stamp();
+                for (k, ns, v) in writes {
+                    m.value.insert((k, ns), (st, v));
+                }
+            }
+            Op::ListGetBatch(cells) => {
+                let got = sut.list_get_batch(&cells);
+                let want: Vec<Vec<i32>> = cells.iter().map(|&c| m.list_get(c)).collect();
+                prop_assert_eq!(got, want, "{}", ctx);
+            }
+            Op::ListAddBatch(adds) => {
+                sut.list_add_batch(&adds);
+                let st = m.stamp();
+                for (k, ns, v) in adds {
+                    m.list.entry((k, ns)).or_default().push((st, v));
+                }
+            }
+            Op::MapGetBatch(reads) => {
+                let got = sut.map_get_batch(&reads);
+                let want: Vec<Option<i32>> = reads
+                    .iter()
+                    .map(|&(k, ns, uk)| m.map_get((k, ns), uk))
+                    .collect();
+                prop_assert_eq!(got, want, "{}", ctx);
+            }
+            Op::MapPutBatch(puts) => {
+                sut.map_put_batch(&puts);
+                let st = m.stamp();
+                for (k, ns, uk, v) in puts {
+                    m.map.entry((k, ns)).or_default().insert(uk, (st, v));
+                }
             }
             Op::ValueClear(k, ns) => {
                 sut.value.clear(&sut.key(k), &ns).unwrap();
@@ -714,6 +827,12 @@ fn observe<E: Engine>(sut: &Sut<E>, op: &Op, ttl: bool) -> String {
         Op::AggMerge(key, t, srcs) => {
             format!("{:?}", sut.agg.merge_namespaces(&k(key), t, srcs).unwrap())
         }
+        Op::ValueGetBatch(cells) => format!("{:?}", sut.value_get_batch(cells)),
+        Op::ValueUpdateBatch(writes) => format!("{:?}", sut.value_update_batch(writes)),
+        Op::ListGetBatch(cells) => format!("{:?}", sut.list_get_batch(cells)),
+        Op::ListAddBatch(adds) => format!("{:?}", sut.list_add_batch(adds)),
+        Op::MapGetBatch(reads) => format!("{:?}", sut.map_get_batch(reads)),
+        Op::MapPutBatch(puts) => format!("{:?}", sut.map_put_batch(puts)),
         Op::CheckKeys if ttl => String::new(),
         Op::CheckKeys => format!("{:?}", sut.cells()),
     }

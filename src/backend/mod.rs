@@ -48,6 +48,23 @@ pub trait ValueTable<K, N, V>: Send + Sync {
     /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
     /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn put(&self, key: &Key<K>, ns: &N, value: Stamped<V>) -> Result<()>;
+    /// What [`get`](Self::get) returns for each (key, namespace) pair, in order, read in one
+    /// pass (heap: under one lock; RocksDB: one sorted multi-get), so that the pairs' memory
+    /// accesses overlap.
+    ///
+    /// # Errors
+    ///
+    /// Per pair, what [`get`](Self::get) reports for it.
+    fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<Stamped<V>>>>;
+    /// Stores every value in order, as [`put`](Self::put) one by one would (a pair given
+    /// twice keeps the later value), in one pass.
+    ///
+    /// # Errors
+    ///
+    /// Every key is checked before anything is written: a key of a group this table does not
+    /// own fails the whole call, and nothing is written. Then the storage's failures (RocksDB
+    /// writes the batch atomically).
+    fn put_many(&self, items: Vec<(&Key<K>, &N, Stamped<V>)>) -> Result<()>;
     /// Removes the value; a no-op when absent.
     ///
     /// # Errors
@@ -76,6 +93,21 @@ pub trait ListTable<K, N, E>: Send + Sync {
     /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
     /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Vec<Stamped<E>>>;
+    /// What [`get`](Self::get) returns for each (key, namespace) pair, in order, read in one
+    /// pass.
+    ///
+    /// # Errors
+    ///
+    /// Per pair, what [`get`](Self::get) reports for it.
+    fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<Stamped<E>>>>;
+    /// Appends each element to its pair's list, in order, in one pass.
+    ///
+    /// # Errors
+    ///
+    /// Every key is checked before anything is written: a key of a group this table does not
+    /// own fails the whole call, and nothing is written. Then the storage's failures (RocksDB
+    /// writes the batch atomically).
+    fn push_many(&self, items: Vec<(&Key<K>, &N, Stamped<E>)>) -> Result<()>;
     /// Appends `elements` (a no-op when empty).
     ///
     /// # Errors
@@ -138,6 +170,21 @@ pub trait MapTable<K, N, UK, UV>: Send + Sync {
     /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
     /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>>;
+    /// What [`get`](Self::get) returns for each (key, namespace, user key), in order, read
+    /// in one pass.
+    ///
+    /// # Errors
+    ///
+    /// Per pair, what [`get`](Self::get) reports for it.
+    fn get_many(&self, items: &[(&Key<K>, &N, &UK)]) -> Vec<Result<Option<Stamped<UV>>>>;
+    /// Inserts or replaces each entry, in order, in one pass.
+    ///
+    /// # Errors
+    ///
+    /// Every key is checked before anything is written: a key of a group this table does not
+    /// own fails the whole call, and nothing is written. Then the storage's failures (RocksDB
+    /// writes the batch atomically).
+    fn put_many(&self, items: Vec<(&Key<K>, &N, UK, Stamped<UV>)>) -> Result<()>;
     /// Inserts or replaces one entry.
     ///
     /// # Errors

@@ -6,7 +6,7 @@ use super::{Core, view_common, write_stamp};
 use crate::backend::ListTable;
 use crate::error::Result;
 use crate::key::Key;
-use crate::ttl::Stamped;
+use crate::ttl::{Stamped, TtlPolicy};
 
 /// An ordered list per (key, namespace): duplicates and insertion order are preserved; an
 /// absent or empty list reads as an empty iterator. With TTL, elements expire one by one.
@@ -74,6 +74,62 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     pub fn add(&self, key: &Key<K>, ns: &N, element: E) -> Result<()> {
         let stamp = write_stamp(self.core.ttl.as_ref());
         self.core.table.push(key, ns, Stamped::new(stamp, element))
+    }
+
+    /// The lists of many (key, namespace) pairs at once, in order: what [`get`](Self::get)
+    /// returns for each (collected), with the same TTL semantics, read in one pass so that
+    /// the pairs' memory accesses overlap. A list with expired elements, or re-stamped on
+    /// read, goes through [`get`](Self::get) itself.
+    ///
+    /// # Errors
+    ///
+    /// One result per pair: what [`get`](Self::get) reports for that pair.
+    pub fn get_batch(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<E>>> {
+        let stored = self.core.table.get_many(items);
+        debug_assert_eq!(stored.len(), items.len(), "one result per pair");
+        let ttl = self.core.ttl.as_ref();
+        let now = ttl.map_or(0, TtlPolicy::now);
+        stored
+            .into_iter()
+            .zip(items)
+            .map(|(read, &(key, ns))| {
+                let list = read?;
+                let as_read = ttl.is_none_or(|t| {
+                    !t.refresh_on_read() && list.iter().all(|s| !t.expired(s.last_access, now))
+                });
+                if as_read {
+                    Ok(list.into_iter().map(|s| s.value).collect())
+                } else {
+                    Ok(self.get(key, ns)?.collect())
+                }
+            })
+            .collect()
+    }
+
+    /// Appends one element to each pair's list, in order, all stamped with one time under
+    /// TTL, in one pass (RocksDB: one write batch of merges).
+    ///
+    /// # Errors
+    ///
+    /// Every key is checked first: a key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)) fails the call
+    /// and nothing is written. Then RocksDB's own errors (its batch is atomic).
+    pub fn add_batch<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a Key<K>, &'a N, E)>,
+    ) -> Result<()>
+    where
+        K: 'a,
+        N: 'a,
+    {
+        let stamp = write_stamp(self.core.ttl.as_ref());
+        self.core.table.push_many(
+            items
+                .into_iter()
+                .map(|(key, ns, element)| (key, ns, Stamped::new(stamp, element)))
+                .collect(),
+        )
     }
 
     /// Appends every element (one write; a no-op when empty).

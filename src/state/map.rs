@@ -50,6 +50,63 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
         Ok(Some(stored.value))
     }
 
+    /// The values of many (key, namespace, user key) triples at once, in order: what
+    /// [`get`](Self::get) returns for each, with the same TTL semantics, read in one pass so
+    /// that their memory accesses overlap (heap: one lock; RocksDB: one sorted multi-get).
+    ///
+    /// # Errors
+    ///
+    /// One result per triple: what [`get`](Self::get) reports for it.
+    pub fn get_batch(&self, items: &[(&Key<K>, &N, &UK)]) -> Vec<Result<Option<UV>>> {
+        let stored = self.core.table.get_many(items);
+        debug_assert_eq!(stored.len(), items.len(), "one result per triple");
+        let Some(ttl) = &self.core.ttl else {
+            return stored
+                .into_iter()
+                .map(|r| r.map(|s| s.map(|s| s.value)))
+                .collect();
+        };
+        let now = ttl.now();
+        stored
+            .into_iter()
+            .zip(items)
+            .map(|(read, &(key, ns, user_key))| match read? {
+                None => Ok(None),
+                Some(s) if !ttl.refresh_on_read() && !ttl.expired(s.last_access, now) => {
+                    Ok(Some(s.value))
+                }
+                // Expired, or re-stamped on read: the single call, which reads it again.
+                Some(_) => self.get(key, ns, user_key),
+            })
+            .collect()
+    }
+
+    /// Inserts or replaces many entries at once, in order, all stamped with one time under
+    /// TTL, in one pass (RocksDB: one write batch).
+    ///
+    /// # Errors
+    ///
+    /// Every key is checked first: a key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)) fails the call
+    /// and nothing is written. Then RocksDB's own errors (its batch is atomic).
+    pub fn put_batch<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a Key<K>, &'a N, UK, UV)>,
+    ) -> Result<()>
+    where
+        K: 'a,
+        N: 'a,
+    {
+        let stamp = write_stamp(self.core.ttl.as_ref());
+        self.core.table.put_many(
+            items
+                .into_iter()
+                .map(|(key, ns, user_key, value)| (key, ns, user_key, Stamped::new(stamp, value)))
+                .collect(),
+        )
+    }
+
     /// Whether `user_key` has a (visible) entry.
     ///
     /// # Errors

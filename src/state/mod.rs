@@ -58,6 +58,37 @@ pub(crate) fn read_single<K, N, V: Clone>(
     Ok(Some(stored.value))
 }
 
+/// [`read_single`] of every (key, namespace) pair, in order: one batched read of the table,
+/// then TTL per pair. A live value that needs no re-stamping is returned as read; a pair whose
+/// value expired or is re-stamped on read goes through [`read_single`] again, which re-reads
+/// it, so a pair given twice sees what the first occurrence did (as calls one by one would).
+pub(crate) fn read_single_many<K, N, V: Clone>(
+    table: &dyn ValueTable<K, N, V>,
+    ttl: Option<&TtlPolicy>,
+    items: &[(&Key<K>, &N)],
+) -> Vec<Result<Option<V>>> {
+    let stored = table.get_many(items);
+    debug_assert_eq!(stored.len(), items.len(), "one result per pair");
+    let Some(ttl) = ttl else {
+        return stored
+            .into_iter()
+            .map(|r| r.map(|s| s.map(|s| s.value)))
+            .collect();
+    };
+    let now = ttl.now();
+    stored
+        .into_iter()
+        .zip(items)
+        .map(|(read, &(key, ns))| match read? {
+            None => Ok(None),
+            Some(s) if !ttl.refresh_on_read() && !ttl.expired(s.last_access, now) => {
+                Ok(Some(s.value))
+            }
+            Some(_) => read_single(table, Some(ttl), key, ns),
+        })
+        .collect()
+}
+
 /// Read-modify-write of a single stamped value (Reducing and Aggregating `add`): `fold` gets
 /// the live value (an expired one counts as absent) and its result is stored, stamped now.
 pub(crate) fn fold_single<K, N, V>(

@@ -1,6 +1,6 @@
 //! [`ValueState`]: one value per key and namespace.
 
-use super::{Core, read_single, view_common, write_stamp};
+use super::{Core, read_single, read_single_many, view_common, write_stamp};
 use crate::backend::ValueTable;
 use crate::error::Result;
 use crate::key::Key;
@@ -41,6 +41,56 @@ impl<K, V: Clone, N> ValueState<K, V, N> {
             key,
             ns,
             Stamped::new(write_stamp(self.core.ttl.as_ref()), value),
+        )
+    }
+
+    /// The values of many (key, namespace) pairs at once, in order: what [`get`](Self::get)
+    /// returns for each, with the same TTL semantics, read in one pass so that the pairs'
+    /// memory accesses overlap (heap: one lock and back-to-back lookups; RocksDB: one sorted
+    /// multi-get). Resolve a batch of records' keys, then read their state together.
+    ///
+    /// ```
+    /// use keyed_state::{HeapEngine, KeyedStateBackend, state::ValueStateDescriptor};
+    /// let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
+    /// let counts = backend.value_state(&ValueStateDescriptor::<u64>::new("count"))?;
+    /// let keys = (0..4).map(|k| backend.key(k)).collect::<Result<Vec<_>, _>>()?;
+    /// counts.update_batch(keys.iter().map(|k| (k, &(), *k.key() * 10)))?;
+    /// let pairs: Vec<_> = keys.iter().map(|k| (k, &())).collect();
+    /// let read = counts.get_batch(&pairs).into_iter().collect::<Result<Vec<_>, _>>()?;
+    /// assert_eq!(read, [Some(0), Some(10), Some(20), Some(30)]);
+    /// # Ok::<(), keyed_state::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// One result per pair: what [`get`](Self::get) reports for that pair.
+    pub fn get_batch(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<V>>> {
+        read_single_many(&*self.core.table, self.core.ttl.as_ref(), items)
+    }
+
+    /// Sets many values at once, in order (a pair given twice keeps the later value), all
+    /// stamped with one time under TTL, written in one pass (RocksDB: one write batch).
+    ///
+    /// # Errors
+    ///
+    /// Every key is checked first: a key of a key group this backend does not own
+    /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange),
+    /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)) fails the call
+    /// and nothing is written. Then RocksDB's own errors (its batch is atomic).
+    pub fn update_batch<'a>(
+        &self,
+        items: impl IntoIterator<Item = (&'a Key<K>, &'a N, V)>,
+    ) -> Result<()>
+    where
+        K: 'a,
+        N: 'a,
+    {
+        let stamp = write_stamp(self.core.ttl.as_ref());
+        self.core.table.put_many(
+            items
+                .into_iter()
+                .map(|(key, ns, value)| (key, ns, Stamped::new(stamp, value)))
+                .collect(),
         )
     }
 

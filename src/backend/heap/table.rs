@@ -231,6 +231,98 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         Ok(result)
     }
 
+    /// Runs `f` on the key groups under one lock for a batch of `accesses` accesses, then lets
+    /// incremental cleanup visit the entries those accesses would have visited one by one.
+    fn with_groups<R>(
+        &self,
+        accesses: usize,
+        f: impl FnOnce(&mut [CowMap<Entry<K, N, S>>]) -> R,
+    ) -> R {
+        let mut inner = self.inner.lock();
+        let result = f(&mut inner.groups);
+        if let Some((ttl, budget)) = self.cleanup {
+            let now = self.config.clock().now_millis();
+            inner.cleanup_step(ttl, budget.saturating_mul(accesses), now);
+        }
+        result
+    }
+
+    /// The key-group index and entry hash of (key, ns), or the key's range error.
+    fn locate(&self, key: &Key<K>, ns: &N) -> Result<(usize, u64)> {
+        Ok((
+            self.config.group_index(key)?,
+            combine(key.hash(), ns_hash(ns)),
+        ))
+    }
+
+    /// `read(item, state)` for each item's (key, ns) (`pair` picks them), under one lock.
+    /// Every item is located first, so the lookups run back to back and the processor
+    /// overlaps their cache misses, which one call per item cannot.
+    fn get_states<T, R>(
+        &self,
+        items: &[T],
+        pair: impl Fn(&T) -> (&Key<K>, &N),
+        mut read: impl FnMut(&T, Option<&S>) -> R,
+    ) -> Vec<Result<R>> {
+        let located: Vec<Result<(usize, u64)>> = items
+            .iter()
+            .map(|item| {
+                let (key, ns) = pair(item);
+                self.locate(key, ns)
+            })
+            .collect();
+        self.with_groups(items.len(), |groups| {
+            // The lookups alone, in a loop short enough that several are in flight at once.
+            let found: Vec<Option<&S>> = items
+                .iter()
+                .zip(&located)
+                .map(|(item, at)| {
+                    let &(index, hash) = at.as_ref().ok()?;
+                    let (key, ns) = pair(item);
+                    groups[index].get(hash, Self::eq(key, ns)).map(|e| &e.state)
+                })
+                .collect();
+            items
+                .iter()
+                .zip(located)
+                .zip(found)
+                .map(|((item, at), state)| {
+                    at?;
+                    Ok(read(item, state))
+                })
+                .collect()
+        })
+    }
+
+    /// [`upsert`](Self::upsert) of every item in order, under one lock; every key is checked
+    /// before anything is written.
+    fn upsert_many<X>(
+        &self,
+        items: Vec<(&Key<K>, &N, X)>,
+        mut create: impl FnMut(X) -> S,
+        mut modify: impl FnMut(&mut S, X),
+    ) -> Result<()> {
+        let located = items
+            .iter()
+            .map(|(key, ns, _)| self.locate(key, ns))
+            .collect::<Result<Vec<_>>>()?;
+        self.with_groups(items.len(), |groups| {
+            for ((key, ns, payload), (index, hash)) in items.into_iter().zip(located) {
+                match groups[index].slot(hash, Self::eq(key, ns), rehash) {
+                    Slot::Occupied(e) => modify(&mut e.state, payload),
+                    Slot::Vacant(slot) => {
+                        slot.insert(Entry {
+                            key: key.key().clone(),
+                            ns: ns.clone(),
+                            state: create(payload),
+                        });
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
     fn eq<'a>(key: &'a Key<K>, ns: &'a N) -> impl Fn(&Entry<K, N, S>) -> bool + 'a {
         move |e| e.key == *key.key() && e.ns == *ns
     }
@@ -465,6 +557,14 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
         self.upsert(key, ns, P::pack(value), |v| v, |state, v| *state = v)
     }
 
+    fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<Stamped<V>>>> {
+        self.get_states(items, |&(key, ns)| (key, ns), |_, s| s.map(P::unpack))
+    }
+
+    fn put_many(&self, items: Vec<(&Key<K>, &N, Stamped<V>)>) -> Result<()> {
+        self.upsert_many(items, P::pack, |state, v| *state = P::pack(v))
+    }
+
     fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
         self.remove_entry(key, ns)
     }
@@ -486,6 +586,21 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
             s.map(|l| l.iter().map(P::unpack).collect())
                 .unwrap_or_default()
         })
+    }
+
+    fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<Stamped<E>>>> {
+        self.get_states(
+            items,
+            |&(key, ns)| (key, ns),
+            |_, s| {
+                s.map(|l| l.iter().map(P::unpack).collect())
+                    .unwrap_or_default()
+            },
+        )
+    }
+
+    fn push_many(&self, items: Vec<(&Key<K>, &N, Stamped<E>)>) -> Result<()> {
+        self.upsert_many(items, |e| vec![P::pack(e)], |list, e| list.push(P::pack(e)))
     }
 
     fn values(&self, key: &Key<K>, ns: &N) -> Result<Vec<E>> {
@@ -545,6 +660,27 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTa
 {
     fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>> {
         self.get_state(key, ns, |s| s.and_then(|m| m.get(user_key).map(P::unpack)))
+    }
+
+    fn get_many(&self, items: &[(&Key<K>, &N, &UK)]) -> Vec<Result<Option<Stamped<UV>>>> {
+        self.get_states(
+            items,
+            |&(key, ns, _)| (key, ns),
+            |&(_, _, user_key), s| s.and_then(|m| m.get(user_key).map(P::unpack)),
+        )
+    }
+
+    fn put_many(&self, items: Vec<(&Key<K>, &N, UK, Stamped<UV>)>) -> Result<()> {
+        self.upsert_many(
+            items
+                .into_iter()
+                .map(|(key, ns, user_key, value)| (key, ns, (user_key, P::pack(value))))
+                .collect(),
+            |(k, v)| MapEntries::from_iter([(k, v)]),
+            |map, (k, v)| {
+                map.insert(k, v);
+            },
+        )
     }
 
     fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: Stamped<UV>) -> Result<()> {

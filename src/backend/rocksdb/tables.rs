@@ -100,6 +100,73 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
             .delete_cf_opt(&self.cf()?, raw_key, &self.write)?)
     }
 
+    /// Reads every raw key in one sorted multi-get and decodes each value found with
+    /// `decode` (`None`: absent); a key that could not be made keeps its error. Results come
+    /// back in the order of `raw_keys`.
+    fn multi_get<T>(
+        &self,
+        raw_keys: Vec<Result<Vec<u8>>>,
+        decode: impl Fn(Option<&[u8]>) -> Result<T, CodecError>,
+    ) -> Vec<Result<T>> {
+        let Ok(cf) = self.cf() else {
+            return raw_keys
+                .into_iter()
+                .map(|_| Err(Error::UnknownState(self.state.to_string())))
+                .collect();
+        };
+        // RocksDB's batched lookup wants its keys sorted; remember where each came from.
+        let mut order: Vec<usize> = (0..raw_keys.len())
+            .filter(|&i| raw_keys[i].is_ok())
+            .collect();
+        let key_of = |i: usize| raw_keys[i].as_deref().unwrap_or_default();
+        order.sort_by(|&a, &b| key_of(a).cmp(key_of(b)));
+        let found = self.handle.db.batched_multi_get_cf_opt(
+            &cf,
+            order.iter().map(|&i| key_of(i)),
+            true,
+            &self.read,
+        );
+        debug_assert_eq!(found.len(), order.len(), "one result per key");
+        let mut decoded: Vec<Option<Result<T>>> = (0..raw_keys.len()).map(|_| None).collect();
+        for (&i, value) in order.iter().zip(found) {
+            decoded[i] = Some(match value {
+                Ok(value) => decode(value.as_deref()).map_err(|e| self.decode_err(e)),
+                Err(e) => Err(e.into()),
+            });
+        }
+        raw_keys
+            .into_iter()
+            .zip(decoded)
+            .map(|(raw, value)| {
+                raw?;
+                value.unwrap_or_else(|| {
+                    Err(self.decode_err(CodecError::Invalid {
+                        what: "batched read",
+                        reason: "RocksDB returned fewer values than keys".into(),
+                    }))
+                })
+            })
+            .collect()
+    }
+
+    /// Writes one batch: `add(batch, cf, raw_key, payload)` per item, after every key was
+    /// made (a key this table does not own fails the call before anything is written).
+    fn write_many<P>(
+        &self,
+        items: impl Iterator<Item = (Result<Vec<u8>>, P)>,
+        mut add: impl FnMut(&mut WriteBatch, &Arc<BoundColumnFamily<'_>>, Vec<u8>, P),
+    ) -> Result<()> {
+        let items = items
+            .map(|(raw, payload)| Ok((raw?, payload)))
+            .collect::<Result<Vec<_>>>()?;
+        let cf = self.cf()?;
+        let mut batch = WriteBatch::default();
+        for (raw, payload) in items {
+            add(&mut batch, &cf, raw, payload);
+        }
+        Ok(self.handle.db.write_opt(batch, &self.write)?)
+    }
+
     /// Calls `visit` with every raw (key, value) starting with `prefix`, in key order, until it
     /// returns `false`.
     fn scan(
@@ -167,6 +234,29 @@ impl<K: StateKey, N: Namespace, V: StateValue> ValueTable<K, N, V> for RocksTabl
         self.put_raw(&raw_key, &bytes)
     }
 
+    fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<Stamped<V>>>> {
+        let raw = items
+            .iter()
+            .map(|&(key, ns)| self.prefix(key, ns))
+            .collect();
+        self.multi_get(raw, |value| {
+            value.map(|bytes| read_value(bytes, self.ttl)).transpose()
+        })
+    }
+
+    fn put_many(&self, items: Vec<(&Key<K>, &N, Stamped<V>)>) -> Result<()> {
+        self.write_many(
+            items
+                .into_iter()
+                .map(|(key, ns, value)| (self.prefix(key, ns), value)),
+            |batch, cf, raw, value| {
+                let mut bytes = Vec::with_capacity(V::FIXED_LEN.unwrap_or(16) + 8);
+                write_value(&mut bytes, self.ttl, &value);
+                batch.put_cf(cf, raw, bytes);
+            },
+        )
+    }
+
     fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
         self.delete_raw(&self.prefix(key, ns)?)
     }
@@ -183,6 +273,29 @@ impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for RocksTable
             Some(bytes) => read_elements(&bytes, self.ttl).map_err(|e| self.decode_err(e)),
             None => Ok(Vec::new()),
         }
+    }
+
+    fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<Stamped<E>>>> {
+        let raw = items
+            .iter()
+            .map(|&(key, ns)| self.prefix(key, ns))
+            .collect();
+        self.multi_get(raw, |value| {
+            value.map_or(Ok(Vec::new()), |bytes| read_elements(bytes, self.ttl))
+        })
+    }
+
+    fn push_many(&self, items: Vec<(&Key<K>, &N, Stamped<E>)>) -> Result<()> {
+        self.write_many(
+            items
+                .into_iter()
+                .map(|(key, ns, element)| (self.prefix(key, ns), element)),
+            |batch, cf, raw, element| {
+                let mut bytes = Vec::new();
+                write_elements(&mut bytes, self.ttl, std::slice::from_ref(&element));
+                batch.merge_cf(cf, raw, bytes);
+            },
+        )
     }
 
     fn append(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
@@ -243,6 +356,25 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, U
                 .map_err(|e| self.decode_err(e)),
             None => Ok(None),
         }
+    }
+
+    fn get_many(&self, items: &[(&Key<K>, &N, &UK)]) -> Vec<Result<Option<Stamped<UV>>>> {
+        let raw = items
+            .iter()
+            .map(|&(key, ns, user_key)| self.entry_key(key, ns, user_key))
+            .collect();
+        self.multi_get(raw, |value| {
+            value.map(|bytes| read_value(bytes, self.ttl)).transpose()
+        })
+    }
+
+    fn put_many(&self, items: Vec<(&Key<K>, &N, UK, Stamped<UV>)>) -> Result<()> {
+        self.write_many(
+            items
+                .into_iter()
+                .map(|(key, ns, user_key, value)| (self.entry_key(key, ns, &user_key), value)),
+            |batch, cf, raw, value| batch.put_cf(cf, raw, self.encode_value(&value)),
+        )
     }
 
     fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: Stamped<UV>) -> Result<()> {
