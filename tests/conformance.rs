@@ -666,7 +666,7 @@ fn batches_match_single_calls<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R 
     let keys: Vec<Key<String>> = (0..40).map(|i| f.key(&format!("k{i}"))).collect();
     // Namespaces differ per item; key 0 is given twice: the later value wins, both list
     // elements are appended in order.
-    let ns: Vec<u32> = (0..keys.len()).map(|i| (i % 3) as u32).collect();
+    let ns: Vec<u32> = (0..keys.len()).map(|i| [0, 1, 2][i % 3]).collect();
     let writes = keys
         .iter()
         .zip(&ns)
@@ -674,7 +674,14 @@ fn batches_match_single_calls<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R 
         .map(|(i, (k, n))| (k, n, i as u64));
     v.update_batch(writes.clone().chain([(&keys[0], &ns[0], 99)]))?;
     l.add_batch(writes.clone().chain([(&keys[0], &ns[0], 99)]))?;
-    m.put_batch(writes.map(|(k, n, i)| (k, n, (i % 4) as u32, i)))?;
+    m.put_batch(writes.map(|(k, n, i)| {
+        (
+            k,
+            n,
+            [0, 1, 2, 3][usize::try_from(i % 4).expect("below 4")],
+            i,
+        )
+    }))?;
     let pairs: Vec<(&Key<String>, &u32)> = keys.iter().zip(&ns).collect();
     // Reads: present, absent (another namespace), and the same pair twice.
     let mut reads = pairs.clone();
