@@ -18,6 +18,10 @@
 //! and `rocksdb_batch`: the same ops through the batched calls (`get_batch`, `update_batch`,
 //! `add_batch`), 1,024 records at a time, resolving their keys included.
 //!
+//! The same four groups run `heap_ttl` and `rocksdb_ttl`: the single op on a second pair of
+//! engines whose four states have a one-day TTL (refreshed on write, the default incremental
+//! cleanup), so time with TTL ÷ time without is read off one group.
+//!
 //! Lists grow during `job_list_add` (about one element per key per 5 M adds); `job_list_get`
 //! runs before it on lists of exactly 10.
 
@@ -33,6 +37,7 @@ use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
 use keyed_state::state::{
     ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
 };
+use keyed_state::ttl::TtlConfig;
 use keyed_state::{Engine, EngineConfig, HeapEngine, Key, KeyedStateBackend};
 
 /// Operations per timed batch (one criterion "iteration").
@@ -84,20 +89,29 @@ struct Shape<E: Engine> {
 }
 
 impl<E: Engine> Shape<E> {
-    fn new(engine: E) -> Self {
+    /// The four states, with `ttl` on all of them when given.
+    fn new(engine: E, ttl: Option<&TtlConfig>) -> Self {
         let backend = KeyedStateBackend::new(engine);
+        macro_rules! with_ttl {
+            ($descriptor:expr) => {
+                match ttl {
+                    Some(ttl) => $descriptor.with_ttl(ttl.clone()),
+                    None => $descriptor,
+                }
+            };
+        }
         Shape {
             value8: backend
-                .value_state(&ValueStateDescriptor::new("value8"))
+                .value_state(&with_ttl!(ValueStateDescriptor::new("value8")))
                 .expect("register"),
             value100: backend
-                .value_state(&ValueStateDescriptor::new("value100"))
+                .value_state(&with_ttl!(ValueStateDescriptor::new("value100")))
                 .expect("register"),
             list: backend
-                .list_state(&ListStateDescriptor::new("list"))
+                .list_state(&with_ttl!(ListStateDescriptor::new("list")))
                 .expect("register"),
             map: backend
-                .map_state(&MapStateDescriptor::new("map"))
+                .map_state(&with_ttl!(MapStateDescriptor::new("map")))
                 .expect("register"),
             backend,
         }
@@ -147,34 +161,56 @@ fn payloads() -> Vec<Bytes> {
 
 /// Both engines' shapes, built on first use, so a filtered run (`-- job_map_get/heap`) loads
 /// only what it needs.
+#[derive(Default)]
 struct Shapes<'a> {
     n: u64,
     payloads: &'a [Bytes],
     heap: OnceCell<Shape<HeapEngine>>,
     rocks: OnceCell<Shape<RocksDbEngine>>,
+    heap_ttl: OnceCell<Shape<HeapEngine>>,
+    rocks_ttl: OnceCell<Shape<RocksDbEngine>>,
+}
+
+/// The TTL of the `_ttl` functions: one day, refreshed on write (the default update type),
+/// with the default incremental cleanup.
+fn one_day() -> TtlConfig {
+    TtlConfig::new(Duration::from_secs(24 * 3600))
 }
 
 impl Shapes<'_> {
+    fn load<E: Engine>(&self, engine: E, ttl: Option<&TtlConfig>, name: &str) -> Shape<E> {
+        let shape = Shape::new(engine, ttl);
+        let rate = shape.preload(self.n, self.payloads);
+        eprintln!(
+            "job_shape: {} keys; {name} preload {rate:.0} keys/s",
+            self.n
+        );
+        shape
+    }
+
     fn heap(&self) -> &Shape<HeapEngine> {
-        self.heap.get_or_init(|| {
-            let shape = Shape::new(HeapEngine::new(EngineConfig::new(128).expect("config")));
-            let rate = shape.preload(self.n, self.payloads);
-            eprintln!("job_shape: {} keys; heap preload {rate:.0} keys/s", self.n);
-            shape
-        })
+        self.heap
+            .get_or_init(|| self.load(heap_engine(), None, "heap"))
     }
 
     fn rocks(&self) -> &Shape<RocksDbEngine> {
-        self.rocks.get_or_init(|| {
-            let shape = Shape::new(rocksdb_engine());
-            let rate = shape.preload(self.n, self.payloads);
-            eprintln!(
-                "job_shape: {} keys; rocksdb preload {rate:.0} keys/s",
-                self.n
-            );
-            shape
-        })
+        self.rocks
+            .get_or_init(|| self.load(rocksdb_engine(), None, "rocksdb"))
     }
+
+    fn heap_ttl(&self) -> &Shape<HeapEngine> {
+        self.heap_ttl
+            .get_or_init(|| self.load(heap_engine(), Some(&one_day()), "heap_ttl"))
+    }
+
+    fn rocks_ttl(&self) -> &Shape<RocksDbEngine> {
+        self.rocks_ttl
+            .get_or_init(|| self.load(rocksdb_engine(), Some(&one_day()), "rocksdb_ttl"))
+    }
+}
+
+fn heap_engine() -> HeapEngine {
+    HeapEngine::new(EngineConfig::new(128).expect("config"))
 }
 
 /// Runs `op` over the next `BATCH` (key, user key) pairs of the sequence per iteration.
@@ -235,6 +271,24 @@ macro_rules! job_op {
             });
             b.iter(&mut step)
         });
+        // The single op again, on states with TTL.
+        g.bench_function("heap_ttl", |b| {
+            let $s = $shapes.heap_ttl();
+            let mut step = over_sequence($seq, |$k, $u| {
+                let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
+                black_box($body);
+            });
+            b.iter(&mut step)
+        });
+        g.bench_function("rocksdb_ttl", |b| {
+            let $s = $shapes.rocks_ttl();
+            $s.backend.engine().settle().expect("settle");
+            let mut step = over_sequence($seq, |$k, $u| {
+                let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
+                black_box($body);
+            });
+            b.iter(&mut step)
+        });
         g.finish();
     }};
     (@singles $c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
@@ -276,8 +330,7 @@ fn job_shape(c: &mut Criterion) {
     let shapes = Shapes {
         n,
         payloads: &payloads,
-        heap: OnceCell::new(),
-        rocks: OnceCell::new(),
+        ..Shapes::default()
     };
 
     job_op!(
