@@ -220,25 +220,20 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         ns: &N,
         f: impl FnOnce(&mut CowMap<Entry<K, N, S>>, u64) -> R,
     ) -> Result<R> {
-        let index = self.config.group_index(key)?;
-        let hash = combine(key.hash(), ns_hash(ns));
-        let mut inner = self.inner.lock();
-        debug_assert_eq!(inner.groups.len(), self.config.key_group_range().len());
-        let result = f(&mut inner.groups[index], hash);
-        if let Some((ttl, budget)) = self.cleanup {
-            inner.cleanup_step(ttl, budget, self.config.clock().now_millis());
-        }
-        Ok(result)
+        let (index, hash) = self.locate(key, ns)?;
+        Ok(self.with_groups(1, |groups| f(&mut groups[index], hash)))
     }
 
     /// Runs `f` on the key groups under one lock for a batch of `accesses` accesses, then lets
     /// incremental cleanup visit the entries those accesses would have visited one by one.
+    #[inline]
     fn with_groups<R>(
         &self,
         accesses: usize,
         f: impl FnOnce(&mut [CowMap<Entry<K, N, S>>]) -> R,
     ) -> R {
         let mut inner = self.inner.lock();
+        debug_assert_eq!(inner.groups.len(), self.config.key_group_range().len());
         let result = f(&mut inner.groups);
         if let Some((ttl, budget)) = self.cleanup {
             let now = self.config.clock().now_millis();
@@ -248,6 +243,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     }
 
     /// The key-group index and entry hash of (key, ns), or the key's range error.
+    #[inline]
     fn locate(&self, key: &Key<K>, ns: &N) -> Result<(usize, u64)> {
         Ok((
             self.config.group_index(key)?,
@@ -308,16 +304,15 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             .collect::<Result<Vec<_>>>()?;
         self.with_groups(items.len(), |groups| {
             for ((key, ns, payload), (index, hash)) in items.into_iter().zip(located) {
-                match groups[index].slot(hash, Self::eq(key, ns), rehash) {
-                    Slot::Occupied(e) => modify(&mut e.state, payload),
-                    Slot::Vacant(slot) => {
-                        slot.insert(Entry {
-                            key: key.key().clone(),
-                            ns: ns.clone(),
-                            state: create(payload),
-                        });
-                    }
-                }
+                Self::place(
+                    &mut groups[index],
+                    hash,
+                    key,
+                    ns,
+                    payload,
+                    &mut create,
+                    &mut modify,
+                );
             }
         });
         Ok(())
@@ -342,7 +337,22 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         create: impl FnOnce(X) -> S,
         modify: impl FnOnce(&mut S, X),
     ) -> Result<()> {
-        self.with_group(key, ns, |m, h| match m.slot(h, Self::eq(key, ns), rehash) {
+        self.with_group(key, ns, |m, h| {
+            Self::place(m, h, key, ns, payload, create, modify);
+        })
+    }
+
+    /// Modifies the entry of (key, ns) in `map` with `payload`, or creates it.
+    fn place<X>(
+        map: &mut CowMap<Entry<K, N, S>>,
+        hash: u64,
+        key: &Key<K>,
+        ns: &N,
+        payload: X,
+        create: impl FnOnce(X) -> S,
+        modify: impl FnOnce(&mut S, X),
+    ) {
+        match map.slot(hash, Self::eq(key, ns), rehash) {
             Slot::Occupied(e) => modify(&mut e.state, payload),
             Slot::Vacant(slot) => {
                 slot.insert(Entry {
@@ -351,7 +361,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                     state: create(payload),
                 });
             }
-        })
+        }
     }
 
     fn remove_entry(&self, key: &Key<K>, ns: &N) -> Result<()> {
