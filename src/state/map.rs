@@ -2,7 +2,7 @@
 
 use std::vec;
 
-use super::{Core, view_common, write_stamp};
+use super::{Core, read_batch, view_common, write_stamp};
 use crate::backend::MapTable;
 use crate::error::Result;
 use crate::key::Key;
@@ -59,26 +59,12 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     /// One result per triple: what [`get`](Self::get) reports for it.
     pub fn get_batch(&self, items: &[(&Key<K>, &N, &UK)]) -> Vec<Result<Option<UV>>> {
         let stored = self.core.table.get_many(items);
-        debug_assert_eq!(stored.len(), items.len(), "one result per triple");
-        let Some(ttl) = &self.core.ttl else {
-            return stored
-                .into_iter()
-                .map(|r| r.map(|s| s.map(|s| s.value)))
-                .collect();
-        };
-        let now = ttl.now();
-        stored
-            .into_iter()
-            .zip(items)
-            .map(|(read, &(key, ns, user_key))| match read? {
-                None => Ok(None),
-                Some(s) if !ttl.refresh_on_read() && !ttl.expired(s.last_access, now) => {
-                    Ok(Some(s.value))
-                }
-                // Expired, or re-stamped on read: the single call, which reads it again.
-                Some(_) => self.get(key, ns, user_key),
-            })
-            .collect()
+        read_batch(
+            stored,
+            items,
+            self.core.ttl.as_ref(),
+            |&(key, ns, user_key)| self.get(key, ns, user_key),
+        )
     }
 
     /// Inserts or replaces many entries at once, in order, all stamped with one time under

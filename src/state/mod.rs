@@ -58,17 +58,18 @@ pub(crate) fn read_single<K, N, V: Clone>(
     Ok(Some(stored.value))
 }
 
-/// [`read_single`] of every (key, namespace) pair, in order: one batched read of the table,
-/// then TTL per pair. A live value that needs no re-stamping is returned as read; a pair whose
-/// value expired or is re-stamped on read goes through [`read_single`] again, which re-reads
-/// it, so a pair given twice sees what the first occurrence did (as calls one by one would).
-pub(crate) fn read_single_many<K, N, V: Clone>(
-    table: &dyn ValueTable<K, N, V>,
+/// TTL over a batch of single-value reads (Value, Reducing, Aggregating, Map entries):
+/// `stored` is what the table's `get_many` read for `items`. A live value that needs no
+/// re-stamping is returned as read; an expired value, or one re-stamped on read, goes through
+/// `single` (the one-item call), which reads it again, so an item given twice sees what the
+/// first occurrence did, as calls one by one would.
+pub(crate) fn read_batch<T, V>(
+    stored: Vec<Result<Option<Stamped<V>>>>,
+    items: &[T],
     ttl: Option<&TtlPolicy>,
-    items: &[(&Key<K>, &N)],
+    single: impl Fn(&T) -> Result<Option<V>>,
 ) -> Vec<Result<Option<V>>> {
-    let stored = table.get_many(items);
-    debug_assert_eq!(stored.len(), items.len(), "one result per pair");
+    debug_assert_eq!(stored.len(), items.len(), "one result per item");
     let Some(ttl) = ttl else {
         return stored
             .into_iter()
@@ -79,12 +80,12 @@ pub(crate) fn read_single_many<K, N, V: Clone>(
     stored
         .into_iter()
         .zip(items)
-        .map(|(read, &(key, ns))| match read? {
+        .map(|(read, item)| match read? {
             None => Ok(None),
             Some(s) if !ttl.refresh_on_read() && !ttl.expired(s.last_access, now) => {
                 Ok(Some(s.value))
             }
-            Some(_) => read_single(table, Some(ttl), key, ns),
+            Some(_) => single(item),
         })
         .collect()
 }

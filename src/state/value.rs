@@ -1,6 +1,6 @@
 //! [`ValueState`]: one value per key and namespace.
 
-use super::{Core, read_single, read_single_many, view_common, write_stamp};
+use super::{Core, read_batch, read_single, view_common, write_stamp};
 use crate::backend::ValueTable;
 use crate::error::Result;
 use crate::key::Key;
@@ -65,7 +65,10 @@ impl<K, V: Clone, N> ValueState<K, V, N> {
     ///
     /// One result per pair: what [`get`](Self::get) reports for that pair.
     pub fn get_batch(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<V>>> {
-        read_single_many(&*self.core.table, self.core.ttl.as_ref(), items)
+        let (table, ttl) = (&*self.core.table, self.core.ttl.as_ref());
+        read_batch(table.get_many(items), items, ttl, |&(key, ns)| {
+            read_single(table, ttl, key, ns)
+        })
     }
 
     /// Sets many values at once, in order (a pair given twice keeps the later value), all
