@@ -40,6 +40,9 @@ use keyed_state::state::{
 use keyed_state::ttl::TtlConfig;
 use keyed_state::{Engine, EngineConfig, HeapEngine, Key, KeyedStateBackend};
 
+mod support;
+use support::SplitMix;
+
 /// Operations per timed batch (one criterion "iteration").
 const BATCH: usize = 1024;
 /// Elements per list and entries per map.
@@ -54,18 +57,6 @@ fn keys() -> u64 {
         .and_then(|v| v.replace('_', "").parse().ok())
         .filter(|&n: &u64| n > 0)
         .unwrap_or(1_000_000)
-}
-
-/// SplitMix64: a fixed-seed generator so every run visits the same keys in the same order.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }
 
 /// Uniform random keys in `0..n`, and a user key in 0..9 for each.
@@ -243,76 +234,70 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
     g
 }
 
-/// One op on both engines: `op(shape, key, user_key, payload)`.
+/// Waits until an engine has no background work running (RocksDB: flushes and compactions),
+/// so that no measurement pays for the setup's or another function's.
+trait Quiesce {
+    fn quiesce(&self);
+}
+
+impl Quiesce for HeapEngine {
+    fn quiesce(&self) {}
+}
+
+impl Quiesce for RocksDbEngine {
+    fn quiesce(&self) {
+        self.settle().expect("settle");
+    }
+}
+
+/// One op: functions `heap` and `rocksdb`; with a `batch` body (a whole chunk of `BATCH`
+/// ops, from resolving their keys on) also `heap_batch` and `rocksdb_batch`, and the single
+/// op again on the states with TTL, `heap_ttl` and `rocksdb_ttl`.
 macro_rules! job_op {
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {{
-        let g = job_op!(@singles $c, $name, $shapes, $seq, $payloads, |$s, $k, $u, $p| $body);
+        let mut g = group($c, $name);
+        job_op!(@one g, "heap", $shapes.heap(), $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@one g, "rocksdb", $shapes.rocks(), $seq, $payloads, |$s, $k, $u, $p| $body);
         g.finish();
     }};
-    // With `heap_batch` and `rocksdb_batch`: `$batch` does a whole chunk of `BATCH` ops, from
-    // resolving their keys on.
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr,
      batch |$bs:ident, $chunk:ident| $batch:expr) => {{
-        let mut g = job_op!(@singles $c, $name, $shapes, $seq, $payloads, |$s, $k, $u, $p| $body);
-        g.bench_function("heap_batch", |b| {
-            let $bs = $shapes.heap();
-            let mut step = over_chunks($seq, |$chunk| {
-                black_box($batch);
-            });
-            b.iter(&mut step)
-        });
-        g.bench_function("rocksdb_batch", |b| {
-            let $bs = $shapes.rocks();
-            $bs.backend.engine().settle().expect("settle");
-            let mut step = over_chunks($seq, |$chunk| {
-                black_box($batch);
-            });
-            b.iter(&mut step)
-        });
-        // The single op again, on states with TTL.
-        g.bench_function("heap_ttl", |b| {
-            let $s = $shapes.heap_ttl();
-            let mut step = over_sequence($seq, |$k, $u| {
-                let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
-                black_box($body);
-            });
-            b.iter(&mut step)
-        });
-        g.bench_function("rocksdb_ttl", |b| {
-            let $s = $shapes.rocks_ttl();
-            $s.backend.engine().settle().expect("settle");
-            let mut step = over_sequence($seq, |$k, $u| {
-                let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
-                black_box($body);
-            });
-            b.iter(&mut step)
-        });
+        let mut g = group($c, $name);
+        job_op!(@one g, "heap", $shapes.heap(), $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@one g, "rocksdb", $shapes.rocks(), $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@chunks g, "heap_batch", $shapes.heap(), $seq, |$bs, $chunk| $batch);
+        job_op!(@chunks g, "rocksdb_batch", $shapes.rocks(), $seq, |$bs, $chunk| $batch);
+        job_op!(@one g, "heap_ttl", $shapes.heap_ttl(), $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@one g, "rocksdb_ttl", $shapes.rocks_ttl(), $seq, $payloads, |$s, $k, $u, $p| $body);
         g.finish();
     }};
-    (@singles $c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
-     |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {{
-        let mut g = group($c, $name);
-        g.bench_function("heap", |b| {
-            let $s = $shapes.heap();
+    // Function `$function`: the single op on `$shape`, one key of the sequence at a time.
+    (@one $g:ident, $function:literal, $shape:expr, $seq:expr, $payloads:expr,
+     |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {
+        $g.bench_function($function, |b| {
+            let $s = $shape;
+            $s.backend.engine().quiesce();
             let mut step = over_sequence($seq, |$k, $u| {
                 let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
                 black_box($body);
             });
             b.iter(&mut step)
         });
-        g.bench_function("rocksdb", |b| {
-            let $s = $shapes.rocks();
-            $s.backend.engine().settle().expect("settle");
-            let mut step = over_sequence($seq, |$k, $u| {
-                let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
-                black_box($body);
+    };
+    // Function `$function`: the batch body on `$shape`, one chunk of the sequence at a time.
+    (@chunks $g:ident, $function:literal, $shape:expr, $seq:expr,
+     |$bs:ident, $chunk:ident| $batch:expr) => {
+        $g.bench_function($function, |b| {
+            let $bs = $shape;
+            $bs.backend.engine().quiesce();
+            let mut step = over_chunks($seq, |$chunk| {
+                black_box($batch);
             });
             b.iter(&mut step)
         });
-        g
-    }};
+    };
 }
 
 /// The keys of a chunk, resolved.

@@ -28,6 +28,9 @@ use foldhash::fast::FixedState;
 use keyed_state::state::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
 use keyed_state::{HeapEngine, KeyedStateBackend};
 
+mod support;
+use support::SplitMix;
+
 const KEYS: usize = 1_000_000;
 const ELEMENTS: u64 = 10;
 /// Operations per timed batch (one criterion "iteration").
@@ -37,18 +40,6 @@ type Raw<V> = HashMap<u64, V, FixedState>;
 
 fn raw<V>() -> Raw<V> {
     HashMap::with_hasher(FixedState::with_seed(0x6b65_7965_642d_7374))
-}
-
-/// SplitMix64: a fixed-seed generator so every run uses the same keys and order.
-struct SplitMix(u64);
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 }
 
 /// The keys, and the order in which the benchmarks visit them (a permutation).
