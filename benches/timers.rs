@@ -5,14 +5,26 @@
 //! not); `raw_binaryheap` is the baseline: a std `BinaryHeap` with a `HashSet` for deduplication.
 //! Keys are resolved once beforehand (a stream processor resolves a record's key once for all
 //! its state and timer accesses).
+//!
+//! Group `timer_checkpoint`, function `checkpoint_sync` (issue 15, item 6): the synchronous
+//! part of a heap checkpoint (the call to `checkpoint`, during which processing stands still)
+//! with 1M and 4M pending event-time timers and no other state. The background part (encoding
+//! and writing the timers) is waited for outside the measurement, so each sample takes one
+//! checkpoint (flat sampling).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+use keyed_state::checkpoint::{CheckpointStore, LocalStorage};
 use keyed_state::timer::TimerService;
 use keyed_state::{EngineConfig, HeapEngine, Key, KeyedStateBackend};
 
@@ -94,5 +106,49 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(timers, benches);
+/// The synchronous part of a heap checkpoint holding `count` timers.
+fn checkpoint_sync(c: &mut Criterion) {
+    let mut g = c.benchmark_group("timer_checkpoint");
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(1));
+    for (label, count) in [("1M", 1_000_000u64), ("4M", 4_000_000)] {
+        let backend = KeyedStateBackend::<u64>::new(HeapEngine::new(EngineConfig::default()));
+        let keys: Vec<_> = (0..KEYS).map(|k| backend.key(k).expect("key")).collect();
+        let timers = backend.timer_service::<u64>("bench").expect("service");
+        for i in 0..count {
+            // A distinct (key, namespace, timestamp) each: `count` pending timers.
+            let (k, ts) = timer(i);
+            let key = &keys[usize::try_from(k).expect("a key index")];
+            timers
+                .register_event_time_timer(key, &(i / KEYS), ts)
+                .expect("register");
+        }
+        assert_eq!(
+            timers.pending(keyed_state::timer::TimeDomain::EventTime),
+            count
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Arc::new(LocalStorage::new(dir.path()).expect("storage"));
+        let store = Arc::new(CheckpointStore::open(storage, 1).expect("store").0);
+        let mut id = 0;
+        g.bench_function(BenchmarkId::new("checkpoint_sync", label), |b| {
+            b.iter_custom(|iters| {
+                let mut sync = Duration::ZERO;
+                for _ in 0..iters {
+                    id += 1;
+                    let start = Instant::now();
+                    let pending = backend.checkpoint(&store, id, &[]).expect("checkpoint");
+                    sync += start.elapsed();
+                    pending.wait().expect("the background part");
+                }
+                sync
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(timers, benches, checkpoint_sync);
 criterion_main!(timers);

@@ -396,6 +396,80 @@ mod checkpoints {
         }
     }
 
+    /// Registers, deletes and fires timers while the checkpoint's background part runs: the
+    /// checkpoint holds the timers of its synchronous part, the live service the new ones.
+    /// (`mode`: a canonical snapshot, restored on the heap.)
+    fn timers_changed_during_the_upload_stay_out<E: Engine>(
+        b: &KeyedStateBackend<u64, E>,
+        mode: SnapshotMode,
+    ) {
+        let t = b.timer_service::<u32>("t").unwrap();
+        let mut at_sync = Fired::new();
+        for k in 0..20_000u64 {
+            let key = b.key(k).unwrap();
+            t.register_event_time_timer(&key, &1, 10 + k % 1000)
+                .unwrap();
+            t.register_processing_time_timer(&key, &2, 5000 + k)
+                .unwrap();
+            at_sync.insert((true, 10 + k % 1000, k, 1));
+            at_sync.insert((false, 5000 + k, k, 2));
+        }
+        let store = Arc::new(
+            CheckpointStore::open(Arc::new(MemoryStorage::new()), 1)
+                .unwrap()
+                .0,
+        );
+        let pending = b.snapshot_into(&store, 1, &[], mode).unwrap();
+        // Every key group changes: new timers, deletions, and half the event-time ones fire.
+        let mut live = at_sync.clone();
+        for k in (0..20_000u64).step_by(3) {
+            let key = b.key(k).unwrap();
+            t.register_event_time_timer(&key, &3, 7).unwrap();
+            t.delete_processing_time_timer(&key, &2, 5000 + k).unwrap();
+            live.insert((true, 7, k, 3));
+            live.remove(&(false, 5000 + k, k, 2));
+        }
+        t.advance_watermark(500, |x| {
+            assert!(live.remove(&(true, x.timestamp, x.key, x.namespace)));
+            Ok(())
+        })
+        .unwrap();
+        let m = pending.wait().unwrap();
+        assert_eq!(m.timers.len(), 1);
+        let sources = [RestoreSource::latest(&store).unwrap()];
+        let restored = KeyedStateBackend::<u64>::new(
+            HeapEngine::restore(EngineConfig::default(), &sources).unwrap(),
+        );
+        let fired: Fired = fire_all(&restored).into_iter().collect();
+        assert_eq!(
+            fired, at_sync,
+            "the checkpoint holds its synchronous part's timers"
+        );
+        let now: Fired = fire_all(b).into_iter().collect();
+        assert_eq!(now, live, "the live service holds every change");
+    }
+
+    #[test]
+    fn heap_timers_changed_during_the_upload_stay_out_of_the_checkpoint() {
+        let b = KeyedStateBackend::<u64>::new(HeapEngine::new(EngineConfig::default()));
+        timers_changed_during_the_upload_stay_out(&b, SnapshotMode::Checkpoint);
+    }
+
+    #[cfg(feature = "rocksdb")]
+    #[test]
+    fn rocksdb_heap_timers_changed_during_the_upload_stay_out_of_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = KeyedStateBackend::<u64, _>::new(
+            RocksDbEngine::open(
+                dir.path(),
+                EngineConfig::default(),
+                RocksDbOptions::default(),
+            )
+            .unwrap(),
+        );
+        timers_changed_during_the_upload_stay_out(&b, SnapshotMode::Savepoint);
+    }
+
     #[test]
     fn a_timer_service_must_match_its_checkpoint() {
         let b = KeyedStateBackend::<u64>::new(HeapEngine::new(EngineConfig::default()));

@@ -2,8 +2,16 @@
 //! heap keeps them in ordered sets (`heap/timers.rs`); the RocksDB engine can keep them in a
 //! column family (`rocksdb/timers.rs`).
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use crate::error::Result;
 use crate::types::TimerId;
+
+/// One domain's timers of one key group, in order: `(timestamp, id)`. Shared, so a store that
+/// keeps its timers in such sets (the heap's) hands a snapshot its own set without copying it,
+/// and changes its copy on write afterwards.
+pub type GroupTimers = Arc<BTreeSet<(u64, TimerId)>>;
 
 /// The timers of both domains (0 event time, 1 processing time) over a key-group range;
 /// `index` is a key group's index in the range. An engine may supply one through
@@ -31,12 +39,14 @@ pub trait TimerStore: Send {
     fn pop_due(&mut self, domain: usize, upto: u64) -> Result<Option<(usize, u64, TimerId)>>;
     /// Pending timers of `domain`.
     fn len(&self, domain: usize) -> u64;
-    /// The timers of one key group of `domain`, in order.
+    /// The timers of one key group of `domain`, in order. A checkpoint's synchronous part
+    /// calls this for every key group of the range with processing stopped: a store should
+    /// hand out a shared set where it can (see [`GroupTimers`]) rather than copy.
     ///
     /// # Errors
     ///
     /// The store's storage failures.
-    fn group(&self, domain: usize, index: usize) -> Result<Vec<(u64, TimerId)>>;
+    fn group(&self, domain: usize, index: usize) -> Result<GroupTimers>;
     /// Whether the timers are part of the engine's own checkpoint files (then a native
     /// checkpoint needs no timers file).
     fn in_engine_files(&self) -> bool;

@@ -9,7 +9,7 @@ mod checkpoint;
 pub use checkpoint::PendingCheckpoint;
 
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -297,17 +297,20 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
             timers.keys().cloned().collect()
         };
         for r in self.restored_timers.lock().values() {
-            let mut domains: [Vec<Vec<(u64, TimerId)>>; 2] =
-                [vec![Vec::new(); range.len()], vec![Vec::new(); range.len()]];
+            let mut domains: [Vec<BTreeSet<(u64, TimerId)>>; 2] = [
+                vec![BTreeSet::new(); range.len()],
+                vec![BTreeSet::new(); range.len()],
+            ];
             for (d, timers) in r.timers.iter().enumerate() {
                 for (group, ts, id) in timers {
                     if let (Some(i), Some(domain)) = (range.index_of(*group), domains.get_mut(d))
                         && let Some(g) = domain.get_mut(i)
                     {
-                        g.push((*ts, id.clone()));
+                        g.insert((*ts, id.clone()));
                     }
                 }
             }
+            let domains = domains.map(|groups| groups.into_iter().map(Arc::new).collect());
             merge_service(
                 &mut by_name,
                 ServiceTimers {
@@ -517,14 +520,10 @@ fn incompatible_timers(existing: &TimerMeta, requested: &TimerMeta) -> Error {
 }
 
 /// Adds `s` to the snapshot's services: one entry per name (the manifest's timer list has
-/// unique names), timers of the same service from two places joined, in order.
+/// unique names), timers of the same service from two places joined (sets: in order, once).
 fn merge_service(by_name: &mut BTreeMap<String, ServiceTimers>, s: ServiceTimers) -> Result<()> {
     match by_name.entry(s.meta.name.clone()) {
         std::collections::btree_map::Entry::Vacant(v) => {
-            let mut s = s;
-            for groups in &mut s.domains {
-                groups.iter_mut().for_each(|g| g.sort());
-            }
             v.insert(s);
         }
         std::collections::btree_map::Entry::Occupied(mut o) => {
@@ -534,9 +533,11 @@ fn merge_service(by_name: &mut BTreeMap<String, ServiceTimers>, s: ServiceTimers
             }
             for (mine, theirs) in known.domains.iter_mut().zip(s.domains) {
                 for (g, more) in mine.iter_mut().zip(theirs) {
-                    g.extend(more);
-                    g.sort();
-                    g.dedup();
+                    if g.is_empty() {
+                        *g = more;
+                    } else if !more.is_empty() {
+                        Arc::make_mut(g).extend(more.iter().cloned());
+                    }
                 }
             }
         }

@@ -10,18 +10,25 @@
 //!
 //! Ties at one timestamp fire in the order of their `id` bytes, then of key group: stable,
 //! independent of registration order and of the instance layout.
+//!
+//! Each group's set sits behind an `Arc`, copy-on-write like the state tables' segments: a
+//! checkpoint's synchronous part takes one reference per group (O(key groups), whatever the
+//! number of timers), and the first change to a group while a snapshot still holds it copies
+//! that group's set alone. Groups nobody touches before the snapshot is written are never
+//! copied.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use crate::backend::TimerStore;
+use crate::backend::{GroupTimers, TimerStore};
 use crate::error::Result;
 use crate::types::TimerId;
 
 /// The timers of one domain over a key-group range.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TimerQueue {
-    /// One set per key group of the range, by index in the range.
-    groups: Vec<BTreeSet<(u64, TimerId)>>,
+    /// One set per key group of the range, by index in the range; shared with snapshots.
+    groups: Vec<GroupTimers>,
     /// The head of every non-empty group: `(timestamp, id, group index)`.
     heads: BTreeSet<(u64, TimerId, usize)>,
     len: u64,
@@ -31,7 +38,7 @@ impl TimerQueue {
     /// An empty queue over `groups` key groups.
     pub(crate) fn new(groups: usize) -> Self {
         TimerQueue {
-            groups: vec![BTreeSet::new(); groups],
+            groups: vec![GroupTimers::default(); groups],
             heads: BTreeSet::new(),
             len: 0,
         }
@@ -57,16 +64,27 @@ impl TimerQueue {
         }
     }
 
+    /// Group `index`'s set to change: copied first if a snapshot still shares it.
+    fn group_mut(&mut self, index: usize) -> &mut BTreeSet<(u64, TimerId)> {
+        Arc::make_mut(&mut self.groups[index])
+    }
+
     /// Adds a timer to group `index`; `false` when it was already there.
     pub(crate) fn add(&mut self, index: usize, ts: u64, id: TimerId) -> bool {
-        let group = &mut self.groups[index];
-        let becomes_head = group.first().is_none_or(|(h, hid)| (ts, &id) < (*h, hid));
+        let group = &self.groups[index];
+        let key = (ts, id);
+        // Registering a timer again is common (a window's cleanup timer, once per record): it
+        // must not copy a group a snapshot shares.
+        if Arc::strong_count(group) > 1 && group.contains(&key) {
+            return false;
+        }
+        let becomes_head = group.first().is_none_or(|head| key < *head);
         let old = if becomes_head {
             group.first().cloned()
         } else {
             None
         };
-        if !group.insert((ts, id)) {
+        if !self.group_mut(index).insert(key) {
             return false;
         }
         self.len += 1;
@@ -78,10 +96,15 @@ impl TimerQueue {
 
     /// Removes a timer from group `index`; `false` when it was not there.
     pub(crate) fn remove(&mut self, index: usize, ts: u64, id: &TimerId) -> bool {
-        let group = &mut self.groups[index];
-        let was_head = group.first().is_some_and(|(h, hid)| *h == ts && hid == id);
         let key = (ts, id.clone());
-        if !group.remove(&key) {
+        let group = &mut self.groups[index];
+        let was_head = group.first() == Some(&key);
+        let removed = match Arc::get_mut(group) {
+            Some(set) => set.remove(&key),
+            // Shared with a snapshot: deleting an absent timer must not copy the group.
+            None => group.contains(&key) && Arc::make_mut(group).remove(&key),
+        };
+        if !removed {
             return false;
         }
         self.len -= 1;
@@ -104,15 +127,15 @@ impl TimerQueue {
             return None;
         }
         let index = *index;
-        let head = self.groups[index].pop_first()?;
+        let head = self.group_mut(index).pop_first()?;
         self.len -= 1;
         self.rehead(index, Some(head.clone()));
         Some((index, head.0, head.1))
     }
 
-    /// The timers of group `index`, in order.
-    pub(crate) fn group(&self, index: usize) -> impl Iterator<Item = &(u64, TimerId)> {
-        self.groups.get(index).into_iter().flatten()
+    /// The timers of group `index`, in order: the queue's own set, shared (no copy).
+    pub(crate) fn group(&self, index: usize) -> GroupTimers {
+        self.groups.get(index).cloned().unwrap_or_default()
     }
 }
 
@@ -147,8 +170,8 @@ impl TimerStore for HeapTimerStore {
     fn len(&self, domain: usize) -> u64 {
         self.domains[domain].len()
     }
-    fn group(&self, domain: usize, index: usize) -> Result<Vec<(u64, TimerId)>> {
-        Ok(self.domains[domain].group(index).cloned().collect())
+    fn group(&self, domain: usize, index: usize) -> Result<GroupTimers> {
+        Ok(self.domains[domain].group(index))
     }
     fn in_engine_files(&self) -> bool {
         false
@@ -183,5 +206,36 @@ mod tests {
         assert_eq!(q.pop_due(u64::MAX), Some((0, 10, id(b"a"))));
         assert_eq!(q.peek(), None);
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn a_snapshot_shares_groups_and_changes_copy_only_the_touched_one() {
+        let mut q = TimerQueue::new(3);
+        for (g, ts) in [(0, 1), (0, 2), (1, 3), (2, 4)] {
+            q.add(g, ts, id(b"k"));
+        }
+        let snap: Vec<GroupTimers> = (0..3).map(|g| q.group(g)).collect();
+        assert!(
+            (0..3).all(|g| Arc::ptr_eq(&snap[g], &q.groups[g])),
+            "no copy"
+        );
+        // Re-adding a present timer or removing an absent one copies nothing.
+        assert!(!q.add(0, 1, id(b"k")));
+        assert!(!q.remove(1, 9, &id(b"k")));
+        assert!(Arc::ptr_eq(&snap[0], &q.groups[0]) && Arc::ptr_eq(&snap[1], &q.groups[1]));
+        assert!(q.add(0, 5, id(b"k")));
+        assert!(q.remove(1, 3, &id(b"k")));
+        assert_eq!(q.pop_due(1), Some((0, 1, id(b"k"))));
+        // The snapshot still sees what it took; the queue sees the changes.
+        let set = |v: &[u64]| v.iter().map(|t| (*t, id(b"k"))).collect::<BTreeSet<_>>();
+        assert_eq!(*snap[0], set(&[1, 2]));
+        assert_eq!(*snap[1], set(&[3]));
+        assert_eq!(*q.group(0), set(&[2, 5]));
+        assert!(q.group(1).is_empty());
+        assert!(
+            Arc::ptr_eq(&snap[2], &q.groups[2]),
+            "an untouched group stays shared"
+        );
+        assert_eq!((q.len(), q.peek()), (3, Some(2)));
     }
 }

@@ -15,7 +15,7 @@ use rocksdb::{ReadOptions, WriteOptions};
 
 use super::DbHandle;
 use super::layout::{prefix_successor, write_group};
-use crate::backend::TimerStore;
+use crate::backend::{GroupTimers, TimerStore};
 use crate::checkpoint::TimerMeta;
 use crate::codec::Codec;
 use crate::error::{CodecError, Error, Result};
@@ -258,9 +258,14 @@ impl TimerStore for RocksTimerStore {
         self.len[domain]
     }
 
-    fn group(&self, domain: usize, index: usize) -> Result<Vec<(u64, TimerId)>> {
+    fn group(&self, domain: usize, index: usize) -> Result<GroupTimers> {
         let prefix = self.prefix(domain, index);
-        self.scan(&prefix, &prefix, usize::MAX)
+        // Native checkpoints carry these timers in the engine's files; only a savepoint asks.
+        Ok(Arc::new(
+            self.scan(&prefix, &prefix, usize::MAX)?
+                .into_iter()
+                .collect(),
+        ))
     }
 
     fn in_engine_files(&self) -> bool {

@@ -3,8 +3,8 @@
 //! index `2 × service + domain` (0 event time, 1 processing time) into the manifest's timer
 //! list. A timer is a record of the Value shape with the timestamp as its stamp and an empty
 //! value: `bytes key | bytes namespace | u64 timestamp | varint 0`. The synchronous part of a
-//! checkpoint copies the timer sets; encoding and upload run in the background with the
-//! state's.
+//! checkpoint takes a reference to each key group's timer set (copy-on-write on the heap,
+//! `heap/timers.rs`); encoding and upload run in the background with the state's.
 
 // A decoder of bytes from disk or the network: no indexing that can panic.
 #![deny(clippy::indexing_slicing)]
@@ -16,6 +16,7 @@ use super::blocks::{
     write_bytes,
 };
 use super::manifest::{BlockEntry, Manifest, TimerMeta};
+use crate::backend::GroupTimers;
 use crate::error::{CheckpointError, CodecError, Result};
 use crate::key_group::KeyGroupRange;
 use crate::types::{TimerId, split_timer_id, timer_id_from_parts};
@@ -23,11 +24,8 @@ use crate::types::{TimerId, split_timer_id, timer_id_from_parts};
 /// The file name of a checkpoint's timers.
 pub(crate) const TIMERS_FILE: &str = "timers";
 
-/// One domain's timers of one key group, in order.
-pub(crate) type GroupTimers = Vec<(u64, TimerId)>;
-
 /// What a timer service hands to a snapshot: its metadata and, per domain, per key group of
-/// the range (by index), its timers.
+/// the range (by index), its timers (shared with a heap store, not copied).
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceTimers {
     pub(crate) meta: TimerMeta,
@@ -56,7 +54,7 @@ impl TimersSnapshot {
                     continue;
                 };
                 records.clear();
-                for (ts, id) in timers {
+                for (ts, id) in timers.iter() {
                     // Ids come from a timer service, which builds them with their key length;
                     // one that does not split is written whole as the key (and fails the key
                     // group check on restore rather than vanishing here).
