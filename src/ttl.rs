@@ -79,7 +79,8 @@ impl TtlConfig {
     }
 
     /// Sets how many entries incremental cleanup visits per state access (0 turns it off;
-    /// expired entries are then only removed when read).
+    /// expired entries are then only removed when read). The heap engine pays this in steps:
+    /// every 16th access of a state visits the entries of the 16, in one sweep.
     #[must_use]
     pub fn with_cleanup_per_access(mut self, entries: usize) -> Self {
         self.cleanup_per_access = entries;

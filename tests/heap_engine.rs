@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use keyed_state::clock::ManualClock;
 use keyed_state::state::{ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
-use keyed_state::ttl::TtlConfig;
+use keyed_state::ttl::{StateVisibility, TtlConfig};
 use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
 
 fn backend(clock: &ManualClock) -> KeyedStateBackend<u64> {
@@ -159,4 +159,31 @@ fn metrics_count_entries_per_state() {
             .map(|s| s.approximate_bytes)
             .sum::<u64>()
     );
+}
+
+/// The cleanup judges a list or map by a bound of its oldest stamp kept beside it: elements
+/// older than the list they join (merged from another namespace) must lower that bound, or
+/// the cleanup would take the list for live and never drop them.
+#[test]
+fn cleanup_drops_old_elements_merged_into_a_newer_list() {
+    let clock = ManualClock::new(0);
+    let b = backend(&clock);
+    let ttl = TtlConfig::new(Duration::from_millis(100))
+        .with_cleanup_per_access(5)
+        .with_visibility(StateVisibility::ReturnExpiredIfNotCleanedUp);
+    let list = b
+        .list_state(&ListStateDescriptor::<u64, u32>::new("l").with_ttl(ttl))
+        .unwrap();
+    let key = b.key(7).unwrap();
+    list.add(&key, &1, 10).unwrap();
+    clock.set(50);
+    list.add(&key, &2, 20).unwrap();
+    list.merge_namespaces(&key, &2, &[1]).unwrap();
+    clock.set(120); // 10 (written at 0) expired, 20 (written at 50) lives
+    let hot = b.key(1_000_000).unwrap();
+    for _ in 0..4000 {
+        list.get(&hot, &0).unwrap();
+    }
+    // Cleaned up: an expired element is no longer there to be returned.
+    assert_eq!(list.get(&key, &2).unwrap().collect::<Vec<_>>(), vec![20]);
 }

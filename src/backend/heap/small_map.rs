@@ -124,7 +124,7 @@ impl<K: Eq + Hash, V> MapEntries<K, V> {
     }
 
     /// Every value.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> + Clone {
         self.iter().map(|(_, v)| v)
     }
 }
@@ -150,6 +150,17 @@ impl<K: Eq + Hash, V> FromIterator<(K, V)> for MapEntries<K, V> {
 pub(crate) enum Iter<'a, K, V> {
     Small(std::slice::Iter<'a, (K, V)>),
     Large(hashbrown::hash_map::Iter<'a, K, V>),
+}
+
+// By hand: a derive would ask for `K: Clone, V: Clone`, which iterating by reference does not
+// need.
+impl<K, V> Clone for Iter<'_, K, V> {
+    fn clone(&self) -> Self {
+        match self {
+            Iter::Small(it) => Iter::Small(it.clone()),
+            Iter::Large(it) => Iter::Large(it.clone()),
+        }
+    }
 }
 
 impl<'a, K, V> Iterator for Iter<'a, K, V> {

@@ -23,7 +23,63 @@ pub(crate) use super::small_map::MapEntries;
 
 /// The last-access stamp of a packed value.
 pub(crate) trait HasStamp {
+    /// What a list or map of these keeps beside itself: a lower bound of its elements'
+    /// stamps (`u64`) with TTL, nothing (`()`) without.
+    type Floor: Floor;
     fn last_access(&self) -> u64;
+}
+
+/// A lower bound of the oldest stamp of a list or map, kept inline in its table entry, so
+/// incremental cleanup judges most entries from the bucket alone instead of reading the
+/// list's or map's own allocation (one more cache miss per visited entry). It only has to be
+/// a bound: writes lower it to what they write, removals and re-stamps leave it (still a
+/// bound, maybe a stale one), and the cleanup sets it exactly when it looks inside.
+pub(crate) trait Floor: Copy + Send + Sync + 'static {
+    /// The floor of nothing.
+    const EMPTY: Self;
+    /// Whether the floor tracks anything (states without TTL keep none).
+    const TRACKED: bool;
+    /// Lowers the floor to `stamp` if below.
+    fn lower(&mut self, stamp: u64);
+    /// Whether nothing above this floor has expired at `now`.
+    fn all_live(self, ttl: u64, now: u64) -> bool;
+    /// Whether the floor is at or below `stamp` (the invariant, for assertions).
+    fn admits(self, stamp: u64) -> bool;
+}
+
+impl Floor for () {
+    const EMPTY: Self = ();
+    const TRACKED: bool = false;
+    fn lower(&mut self, _: u64) {}
+    fn all_live(self, _: u64, _: u64) -> bool {
+        false
+    }
+    fn admits(self, _: u64) -> bool {
+        true
+    }
+}
+
+impl Floor for u64 {
+    const EMPTY: Self = u64::MAX;
+    const TRACKED: bool = true;
+    fn lower(&mut self, stamp: u64) {
+        *self = (*self).min(stamp);
+    }
+    fn all_live(self, ttl: u64, now: u64) -> bool {
+        !is_expired(self, ttl, now)
+    }
+    fn admits(self, stamp: u64) -> bool {
+        self <= stamp
+    }
+}
+
+/// The floor of `stamps`.
+fn floor_of<F: Floor>(stamps: impl Iterator<Item = u64>) -> F {
+    let mut floor = F::EMPTY;
+    if F::TRACKED {
+        stamps.for_each(|s| floor.lower(s));
+    }
+    floor
 }
 
 /// How one value, list element or map value is kept: with its TTL stamp ([`Stamped`]), or
@@ -38,12 +94,14 @@ pub(crate) trait Packed<V>: HasStamp + Clone + Send + Sync + 'static {
 pub(crate) struct Bare<V>(pub(crate) V);
 
 impl<V> HasStamp for Stamped<V> {
+    type Floor = u64;
     fn last_access(&self) -> u64 {
         self.last_access
     }
 }
 
 impl<V> HasStamp for Bare<V> {
+    type Floor = ();
     fn last_access(&self) -> u64 {
         0
     }
@@ -69,15 +127,23 @@ impl<V: StateValue> Packed<V> for Bare<V> {
 }
 
 #[derive(Clone)]
-struct Entry<K, N, S> {
+struct Entry<K, N, S: Expiring> {
     key: K,
     ns: N,
+    /// Beside the state, not in it: judged without reading the state's allocation.
+    floor: S::Floor,
     state: S,
 }
 
 /// How a stored state shape expires (for incremental cleanup).
 pub(crate) trait Expiring: Clone {
-    fn judge(&self, ttl: u64, now: u64) -> Verdict;
+    /// What the table entry keeps for the cleanup ([`Floor`]; `()` for single values, whose
+    /// stamp is inline already).
+    type Floor: Floor;
+    /// The exact floor of the state.
+    fn floor(&self) -> Self::Floor;
+    /// What the cleanup does with the state, given the entry's `floor`.
+    fn judge(&self, floor: Self::Floor, ttl: u64, now: u64) -> Verdict;
     fn drop_expired(&mut self, ttl: u64, now: u64);
 }
 
@@ -89,9 +155,29 @@ fn judge_one(p: &impl HasStamp, ttl: u64, now: u64) -> Verdict {
     }
 }
 
-/// Lists and maps: remove when all expired, rewrite when some are.
-fn judge_many(total: usize, expired: usize) -> Verdict {
+/// Lists and maps: keep when the floor vouches for every element; else remove when all
+/// expired, rewrite when some are, and rewrite a stale floor (none expired though the floor
+/// said they might) so the next visits need not look inside again.
+fn judge_many<F: Floor>(
+    floor: F,
+    ttl: u64,
+    now: u64,
+    stamps: impl Iterator<Item = u64> + Clone,
+) -> Verdict {
+    debug_assert!(
+        stamps.clone().all(|stamp| floor.admits(stamp)),
+        "a floor above a stamp hides it from cleanup"
+    );
+    if floor.all_live(ttl, now) {
+        return Verdict::Keep;
+    }
+    let (mut total, mut expired) = (0, 0);
+    for stamp in stamps {
+        total += 1;
+        expired += usize::from(is_expired(stamp, ttl, now));
+    }
     match expired {
+        0 if F::TRACKED => Verdict::Rewrite,
         0 => Verdict::Keep,
         n if n == total => Verdict::Remove,
         _ => Verdict::Rewrite,
@@ -99,27 +185,30 @@ fn judge_many(total: usize, expired: usize) -> Verdict {
 }
 
 impl<V: Clone> Expiring for Stamped<V> {
-    fn judge(&self, ttl: u64, now: u64) -> Verdict {
+    type Floor = ();
+    fn floor(&self) {}
+    fn judge(&self, (): (), ttl: u64, now: u64) -> Verdict {
         judge_one(self, ttl, now)
     }
     fn drop_expired(&mut self, _: u64, _: u64) {}
 }
 
 impl<V: Clone> Expiring for Bare<V> {
-    fn judge(&self, ttl: u64, now: u64) -> Verdict {
+    type Floor = ();
+    fn floor(&self) {}
+    fn judge(&self, (): (), ttl: u64, now: u64) -> Verdict {
         judge_one(self, ttl, now)
     }
     fn drop_expired(&mut self, _: u64, _: u64) {}
 }
 
 impl<P: HasStamp + Clone> Expiring for Vec<P> {
-    fn judge(&self, ttl: u64, now: u64) -> Verdict {
-        judge_many(
-            self.len(),
-            self.iter()
-                .filter(|s| is_expired(s.last_access(), ttl, now))
-                .count(),
-        )
+    type Floor = P::Floor;
+    fn floor(&self) -> P::Floor {
+        floor_of(self.iter().map(HasStamp::last_access))
+    }
+    fn judge(&self, floor: P::Floor, ttl: u64, now: u64) -> Verdict {
+        judge_many(floor, ttl, now, self.iter().map(HasStamp::last_access))
     }
     fn drop_expired(&mut self, ttl: u64, now: u64) {
         self.retain(|s| !is_expired(s.last_access(), ttl, now));
@@ -127,13 +216,12 @@ impl<P: HasStamp + Clone> Expiring for Vec<P> {
 }
 
 impl<UK: MapKey, P: HasStamp + Clone> Expiring for MapEntries<UK, P> {
-    fn judge(&self, ttl: u64, now: u64) -> Verdict {
-        judge_many(
-            self.len(),
-            self.values()
-                .filter(|s| is_expired(s.last_access(), ttl, now))
-                .count(),
-        )
+    type Floor = P::Floor;
+    fn floor(&self) -> P::Floor {
+        floor_of(self.values().map(HasStamp::last_access))
+    }
+    fn judge(&self, floor: P::Floor, ttl: u64, now: u64) -> Verdict {
+        judge_many(floor, ttl, now, self.values().map(HasStamp::last_access))
     }
     fn drop_expired(&mut self, ttl: u64, now: u64) {
         self.retain(|_, s| !is_expired(s.last_access(), ttl, now));
@@ -170,18 +258,26 @@ fn combine(key_hash: u64, ns_hash: u64) -> u64 {
     key_hash ^ ns_hash.rotate_left(23).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-fn rehash<K: Codec, N: Codec, S>(e: &Entry<K, N, S>) -> u64 {
+fn rehash<K: Codec, N: Codec, S: Expiring>(e: &Entry<K, N, S>) -> u64 {
     combine(encoded_hash(&e.key), ns_hash(&e.ns))
 }
 
-struct Inner<K, N, S> {
+/// Accesses whose incremental cleanup runs as one step: each access adds its share of entries
+/// to a debt, and every `CLEANUP_EVERY`-th pays it. The same entries get visited; one longer
+/// sequential sweep lets the processor overlap the misses that a few entries per access
+/// cannot, and reads the clock once instead of on every access (DESIGN §5).
+const CLEANUP_EVERY: usize = 16;
+
+struct Inner<K, N, S: Expiring> {
     groups: Vec<CowMap<Entry<K, N, S>>>,
     /// Incremental cleanup position: a key-group index and a cursor in it.
     cleanup: (usize, Cursor),
+    /// Entries incremental cleanup owes the accesses since its last step.
+    cleanup_debt: usize,
 }
 
 /// One state's table. `S` is the stored shape: `Stamped<V>`, `Vec<Stamped<E>>` or a map.
-pub(crate) struct HeapTable<K, N, S> {
+pub(crate) struct HeapTable<K, N, S: Expiring> {
     config: EngineConfig,
     /// `(ttl in ms, entries to visit per access)` when the state has TTL and cleanup is on.
     cleanup: Option<(u64, usize)>,
@@ -207,6 +303,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             inner: Mutex::new(Inner {
                 groups,
                 cleanup: (0, Cursor::default()),
+                cleanup_debt: 0,
             }),
         }
     }
@@ -236,8 +333,14 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         debug_assert_eq!(inner.groups.len(), self.config.key_group_range().len());
         let result = f(&mut inner.groups);
         if let Some((ttl, budget)) = self.cleanup {
-            let now = self.config.clock().now_millis();
-            inner.cleanup_step(ttl, budget.saturating_mul(accesses), now);
+            inner.cleanup_debt = inner
+                .cleanup_debt
+                .saturating_add(budget.saturating_mul(accesses));
+            if inner.cleanup_debt >= budget.saturating_mul(CLEANUP_EVERY) {
+                let now = self.config.clock().now_millis();
+                let debt = std::mem::take(&mut inner.cleanup_debt);
+                inner.cleanup_step(ttl, debt, now);
+            }
         }
         result
     }
@@ -291,25 +394,24 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     }
 
     /// [`upsert`](Self::upsert) of every item in order, under one lock; every key is checked
-    /// before anything is written.
+    /// before anything is written. An item's `u64` is the oldest stamp it writes.
     fn upsert_many<X>(
         &self,
-        items: Vec<(&Key<K>, &N, X)>,
+        items: Vec<(&Key<K>, &N, u64, X)>,
         mut create: impl FnMut(X) -> S,
         mut modify: impl FnMut(&mut S, X),
     ) -> Result<()> {
         let located = items
             .iter()
-            .map(|(key, ns, _)| self.locate(key, ns))
+            .map(|(key, ns, _, _)| self.locate(key, ns))
             .collect::<Result<Vec<_>>>()?;
         self.with_groups(items.len(), |groups| {
-            for ((key, ns, payload), (index, hash)) in items.into_iter().zip(located) {
+            for ((key, ns, oldest, payload), (index, hash)) in items.into_iter().zip(located) {
                 Self::place(
                     &mut groups[index],
                     hash,
-                    key,
-                    ns,
-                    payload,
+                    (key, ns),
+                    (oldest, payload),
                     &mut create,
                     &mut modify,
                 );
@@ -328,36 +430,44 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         })
     }
 
-    /// Modifies the state of (key, ns) in place with `payload`, or creates it from `payload`.
+    /// Modifies the state of (key, ns) in place with `payload`, or creates it from `payload`;
+    /// `oldest` is the oldest stamp `payload` writes (it lowers the entry's [`Floor`]).
     fn upsert<X>(
         &self,
         key: &Key<K>,
         ns: &N,
+        oldest: u64,
         payload: X,
         create: impl FnOnce(X) -> S,
         modify: impl FnOnce(&mut S, X),
     ) -> Result<()> {
         self.with_group(key, ns, |m, h| {
-            Self::place(m, h, key, ns, payload, create, modify);
+            Self::place(m, h, (key, ns), (oldest, payload), create, modify);
         })
     }
 
-    /// Modifies the entry of (key, ns) in `map` with `payload`, or creates it.
+    /// Modifies the entry of (key, ns) in `map` with `payload` (whose oldest stamp is
+    /// `oldest`), or creates it.
     fn place<X>(
         map: &mut CowMap<Entry<K, N, S>>,
         hash: u64,
-        key: &Key<K>,
-        ns: &N,
-        payload: X,
+        (key, ns): (&Key<K>, &N),
+        (oldest, payload): (u64, X),
         create: impl FnOnce(X) -> S,
         modify: impl FnOnce(&mut S, X),
     ) {
         match map.slot(hash, Self::eq(key, ns), rehash) {
-            Slot::Occupied(e) => modify(&mut e.state, payload),
+            Slot::Occupied(e) => {
+                modify(&mut e.state, payload);
+                e.floor.lower(oldest);
+            }
             Slot::Vacant(slot) => {
+                let mut floor = S::Floor::EMPTY;
+                floor.lower(oldest);
                 slot.insert(Entry {
                     key: key.key().clone(),
                     ns: ns.clone(),
+                    floor,
                     state: create(payload),
                 });
             }
@@ -416,12 +526,12 @@ pub(crate) trait HeapState: TableStats {
     fn restore_groups(&self, groups: &BTreeMap<u16, RestoredGroup>) -> Result<(), CodecError>;
 }
 
-struct Frozen<K, N, S> {
+struct Frozen<K, N, S: Expiring> {
     groups: Vec<CowSnapshot<Entry<K, N, S>>>,
     ttl: Option<u64>,
 }
 
-impl<K: StateKey, N: Namespace, S: Canonical + Send + Sync + 'static> FrozenState
+impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static> FrozenState
     for Frozen<K, N, S>
 {
     fn write_group(&self, index: usize, now: u64, out: &mut Vec<u8>) -> Result<usize, CodecError> {
@@ -522,7 +632,13 @@ impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static>
                     return Err(invalid("a key and namespace appear twice".into()));
                 }
                 Slot::Vacant(slot) => {
-                    slot.insert(Entry { key, ns, state });
+                    let floor = state.floor();
+                    slot.insert(Entry {
+                        key,
+                        ns,
+                        floor,
+                        state,
+                    });
                 }
             }
         }
@@ -545,8 +661,11 @@ impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
             let wrapped = map.sweep(
                 cursor,
                 budget,
-                |e| e.state.judge(ttl, now),
-                |e| e.state.drop_expired(ttl, now),
+                |e| e.state.judge(e.floor, ttl, now),
+                |e| {
+                    e.state.drop_expired(ttl, now);
+                    e.floor = e.state.floor();
+                },
             );
             if !wrapped {
                 return;
@@ -564,7 +683,8 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
     }
 
     fn put(&self, key: &Key<K>, ns: &N, value: Stamped<V>) -> Result<()> {
-        self.upsert(key, ns, P::pack(value), |v| v, |state, v| *state = v)
+        let stamp = value.last_access;
+        self.upsert(key, ns, stamp, P::pack(value), |v| v, |state, v| *state = v)
     }
 
     fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<Stamped<V>>>> {
@@ -572,6 +692,10 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
     }
 
     fn put_many(&self, items: Vec<(&Key<K>, &N, Stamped<V>)>) -> Result<()> {
+        let items = items
+            .into_iter()
+            .map(|(key, ns, v)| (key, ns, v.last_access, v))
+            .collect();
         self.upsert_many(items, P::pack, |state, v| *state = P::pack(v))
     }
 
@@ -584,8 +708,14 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
     }
 }
 
-fn pack_all<E, P: Packed<E>>(elements: Vec<Stamped<E>>) -> Vec<P> {
-    elements.into_iter().map(P::pack).collect()
+/// The elements packed, and the oldest stamp among them.
+fn pack_all<E, P: Packed<E>>(elements: Vec<Stamped<E>>) -> (u64, Vec<P>) {
+    let oldest = elements
+        .iter()
+        .map(|e| e.last_access)
+        .min()
+        .unwrap_or(u64::MAX);
+    (oldest, elements.into_iter().map(P::pack).collect())
 }
 
 impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
@@ -610,6 +740,10 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
     }
 
     fn push_many(&self, items: Vec<(&Key<K>, &N, Stamped<E>)>) -> Result<()> {
+        let items = items
+            .into_iter()
+            .map(|(key, ns, e)| (key, ns, e.last_access, e))
+            .collect();
         self.upsert_many(items, |e| vec![P::pack(e)], |list, e| list.push(P::pack(e)))
     }
 
@@ -624,6 +758,7 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
         self.upsert(
             key,
             ns,
+            element.last_access,
             P::pack(element),
             |p| vec![p],
             |list, p| list.push(p),
@@ -634,26 +769,16 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
         if elements.is_empty() {
             return Ok(());
         }
-        self.upsert(
-            key,
-            ns,
-            pack_all::<E, P>(elements),
-            |e| e,
-            |list, e| list.extend(e),
-        )
+        let (oldest, packed) = pack_all::<E, P>(elements);
+        self.upsert(key, ns, oldest, packed, |e| e, |list, e| list.extend(e))
     }
 
     fn put(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
         if elements.is_empty() {
             return self.remove_entry(key, ns);
         }
-        self.upsert(
-            key,
-            ns,
-            pack_all::<E, P>(elements),
-            |e| e,
-            |list, e| *list = e,
-        )
+        let (oldest, packed) = pack_all::<E, P>(elements);
+        self.upsert(key, ns, oldest, packed, |e| e, |list, e| *list = e)
     }
 
     fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
@@ -684,7 +809,9 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTa
         self.upsert_many(
             items
                 .into_iter()
-                .map(|(key, ns, user_key, value)| (key, ns, (user_key, P::pack(value))))
+                .map(|(key, ns, user_key, value)| {
+                    (key, ns, value.last_access, (user_key, P::pack(value)))
+                })
                 .collect(),
             |(k, v)| MapEntries::from_iter([(k, v)]),
             |map, (k, v)| {
@@ -698,6 +825,7 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTa
         self.upsert(
             key,
             ns,
+            value.last_access,
             (user_key, P::pack(value)),
             single,
             |map, (k, v)| {
@@ -710,10 +838,16 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTa
         if entries.is_empty() {
             return Ok(());
         }
+        let oldest = entries
+            .iter()
+            .map(|(_, v)| v.last_access)
+            .min()
+            .unwrap_or(u64::MAX);
         let packed: Vec<(UK, P)> = entries.into_iter().map(|(k, v)| (k, P::pack(v))).collect();
         self.upsert(
             key,
             ns,
+            oldest,
             packed,
             |e| e.into_iter().collect(),
             |map, e| map.extend(e),
