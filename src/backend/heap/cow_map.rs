@@ -215,19 +215,20 @@ impl<T: Clone> CowMap<T> {
         );
     }
 
-    /// Incremental cleanup: visits up to `budget` entries from `cursor`, asking `judge` about
-    /// each and applying its verdict (`rewrite` for [`Verdict::Rewrite`]). Returns `true` when
-    /// the cursor wrapped past the last segment (the caller moves on to the next key group).
+    /// Incremental cleanup: visits entries from `cursor` while `visits` and `probes` (buckets
+    /// looked at, so a sparse table costs no more than a few budgets) last, spending both,
+    /// asking `judge` about each entry and applying its verdict (`rewrite` for
+    /// [`Verdict::Rewrite`]). Returns `true` when the cursor wrapped past the last segment (the
+    /// caller moves on to the next key group with what is left of both budgets).
     pub(crate) fn sweep(
         &mut self,
         cursor: &mut Cursor,
-        budget: usize,
+        visits: &mut usize,
+        probes: &mut usize,
         judge: impl Fn(&T) -> Verdict,
         rewrite: impl Fn(&mut T),
     ) -> bool {
-        let (mut visited, mut probed) = (0, 0);
-        // Probing is bounded too, so a sparse table costs no more than a few budgets.
-        while visited < budget && probed < budget.saturating_mul(8) {
+        while *visits > 0 && *probes > 0 {
             let Some(segment) = self.segments.get(cursor.segment) else {
                 *cursor = Cursor::default();
                 return true;
@@ -239,11 +240,11 @@ impl<T: Clone> CowMap<T> {
             }
             let (seg, bucket) = (cursor.segment, cursor.bucket);
             cursor.bucket += 1;
-            probed += 1;
+            *probes -= 1;
             let Some(entry) = segment.get_bucket(bucket) else {
                 continue;
             };
-            visited += 1;
+            *visits -= 1;
             match judge(entry) {
                 Verdict::Keep => {}
                 Verdict::Remove => {
@@ -335,7 +336,8 @@ mod tests {
         // Remove odd values; every call visits at most 7 entries.
         while !m.sweep(
             &mut cursor,
-            7,
+            &mut 7,
+            &mut 56,
             |e| {
                 if e.1 % 2 == 1 {
                     Verdict::Remove

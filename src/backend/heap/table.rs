@@ -651,6 +651,10 @@ impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
     /// Visits up to `budget` entries from the cleanup cursor, dropping what expired.
     fn cleanup_step(&mut self, ttl: u64, budget: usize, now: u64) {
         let groups = self.groups.len();
+        // One budget for the whole step, whatever groups it crosses (a fresh one per group
+        // would visit up to a budget more per group boundary: with the steps' larger budgets
+        // and small groups, twice the work).
+        let (mut visits, mut probes) = (budget, budget.saturating_mul(8));
         // Each sweep either spends the budget or wraps to the next group; stop after one lap.
         for _ in 0..groups {
             let (group, cursor) = &mut self.cleanup;
@@ -660,7 +664,8 @@ impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
             };
             let wrapped = map.sweep(
                 cursor,
-                budget,
+                &mut visits,
+                &mut probes,
                 |e| e.state.judge(e.floor, ttl, now),
                 |e| {
                     e.state.drop_expired(ttl, now);
