@@ -19,7 +19,7 @@ mod timer_store;
 
 pub use any::AnyEngine;
 pub use snapshot::{SnapshotJob, SnapshotMode, SnapshotOutput, SnapshotUpload};
-pub use timer_store::{GroupTimers, TimerStore};
+pub use timer_store::TimerStore;
 
 use std::fmt;
 use std::sync::Arc;

@@ -2,16 +2,8 @@
 //! heap keeps them in ordered sets (`heap/timers.rs`); the RocksDB engine can keep them in a
 //! column family (`rocksdb/timers.rs`).
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-
 use crate::error::Result;
-use crate::types::TimerId;
-
-/// One domain's timers of one key group, in order: `(timestamp, id)`. Shared, so a store that
-/// keeps its timers in such sets (the heap's) hands a snapshot its own set without copying it,
-/// and changes its copy on write afterwards.
-pub type GroupTimers = Arc<BTreeSet<(u64, TimerId)>>;
+use crate::types::{GroupTimers, TimerId};
 
 /// The timers of both domains (0 event time, 1 processing time) over a key-group range;
 /// `index` is a key group's index in the range. An engine may supply one through

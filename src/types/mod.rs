@@ -10,7 +10,7 @@ pub(crate) mod meta_codec;
 mod timer_id;
 
 pub use config::EngineConfig;
-pub use timer_id::TimerId;
+pub use timer_id::{GroupTimers, TimerId};
 pub(crate) use timer_id::{split_timer_id, timer_id, timer_id_from_parts};
 
 use std::fmt;

@@ -6,6 +6,8 @@
 #![deny(clippy::indexing_slicing)]
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
@@ -15,6 +17,12 @@ use crate::error::CodecError;
 /// A timer's key and namespace bytes; inline up to 22 bytes (a `u64` key and a small
 /// namespace), so the common timer allocates nothing beyond its set node.
 pub type TimerId = SmallVec<[u8; 22]>;
+
+/// One domain's timers of one key group, in order: `(timestamp, id)`. Shared, so a store that
+/// keeps its timers in such sets (the heap's) hands a snapshot its own set without copying it,
+/// and changes its copy on write afterwards
+/// ([`TimerStore::group`](crate::backend::TimerStore::group)).
+pub type GroupTimers = Arc<BTreeSet<(u64, TimerId)>>;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };

@@ -20,9 +20,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::backend::{GroupTimers, TimerStore};
+use crate::backend::TimerStore;
 use crate::error::Result;
-use crate::types::TimerId;
+use crate::types::{GroupTimers, TimerId};
 
 /// The timers of one domain over a key-group range.
 #[derive(Debug, Clone, Default)]

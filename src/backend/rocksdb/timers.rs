@@ -15,12 +15,12 @@ use rocksdb::{ReadOptions, WriteOptions};
 
 use super::DbHandle;
 use super::layout::{prefix_successor, write_group};
-use crate::backend::{GroupTimers, TimerStore};
+use crate::backend::TimerStore;
 use crate::checkpoint::TimerMeta;
 use crate::codec::Codec;
 use crate::error::{CodecError, Error, Result};
 use crate::key_group::KeyGroupRange;
-use crate::types::TimerId;
+use crate::types::{GroupTimers, TimerId};
 
 /// The prefix of every timer service's column family.
 pub(crate) const TIMER_CF_PREFIX: &str = "timers:";

@@ -16,10 +16,9 @@ use super::blocks::{
     write_bytes,
 };
 use super::manifest::{BlockEntry, Manifest, TimerMeta};
-use crate::backend::GroupTimers;
 use crate::error::{CheckpointError, CodecError, Result};
 use crate::key_group::KeyGroupRange;
-use crate::types::{TimerId, split_timer_id, timer_id_from_parts};
+use crate::types::{GroupTimers, TimerId, split_timer_id, timer_id_from_parts};
 
 /// The file name of a checkpoint's timers.
 pub(crate) const TIMERS_FILE: &str = "timers";
