@@ -11,10 +11,16 @@ use crate::checkpoint::{CheckpointStore, FileRole, Manifest};
 use crate::error::{CheckpointError, Result};
 
 /// A checkpoint whose synchronous part is done and whose upload runs in the background.
+///
+/// Dropping it without [`wait`](Self::wait) still waits for the background part (the
+/// checkpoint completes or aborts, and a failure is logged), so that once a backend and its
+/// pending checkpoints are dropped, nothing holds the checkpoint directory any more: a new
+/// backend (a restart in the same process) can open it at once.
 #[must_use = "a checkpoint completes in the background; wait() reports whether it did"]
 pub struct PendingCheckpoint {
     id: u64,
-    handle: JoinHandle<Result<Manifest>>,
+    /// `None` only once `wait` or `drop` has joined the thread.
+    handle: Option<JoinHandle<Result<Manifest>>>,
 }
 
 impl PendingCheckpoint {
@@ -38,7 +44,10 @@ impl PendingCheckpoint {
                 }
                 result
             })?;
-        Ok(PendingCheckpoint { id, handle })
+        Ok(PendingCheckpoint {
+            id,
+            handle: Some(handle),
+        })
     }
 
     /// The checkpoint id.
@@ -48,7 +57,7 @@ impl PendingCheckpoint {
 
     /// Whether the background part has finished (successfully or not).
     pub fn is_finished(&self) -> bool {
-        self.handle.is_finished()
+        self.handle.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// Waits for the background part: the completed checkpoint's manifest, or why it aborted.
@@ -58,10 +67,23 @@ impl PendingCheckpoint {
     /// Why the checkpoint aborted (an upload, an encoding or the commit failed; the attempt's
     /// files were removed), or [`CheckpointError::Lost`](crate::CheckpointError::Lost) if its
     /// thread panicked.
-    pub fn wait(self) -> Result<Manifest> {
-        self.handle
-            .join()
-            .unwrap_or_else(|_| Err(CheckpointError::Lost(self.id).into()))
+    pub fn wait(mut self) -> Result<Manifest> {
+        let lost = || Err(CheckpointError::Lost(self.id).into());
+        match self.handle.take() {
+            Some(handle) => handle.join().unwrap_or_else(|_| lost()),
+            None => lost(),
+        }
+    }
+}
+
+impl Drop for PendingCheckpoint {
+    fn drop(&mut self) {
+        // Detached, the thread would keep the checkpoint store (and its directory lock) alive
+        // past the backend: a restart in the same process then found the root locked. Its
+        // outcome is logged by the thread itself.
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
     }
 }
 
