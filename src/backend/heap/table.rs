@@ -41,6 +41,8 @@ pub(crate) trait Floor: Copy + Send + Sync + 'static {
     const TRACKED: bool;
     /// Lowers the floor to `stamp` if below.
     fn lower(&mut self, stamp: u64);
+    /// Lowers the floor to `other` if below (`other`: the floor of what a write adds).
+    fn meet(&mut self, other: Self);
     /// Whether nothing above this floor has expired at `now`.
     fn all_live(self, ttl: u64, now: u64) -> bool;
     /// Whether the floor is at or below `stamp` (the invariant, for assertions).
@@ -51,6 +53,7 @@ impl Floor for () {
     const EMPTY: Self = ();
     const TRACKED: bool = false;
     fn lower(&mut self, _: u64) {}
+    fn meet(&mut self, (): ()) {}
     fn all_live(self, _: u64, _: u64) -> bool {
         false
     }
@@ -65,6 +68,9 @@ impl Floor for u64 {
     fn lower(&mut self, stamp: u64) {
         *self = (*self).min(stamp);
     }
+    fn meet(&mut self, other: u64) {
+        self.lower(other);
+    }
     fn all_live(self, ttl: u64, now: u64) -> bool {
         !is_expired(self, ttl, now)
     }
@@ -73,7 +79,12 @@ impl Floor for u64 {
     }
 }
 
-/// The floor of `stamps`.
+/// The floor of one stamp.
+fn floor_at<F: Floor>(stamp: u64) -> F {
+    floor_of(std::iter::once(stamp))
+}
+
+/// The floor of `stamps` (not even iterated for a floor that tracks nothing).
 fn floor_of<F: Floor>(stamps: impl Iterator<Item = u64>) -> F {
     let mut floor = F::EMPTY;
     if F::TRACKED {
@@ -394,10 +405,10 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     }
 
     /// [`upsert`](Self::upsert) of every item in order, under one lock; every key is checked
-    /// before anything is written. An item's `u64` is the oldest stamp it writes.
+    /// before anything is written. An item's floor is that of what it writes.
     fn upsert_many<X>(
         &self,
-        items: Vec<(&Key<K>, &N, u64, X)>,
+        items: Vec<(&Key<K>, &N, S::Floor, X)>,
         mut create: impl FnMut(X) -> S,
         mut modify: impl FnMut(&mut S, X),
     ) -> Result<()> {
@@ -406,12 +417,12 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             .map(|(key, ns, _, _)| self.locate(key, ns))
             .collect::<Result<Vec<_>>>()?;
         self.with_groups(items.len(), |groups| {
-            for ((key, ns, oldest, payload), (index, hash)) in items.into_iter().zip(located) {
+            for ((key, ns, floor, payload), (index, hash)) in items.into_iter().zip(located) {
                 Self::place(
                     &mut groups[index],
                     hash,
                     (key, ns),
-                    (oldest, payload),
+                    (floor, payload),
                     &mut create,
                     &mut modify,
                 );
@@ -431,39 +442,37 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     }
 
     /// Modifies the state of (key, ns) in place with `payload`, or creates it from `payload`;
-    /// `oldest` is the oldest stamp `payload` writes (it lowers the entry's [`Floor`]).
+    /// `floor` is the [`Floor`] of what `payload` writes (it lowers the entry's).
     fn upsert<X>(
         &self,
         key: &Key<K>,
         ns: &N,
-        oldest: u64,
+        floor: S::Floor,
         payload: X,
         create: impl FnOnce(X) -> S,
         modify: impl FnOnce(&mut S, X),
     ) -> Result<()> {
         self.with_group(key, ns, |m, h| {
-            Self::place(m, h, (key, ns), (oldest, payload), create, modify);
+            Self::place(m, h, (key, ns), (floor, payload), create, modify);
         })
     }
 
-    /// Modifies the entry of (key, ns) in `map` with `payload` (whose oldest stamp is
-    /// `oldest`), or creates it.
+    /// Modifies the entry of (key, ns) in `map` with `payload` (whose floor is `floor`), or
+    /// creates it.
     fn place<X>(
         map: &mut CowMap<Entry<K, N, S>>,
         hash: u64,
         (key, ns): (&Key<K>, &N),
-        (oldest, payload): (u64, X),
+        (floor, payload): (S::Floor, X),
         create: impl FnOnce(X) -> S,
         modify: impl FnOnce(&mut S, X),
     ) {
         match map.slot(hash, Self::eq(key, ns), rehash) {
             Slot::Occupied(e) => {
                 modify(&mut e.state, payload);
-                e.floor.lower(oldest);
+                e.floor.meet(floor);
             }
             Slot::Vacant(slot) => {
-                let mut floor = S::Floor::EMPTY;
-                floor.lower(oldest);
                 slot.insert(Entry {
                     key: key.key().clone(),
                     ns: ns.clone(),
@@ -688,8 +697,8 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
     }
 
     fn put(&self, key: &Key<K>, ns: &N, value: Stamped<V>) -> Result<()> {
-        let stamp = value.last_access;
-        self.upsert(key, ns, stamp, P::pack(value), |v| v, |state, v| *state = v)
+        let floor = floor_at(value.last_access);
+        self.upsert(key, ns, floor, P::pack(value), |v| v, |state, v| *state = v)
     }
 
     fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<Stamped<V>>>> {
@@ -699,7 +708,7 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
     fn put_many(&self, items: Vec<(&Key<K>, &N, Stamped<V>)>) -> Result<()> {
         let items = items
             .into_iter()
-            .map(|(key, ns, v)| (key, ns, v.last_access, v))
+            .map(|(key, ns, v)| (key, ns, floor_at(v.last_access), v))
             .collect();
         self.upsert_many(items, P::pack, |state, v| *state = P::pack(v))
     }
@@ -713,14 +722,10 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
     }
 }
 
-/// The elements packed, and the oldest stamp among them.
-fn pack_all<E, P: Packed<E>>(elements: Vec<Stamped<E>>) -> (u64, Vec<P>) {
-    let oldest = elements
-        .iter()
-        .map(|e| e.last_access)
-        .min()
-        .unwrap_or(u64::MAX);
-    (oldest, elements.into_iter().map(P::pack).collect())
+/// The elements packed, and their floor.
+fn pack_all<E, P: Packed<E>>(elements: Vec<Stamped<E>>) -> (P::Floor, Vec<P>) {
+    let floor = floor_of(elements.iter().map(|e| e.last_access));
+    (floor, elements.into_iter().map(P::pack).collect())
 }
 
 impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
@@ -747,7 +752,7 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
     fn push_many(&self, items: Vec<(&Key<K>, &N, Stamped<E>)>) -> Result<()> {
         let items = items
             .into_iter()
-            .map(|(key, ns, e)| (key, ns, e.last_access, e))
+            .map(|(key, ns, e)| (key, ns, floor_at(e.last_access), e))
             .collect();
         self.upsert_many(items, |e| vec![P::pack(e)], |list, e| list.push(P::pack(e)))
     }
@@ -763,7 +768,7 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
         self.upsert(
             key,
             ns,
-            element.last_access,
+            floor_at(element.last_access),
             P::pack(element),
             |p| vec![p],
             |list, p| list.push(p),
@@ -774,16 +779,16 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
         if elements.is_empty() {
             return Ok(());
         }
-        let (oldest, packed) = pack_all::<E, P>(elements);
-        self.upsert(key, ns, oldest, packed, |e| e, |list, e| list.extend(e))
+        let (floor, packed) = pack_all::<E, P>(elements);
+        self.upsert(key, ns, floor, packed, |e| e, |list, e| list.extend(e))
     }
 
     fn put(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
         if elements.is_empty() {
             return self.remove_entry(key, ns);
         }
-        let (oldest, packed) = pack_all::<E, P>(elements);
-        self.upsert(key, ns, oldest, packed, |e| e, |list, e| *list = e)
+        let (floor, packed) = pack_all::<E, P>(elements);
+        self.upsert(key, ns, floor, packed, |e| e, |list, e| *list = e)
     }
 
     fn remove(&self, key: &Key<K>, ns: &N) -> Result<()> {
@@ -815,7 +820,12 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTa
             items
                 .into_iter()
                 .map(|(key, ns, user_key, value)| {
-                    (key, ns, value.last_access, (user_key, P::pack(value)))
+                    (
+                        key,
+                        ns,
+                        floor_at(value.last_access),
+                        (user_key, P::pack(value)),
+                    )
                 })
                 .collect(),
             |(k, v)| MapEntries::from_iter([(k, v)]),
@@ -830,7 +840,7 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTa
         self.upsert(
             key,
             ns,
-            value.last_access,
+            floor_at(value.last_access),
             (user_key, P::pack(value)),
             single,
             |map, (k, v)| {
@@ -843,16 +853,12 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTa
         if entries.is_empty() {
             return Ok(());
         }
-        let oldest = entries
-            .iter()
-            .map(|(_, v)| v.last_access)
-            .min()
-            .unwrap_or(u64::MAX);
+        let floor = floor_of(entries.iter().map(|(_, v)| v.last_access));
         let packed: Vec<(UK, P)> = entries.into_iter().map(|(k, v)| (k, P::pack(v))).collect();
         self.upsert(
             key,
             ns,
-            oldest,
+            floor,
             packed,
             |e| e.into_iter().collect(),
             |map, e| map.extend(e),
