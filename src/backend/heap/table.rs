@@ -279,6 +279,11 @@ fn rehash<K: Codec, N: Codec, S: Expiring>(e: &Entry<K, N, S>) -> u64 {
 /// cannot, and reads the clock once instead of on every access (DESIGN §5).
 const CLEANUP_EVERY: usize = 16;
 
+/// How many items ahead of its lookups a batch requests an item's table lines: far enough
+/// that they arrive in time (a miss costs about as much as a dozen lookups that hit), near
+/// enough that they are not evicted again first.
+const PREFETCH_AHEAD: usize = 8;
+
 struct Inner<K, N, S: Expiring> {
     groups: Vec<CowMap<Entry<K, N, S>>>,
     /// Incremental cleanup position: a key-group index and a cursor in it.
@@ -382,11 +387,19 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             })
             .collect();
         self.with_groups(items.len(), |groups| {
-            // The lookups alone, in a loop short enough that several are in flight at once.
+            // The lookups alone, in a loop short enough that several are in flight at once,
+            // each item's lines requested `PREFETCH_AHEAD` items before its lookup.
+            for &(index, hash) in located.iter().take(PREFETCH_AHEAD).flatten() {
+                groups[index].prefetch(hash);
+            }
             let found: Vec<Option<&S>> = items
                 .iter()
                 .zip(&located)
-                .map(|(item, at)| {
+                .enumerate()
+                .map(|(i, (item, at))| {
+                    if let Some(Ok((index, hash))) = located.get(i + PREFETCH_AHEAD) {
+                        groups[*index].prefetch(*hash);
+                    }
                     let &(index, hash) = at.as_ref().ok()?;
                     let (key, ns) = pair(item);
                     groups[index].get(hash, Self::eq(key, ns)).map(|e| &e.state)
@@ -417,7 +430,15 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             .map(|(key, ns, _, _)| self.locate(key, ns))
             .collect::<Result<Vec<_>>>()?;
         self.with_groups(items.len(), |groups| {
-            for ((key, ns, floor, payload), (index, hash)) in items.into_iter().zip(located) {
+            for &(index, hash) in located.iter().take(PREFETCH_AHEAD) {
+                groups[index].prefetch(hash);
+            }
+            for (i, ((key, ns, floor, payload), (index, hash))) in
+                items.into_iter().zip(located.iter().copied()).enumerate()
+            {
+                if let Some(&(index, hash)) = located.get(i + PREFETCH_AHEAD) {
+                    groups[index].prefetch(hash);
+                }
                 Self::place(
                     &mut groups[index],
                     hash,
