@@ -42,7 +42,8 @@ pub(crate) struct CowMap<T> {
 
 /// Where a segment's buckets lay when an entry was last found or placed in it: hashbrown
 /// keeps bucket `i` at `end - (i + 1) * size_of::<T>()`, and a probe starts at bucket
-/// `hash & mask` (module documentation).
+/// `hash & mask` (module documentation). Kept beside the map rather than read from the
+/// segment, so that the prefetch does not wait for the segment's header to load.
 #[derive(Debug, Clone, Copy, Default)]
 struct Hint {
     /// `end`; 0 while unknown.
@@ -83,16 +84,13 @@ impl Hint {
     }
 }
 
-/// The entry of `occupied`, after setting `hint` from it.
+/// The entry of `occupied`, after setting `hint` from it. `buckets` is the segment's bucket
+/// count before the entry was looked up: if placing it grew the segment, the hint's mask is
+/// stale until the segment's next access relearns it (a useless prefetch, nothing worse).
 #[inline]
-fn learned<'a, T>(occupied: OccupiedEntry<'a, T>, hint: &Cell<Hint>) -> &'a mut T {
+fn learned<'a, T>(occupied: OccupiedEntry<'a, T>, hint: &Cell<Hint>, buckets: usize) -> &'a mut T {
     let index = occupied.bucket_index();
-    // The table, not the entry, knows its bucket count (which `entry` may have just grown).
-    let table = occupied.into_table();
-    let buckets = table.num_buckets();
-    let entry = table
-        .get_bucket_mut(index)
-        .expect("an occupied entry's bucket is full");
+    let entry = occupied.into_mut();
     hint.set(Hint::learn(&*entry, index, buckets));
     entry
 }
@@ -127,13 +125,14 @@ pub(crate) struct Vacant<'a, T> {
     entry: hashbrown::hash_table::VacantEntry<'a, T>,
     len: &'a mut usize,
     hint: &'a Cell<Hint>,
+    buckets: usize,
 }
 
 impl<'a, T> Vacant<'a, T> {
     /// Fills the place.
     pub(crate) fn insert(self, value: T) -> &'a mut T {
         *self.len += 1;
-        learned(self.entry.insert(value), self.hint)
+        learned(self.entry.insert(value), self.hint, self.buckets)
     }
 }
 
@@ -239,12 +238,14 @@ impl<T: Clone> CowMap<T> {
         let hint = &self.hints[i];
         hint.get().prefetch::<T>(hash, false);
         let segment = Arc::make_mut(&mut Arc::make_mut(&mut self.segments)[i]);
+        let buckets = segment.num_buckets();
         match segment.entry(hash, eq, hasher) {
-            HtEntry::Occupied(o) => Slot::Occupied(learned(o, hint)),
+            HtEntry::Occupied(o) => Slot::Occupied(learned(o, hint, buckets)),
             HtEntry::Vacant(entry) => Slot::Vacant(Vacant {
                 entry,
                 len: &mut self.len,
                 hint,
+                buckets,
             }),
         }
     }
@@ -461,9 +462,9 @@ mod tests {
                     std::ptr::from_ref(entry).addr(),
                     "bucket {index} of segment {i}"
                 );
-                assert_eq!(hint.mask, segment.num_buckets() - 1);
-                let home = (hash as usize) & hint.mask;
-                if index.wrapping_sub(home) & hint.mask < 16 {
+                let mask = segment.num_buckets() - 1;
+                let home = (hash as usize) & mask;
+                if index.wrapping_sub(home) & mask < 16 {
                     near_home += 1;
                 }
             }
