@@ -284,6 +284,20 @@ const CLEANUP_EVERY: usize = 16;
 /// enough that they are not evicted again first.
 const PREFETCH_AHEAD: usize = 8;
 
+/// Before a batch's item `i`: requests the table lines of item `i + PREFETCH_AHEAD` (and, at
+/// the first item, those of the items before it too). `at(j)` is item `j`'s (key-group index,
+/// hash), `None` past the end or for an item that could not be located.
+fn prefetch_ahead<T: Clone>(
+    groups: &[CowMap<T>],
+    i: usize,
+    at: impl Fn(usize) -> Option<(usize, u64)>,
+) {
+    let from = if i == 0 { 0 } else { i + PREFETCH_AHEAD };
+    for (index, hash) in (from..=i + PREFETCH_AHEAD).filter_map(at) {
+        groups[index].prefetch(hash);
+    }
+}
+
 struct Inner<K, N, S: Expiring> {
     groups: Vec<CowMap<Entry<K, N, S>>>,
     /// Incremental cleanup position: a key-group index and a cursor in it.
@@ -389,17 +403,12 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         self.with_groups(items.len(), |groups| {
             // The lookups alone, in a loop short enough that several are in flight at once,
             // each item's lines requested `PREFETCH_AHEAD` items before its lookup.
-            for &(index, hash) in located.iter().take(PREFETCH_AHEAD).flatten() {
-                groups[index].prefetch(hash);
-            }
             let found: Vec<Option<&S>> = items
                 .iter()
                 .zip(&located)
                 .enumerate()
                 .map(|(i, (item, at))| {
-                    if let Some(Ok((index, hash))) = located.get(i + PREFETCH_AHEAD) {
-                        groups[*index].prefetch(*hash);
-                    }
+                    prefetch_ahead(groups, i, |j| located.get(j)?.as_ref().ok().copied());
                     let &(index, hash) = at.as_ref().ok()?;
                     let (key, ns) = pair(item);
                     groups[index].get(hash, Self::eq(key, ns)).map(|e| &e.state)
@@ -430,15 +439,10 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             .map(|(key, ns, _, _)| self.locate(key, ns))
             .collect::<Result<Vec<_>>>()?;
         self.with_groups(items.len(), |groups| {
-            for &(index, hash) in located.iter().take(PREFETCH_AHEAD) {
-                groups[index].prefetch(hash);
-            }
             for (i, ((key, ns, floor, payload), (index, hash))) in
                 items.into_iter().zip(located.iter().copied()).enumerate()
             {
-                if let Some(&(index, hash)) = located.get(i + PREFETCH_AHEAD) {
-                    groups[index].prefetch(hash);
-                }
+                prefetch_ahead(groups, i, |j| located.get(j).copied());
                 Self::place(
                     &mut groups[index],
                     hash,
