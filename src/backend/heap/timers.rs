@@ -69,22 +69,36 @@ impl TimerQueue {
         Arc::make_mut(&mut self.groups[index])
     }
 
+    /// [`group_mut`](Self::group_mut), unless a snapshot shares the group and `changes` says
+    /// the change at hand would change nothing: then `None`, and nothing is copied for it.
+    /// Registering a timer again is common (a window's cleanup timer, once per record), and so
+    /// is deleting one already gone.
+    fn group_to_change(
+        &mut self,
+        index: usize,
+        changes: impl FnOnce(&BTreeSet<(u64, TimerId)>) -> bool,
+    ) -> Option<&mut BTreeSet<(u64, TimerId)>> {
+        let group = &self.groups[index];
+        if Arc::strong_count(group) > 1 && !changes(group) {
+            return None;
+        }
+        Some(self.group_mut(index))
+    }
+
     /// Adds a timer to group `index`; `false` when it was already there.
     pub(crate) fn add(&mut self, index: usize, ts: u64, id: TimerId) -> bool {
         let group = &self.groups[index];
         let key = (ts, id);
-        // Registering a timer again is common (a window's cleanup timer, once per record): it
-        // must not copy a group a snapshot shares.
-        if Arc::strong_count(group) > 1 && group.contains(&key) {
-            return false;
-        }
         let becomes_head = group.first().is_none_or(|head| key < *head);
         let old = if becomes_head {
             group.first().cloned()
         } else {
             None
         };
-        if !self.group_mut(index).insert(key) {
+        let Some(set) = self.group_to_change(index, |g| !g.contains(&key)) else {
+            return false;
+        };
+        if !set.insert(key) {
             return false;
         }
         self.len += 1;
@@ -97,14 +111,11 @@ impl TimerQueue {
     /// Removes a timer from group `index`; `false` when it was not there.
     pub(crate) fn remove(&mut self, index: usize, ts: u64, id: &TimerId) -> bool {
         let key = (ts, id.clone());
-        let group = &mut self.groups[index];
-        let was_head = group.first() == Some(&key);
-        let removed = match Arc::get_mut(group) {
-            Some(set) => set.remove(&key),
-            // Shared with a snapshot: deleting an absent timer must not copy the group.
-            None => group.contains(&key) && Arc::make_mut(group).remove(&key),
+        let was_head = self.groups[index].first() == Some(&key);
+        let Some(set) = self.group_to_change(index, |g| g.contains(&key)) else {
+            return false;
         };
-        if !removed {
+        if !set.remove(&key) {
             return false;
         }
         self.len -= 1;
