@@ -22,18 +22,27 @@
 //! engines whose four states have a one-day TTL (refreshed on write, the default incremental
 //! cleanup), so time with TTL ÷ time without is read off one group.
 //!
+//! Group `job_checkpoint` runs first, on the shapes as preloaded: the time of a checkpoint
+//! into a fresh local directory, so every one is complete (`heap`, `heap_ttl`: the canonical
+//! format; `rocksdb`, `rocksdb_ttl`: native, every SST uploaded), and, printed once per
+//! function, the bytes it describes (its manifest's `full_size`): the growth of a checkpoint
+//! with TTL is `heap_ttl`'s bytes ÷ `heap`'s.
+//!
 //! Lists grow during `job_list_add` (about one element per key per 5 M adds); `job_list_get`
 //! runs before it on lists of exactly 10.
 
 use std::cell::OnceCell;
 use std::hint::black_box;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{
-    BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main, measurement::WallTime,
+    BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+    measurement::WallTime,
 };
 use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+use keyed_state::checkpoint::{CheckpointStore, LocalStorage};
 use keyed_state::state::{
     ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
 };
@@ -308,6 +317,50 @@ fn resolve<E: Engine>(s: &Shape<E>, chunk: &[(u64, u64)]) -> Vec<Key<u64>> {
         .collect()
 }
 
+/// Function `name` of `job_checkpoint`: each sample is the first checkpoint of `shape` into a
+/// fresh local directory (so RocksDB uploads every SST too); the size is printed once.
+fn checkpoint_function<'s, E: Engine + Quiesce>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    shape: impl Fn() -> &'s Shape<E>,
+) {
+    let printed = std::cell::Cell::new(false);
+    // Criterion calls this closure once per sample.
+    g.bench_function(name, |b| {
+        let s = shape();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let storage = LocalStorage::new(dir.path()).expect("storage");
+        let store = Arc::new(
+            CheckpointStore::open(Arc::new(storage), 1)
+                .expect("store")
+                .0,
+        );
+        let mut id = 0;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                id += 1;
+                let start = Instant::now();
+                let manifest = s
+                    .backend
+                    .checkpoint(&store, id, &[])
+                    .and_then(|pending| pending.wait())
+                    .expect("checkpoint");
+                total += start.elapsed();
+                if !printed.replace(true) {
+                    eprintln!(
+                        "job_checkpoint/{name}: {} bytes ({:.1} MB)",
+                        manifest.full_size(),
+                        manifest.full_size() as f64 / 1e6
+                    );
+                }
+            }
+            total
+        });
+        s.backend.engine().quiesce();
+    });
+}
+
 fn job_shape(c: &mut Criterion) {
     let n = keys();
     let seq = sequence(n);
@@ -317,6 +370,19 @@ fn job_shape(c: &mut Criterion) {
         payloads: &payloads,
         ..Shapes::default()
     };
+
+    // First, while every shape is as preloaded (the ops below change lists and maps).
+    let mut g = c.benchmark_group("job_checkpoint");
+    // One checkpoint per sample (flat sampling): a second or two each, so ten in all.
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(10));
+    checkpoint_function(&mut g, "heap", || shapes.heap());
+    checkpoint_function(&mut g, "heap_ttl", || shapes.heap_ttl());
+    checkpoint_function(&mut g, "rocksdb", || shapes.rocks());
+    checkpoint_function(&mut g, "rocksdb_ttl", || shapes.rocks_ttl());
+    g.finish();
 
     job_op!(
         c,

@@ -4,16 +4,23 @@
 //! the timers file then fails here instead of silently breaking the restore of checkpoints
 //! users already hold.
 //!
-//! - `heap-checkpoint`: a heap checkpoint (manifest version 2, the key-group data file and the
-//!   timers file);
+//! Written by today's code (data version 2, delta stamps):
+//! - `heap-checkpoint-data-v2`: a heap checkpoint (manifest version 2, the key-group data file
+//!   and the timers file);
+//! - `rocksdb-savepoint-data-v2`: a savepoint written by the RocksDB engine (canonical format),
+//!   with timers.
+//!
+//! Frozen, written by earlier code (data version 1, 8-byte stamps), which today's code no
+//! longer writes but must still read:
+//! - `heap-checkpoint`: as `heap-checkpoint-data-v2`;
 //! - `heap-checkpoint-v1`: the same state without timers, its manifest rewritten as version 1
 //!   (no timer-service list), as the first format wrote it;
-//! - `rocksdb-savepoint`: a savepoint written by the RocksDB engine (canonical format), with
-//!   timers.
+//! - `rocksdb-savepoint`: as `rocksdb-savepoint-data-v2`.
 //!
-//! The fixtures were written by `write_golden_fixtures` (ignored; it needs the `rocksdb`
-//! feature): `cargo test --release --features rocksdb --test golden -- --ignored` rewrites
-//! them, which is only right after a deliberate, documented format change.
+//! `write_golden_fixtures` (ignored; it needs the `rocksdb` feature) writes the current cases:
+//! `cargo test --release --features rocksdb --test golden -- --ignored` rewrites them, which
+//! is only right after a deliberate, documented format change (and then the cases of the
+//! format before are kept, frozen, as these were).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -31,7 +38,13 @@ const M: u32 = 16;
 /// The engine clock when the fixtures were written and when they are restored: TTL entries
 /// (10 s) written at this time are live.
 const NOW: u64 = 1_700_000_000_000;
-const CASES: [&str; 3] = ["heap-checkpoint", "heap-checkpoint-v1", "rocksdb-savepoint"];
+const CASES: [&str; 5] = [
+    "heap-checkpoint",
+    "heap-checkpoint-v1",
+    "rocksdb-savepoint",
+    "heap-checkpoint-data-v2",
+    "rocksdb-savepoint-data-v2",
+];
 
 fn fixture_dir(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -130,15 +143,57 @@ fn golden_checkpoints_restore_to_their_dumps_on_rocksdb() {
 }
 
 #[test]
-fn golden_manifests_have_the_versions_they_pin() {
-    let version = |case: &str| {
-        let bytes = std::fs::read(fixture_dir(case).join("chk-1/_manifest")).unwrap();
-        assert_eq!(&bytes[..4], b"KSCP", "{case}");
+fn golden_fixtures_have_the_versions_they_pin() {
+    let version = |case: &str, file: &str, magic: &[u8; 4]| {
+        let bytes = std::fs::read(fixture_dir(case).join("chk-1").join(file)).unwrap();
+        assert_eq!(&bytes[..4], magic, "{case} {file}");
         u16::from_be_bytes([bytes[4], bytes[5]])
     };
-    assert_eq!(version("heap-checkpoint"), 2);
-    assert_eq!(version("heap-checkpoint-v1"), 1);
-    assert_eq!(version("rocksdb-savepoint"), 2);
+    let manifest = |case| version(case, "_manifest", b"KSCP");
+    let data = |case| version(case, "state-data", b"KSKG");
+    let timers = |case| version(case, "timers", b"KSKG");
+    assert_eq!(manifest("heap-checkpoint"), 2);
+    assert_eq!(manifest("heap-checkpoint-v1"), 1);
+    assert_eq!(manifest("rocksdb-savepoint"), 2);
+    assert_eq!(manifest("heap-checkpoint-data-v2"), 2);
+    assert_eq!(manifest("rocksdb-savepoint-data-v2"), 2);
+    for case in ["heap-checkpoint", "heap-checkpoint-v1", "rocksdb-savepoint"] {
+        assert_eq!(data(case), 1, "{case}");
+    }
+    for case in ["heap-checkpoint", "rocksdb-savepoint"] {
+        assert_eq!(timers(case), 1, "{case}");
+    }
+    for case in ["heap-checkpoint-data-v2", "rocksdb-savepoint-data-v2"] {
+        assert_eq!(data(case), 2, "{case}");
+        assert_eq!(timers(case), 2, "{case}");
+    }
+}
+
+/// Version 2 stores the same state in fewer bytes: most of the fixtures' stamps are equal to
+/// the one before them in their section (0 without TTL, or the same write time).
+#[test]
+fn data_version_2_is_smaller_than_version_1() {
+    let raw = |case: &str| {
+        let bytes = std::fs::read(fixture_dir(case).join("chk-1/_manifest")).unwrap();
+        let m = keyed_state::checkpoint::Manifest::decode(case, &bytes).unwrap();
+        m.files
+            .iter()
+            .flat_map(|f| f.blocks.iter())
+            .map(|b| u64::from(b.raw_len))
+            .sum::<u64>()
+    };
+    for (v1, v2) in [
+        ("heap-checkpoint", "heap-checkpoint-data-v2"),
+        ("rocksdb-savepoint", "rocksdb-savepoint-data-v2"),
+    ] {
+        assert_eq!(expected(v1), expected(v2), "the same state");
+        assert!(
+            raw(v2) * 10 < raw(v1) * 8,
+            "{v2}: {} raw bytes, {v1}: {}",
+            raw(v2),
+            raw(v1)
+        );
+    }
 }
 
 /// Writes the fixtures (see the module documentation). Ignored: run it only after a
@@ -149,8 +204,6 @@ fn golden_manifests_have_the_versions_they_pin() {
 fn write_golden_fixtures() {
     use keyed_state::SnapshotMode;
     use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
-    use keyed_state::checkpoint::MANIFEST_FILE;
-    use keyed_state::codec::ByteReader;
     use keyed_state::timer::TimeDomain;
     use states::populate;
 
@@ -179,7 +232,7 @@ fn write_golden_fixtures() {
             }
         }
     };
-    write("heap-checkpoint", &|store| {
+    write("heap-checkpoint-data-v2", &|store| {
         let clock = ManualClock::new(NOW);
         let b = KeyedStateBackend::<u64>::new(HeapEngine::new(config(&clock)));
         let s = register(&b);
@@ -192,45 +245,7 @@ fn write_golden_fixtures() {
             .unwrap();
         dump_all(&b, true)
     });
-    write("heap-checkpoint-v1", &|store| {
-        let clock = ManualClock::new(NOW);
-        let b = KeyedStateBackend::<u64>::new(HeapEngine::new(config(&clock)));
-        let s = register(&b);
-        populate(&b, &s, &keys, 3);
-        let m = b
-            .checkpoint(store, 1, &[("input", 40)])
-            .unwrap()
-            .wait()
-            .unwrap();
-        // Version 1 is version 2 without the timer-service count (one byte, 0, after the
-        // offsets): rewrite what today's code wrote as the first format had it.
-        let v2 = m.encode().unwrap();
-        let mut r = ByteReader::new(&v2[4 + 2 + 8 + 1..]); // past magic, version, id, kind
-        r.string("engine").unwrap();
-        r.u32_be("max parallelism").unwrap();
-        r.u16_be("range start").unwrap();
-        r.u16_be("range end").unwrap();
-        r.u64_be("creation time").unwrap();
-        for _ in 0..r.count("states", 1).unwrap() {
-            r.len_prefixed("state metadata").unwrap();
-        }
-        for _ in 0..r.count("offsets", 1).unwrap() {
-            r.string("offset name").unwrap();
-            r.u64_be("offset").unwrap();
-        }
-        let at = v2.len() - r.remaining();
-        assert_eq!(v2[at], 0, "the timer-service count");
-        let mut v1 = v2[..v2.len() - 4].to_vec();
-        v1.remove(at);
-        v1[4..6].copy_from_slice(&1u16.to_be_bytes());
-        let crc = crc32fast::hash(&v1);
-        v1.extend_from_slice(&crc.to_be_bytes());
-        let storage = store.storage();
-        storage.delete(&format!("chk-1/{MANIFEST_FILE}")).unwrap();
-        storage.put(&format!("chk-1/{MANIFEST_FILE}"), &v1).unwrap();
-        dump_all(&b, false)
-    });
-    write("rocksdb-savepoint", &|store| {
+    write("rocksdb-savepoint-data-v2", &|store| {
         let clock = ManualClock::new(NOW);
         let db = tempfile::tempdir().unwrap();
         let engine = RocksDbEngine::open(

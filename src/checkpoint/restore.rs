@@ -174,11 +174,11 @@ pub(crate) fn read_canonical(
                 continue;
             }
             let bytes = read_verified(source.storage.as_ref(), file)?;
-            blocks::check_header(&file.path, &bytes)?;
+            let version = blocks::check_header(&file.path, &bytes)?;
             // Decompress and split blocks in parallel; each is independent.
             let split = wanted
                 .par_iter()
-                .map(|entry| canonical::split_block(&file.path, &bytes, entry, &shapes))
+                .map(|entry| canonical::split_block(&file.path, &bytes, version, entry, &shapes))
                 .collect::<Result<Vec<_>>>()?;
             for (group, sections) in split {
                 for s in sections {
@@ -258,9 +258,9 @@ fn read_timers(
         let manifest = &source.manifest;
         for file in manifest.files.iter().filter(|f| f.role == FileRole::Timers) {
             let bytes = read_verified(source.storage.as_ref(), file)?;
-            blocks::check_header(&file.path, &bytes)?;
+            let version = blocks::check_header(&file.path, &bytes)?;
             for entry in file.blocks.iter().filter(|b| range.contains(b.group)) {
-                timers::decode_block(manifest, &file.path, &bytes, entry, &mut out)?;
+                timers::decode_block(manifest, &file.path, &bytes, version, entry, &mut out)?;
             }
         }
     }

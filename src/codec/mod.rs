@@ -30,7 +30,7 @@ pub mod serde_support;
 mod varint;
 
 pub use reader::ByteReader;
-pub use varint::{read_varint_u32, write_varint_u32};
+pub use varint::{read_varint_u32, read_varint_u64, write_varint_u32, write_varint_u64};
 
 use crate::error::CodecError;
 

@@ -1,4 +1,4 @@
-//! Canonical unsigned LEB128 for `u32` (1 to 5 bytes).
+//! Canonical unsigned LEB128 for `u32` (1 to 5 bytes) and `u64` (1 to 10 bytes).
 //!
 //! Canonical means one encoding per number: a non-final byte has its high bit set, and the final
 //! byte of a multi-byte encoding is not zero. Decoders reject the other (overlong) forms, so two
@@ -9,55 +9,63 @@
 
 use crate::error::CodecError;
 
-/// Appends `v` in canonical LEB128.
-#[expect(
-    clippy::cast_possible_truncation,
-    reason = "each byte carries the low 7 bits of what is left"
-)]
-pub fn write_varint_u32(out: &mut Vec<u8>, mut v: u32) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+macro_rules! varint {
+    ($write:ident, $read:ident, $t:ty, $max_bytes:literal, $last_bits:literal) => {
+        #[doc = concat!("Appends `v` (a `", stringify!($t), "`) in canonical LEB128.")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "each byte carries the low 7 bits of what is left"
+        )]
+        pub fn $write(out: &mut Vec<u8>, mut v: $t) {
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+
+        #[doc = concat!("Reads a canonical LEB128 `", stringify!($t), "` from the front of `input`, advancing it.")]
+        ///
+        /// # Errors
+        ///
+        /// [`CodecError`](crate::CodecError) for a truncated, overlong (non-canonical) or
+        /// overflowing varint.
+        pub fn $read(input: &mut &[u8], what: &'static str) -> Result<$t, CodecError> {
+            let mut value: $t = 0;
+            for i in 0..$max_bytes {
+                let Some((&byte, rest)) = input.split_first() else {
+                    return Err(CodecError::UnexpectedEnd { what, needed: 1 });
+                };
+                *input = rest;
+                let bits = <$t>::from(byte & 0x7f);
+                // The last byte holds only the bits the type has left.
+                if i == $max_bytes - 1 && bits > $last_bits {
+                    return Err(CodecError::Invalid {
+                        what,
+                        reason: concat!("varint overflows ", stringify!($t)).into(),
+                    });
+                }
+                value |= bits << (7 * i);
+                if byte & 0x80 == 0 {
+                    if i > 0 && byte == 0 {
+                        return Err(CodecError::Invalid {
+                            what,
+                            reason: "overlong varint".into(),
+                        });
+                    }
+                    return Ok(value);
+                }
+            }
+            Err(CodecError::Invalid {
+                what,
+                reason: concat!("varint longer than ", $max_bytes, " bytes").into(),
+            })
+        }
+    };
 }
 
-/// Reads a canonical LEB128 `u32` from the front of `input`, advancing it.
-///
-/// # Errors
-///
-/// [`CodecError`](crate::CodecError) for a truncated, overlong (non-canonical) or overflowing
-/// varint.
-pub fn read_varint_u32(input: &mut &[u8], what: &'static str) -> Result<u32, CodecError> {
-    let mut value: u32 = 0;
-    for i in 0..5 {
-        let Some((&byte, rest)) = input.split_first() else {
-            return Err(CodecError::UnexpectedEnd { what, needed: 1 });
-        };
-        *input = rest;
-        let bits = u32::from(byte & 0x7f);
-        if i == 4 && bits > 0x0f {
-            return Err(CodecError::Invalid {
-                what,
-                reason: "varint overflows u32".into(),
-            });
-        }
-        value |= bits << (7 * i);
-        if byte & 0x80 == 0 {
-            if i > 0 && byte == 0 {
-                return Err(CodecError::Invalid {
-                    what,
-                    reason: "overlong varint".into(),
-                });
-            }
-            return Ok(value);
-        }
-    }
-    Err(CodecError::Invalid {
-        what,
-        reason: "varint longer than 5 bytes".into(),
-    })
-}
+varint!(write_varint_u32, read_varint_u32, u32, 5, 0x0f);
+varint!(write_varint_u64, read_varint_u64, u64, 10, 0x01);
 
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, reason = "tests index what they built")]
@@ -76,6 +84,13 @@ mod tests {
         assert_eq!(enc(127), [0x7f]);
         assert_eq!(enc(128), [0x80, 0x01]);
         assert_eq!(enc(u32::MAX), [0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let mut o = Vec::new();
+        write_varint_u64(&mut o, u64::MAX);
+        assert_eq!(
+            o,
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]
+        );
+        assert_eq!(read_varint_u64(&mut &o[..], "t").unwrap(), u64::MAX);
     }
 
     #[test]
@@ -85,6 +100,13 @@ mod tests {
         assert!(read_varint_u32(&mut &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01][..], "t").is_err());
         assert!(read_varint_u32(&mut &[0x80][..], "t").is_err());
         assert!(read_varint_u32(&mut &[][..], "t").is_err());
+        let mut over = vec![0xff; 9];
+        over.push(0x02); // bit 64
+        assert!(read_varint_u64(&mut &over[..], "t").is_err());
+        let mut long = vec![0xff; 10];
+        long.push(0x01);
+        assert!(read_varint_u64(&mut &long[..], "t").is_err());
+        assert!(read_varint_u64(&mut &[0x80, 0x00][..], "t").is_err());
     }
 
     proptest! {
@@ -99,8 +121,19 @@ mod tests {
         }
 
         #[test]
+        fn roundtrip_u64(v in any::<u64>(), tail in proptest::collection::vec(any::<u8>(), 0..4)) {
+            let mut buf = Vec::new();
+            write_varint_u64(&mut buf, v);
+            buf.extend_from_slice(&tail);
+            let mut input = &buf[..];
+            prop_assert_eq!(read_varint_u64(&mut input, "t").unwrap(), v);
+            prop_assert_eq!(input, &tail[..]);
+        }
+
+        #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..8)) {
             let _ = read_varint_u32(&mut &bytes[..], "t");
+            let _ = read_varint_u64(&mut &bytes[..], "t");
         }
     }
 }

@@ -34,18 +34,19 @@ pub(crate) struct Restored {
     pub(crate) groups: BTreeMap<u16, RestoredGroup>,
 }
 
-/// Decompresses one block and splits it into per-state sections.
+/// Decompresses one block of a data file of `version` and splits it into per-state sections
+/// (records in the record form).
 pub(crate) fn split_block(
     path: &str,
     file: &[u8],
+    version: u16,
     entry: &BlockEntry,
     shapes: &[RecordShape],
 ) -> Result<(u16, Vec<blocks::Section>)> {
     let block = blocks::read_block(path, file, entry)?;
-    let sections = blocks::sections(&block, shapes.len(), |state, input| {
+    let sections = blocks::sections(&block, version, shapes.len(), |state| {
         // `sections` checked the index against `shapes.len()`.
-        let shape = shapes.get(state).copied().unwrap_or(RecordShape::Single);
-        blocks::skip_record(input, shape)
+        shapes.get(state).copied().unwrap_or(RecordShape::Single)
     })
     .map_err(|e| CheckpointError::Corrupt {
         path: path.to_owned(),

@@ -2,7 +2,8 @@
 //! ([`blocks`]), one block per key group, one section per (timer service, domain): section
 //! index `2 × service + domain` (0 event time, 1 processing time) into the manifest's timer
 //! list. A timer is a record of the Value shape with the timestamp as its stamp and an empty
-//! value: `bytes key | bytes namespace | u64 timestamp | varint 0`. The synchronous part of a
+//! value: `bytes key | bytes namespace | timestamp | varint 0` (a timer set is sorted by
+//! timestamp, so its stamp deltas are small). The synchronous part of a
 //! checkpoint takes a reference to each key group's timer set (copy-on-write on the heap,
 //! `heap/timers.rs`); encoding and upload run in the background with the state's.
 
@@ -92,11 +93,12 @@ pub(crate) struct RestoredTimers {
 }
 
 /// Decodes the block of `entry` of the timers file `path` of `manifest` (the whole file in
-/// `file`, verified) into `out`, by service name.
+/// `file`, verified, of data `version`) into `out`, by service name.
 pub(crate) fn decode_block(
     manifest: &Manifest,
     path: &str,
     file: &[u8],
+    version: u16,
     entry: &BlockEntry,
     out: &mut BTreeMap<String, RestoredTimers>,
 ) -> Result<()> {
@@ -106,10 +108,8 @@ pub(crate) fn decode_block(
     };
     let block = blocks::read_block(path, file, entry)?;
     let sections = 2 * manifest.timers.len();
-    let parts = blocks::sections(&block, sections, |_, input| {
-        blocks::skip_record(input, RecordShape::Single)
-    })
-    .map_err(corrupt)?;
+    let parts =
+        blocks::sections(&block, version, sections, |_| RecordShape::Single).map_err(corrupt)?;
     for part in parts {
         // `sections` checked the index against the service count.
         let Some(meta) = manifest.timers.get(part.state / 2) else {
