@@ -199,17 +199,13 @@ impl GroupBlocks {
         // piece starts its stamp deltas from 0, so it reads without the pieces before it.
         let (mut input, mut piece) = (records, Vec::with_capacity(records.len()));
         let (mut n, mut total, mut prev) = (0usize, 0usize, 0u64);
+        let put = |input: &mut &[u8], prev: &mut u64, piece: &mut Vec<u8>| {
+            transcode_record(input, shape, Stamps::Fixed, Stamps::Delta, prev, piece)
+        };
         while !input.is_empty() {
             let record = input;
             let before = piece.len();
-            transcode_record(
-                &mut input,
-                shape,
-                Stamps::Fixed,
-                Stamps::Delta,
-                &mut prev,
-                &mut piece,
-            )?;
+            put(&mut input, &mut prev, &mut piece)?;
             if !self.fits(piece.len()) {
                 piece.truncate(before);
                 if n > 0 {
@@ -222,14 +218,7 @@ impl GroupBlocks {
                     self.blocks.push(Vec::new());
                 }
                 (input, prev) = (record, 0);
-                transcode_record(
-                    &mut input,
-                    shape,
-                    Stamps::Fixed,
-                    Stamps::Delta,
-                    &mut prev,
-                    &mut piece,
-                )?;
+                put(&mut input, &mut prev, &mut piece)?;
                 if !self.fits(piece.len()) {
                     return Err(CodecError::too_large(
                         "record (larger than a block)",
