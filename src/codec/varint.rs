@@ -109,25 +109,31 @@ mod tests {
         assert!(read_varint_u64(&mut &[0x80, 0x00][..], "t").is_err());
     }
 
+    /// `v` written then read back, with `tail` after it: the same value, and `tail` left.
+    fn roundtrips<T: PartialEq + std::fmt::Debug + Copy>(
+        write: fn(&mut Vec<u8>, T),
+        read: fn(&mut &[u8], &'static str) -> Result<T, CodecError>,
+        v: T,
+        tail: &[u8],
+    ) -> Result<(), TestCaseError> {
+        let mut buf = Vec::new();
+        write(&mut buf, v);
+        buf.extend_from_slice(tail);
+        let mut input = &buf[..];
+        prop_assert_eq!(read(&mut input, "t").unwrap(), v);
+        prop_assert_eq!(input, tail);
+        Ok(())
+    }
+
     proptest! {
         #[test]
-        fn roundtrip(v in any::<u32>(), tail in proptest::collection::vec(any::<u8>(), 0..4)) {
-            let mut buf = Vec::new();
-            write_varint_u32(&mut buf, v);
-            buf.extend_from_slice(&tail);
-            let mut input = &buf[..];
-            prop_assert_eq!(read_varint_u32(&mut input, "t").unwrap(), v);
-            prop_assert_eq!(input, &tail[..]);
-        }
-
-        #[test]
-        fn roundtrip_u64(v in any::<u64>(), tail in proptest::collection::vec(any::<u8>(), 0..4)) {
-            let mut buf = Vec::new();
-            write_varint_u64(&mut buf, v);
-            buf.extend_from_slice(&tail);
-            let mut input = &buf[..];
-            prop_assert_eq!(read_varint_u64(&mut input, "t").unwrap(), v);
-            prop_assert_eq!(input, &tail[..]);
+        fn roundtrip(
+            v32 in any::<u32>(),
+            v64 in any::<u64>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..4),
+        ) {
+            roundtrips(write_varint_u32, read_varint_u32, v32, &tail)?;
+            roundtrips(write_varint_u64, read_varint_u64, v64, &tail)?;
         }
 
         #[test]

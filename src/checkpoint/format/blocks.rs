@@ -529,23 +529,39 @@ pub(crate) fn read_count(
 
 /// Skips one record of a state of the given shape without decoding it.
 pub(crate) fn skip_record(input: &mut &[u8], shape: RecordShape) -> Result<(), CodecError> {
+    walk_record(input, shape, Stamps::Fixed, |input| {
+        read_stamp(input).map(drop)
+    })
+}
+
+/// Walks one record of `shape` at the front of `input`, its stamps in form `stamps`, handing
+/// `stamp` the input at each stamp (it must consume the stamp): the one place that knows a
+/// record's layout, for skipping and for rewriting stamps alike.
+fn walk_record<'a>(
+    input: &mut &'a [u8],
+    shape: RecordShape,
+    stamps: Stamps,
+    mut stamp: impl FnMut(&mut &'a [u8]) -> Result<(), CodecError>,
+) -> Result<(), CodecError> {
     read_bytes(input, "key")?;
     read_bytes(input, "namespace")?;
     match shape {
         RecordShape::Single => {
-            read_stamp(input)?;
+            stamp(input)?;
             read_bytes(input, "value")?;
         }
         RecordShape::List => {
-            for _ in 0..read_count(input, "list length", 9)? {
-                read_stamp(input)?;
+            // An element is at least a stamp and a length byte.
+            for _ in 0..read_count(input, "list length", stamps.min_len() + 1)? {
+                stamp(input)?;
                 read_bytes(input, "element")?;
             }
         }
         RecordShape::Map => {
-            for _ in 0..read_count(input, "map length", 10)? {
+            // An entry is at least a user key's length byte, a stamp and a length byte.
+            for _ in 0..read_count(input, "map length", stamps.min_len() + 2)? {
                 read_bytes(input, "user key")?;
-                read_stamp(input)?;
+                stamp(input)?;
                 read_bytes(input, "value")?;
             }
         }
@@ -620,42 +636,16 @@ pub(crate) fn transcode_record(
 ) -> Result<(), CodecError> {
     // Everything but the stamps is copied as it is, a span at a time: `span` is where the
     // bytes not yet copied start.
-    fn stamp<'a>(
-        input: &mut &'a [u8],
-        span: &mut &'a [u8],
-        (from, to, prev): (Stamps, Stamps, &mut u64),
-        out: &mut Vec<u8>,
-    ) -> Result<(), CodecError> {
+    let mut span = *input;
+    walk_record(input, shape, from, |input| {
         let copied = span.len() - input.len();
         out.extend_from_slice(span.get(..copied).unwrap_or_default());
         let stamp = from.read(input, *prev)?;
         to.write(out, stamp, *prev);
         *prev = stamp;
-        *span = *input;
+        span = *input;
         Ok(())
-    }
-    let mut span = *input;
-    read_bytes(input, "key")?;
-    read_bytes(input, "namespace")?;
-    match shape {
-        RecordShape::Single => {
-            stamp(input, &mut span, (from, to, prev), out)?;
-            read_bytes(input, "value")?;
-        }
-        RecordShape::List => {
-            for _ in 0..read_count(input, "list length", from.min_len() + 1)? {
-                stamp(input, &mut span, (from, to, prev), out)?;
-                read_bytes(input, "element")?;
-            }
-        }
-        RecordShape::Map => {
-            for _ in 0..read_count(input, "map length", from.min_len() + 2)? {
-                read_bytes(input, "user key")?;
-                stamp(input, &mut span, (from, to, prev), out)?;
-                read_bytes(input, "value")?;
-            }
-        }
-    }
+    })?;
     let copied = span.len() - input.len();
     out.extend_from_slice(span.get(..copied).unwrap_or_default());
     Ok(())

@@ -3,9 +3,9 @@
 //! index `2 × service + domain` (0 event time, 1 processing time) into the manifest's timer
 //! list. A timer is a record of the Value shape with the timestamp as its stamp and an empty
 //! value: `bytes key | bytes namespace | timestamp | varint 0` (a timer set is sorted by
-//! timestamp, so its stamp deltas are small). The synchronous part of a
-//! checkpoint takes a reference to each key group's timer set (copy-on-write on the heap,
-//! `heap/timers.rs`); encoding and upload run in the background with the state's.
+//! timestamp, so its stamp deltas are small). The synchronous part of a checkpoint takes a
+//! reference to each key group's timer set (copy-on-write on the heap, `heap/timers.rs`);
+//! encoding and upload run in the background with the state's.
 
 // A decoder of bytes from disk or the network: no indexing that can panic.
 #![deny(clippy::indexing_slicing)]
