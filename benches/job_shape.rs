@@ -16,7 +16,10 @@
 //!
 //! `job_value_get`, `job_value_update`, `job_map_get` and `job_list_add` also run `heap_batch`
 //! and `rocksdb_batch`: the same ops through the batched calls (`get_batch`, `update_batch`,
-//! `add_batch`), 1,024 records at a time, resolving their keys included.
+//! `add_batch`), 1,024 records at a time, resolving their keys included. The two read groups,
+//! `job_value_get` and `job_map_get`, also run `rocksdb_batch_parallel`: `rocksdb_batch` on a
+//! third RocksDB engine whose batched reads split over as many threads as the machine has
+//! cores (`RocksDbOptions::with_batch_read_threads`).
 //!
 //! The same four groups run `heap_ttl` and `rocksdb_ttl`: the single op on a second pair of
 //! engines whose four states have a one-day TTL (refreshed on write, the default incremental
@@ -141,9 +144,15 @@ impl<E: Engine> Shape<E> {
 
 /// The RocksDB engine with the memory of Flink's slot (see the module documentation).
 fn rocksdb_engine() -> RocksDbEngine {
+    rocksdb_engine_with(1)
+}
+
+/// [`rocksdb_engine`], with batched reads split over `threads` threads.
+fn rocksdb_engine_with(threads: usize) -> RocksDbEngine {
     let options = RocksDbOptions::default()
         .with_block_cache_bytes(512 << 20)
-        .with_memory_budget_bytes(Some(256 << 20));
+        .with_memory_budget_bytes(Some(256 << 20))
+        .with_batch_read_threads(threads);
     RocksDbEngine::open_temporary(EngineConfig::new(128).expect("config"), options)
         .expect("open RocksDB")
 }
@@ -169,6 +178,7 @@ struct Shapes<'a> {
     rocks: OnceCell<Shape<RocksDbEngine>>,
     heap_ttl: OnceCell<Shape<HeapEngine>>,
     rocks_ttl: OnceCell<Shape<RocksDbEngine>>,
+    rocks_parallel: OnceCell<Shape<RocksDbEngine>>,
 }
 
 /// The TTL of the `_ttl` functions: one day, refreshed on write (the default update type),
@@ -206,6 +216,13 @@ impl Shapes<'_> {
     fn rocks_ttl(&self) -> &Shape<RocksDbEngine> {
         self.rocks_ttl
             .get_or_init(|| self.load(rocksdb_engine(), Some(&one_day()), "rocksdb_ttl"))
+    }
+
+    fn rocks_parallel(&self) -> &Shape<RocksDbEngine> {
+        self.rocks_parallel.get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            self.load(rocksdb_engine_with(cores), None, "rocksdb_parallel")
+        })
     }
 }
 
@@ -261,7 +278,8 @@ impl Quiesce for RocksDbEngine {
 
 /// One op: functions `heap` and `rocksdb`; with a `batch` body (a whole chunk of `BATCH`
 /// ops, from resolving their keys on) also `heap_batch` and `rocksdb_batch`, and the single
-/// op again on the states with TTL, `heap_ttl` and `rocksdb_ttl`.
+/// op again on the states with TTL, `heap_ttl` and `rocksdb_ttl`; with a function name after
+/// the batch body, that name runs the batch on the parallel-read RocksDB engine.
 macro_rules! job_op {
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {{
@@ -272,12 +290,13 @@ macro_rules! job_op {
     }};
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr,
-     batch |$bs:ident, $chunk:ident| $batch:expr) => {{
+     batch |$bs:ident, $chunk:ident| $batch:expr $(, $parallel:literal)?) => {{
         let mut g = group($c, $name);
         job_op!(@one g, "heap", $shapes.heap(), $seq, $payloads, |$s, $k, $u, $p| $body);
         job_op!(@one g, "rocksdb", $shapes.rocks(), $seq, $payloads, |$s, $k, $u, $p| $body);
         job_op!(@chunks g, "heap_batch", $shapes.heap(), $seq, |$bs, $chunk| $batch);
         job_op!(@chunks g, "rocksdb_batch", $shapes.rocks(), $seq, |$bs, $chunk| $batch);
+        $(job_op!(@chunks g, $parallel, $shapes.rocks_parallel(), $seq, |$bs, $chunk| $batch);)?
         job_op!(@one g, "heap_ttl", $shapes.heap_ttl(), $seq, $payloads, |$s, $k, $u, $p| $body);
         job_op!(@one g, "rocksdb_ttl", $shapes.rocks_ttl(), $seq, $payloads, |$s, $k, $u, $p| $body);
         g.finish();
@@ -403,7 +422,8 @@ fn job_shape(c: &mut Criterion) {
                 .into_iter()
                 .map(|r| r.expect("get").unwrap_or(0))
                 .sum::<u64>()
-        }
+        },
+        "rocksdb_batch_parallel"
     );
     job_op!(
         c,
@@ -490,7 +510,8 @@ fn job_shape(c: &mut Criterion) {
                 .into_iter()
                 .map(|r| r.expect("get").unwrap_or(0))
                 .sum::<u64>()
-        }
+        },
+        "rocksdb_batch_parallel"
     );
     job_op!(c, "job_map_put", shapes, &seq, payloads, |s, k, u, _p| {
         let key = s.backend.key(k).expect("key");

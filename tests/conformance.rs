@@ -663,7 +663,9 @@ fn batches_match_single_calls<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R 
     let m = f
         .backend
         .map_state(&MapStateDescriptor::<u32, u64, u32>::new("m"))?;
-    let keys: Vec<Key<String>> = (0..40).map(|i| f.key(&format!("k{i}"))).collect();
+    // Enough keys that an engine reading batches on several threads
+    // (`rocksdb_parallel_reads`) splits these reads into parts.
+    let keys: Vec<Key<String>> = (0..300).map(|i| f.key(&format!("k{i}"))).collect();
     // Namespaces differ per item; key 0 is given twice: the later value wins, both list
     // elements are appended in order.
     let ns: Vec<u32> = (0..keys.len()).map(|i| [0, 1, 2][i % 3]).collect();
@@ -726,7 +728,7 @@ fn batches_report_errors_per_key<E: Engine>(make: &dyn Fn(EngineConfig) -> E) ->
     let m = f
         .backend
         .map_state(&MapStateDescriptor::<u32, u64>::new("m"))?;
-    let all: Vec<Key<String>> = (0..200)
+    let all: Vec<Key<String>> = (0..800)
         .map(|i| Key::new(format!("k{i}"), 128).unwrap())
         .collect();
     let inside = all.iter().find(|k| range.contains(k.group())).unwrap();
@@ -758,6 +760,21 @@ fn batches_report_errors_per_key<E: Engine>(make: &dyn Fn(EngineConfig) -> E) ->
     let read = m.get_batch(&[(outside, &(), &1), (inside, &(), &1)]);
     assert!(matches!(read[0], Err(Error::KeyGroupOutOfRange { .. })));
     assert_eq!(read[1].as_ref().unwrap(), &Some(5));
+    // A long read, foreign keys among the others (split into parts by an engine that reads
+    // batches on several threads): each answer in its place.
+    let pairs: Vec<_> = all.iter().map(|k| (k, &())).collect();
+    for (k, answer) in all.iter().zip(v.get_batch(&pairs)) {
+        match answer {
+            Ok(value) => {
+                assert!(range.contains(k.group()), "{k:?} answered");
+                assert_eq!(value, std::ptr::eq(k, inside).then_some(5), "{k:?}");
+            }
+            Err(e) => assert!(
+                !range.contains(k.group()) && matches!(e, Error::KeyGroupOutOfRange { .. }),
+                "{k:?}: {e}"
+            ),
+        }
+    }
     assert!(v.get_batch(&[]).is_empty());
     v.update_batch([])?;
     Ok(())
@@ -1056,3 +1073,21 @@ fn rocksdb_engine(config: EngineConfig) -> keyed_state::backend::rocksdb::RocksD
 
 #[cfg(feature = "rocksdb")]
 conformance!(rocksdb, rocksdb_engine);
+
+/// RocksDB whose batched reads split over threads: results must not depend on it.
+#[cfg(feature = "rocksdb")]
+fn rocksdb_parallel_reads_engine(
+    config: EngineConfig,
+) -> keyed_state::backend::rocksdb::RocksDbEngine {
+    use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+    RocksDbEngine::open_temporary(
+        config,
+        RocksDbOptions::default()
+            .with_auto_compaction(false)
+            .with_batch_read_threads(4),
+    )
+    .unwrap()
+}
+
+#[cfg(feature = "rocksdb")]
+conformance!(rocksdb_parallel_reads, rocksdb_parallel_reads_engine);

@@ -20,7 +20,7 @@ mod tests;
 mod timers;
 mod ttl_filter;
 
-pub use options::{Compression, RocksDbOptions};
+pub use options::{Compression, MIN_KEYS_PER_READ_THREAD, RocksDbOptions};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -807,7 +807,7 @@ impl RocksDbEngine {
             self.handle.clone(),
             &self.config,
             meta,
-            !self.options.write_ahead_log(),
+            &self.options,
         ))
     }
 }

@@ -37,13 +37,15 @@ pub struct RocksDbOptions {
     background_jobs: i32,
     timers_in_rocksdb: bool,
     compact_after_rescale: bool,
+    batch_read_threads: usize,
 }
 
 impl Default for RocksDbOptions {
     /// 64 MiB block cache shared by all states, 64 MiB write buffers (2 per state), LZ4,
     /// 10-bit bloom filters for point lookups, no overall memory budget, **no write-ahead log**
     /// (durability comes from checkpoints), automatic compaction with 2 background jobs,
-    /// timers on the heap, key groups a rescaling restore cut away compacted in the background.
+    /// timers on the heap, key groups a rescaling restore cut away compacted in the background,
+    /// batched reads on the caller's thread alone.
     fn default() -> Self {
         RocksDbOptions {
             block_cache_bytes: 64 << 20,
@@ -57,6 +59,7 @@ impl Default for RocksDbOptions {
             background_jobs: 2,
             timers_in_rocksdb: false,
             compact_after_rescale: true,
+            batch_read_threads: 1,
         }
     }
 }
@@ -121,4 +124,28 @@ impl RocksDbOptions {
         /// they are by a later rescale (files that carry range deletions cannot, and that
         /// restore rewrites their entries instead, which is slower).
         compact_after_rescale, with_compact_after_rescale, bool);
+    option!(
+        /// Into how many parts a batched read (`get_batch` on any view) splits its sorted keys,
+        /// read in parallel on rayon's global thread pool; a part has at least
+        /// [`MIN_KEYS_PER_READ_THREAD`] keys, so small batches stay on the caller's thread.
+        /// 1 (the default) reads on the caller's thread alone.
+        ///
+        /// RocksDB's own batched lookup cannot overlap its cache misses within one thread
+        /// (that takes its coroutine build), so more threads are the way a batch's misses
+        /// overlap, as Flink's asynchronous state access reads through a pool of I/O threads.
+        /// It spends other cores on one task's reads: worth it when the machine has cores to
+        /// spare, not when every core already runs a task. Results, errors and their order are
+        /// the same whatever the value; 0 counts as 1.
+        ///
+        /// ```
+        /// use keyed_state::backend::rocksdb::RocksDbOptions;
+        /// let opts = RocksDbOptions::default().with_batch_read_threads(2);
+        /// assert_eq!(opts.batch_read_threads(), 2);
+        /// ```
+        batch_read_threads, with_batch_read_threads, usize);
 }
+
+/// The fewest keys a batched read hands to one thread (see
+/// [`RocksDbOptions::batch_read_threads`]): below this, starting a thread's part costs more
+/// than the lookups it would take over.
+pub const MIN_KEYS_PER_READ_THREAD: usize = 64;

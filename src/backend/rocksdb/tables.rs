@@ -3,13 +3,15 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use rocksdb::{BoundColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 
 use super::layout::{
     decode_prefix, group_prefix_len, key_prefix, prefix_successor, read_elements, read_user_key,
     read_value, write_elements, write_group, write_value, write_value_part,
 };
-use super::{DbHandle, cf_name};
+use super::options::MIN_KEYS_PER_READ_THREAD;
+use super::{DbHandle, RocksDbOptions, cf_name};
 use crate::backend::{ListTable, MapTable, ValueTable};
 use crate::error::{CodecError, Error, Result};
 use crate::key::Key;
@@ -32,6 +34,8 @@ pub(crate) struct RocksTable<K, N, X> {
     /// Kept, not made per read: `get_pinned_cf` would allocate RocksDB's read options on
     /// every call.
     read: ReadOptions,
+    /// [`RocksDbOptions::batch_read_threads`], at least 1.
+    read_threads: usize,
     _types: Types<K, N, X>,
 }
 
@@ -40,10 +44,10 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
         handle: Arc<DbHandle>,
         config: &EngineConfig,
         meta: &StateMeta,
-        no_wal: bool,
+        options: &RocksDbOptions,
     ) -> Self {
         let mut write = WriteOptions::default();
-        write.disable_wal(no_wal);
+        write.disable_wal(!options.write_ahead_log());
         RocksTable {
             handle,
             config: config.clone(),
@@ -53,6 +57,7 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
             prefix_len: group_prefix_len(config.max_parallelism()),
             write,
             read: ReadOptions::default(),
+            read_threads: options.batch_read_threads().max(1),
             _types: PhantomData,
         }
     }
@@ -62,6 +67,14 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
             .db
             .cf_handle(&self.cf)
             .ok_or_else(|| Error::UnknownState(self.state.to_string()))
+    }
+
+    /// A batched read that RocksDB answered with fewer values than keys.
+    fn short_read(&self) -> Error {
+        self.decode_err(CodecError::Invalid {
+            what: "batched read",
+            reason: "RocksDB returned fewer values than keys".into(),
+        })
     }
 
     fn decode_err(&self, source: CodecError) -> Error {
@@ -100,13 +113,14 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
             .delete_cf_opt(&self.cf()?, raw_key, &self.write)?)
     }
 
-    /// Reads every raw key in one sorted multi-get and decodes each value found with
-    /// `decode` (`None`: absent); a key that could not be made keeps its error. Results come
-    /// back in the order of `raw_keys`.
-    fn multi_get<T>(
+    /// Reads every raw key in sorted multi-gets (one, or one per part on rayon's pool: see
+    /// [`RocksDbOptions::batch_read_threads`]) and decodes each value found with `decode`
+    /// (`None`: absent); a key that could not be made keeps its error. Results come back in
+    /// the order of `raw_keys`.
+    fn multi_get<T: Send>(
         &self,
         raw_keys: Vec<Result<Vec<u8>>>,
-        decode: impl Fn(Option<&[u8]>) -> Result<T, CodecError>,
+        decode: impl Fn(Option<&[u8]>) -> Result<T, CodecError> + Sync,
     ) -> Vec<Result<T>> {
         let Ok(cf) = self.cf() else {
             return raw_keys
@@ -120,31 +134,51 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
             .collect();
         let key_of = |i: usize| raw_keys[i].as_deref().unwrap_or_default();
         order.sort_by(|&a, &b| key_of(a).cmp(key_of(b)));
-        let found = self.handle.db.batched_multi_get_cf_opt(
-            &cf,
-            order.iter().map(|&i| key_of(i)),
-            true,
-            &self.read,
-        );
-        debug_assert_eq!(found.len(), order.len(), "one result per key");
+        let read = |part: &[usize]| -> Vec<Result<T>> {
+            let found = self.handle.db.batched_multi_get_cf_opt(
+                &cf,
+                part.iter().map(|&i| key_of(i)),
+                true,
+                &self.read,
+            );
+            if found.len() != part.len() {
+                // Not in RocksDB's contract; answer the part with errors rather than pair
+                // values with the wrong keys.
+                return part.iter().map(|_| Err(self.short_read())).collect();
+            }
+            found
+                .into_iter()
+                .map(|value| match value {
+                    Ok(value) => decode(value.as_deref()).map_err(|e| self.decode_err(e)),
+                    Err(e) => Err(e.into()),
+                })
+                .collect()
+        };
+        let parts = self
+            .read_threads
+            .min(order.len() / MIN_KEYS_PER_READ_THREAD)
+            .max(1);
+        // Parts are consecutive runs of the sorted keys, each still sorted, and come back in
+        // order, so `found[j]` is the value of `order[j]` either way.
+        let found: Vec<Result<T>> = if parts == 1 {
+            read(&order)
+        } else {
+            order
+                .par_chunks(order.len().div_ceil(parts))
+                .flat_map_iter(read)
+                .collect()
+        };
+        debug_assert_eq!(found.len(), order.len(), "one answer per key read");
         let mut decoded: Vec<Option<Result<T>>> = (0..raw_keys.len()).map(|_| None).collect();
         for (&i, value) in order.iter().zip(found) {
-            decoded[i] = Some(match value {
-                Ok(value) => decode(value.as_deref()).map_err(|e| self.decode_err(e)),
-                Err(e) => Err(e.into()),
-            });
+            decoded[i] = Some(value);
         }
         raw_keys
             .into_iter()
             .zip(decoded)
             .map(|(raw, value)| {
                 raw?;
-                value.unwrap_or_else(|| {
-                    Err(self.decode_err(CodecError::Invalid {
-                        what: "batched read",
-                        reason: "RocksDB returned fewer values than keys".into(),
-                    }))
-                })
+                value.unwrap_or_else(|| Err(self.short_read()))
             })
             .collect()
     }
