@@ -134,8 +134,10 @@ impl RocksDbOptions {
         /// (that takes its coroutine build), so more threads are the way a batch's misses
         /// overlap, as Flink's asynchronous state access reads through a pool of I/O threads.
         /// It spends other cores on one task's reads: worth it when the machine has cores to
-        /// spare, not when every core already runs a task. Results, errors and their order are
-        /// the same whatever the value; 0 counts as 1.
+        /// spare, not when every core already runs a task. The pool is the one savepoints and
+        /// restores encode and decode key groups on, so a batch read meanwhile may wait for
+        /// their work. Results, errors and their order are the same whatever the value; 0
+        /// counts as 1.
         ///
         /// ```
         /// use keyed_state::backend::rocksdb::RocksDbOptions;
