@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{CoarseClock, SharedClock};
 use crate::error::{ConfigError, Error, Result};
 use crate::key::Key;
 use crate::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroupRange};
@@ -18,7 +18,8 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// `max_parallelism` key groups, all owned by this instance, on the system clock.
+    /// `max_parallelism` key groups, all owned by this instance, on the
+    /// wall clock at tick resolution ([`CoarseClock`]).
     ///
     /// # Errors
     ///
@@ -27,7 +28,7 @@ impl EngineConfig {
         Ok(EngineConfig {
             range: KeyGroupRange::all(max_parallelism)?,
             max_parallelism,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(CoarseClock),
         })
     }
 
@@ -112,12 +113,12 @@ const _: () = assert!(DEFAULT_MAX_PARALLELISM >= 1 && DEFAULT_MAX_PARALLELISM <=
 const DEFAULT_LAST_GROUP: u16 = (DEFAULT_MAX_PARALLELISM - 1) as u16;
 
 impl Default for EngineConfig {
-    /// [`DEFAULT_MAX_PARALLELISM`] key groups, all owned, on the system clock.
+    /// [`DEFAULT_MAX_PARALLELISM`] key groups, all owned, on [`CoarseClock`].
     fn default() -> Self {
         EngineConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             range: KeyGroupRange::new(0, DEFAULT_LAST_GROUP),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(CoarseClock),
         }
     }
 }

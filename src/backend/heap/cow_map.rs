@@ -28,6 +28,8 @@ use hashbrown::hash_table::{Entry as HtEntry, OccupiedEntry};
 pub(crate) const SEGMENT_TARGET_LEN: usize = 2048;
 /// At most `2^16` segments per key group (then segments just grow).
 const MAX_BITS: u32 = 16;
+/// How many buckets ahead of its position incremental cleanup prefetches.
+const SWEEP_AHEAD: usize = 16;
 
 type Segments<T> = Arc<[Arc<HashTable<T>>]>;
 
@@ -351,6 +353,11 @@ impl<T: Clone> CowMap<T> {
             let Some(entry) = segment.get_bucket(bucket) else {
                 continue;
             };
+            // Entries the sweep reaches were seldom touched lately: ask for the one
+            // `SWEEP_AHEAD` buckets on now (hashbrown lays buckets downwards from `end`), so
+            // the loads of a step overlap instead of waiting one after another.
+            let end = std::ptr::from_ref(entry).addr() + (bucket + 1) * size_of::<T>();
+            prefetch_line(end.wrapping_sub((bucket + 1 + SWEEP_AHEAD) * size_of::<T>()));
             *visits -= 1;
             match judge(entry) {
                 Verdict::Keep => {}

@@ -121,7 +121,7 @@ impl HeapEngine {
 }
 
 impl Default for HeapEngine {
-    /// [`EngineConfig::default`]: 128 key groups, all owned, on the system clock.
+    /// [`EngineConfig::default`]: 128 key groups, all owned, on [`CoarseClock`](crate::clock::CoarseClock).
     fn default() -> Self {
         HeapEngine::new(EngineConfig::default())
     }
