@@ -77,6 +77,51 @@ fn incremental_cleanup_removes_untouched_expired_keys() {
     );
 }
 
+/// The cleanup passes over segments whose entries are all younger than the TTL, judged by a
+/// per-segment floor of their stamps. A write of an older stamp (here with the clock set back;
+/// merges and restores write old stamps too) must lower that floor, or the cleanup would never
+/// look at the expired entry again.
+#[test]
+fn cleanup_finds_an_old_stamp_written_after_its_segment_was_judged_fresh() {
+    let clock = ManualClock::new(1_000);
+    let b = backend(&clock);
+    let ttl = TtlConfig::new(Duration::from_millis(100))
+        .with_cleanup_per_access(5)
+        .with_visibility(StateVisibility::ReturnExpiredIfNotCleanedUp);
+    let value = b
+        .value_state(&ValueStateDescriptor::<u64>::new("v").with_ttl(ttl.clone()))
+        .unwrap();
+    let list = b
+        .list_state(&ListStateDescriptor::<u64>::new("l").with_ttl(ttl))
+        .unwrap();
+    for k in 0..3000u64 {
+        let key = b.key(k).unwrap();
+        value.update(&key, &(), k).unwrap();
+        list.add(&key, &(), k).unwrap();
+    }
+    let hot = b.key(1_000_000).unwrap();
+    let drive = || {
+        for _ in 0..4000 {
+            value.get(&hot, &()).unwrap();
+            list.get(&hot, &()).unwrap();
+        }
+    };
+    drive(); // every segment judged: its floor is 1000
+    clock.set(0);
+    let (old_value, old_list) = (b.key(7).unwrap(), b.key(8).unwrap());
+    value.update(&old_value, &(), 70).unwrap();
+    list.add(&old_list, &(), 80).unwrap();
+    clock.set(150); // written at 0: expired; written at 1000: live
+    drive();
+    // Cleaned up: an expired value or element is no longer there to be returned.
+    assert_eq!(value.get(&old_value, &()).unwrap(), None);
+    assert_eq!(
+        list.get(&old_list, &()).unwrap().collect::<Vec<_>>(),
+        vec![8]
+    );
+    assert_eq!(value.get(&b.key(9).unwrap(), &()).unwrap(), Some(9));
+}
+
 #[test]
 fn without_incremental_cleanup_expired_keys_wait_for_a_read() {
     let clock = ManualClock::new(0);

@@ -17,6 +17,10 @@
 //! most entries sit at or next to their home position. A stale hint (the segment was copied
 //! or grew since) only prefetches a useless line until the next hit corrects it; a prefetch
 //! never faults and never changes what a lookup returns.
+//!
+//! Incremental TTL cleanup walks the segments' buckets in order ([`CowMap::sweep`]). Each
+//! segment keeps a floor of its entries' stamps ([`SegmentFloor`]), so the walk passes over a
+//! segment in which nothing can have expired without reading it.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -30,6 +34,9 @@ pub(crate) const SEGMENT_TARGET_LEN: usize = 2048;
 const MAX_BITS: u32 = 16;
 /// How many buckets ahead of its position incremental cleanup prefetches.
 const SWEEP_AHEAD: usize = 16;
+/// What passing over a segment with a fresh floor costs a cleanup step, in probes: one entry's
+/// worth, so a step over fresh segments ends after as many segments as it would visit entries.
+const SKIP_PROBES: usize = 8;
 
 type Segments<T> = Arc<[Arc<HashTable<T>>]>;
 
@@ -38,6 +45,8 @@ pub(crate) struct CowMap<T> {
     segments: Segments<T>,
     /// One per segment of this (live) map; snapshots need none.
     hints: Vec<Cell<Hint>>,
+    /// One per segment of this (live) map: what incremental cleanup knows of its stamps.
+    floors: Vec<SegmentFloor>,
     bits: u32,
     len: usize,
 }
@@ -95,6 +104,22 @@ fn learned<'a, T>(occupied: OccupiedEntry<'a, T>, hint: &Cell<Hint>, buckets: us
     let entry = occupied.into_mut();
     hint.set(Hint::learn(&*entry, index, buckets));
     entry
+}
+
+/// What incremental cleanup knows of one segment's stamps, so that it can pass over a segment
+/// in which nothing can have expired without visiting its entries.
+///
+/// `floor` is a lower bound of the stamps of every entry in the segment (0, the start: nothing
+/// known). Writes lower it to what they write ([`CowMap::lower_floor`]); a pass of the sweep
+/// over the whole segment sets it exactly. A pass collects in `pass` the bounds of the entries
+/// it keeps, and writes lower `pass` too, so an entry written behind the sweep still counts. A
+/// pass only counts if no entry moved during it: `pass_buckets` is the segment's bucket count
+/// when it started, and `usize::MAX` once an insertion may have rehashed the segment.
+#[derive(Debug, Clone, Copy, Default)]
+struct SegmentFloor {
+    floor: u64,
+    pass: u64,
+    pass_buckets: usize,
 }
 
 /// A prefetch of the cache line holding `addr`: a hint that never faults, whatever `addr` is.
@@ -176,6 +201,7 @@ impl<T: Clone> Default for CowMap<T> {
         CowMap {
             segments: Arc::from(vec![Arc::new(HashTable::new())]),
             hints: vec![Cell::default()],
+            floors: vec![SegmentFloor::default()],
             bits: 0,
             len: 0,
         }
@@ -241,6 +267,10 @@ impl<T: Clone> CowMap<T> {
         hint.get().prefetch::<T>(hash, false);
         let segment = Arc::make_mut(&mut Arc::make_mut(&mut self.segments)[i]);
         let buckets = segment.num_buckets();
+        if segment.len() == segment.capacity() {
+            // No room left: an insertion rehashes the segment, moving entries behind a pass.
+            self.floors[i].pass_buckets = usize::MAX;
+        }
         match segment.entry(hash, eq, hasher) {
             HtEntry::Occupied(o) => Slot::Occupied(learned(o, hint, buckets)),
             HtEntry::Vacant(entry) => Slot::Vacant(Vacant {
@@ -249,6 +279,21 @@ impl<T: Clone> CowMap<T> {
                 hint,
                 buckets,
             }),
+        }
+    }
+
+    /// Lowers the cleanup's floor of the segment of `hash` to `bound`, a lower bound of the
+    /// stamps just written there (every write of a stamp must call it, or the cleanup may pass
+    /// over expired entries).
+    #[inline]
+    pub(crate) fn lower_floor(&mut self, hash: u64, bound: u64) {
+        let i = self.segment_of(hash);
+        let f = &mut self.floors[i];
+        if bound < f.floor {
+            f.floor = bound;
+        }
+        if bound < f.pass {
+            f.pass = bound;
         }
     }
 
@@ -316,6 +361,7 @@ impl<T: Clone> CowMap<T> {
         }
         self.segments = fresh.into_iter().map(Arc::new).collect();
         self.hints = (0..count).map(|_| Cell::default()).collect();
+        self.floors = vec![SegmentFloor::default(); count];
         self.bits = bits;
         debug_assert_eq!(
             self.iter().count(),
@@ -327,27 +373,50 @@ impl<T: Clone> CowMap<T> {
     /// Incremental cleanup: visits entries from `cursor` while `visits` and `probes` (buckets
     /// looked at, so a sparse table costs no more than a few budgets) last, spending both,
     /// asking `judge` about each entry and applying its verdict (`rewrite` for
-    /// [`Verdict::Rewrite`]). Returns `true` when the cursor wrapped past the last segment (the
-    /// caller moves on to the next key group with what is left of both budgets).
+    /// [`Verdict::Rewrite`]). A segment whose floor is `fresh` (nothing at or above it can have
+    /// expired) is passed over for [`SKIP_PROBES`] probes; `bound` is a lower bound of an
+    /// entry's stamps, for the floor a pass sets. Returns `true` when the cursor wrapped past
+    /// the last segment (the caller moves on to the next key group with what is left of both
+    /// budgets).
     pub(crate) fn sweep(
         &mut self,
         cursor: &mut Cursor,
-        visits: &mut usize,
-        probes: &mut usize,
+        (visits, probes): (&mut usize, &mut usize),
+        fresh: impl Fn(u64) -> bool,
         judge: impl Fn(&T) -> Verdict,
         rewrite: impl Fn(&mut T),
+        bound: impl Fn(&T) -> u64,
     ) -> bool {
         while *visits > 0 && *probes > 0 {
             let Some(segment) = self.segments.get(cursor.segment) else {
                 *cursor = Cursor::default();
                 return true;
             };
+            let seg = cursor.segment;
+            if cursor.bucket == 0 {
+                let f = &mut self.floors[seg];
+                if fresh(f.floor) {
+                    *probes = probes.saturating_sub(SKIP_PROBES);
+                    cursor.segment += 1;
+                    continue;
+                }
+                f.pass = u64::MAX;
+                f.pass_buckets = segment.num_buckets();
+            }
             if cursor.bucket >= segment.num_buckets() {
+                let f = &mut self.floors[seg];
+                if f.pass_buckets == segment.num_buckets() {
+                    debug_assert!(
+                        segment.iter().all(|e| bound(e) >= f.pass),
+                        "a pass's floor above a stamp hides it from cleanup"
+                    );
+                    f.floor = f.pass;
+                }
                 cursor.segment += 1;
                 cursor.bucket = 0;
                 continue;
             }
-            let (seg, bucket) = (cursor.segment, cursor.bucket);
+            let bucket = cursor.bucket;
             cursor.bucket += 1;
             *probes -= 1;
             let Some(entry) = segment.get_bucket(bucket) else {
@@ -360,7 +429,10 @@ impl<T: Clone> CowMap<T> {
             prefetch_line(end.wrapping_sub((bucket + 1 + SWEEP_AHEAD) * size_of::<T>()));
             *visits -= 1;
             match judge(entry) {
-                Verdict::Keep => {}
+                Verdict::Keep => {
+                    let f = &mut self.floors[seg];
+                    f.pass = f.pass.min(bound(entry));
+                }
                 Verdict::Remove => {
                     if let Ok(e) = self.segment_mut(seg).get_bucket_entry(bucket) {
                         e.remove();
@@ -370,6 +442,9 @@ impl<T: Clone> CowMap<T> {
                 Verdict::Rewrite => {
                     if let Some(e) = self.segment_mut(seg).get_bucket_mut(bucket) {
                         rewrite(e);
+                        let b = bound(e);
+                        let f = &mut self.floors[seg];
+                        f.pass = f.pass.min(b);
                     }
                 }
             }
@@ -509,6 +584,148 @@ mod tests {
         assert_eq!(snap.iter().find(|e| e.0 == 7).map(|e| e.1), Some(7));
     }
 
+    /// Entries `(key, stamp)`, rewritten in rounds with the round's stamp; then cleanup
+    /// steps that keep everything, interleaved with removals and insertions (the map splits its
+    /// directory, its segments grow and rehash) and with late writes of ever older stamps (as
+    /// merges and restores write), each the new oldest, so a pass that missed one would set a
+    /// floor above it. Every write lowers its segment's floor, as the heap table's do. After
+    /// every operation each segment's floor must bound its entries' stamps, or the cleanup
+    /// would pass over expired ones.
+    #[test]
+    fn segment_floors_bound_every_stamp_through_writes_growth_and_passes() {
+        const KEYS: u64 = 5_000;
+        let mut m: CowMap<(u64, u64)> = CowMap::default();
+        let mut cursor = Cursor::default();
+        let mut rng = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let write = |m: &mut CowMap<(u64, u64)>, key: u64, stamp: u64| {
+            put(m, key, stamp);
+            m.lower_floor(h(key), stamp);
+        };
+        let (mut skipped, mut exact) = (0, 0);
+        let mut live: Vec<u64> = (0..KEYS).collect();
+        let mut fresh_key = KEYS;
+        for round in 1..=8u64 {
+            let stamp = round << 32;
+            for &key in &live {
+                write(&mut m, key, stamp);
+            }
+            let mut oldest = stamp;
+            // Every third round, segments whose floor is this round's may be passed over.
+            let horizon = if round % 3 == 0 {
+                stamp - 1_000_000
+            } else {
+                u64::MAX
+            };
+            for _ in 0..5_000 {
+                let r = next();
+                let at = usize::try_from((r >> 16) % KEYS).expect("small");
+                let key = live[at];
+                match r % 10 {
+                    0..=4 => {
+                        skipped += m.floors.iter().filter(|f| f.floor > horizon).count();
+                        m.sweep(
+                            &mut cursor,
+                            (&mut 8, &mut 64),
+                            |floor| floor > horizon,
+                            |_| Verdict::Keep,
+                            |_| {},
+                            |e| e.1,
+                        );
+                    }
+                    5 => {
+                        oldest -= 1;
+                        write(&mut m, key, oldest);
+                    }
+                    _ => {
+                        // Another key's place: tombstones pile up until a segment rehashes.
+                        m.remove(h(key), |e| e.0 == key);
+                        live[at] = fresh_key;
+                        write(&mut m, fresh_key, stamp);
+                        fresh_key += 1;
+                    }
+                }
+                for (i, segment) in m.segments.iter().enumerate() {
+                    let floor = m.floors[i].floor;
+                    for e in segment.iter() {
+                        assert!(floor <= e.1, "round {round}: floor {floor} above {}", e.1);
+                    }
+                    exact += usize::from(segment.iter().any(|e| e.1 == floor));
+                }
+            }
+        }
+        assert!(m.bits >= 1, "the directory split");
+        assert!(
+            skipped > 0 && exact > 0,
+            "passes set floors and steps met fresh ones"
+        );
+    }
+
+    /// A segment whose room went to tombstones (keys removed and others inserted, over and
+    /// over) rehashes in place on the next insertion, moving entries across a pass's cursor
+    /// without changing its bucket count: the pass must not set a floor from what it saw.
+    #[test]
+    fn a_rehash_in_place_during_a_pass_sets_no_floor() {
+        let mut rehashed = 0;
+        for seed in 0..40u64 {
+            let mut m: CowMap<(u64, u64)> = CowMap::default();
+            let stamp = |k: u64| (k ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8;
+            let write = |m: &mut CowMap<(u64, u64)>, k: u64| {
+                put(m, k, stamp(k));
+                m.lower_floor(h(k), stamp(k));
+            };
+            for k in 0..1_500 {
+                write(&mut m, k);
+            }
+            for k in 0..900 {
+                m.remove(h(k), |e| e.0 == k);
+            }
+            // Churn at 600 entries until no room is left (tombstones hold it).
+            let (mut oldest, mut next) = (900, 1_500);
+            while m.segments[0].len() < m.segments[0].capacity() && next < 1_000_000 {
+                m.remove(h(oldest), |e| e.0 == oldest);
+                write(&mut m, next);
+                (oldest, next) = (oldest + 1, next + 1);
+            }
+            let buckets = m.segments[0].num_buckets();
+            let mut cursor = Cursor::default();
+            let sweep = |m: &mut CowMap<(u64, u64)>, cursor: &mut Cursor| {
+                m.sweep(
+                    cursor,
+                    (&mut 64, &mut 512),
+                    |_| false,
+                    |_| Verdict::Keep,
+                    |_| {},
+                    |e| e.1,
+                )
+            };
+            // No pass has completed yet: the floor is still 0, "nothing known".
+            assert_eq!(m.floors[0].floor, 0);
+            sweep(&mut m, &mut cursor);
+            write(&mut m, next);
+            let room = m.segments[0].capacity() - m.segments[0].len();
+            if m.segments[0].num_buckets() != buckets || room < 100 {
+                continue; // it grew, or did not rehash: not the case under test
+            }
+            rehashed += 1;
+            while !sweep(&mut m, &mut cursor) {}
+            assert_eq!(
+                m.floors[0].floor, 0,
+                "seed {seed}: a pass across a rehash set a floor"
+            );
+            // The next pass, undisturbed, sets it exactly.
+            while !sweep(&mut m, &mut cursor) {}
+            let oldest = m.segments[0].iter().map(|e| e.1).min();
+            assert_eq!(Some(m.floors[0].floor), oldest, "seed {seed}");
+        }
+        assert!(rehashed > 0, "no segment rehashed in place");
+    }
+
     #[test]
     fn sweep_visits_every_entry_within_bounded_steps() {
         let mut m = CowMap::default();
@@ -520,8 +737,8 @@ mod tests {
         // Remove odd values; every call visits at most 7 entries.
         while !m.sweep(
             &mut cursor,
-            &mut 7,
-            &mut 56,
+            (&mut 7, &mut 56),
+            |_| false,
             |e| {
                 if e.1 % 2 == 1 {
                     Verdict::Remove
@@ -530,6 +747,7 @@ mod tests {
                 }
             },
             |_| {},
+            |_| 0,
         ) {
             steps += 1;
             assert!(steps < 5000, "sweep must terminate");

@@ -47,6 +47,8 @@ pub(crate) trait Floor: Copy + Send + Sync + 'static {
     fn all_live(self, ttl: u64, now: u64) -> bool;
     /// Whether the floor is at or below `stamp` (the invariant, for assertions).
     fn admits(self, stamp: u64) -> bool;
+    /// The floor as a stamp bound (0, which bounds everything, when it tracks nothing).
+    fn bound(self) -> u64;
 }
 
 impl Floor for () {
@@ -59,6 +61,9 @@ impl Floor for () {
     }
     fn admits(self, _: u64) -> bool {
         true
+    }
+    fn bound(self) -> u64 {
+        0
     }
 }
 
@@ -76,6 +81,9 @@ impl Floor for u64 {
     }
     fn admits(self, stamp: u64) -> bool {
         self <= stamp
+    }
+    fn bound(self) -> u64 {
+        self
     }
 }
 
@@ -156,6 +164,9 @@ pub(crate) trait Expiring: Clone {
     /// What the cleanup does with the state, given the entry's `floor`.
     fn judge(&self, floor: Self::Floor, ttl: u64, now: u64) -> Verdict;
     fn drop_expired(&mut self, ttl: u64, now: u64);
+    /// A lower bound of every stamp in the state, given the entry's `floor` (for the
+    /// segment floors of [`CowMap`]).
+    fn bound(&self, floor: Self::Floor) -> u64;
 }
 
 fn judge_one(p: &impl HasStamp, ttl: u64, now: u64) -> Verdict {
@@ -202,6 +213,9 @@ impl<V: Clone> Expiring for Stamped<V> {
         judge_one(self, ttl, now)
     }
     fn drop_expired(&mut self, _: u64, _: u64) {}
+    fn bound(&self, (): ()) -> u64 {
+        self.last_access()
+    }
 }
 
 impl<V: Clone> Expiring for Bare<V> {
@@ -211,6 +225,9 @@ impl<V: Clone> Expiring for Bare<V> {
         judge_one(self, ttl, now)
     }
     fn drop_expired(&mut self, _: u64, _: u64) {}
+    fn bound(&self, (): ()) -> u64 {
+        self.last_access()
+    }
 }
 
 impl<P: HasStamp + Clone> Expiring for Vec<P> {
@@ -224,6 +241,9 @@ impl<P: HasStamp + Clone> Expiring for Vec<P> {
     fn drop_expired(&mut self, ttl: u64, now: u64) {
         self.retain(|s| !is_expired(s.last_access(), ttl, now));
     }
+    fn bound(&self, floor: P::Floor) -> u64 {
+        floor.bound()
+    }
 }
 
 impl<UK: MapKey, P: HasStamp + Clone> Expiring for MapEntries<UK, P> {
@@ -236,6 +256,9 @@ impl<UK: MapKey, P: HasStamp + Clone> Expiring for MapEntries<UK, P> {
     }
     fn drop_expired(&mut self, ttl: u64, now: u64) {
         self.retain(|_, s| !is_expired(s.last_access(), ttl, now));
+    }
+    fn bound(&self, floor: P::Floor) -> u64 {
+        floor.bound()
     }
 }
 
@@ -492,20 +515,21 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         create: impl FnOnce(X) -> S,
         modify: impl FnOnce(&mut S, X),
     ) {
-        match map.slot(hash, Self::eq(key, ns), rehash) {
+        let e = match map.slot(hash, Self::eq(key, ns), rehash) {
             Slot::Occupied(e) => {
                 modify(&mut e.state, payload);
                 e.floor.meet(floor);
+                e
             }
-            Slot::Vacant(slot) => {
-                slot.insert(Entry {
-                    key: key.key().clone(),
-                    ns: ns.clone(),
-                    floor,
-                    state: create(payload),
-                });
-            }
-        }
+            Slot::Vacant(slot) => slot.insert(Entry {
+                key: key.key().clone(),
+                ns: ns.clone(),
+                floor,
+                state: create(payload),
+            }),
+        };
+        let bound = e.state.bound(e.floor);
+        map.lower_floor(hash, bound);
     }
 
     fn remove_entry(&self, key: &Key<K>, ns: &N) -> Result<()> {
@@ -698,13 +722,14 @@ impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
             };
             let wrapped = map.sweep(
                 cursor,
-                &mut visits,
-                &mut probes,
+                (&mut visits, &mut probes),
+                |floor| !is_expired(floor, ttl, now),
                 |e| e.state.judge(e.floor, ttl, now),
                 |e| {
                     e.state.drop_expired(ttl, now);
                     e.floor = e.state.floor();
                 },
+                |e| e.state.bound(e.floor),
             );
             if !wrapped {
                 return;
