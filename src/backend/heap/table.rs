@@ -461,6 +461,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             .iter()
             .map(|(key, ns, _, _)| self.locate(key, ns))
             .collect::<Result<Vec<_>>>()?;
+        let swept = self.cleanup.is_some();
         self.with_groups(items.len(), |groups| {
             for (i, ((key, ns, floor, payload), (index, hash))) in
                 items.into_iter().zip(located.iter().copied()).enumerate()
@@ -473,6 +474,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                     (floor, payload),
                     &mut create,
                     &mut modify,
+                    swept,
                 );
             }
         });
@@ -500,13 +502,15 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         create: impl FnOnce(X) -> S,
         modify: impl FnOnce(&mut S, X),
     ) -> Result<()> {
+        let swept = self.cleanup.is_some();
         self.with_group(key, ns, |m, h| {
-            Self::place(m, h, (key, ns), (floor, payload), create, modify);
+            Self::place(m, h, (key, ns), (floor, payload), create, modify, swept);
         })
     }
 
     /// Modifies the entry of (key, ns) in `map` with `payload` (whose floor is `floor`), or
-    /// creates it.
+    /// creates it; `swept`: the table runs incremental cleanup, which reads the segment floors
+    /// (a table without it keeps them at 0, untouched).
     fn place<X>(
         map: &mut CowMap<Entry<K, N, S>>,
         hash: u64,
@@ -514,6 +518,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         (floor, payload): (S::Floor, X),
         create: impl FnOnce(X) -> S,
         modify: impl FnOnce(&mut S, X),
+        swept: bool,
     ) {
         let e = match map.slot(hash, Self::eq(key, ns), rehash) {
             Slot::Occupied(e) => {
@@ -528,8 +533,10 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                 state: create(payload),
             }),
         };
-        let bound = e.state.bound(e.floor);
-        map.lower_floor(hash, bound);
+        if swept {
+            let bound = e.state.bound(e.floor);
+            map.lower_floor(hash, bound);
+        }
     }
 
     fn remove_entry(&self, key: &Key<K>, ns: &N) -> Result<()> {
