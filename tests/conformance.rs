@@ -1060,6 +1060,14 @@ macro_rules! conformance {
 
 conformance!(heap, HeapEngine::new);
 
+/// The heap engine with every list and map on the heap, none inline in its table entry
+/// (`heap` keeps those of small element types inline): results must not depend on it.
+fn heap_without_inline_engine(config: EngineConfig) -> HeapEngine {
+    HeapEngine::new(config).with_inline_collections(false)
+}
+
+conformance!(heap_without_inline, heap_without_inline_engine);
+
 #[cfg(feature = "rocksdb")]
 fn rocksdb_engine(config: EngineConfig) -> keyed_state::backend::rocksdb::RocksDbEngine {
     use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};

@@ -232,3 +232,105 @@ fn cleanup_drops_old_elements_merged_into_a_newer_list() {
     // Cleaned up: an expired element is no longer there to be returned.
     assert_eq!(list.get(&key, &2).unwrap().collect::<Vec<_>>(), vec![20]);
 }
+
+/// Lists and maps of small elements live inside their table entries up to a limit (16 list
+/// elements, 12 map entries) and spill to the heap beyond it; with
+/// `with_inline_collections(false)` they never do. Either way a state reads back what was
+/// written as it grows across the limit and shrinks again, with and without TTL, and a
+/// checkpoint of one shape restores into the other (the shape is not persisted).
+#[test]
+fn lists_and_maps_cross_the_inline_limit_in_both_shapes() {
+    use keyed_state::checkpoint::{CheckpointStore, MemoryStorage, RestoreSource};
+    use std::collections::BTreeMap;
+
+    for inline in [true, false] {
+        for with_ttl in [false, true] {
+            let clock = ManualClock::new(0);
+            let config = || EngineConfig::new(128).unwrap().with_clock(clock.shared());
+            let b = KeyedStateBackend::<u64>::new(
+                HeapEngine::new(config()).with_inline_collections(inline),
+            );
+            let ttl = TtlConfig::new(Duration::from_millis(1_000)).with_cleanup_per_access(5);
+            let ld = ListStateDescriptor::<u64>::new("l");
+            let md = MapStateDescriptor::<u64, u64>::new("m");
+            let (ld, md) = if with_ttl {
+                (ld.with_ttl(ttl.clone()), md.with_ttl(ttl))
+            } else {
+                (ld, md)
+            };
+            let (list, map) = (b.list_state(&ld).unwrap(), b.map_state(&md).unwrap());
+            let mut lists: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+            let mut maps: BTreeMap<u64, BTreeMap<u64, u64>> = BTreeMap::new();
+            let check = |b: &KeyedStateBackend<u64>,
+                         lists: &BTreeMap<u64, Vec<u64>>,
+                         maps: &BTreeMap<u64, BTreeMap<u64, u64>>| {
+                let (list, map) = (b.list_state(&ld).unwrap(), b.map_state(&md).unwrap());
+                for k in 0..8u64 {
+                    let key = b.key(k).unwrap();
+                    let want = lists.get(&k).cloned().unwrap_or_default();
+                    assert_eq!(list.get(&key, &()).unwrap().collect::<Vec<_>>(), want);
+                    let got: BTreeMap<u64, u64> = map.entries(&key, &()).unwrap().collect();
+                    assert_eq!(got, maps.get(&k).cloned().unwrap_or_default());
+                }
+            };
+            // Key k grows to 5k elements and entries: some stay inline, some spill.
+            for round in 0..40u64 {
+                for k in 0..8u64 {
+                    if round >= 5 * k {
+                        continue;
+                    }
+                    let key = b.key(k).unwrap();
+                    list.add(&key, &(), round * 100 + k).unwrap();
+                    lists.entry(k).or_default().push(round * 100 + k);
+                    map.put(&key, &(), round, k ^ round).unwrap();
+                    maps.entry(k).or_default().insert(round, k ^ round);
+                }
+                check(&b, &lists, &maps);
+            }
+            // Shrink: every third map entry goes, and lists are replaced by their even half.
+            for k in 0..8u64 {
+                let key = b.key(k).unwrap();
+                for u in (0..40u64).step_by(3) {
+                    map.remove(&key, &(), &u).unwrap();
+                    if let Some(m) = maps.get_mut(&k) {
+                        m.remove(&u);
+                    }
+                }
+                let even: Vec<u64> = lists
+                    .get(&k)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|e| e % 2 == 0)
+                    .collect();
+                list.update(&key, &(), even.clone()).unwrap();
+                if even.is_empty() {
+                    lists.remove(&k);
+                } else {
+                    lists.insert(k, even);
+                }
+                maps.retain(|_, m| !m.is_empty());
+            }
+            check(&b, &lists, &maps);
+
+            let store = Arc::new(
+                CheckpointStore::open(Arc::new(MemoryStorage::new()), 1)
+                    .unwrap()
+                    .0,
+            );
+            b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+            let source = RestoreSource::latest(&store).unwrap();
+            let restored = KeyedStateBackend::<u64>::new(
+                HeapEngine::restore(config(), &[source])
+                    .unwrap()
+                    .with_inline_collections(!inline),
+            );
+            check(&restored, &lists, &maps);
+            if with_ttl {
+                // Everything was written at 0: all of it expires, inline or spilled.
+                clock.set(1_000);
+                check(&restored, &BTreeMap::new(), &BTreeMap::new());
+            }
+        }
+    }
+}

@@ -757,6 +757,13 @@ macro_rules! model {
 
 model!(heap, HeapEngine::new);
 
+/// Every list and map on the heap (`heap` keeps those of small element types inline).
+fn heap_without_inline_engine(config: EngineConfig) -> HeapEngine {
+    HeapEngine::new(config).with_inline_collections(false)
+}
+
+model!(heap_without_inline, heap_without_inline_engine);
+
 #[cfg(feature = "rocksdb")]
 fn rocksdb_engine(config: EngineConfig) -> keyed_state::backend::rocksdb::RocksDbEngine {
     use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};

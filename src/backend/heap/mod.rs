@@ -8,6 +8,7 @@
 //! ones, so keys nobody reads again do not live forever.
 
 mod cow_map;
+mod inline;
 mod small_map;
 mod snapshot;
 mod table;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use crate::backend::{
     Engine, EngineMetrics, ListTable, MapTable, SnapshotJob, SnapshotMode, StateMetrics, ValueTable,
@@ -50,6 +52,8 @@ pub struct HeapEngine {
     restored: Mutex<BTreeMap<String, Restored>>,
     /// Restored timers, until the backend takes them.
     restored_timers: Mutex<RestoredTimerSet>,
+    /// Whether small lists and maps may live inside their table entries ([`inline`]).
+    inline_collections: bool,
 }
 
 impl HeapEngine {
@@ -60,7 +64,35 @@ impl HeapEngine {
             tables: Mutex::new(Vec::new()),
             restored: Mutex::new(BTreeMap::new()),
             restored_timers: Mutex::new(RestoredTimerSet::default()),
+            inline_collections: true,
         }
+    }
+
+    /// Whether the lists and maps of states registered from now on may keep their first
+    /// elements inside the state's table entries (on by default).
+    ///
+    /// Inline, a read of a short list or map costs one cache miss instead of two: about 1.7×
+    /// the reads per second of one on the heap at a million keys. But every entry of such a
+    /// state is as large as the inline part (up to 16 list elements or 12 map entries, and
+    /// only for element types that keep it within 288 bytes), whether its list holds one
+    /// element or ten. Turn it off for states with many keys and lists or maps of one or two
+    /// elements, where memory matters more than speed.
+    ///
+    /// ```
+    /// use keyed_state::{EngineConfig, HeapEngine};
+    /// let engine = HeapEngine::new(EngineConfig::default()).with_inline_collections(false);
+    /// assert!(!engine.inline_collections());
+    /// ```
+    #[must_use]
+    pub fn with_inline_collections(mut self, inline: bool) -> Self {
+        self.inline_collections = inline;
+        self
+    }
+
+    /// Whether lists and maps may live inside their table entries
+    /// ([`with_inline_collections`](Self::with_inline_collections)).
+    pub fn inline_collections(&self) -> bool {
+        self.inline_collections
     }
 
     /// A heap engine for `config`'s key-group range, restored from heap checkpoints or
@@ -89,6 +121,7 @@ impl HeapEngine {
             tables: Mutex::new(Vec::new()),
             restored: Mutex::new(restored),
             restored_timers: Mutex::new(timers),
+            inline_collections: true,
         })
     }
 
@@ -133,6 +166,7 @@ impl std::fmt::Debug for HeapEngine {
             .field("config", &self.config)
             .field("states", &self.tables.lock().len())
             .field("restored_unregistered", &self.restored.lock().len())
+            .field("inline_collections", &self.inline_collections)
             .finish()
     }
 }
@@ -162,16 +196,29 @@ impl Engine for HeapEngine {
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn ListTable<K, N, E>>> {
+        // Four shapes: stamped or bare elements, inline or on the heap ([`inline`]).
+        macro_rules! list {
+            ($p:ty) => {
+                if self.inline_collections && inline::fits::<$p>(inline::LIST_INLINE) {
+                    self.track(
+                        meta,
+                        HeapTable::<K, N, SmallVec<[$p; inline::LIST_INLINE]>>::new(
+                            &self.config,
+                            meta,
+                        ),
+                    )?
+                } else {
+                    self.track(
+                        meta,
+                        HeapTable::<K, N, SmallVec<[$p; 0]>>::new(&self.config, meta),
+                    )?
+                }
+            };
+        }
         Ok(if meta.ttl.is_some() {
-            self.track(
-                meta,
-                HeapTable::<K, N, Vec<Stamped<E>>>::new(&self.config, meta),
-            )?
+            list!(Stamped<E>)
         } else {
-            self.track(
-                meta,
-                HeapTable::<K, N, Vec<Bare<E>>>::new(&self.config, meta),
-            )?
+            list!(Bare<E>)
         })
     }
 
@@ -179,16 +226,28 @@ impl Engine for HeapEngine {
         &self,
         meta: &StateMeta,
     ) -> Result<Arc<dyn MapTable<K, N, UK, UV>>> {
+        macro_rules! map {
+            ($p:ty) => {
+                if self.inline_collections && inline::fits::<(UK, $p)>(inline::MAP_INLINE) {
+                    self.track(
+                        meta,
+                        HeapTable::<K, N, MapEntries<UK, $p, [(UK, $p); inline::MAP_INLINE]>>::new(
+                            &self.config,
+                            meta,
+                        ),
+                    )?
+                } else {
+                    self.track(
+                        meta,
+                        HeapTable::<K, N, MapEntries<UK, $p>>::new(&self.config, meta),
+                    )?
+                }
+            };
+        }
         Ok(if meta.ttl.is_some() {
-            self.track(
-                meta,
-                HeapTable::<K, N, MapEntries<UK, Stamped<UV>>>::new(&self.config, meta),
-            )?
+            map!(Stamped<UV>)
         } else {
-            self.track(
-                meta,
-                HeapTable::<K, N, MapEntries<UK, Bare<UV>>>::new(&self.config, meta),
-            )?
+            map!(Bare<UV>)
         })
     }
 

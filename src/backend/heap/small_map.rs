@@ -1,41 +1,55 @@
-//! The map of one Map state's (key, namespace) in the heap engine: its entries inline in one
+//! The map of one Map state's (key, namespace) in the heap engine: its entries in one short
 //! vector while there are few, a hash map beyond.
 //!
 //! Most keyed maps are small (a few entries per key). A hash map costs two dependent cache
 //! misses per lookup (control bytes, then the bucket) on top of the table's own; a short
-//! vector of pairs is one contiguous allocation that a linear scan reads front to back, so a
-//! lookup of a cold map costs one miss and the hardware prefetcher takes the rest. Past
-//! [`SMALL_MAP_MAX`] entries the scan would cost more than hashing, and the map converts.
+//! vector of pairs is read front to back by a linear scan. Past [`SMALL_MAP_MAX`] entries the
+//! scan would cost more than hashing, and the map converts.
+//!
+//! The vector is a [`SmallVec`] over `A`: with `A = [(K, V); n]` its first `n` entries sit
+//! inside the map itself, that is inside the heap table's entry, so a lookup costs no miss
+//! beyond the table's own; with `A = [(K, V); 0]` it is an ordinary heap vector. The engine
+//! picks one per state from the entry size ([`super::inline`]).
 
 use std::hash::Hash;
 
 use foldhash::fast::FixedState;
+use smallvec::{Array, SmallVec};
 
-/// Entries up to which a map stays inline (a linear scan of 16 keys is cheaper than hashing
+/// Entries up to which a map stays a vector (a linear scan of 16 keys is cheaper than hashing
 /// and probing one of them).
 pub(crate) const SMALL_MAP_MAX: usize = 16;
 
-/// See the module documentation. Inline entries keep their insertion order; hashed ones have
-/// hash order.
-#[derive(Clone)]
-pub(crate) enum MapEntries<K, V> {
+/// See the module documentation. Entries in the vector keep their insertion order; hashed ones
+/// have hash order.
+pub(crate) enum MapEntries<K, V, A: Array<Item = (K, V)> = [(K, V); 0]> {
     /// At most [`SMALL_MAP_MAX`] entries, no two with the same key.
-    Small(Vec<(K, V)>),
+    Small(SmallVec<A>),
     /// More entries than that (a map that shrinks again stays hashed).
     Large(hashbrown::HashMap<K, V, FixedState>),
 }
 
-impl<K, V> Default for MapEntries<K, V> {
-    fn default() -> Self {
-        MapEntries::Small(Vec::new())
+// By hand: a derive would ask for `A: Clone`, which `[(K, V); n]` is only for cloneable pairs.
+impl<K: Clone, V: Clone, A: Array<Item = (K, V)>> Clone for MapEntries<K, V, A> {
+    fn clone(&self) -> Self {
+        match self {
+            MapEntries::Small(v) => MapEntries::Small(v.clone()),
+            MapEntries::Large(m) => MapEntries::Large(m.clone()),
+        }
     }
 }
 
-impl<K: Eq + Hash, V> MapEntries<K, V> {
+impl<K, V, A: Array<Item = (K, V)>> Default for MapEntries<K, V, A> {
+    fn default() -> Self {
+        MapEntries::Small(SmallVec::new())
+    }
+}
+
+impl<K: Eq + Hash, V, A: Array<Item = (K, V)>> MapEntries<K, V, A> {
     /// An empty map with room for `n` entries.
     pub(crate) fn with_capacity(n: usize) -> Self {
         if n <= SMALL_MAP_MAX {
-            MapEntries::Small(Vec::with_capacity(n))
+            MapEntries::Small(SmallVec::with_capacity(n))
         } else {
             MapEntries::Large(hashbrown::HashMap::with_capacity_and_hasher(
                 n,
@@ -110,7 +124,7 @@ impl<K: Eq + Hash, V> MapEntries<K, V> {
     /// Keeps the entries for which `keep` returns `true`.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
         match self {
-            MapEntries::Small(v) => v.retain_mut(|(k, v)| keep(k, v)),
+            MapEntries::Small(v) => v.retain(|(k, v)| keep(k, v)),
             MapEntries::Large(m) => m.retain(|k, v| keep(k, v)),
         }
     }
@@ -129,7 +143,7 @@ impl<K: Eq + Hash, V> MapEntries<K, V> {
     }
 }
 
-impl<K: Eq + Hash, V> Extend<(K, V)> for MapEntries<K, V> {
+impl<K: Eq + Hash, V, A: Array<Item = (K, V)>> Extend<(K, V)> for MapEntries<K, V, A> {
     fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, entries: I) {
         for (k, v) in entries {
             self.insert(k, v);
@@ -137,7 +151,7 @@ impl<K: Eq + Hash, V> Extend<(K, V)> for MapEntries<K, V> {
     }
 }
 
-impl<K: Eq + Hash, V> FromIterator<(K, V)> for MapEntries<K, V> {
+impl<K: Eq + Hash, V, A: Array<Item = (K, V)>> FromIterator<(K, V)> for MapEntries<K, V, A> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(entries: I) -> Self {
         let entries = entries.into_iter();
         let mut map = MapEntries::with_capacity(entries.size_hint().0);
@@ -190,36 +204,54 @@ mod tests {
 
     use super::*;
 
-    proptest! {
-        /// Against a `BTreeMap` oracle, across the conversion to a hash map and back down.
-        #[test]
-        fn behaves_as_a_map(ops in proptest::collection::vec((0u8..4, 0u8..40, any::<u16>()), 0..200)) {
-            let mut map = MapEntries::default();
-            let mut oracle = BTreeMap::new();
-            for (op, k, v) in ops {
-                match op {
-                    0 | 1 => prop_assert_eq!(map.insert(k, v), oracle.insert(k, v)),
-                    2 => prop_assert_eq!(map.remove(&k), oracle.remove(&k)),
-                    _ => {
-                        map.retain(|k, _| k % 3 != 0);
-                        oracle.retain(|k, _| k % 3 != 0);
-                    }
+    /// Runs `ops` on a map over `A` and on a `BTreeMap` oracle, comparing after each.
+    fn check_against_oracle<A: Array<Item = (u8, u16)>>(
+        ops: &[(u8, u8, u16)],
+    ) -> Result<(), TestCaseError> {
+        let mut map = MapEntries::<u8, u16, A>::default();
+        let mut oracle = BTreeMap::new();
+        for &(op, k, v) in ops {
+            match op {
+                0 | 1 => prop_assert_eq!(map.insert(k, v), oracle.insert(k, v)),
+                2 => prop_assert_eq!(map.remove(&k), oracle.remove(&k)),
+                3 => {
+                    map.retain(|k, _| k % 3 != 0);
+                    oracle.retain(|k, _| k % 3 != 0);
                 }
-                prop_assert_eq!(map.len(), oracle.len());
-                prop_assert_eq!(map.get(&k), oracle.get(&k));
-                prop_assert_eq!(map.contains_key(&k), oracle.contains_key(&k));
-                let mut seen: Vec<(u8, u16)> = map.iter().map(|(k, v)| (*k, *v)).collect();
-                seen.sort_unstable();
-                prop_assert_eq!(seen, oracle.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
-                if let MapEntries::Small(v) = &map {
-                    prop_assert!(v.len() <= SMALL_MAP_MAX);
+                _ => {
+                    // A clone is what a write after a snapshot works on.
+                    let copy = map.clone();
+                    map = copy;
                 }
             }
+            prop_assert_eq!(map.len(), oracle.len());
+            prop_assert_eq!(map.get(&k), oracle.get(&k));
+            prop_assert_eq!(map.contains_key(&k), oracle.contains_key(&k));
+            let mut seen: Vec<(u8, u16)> = map.iter().map(|(k, v)| (*k, *v)).collect();
+            seen.sort_unstable();
+            prop_assert_eq!(
+                seen,
+                oracle.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+            );
+            if let MapEntries::Small(v) = &map {
+                prop_assert!(v.len() <= SMALL_MAP_MAX);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Against a `BTreeMap` oracle, across the conversion to a hash map and back down,
+        /// with the vector on the heap, and with part of it inline (spilling past 12 entries).
+        #[test]
+        fn behaves_as_a_map(ops in proptest::collection::vec((0u8..5, 0u8..40, any::<u16>()), 0..200)) {
+            check_against_oracle::<[(u8, u16); 0]>(&ops)?;
+            check_against_oracle::<[(u8, u16); 12]>(&ops)?;
         }
     }
 
     #[test]
-    fn a_map_turns_hashed_past_the_inline_limit() {
+    fn a_map_turns_hashed_past_the_vector_limit() {
         let mut map: MapEntries<usize, usize> = (0..SMALL_MAP_MAX).map(|i| (i, i)).collect();
         assert!(matches!(map, MapEntries::Small(_)));
         map.insert(SMALL_MAP_MAX, 0);

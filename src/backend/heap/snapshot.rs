@@ -13,6 +13,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+use smallvec::{Array, SmallVec};
+
 use super::table::{Bare, MapEntries};
 use crate::backend::{SnapshotOutput, SnapshotUpload};
 use crate::checkpoint::format::blocks::{
@@ -125,7 +127,7 @@ macro_rules! single {
 single!(Stamped);
 single!(Bare);
 
-impl<P: Element> Canonical for Vec<P> {
+impl<P: Element, A: Array<Item = P>> Canonical for SmallVec<A> {
     fn write_live(
         &self,
         ttl: Option<u64>,
@@ -146,7 +148,7 @@ impl<P: Element> Canonical for Vec<P> {
         let n = read_count(input, "list length", 9)?;
         let list = (0..n)
             .map(|_| P::read(input))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<SmallVec<A>, _>>()?;
         if list.is_empty() {
             return Err(CodecError::Invalid {
                 what: "list",
@@ -157,7 +159,7 @@ impl<P: Element> Canonical for Vec<P> {
     }
 }
 
-impl<UK: MapKey, P: Element> Canonical for MapEntries<UK, P> {
+impl<UK: MapKey, P: Element, A: Array<Item = (UK, P)>> Canonical for MapEntries<UK, P, A> {
     fn write_live(
         &self,
         ttl: Option<u64>,

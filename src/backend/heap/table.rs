@@ -20,6 +20,7 @@ use crate::ttl::{Stamped, is_expired};
 use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 
 pub(crate) use super::small_map::MapEntries;
+use smallvec::{Array, SmallVec};
 
 /// The last-access stamp of a packed value.
 pub(crate) trait HasStamp {
@@ -230,7 +231,7 @@ impl<V: Clone> Expiring for Bare<V> {
     }
 }
 
-impl<P: HasStamp + Clone> Expiring for Vec<P> {
+impl<A: Array<Item = P>, P: HasStamp + Clone> Expiring for SmallVec<A> {
     type Floor = P::Floor;
     fn floor(&self) -> P::Floor {
         floor_of(self.iter().map(HasStamp::last_access))
@@ -246,7 +247,7 @@ impl<P: HasStamp + Clone> Expiring for Vec<P> {
     }
 }
 
-impl<UK: MapKey, P: HasStamp + Clone> Expiring for MapEntries<UK, P> {
+impl<UK: MapKey, P: HasStamp + Clone, A: Array<Item = (UK, P)>> Expiring for MapEntries<UK, P, A> {
     type Floor = P::Floor;
     fn floor(&self) -> P::Floor {
         floor_of(self.values().map(HasStamp::last_access))
@@ -780,13 +781,17 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
 }
 
 /// The elements packed, and their floor.
-fn pack_all<E, P: Packed<E>>(elements: Vec<Stamped<E>>) -> (P::Floor, Vec<P>) {
+fn pack_all<E, P: Packed<E>, A: Array<Item = P>>(
+    elements: Vec<Stamped<E>>,
+) -> (P::Floor, SmallVec<A>) {
     let floor = floor_of(elements.iter().map(|e| e.last_access));
     (floor, elements.into_iter().map(P::pack).collect())
 }
 
-impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
-    for HeapTable<K, N, Vec<P>>
+impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>, A> ListTable<K, N, E>
+    for HeapTable<K, N, SmallVec<A>>
+where
+    A: Array<Item = P> + Send + Sync + 'static,
 {
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Vec<Stamped<E>>> {
         self.get_state(key, ns, |s| {
@@ -811,7 +816,11 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
             .into_iter()
             .map(|(key, ns, e)| (key, ns, floor_at(e.last_access), e))
             .collect();
-        self.upsert_many(items, |e| vec![P::pack(e)], |list, e| list.push(P::pack(e)))
+        self.upsert_many(
+            items,
+            |e| smallvec::smallvec![P::pack(e)],
+            |list, e| list.push(P::pack(e)),
+        )
     }
 
     fn values(&self, key: &Key<K>, ns: &N) -> Result<Vec<E>> {
@@ -827,7 +836,7 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
             ns,
             floor_at(element.last_access),
             P::pack(element),
-            |p| vec![p],
+            |p| smallvec::smallvec![p],
             |list, p| list.push(p),
         )
     }
@@ -836,7 +845,7 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
         if elements.is_empty() {
             return Ok(());
         }
-        let (floor, packed) = pack_all::<E, P>(elements);
+        let (floor, packed) = pack_all::<E, P, A>(elements);
         self.upsert(key, ns, floor, packed, |e| e, |list, e| list.extend(e))
     }
 
@@ -844,7 +853,7 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
         if elements.is_empty() {
             return self.remove_entry(key, ns);
         }
-        let (floor, packed) = pack_all::<E, P>(elements);
+        let (floor, packed) = pack_all::<E, P, A>(elements);
         self.upsert(key, ns, floor, packed, |e| e, |list, e| *list = e)
     }
 
@@ -857,8 +866,10 @@ impl<K: StateKey, N: Namespace, E: StateValue, P: Packed<E>> ListTable<K, N, E>
     }
 }
 
-impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>> MapTable<K, N, UK, UV>
-    for HeapTable<K, N, MapEntries<UK, P>>
+impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue, P: Packed<UV>, A> MapTable<K, N, UK, UV>
+    for HeapTable<K, N, MapEntries<UK, P, A>>
+where
+    A: Array<Item = (UK, P)> + Send + Sync + 'static,
 {
     fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>> {
         self.get_state(key, ns, |s| s.and_then(|m| m.get(user_key).map(P::unpack)))
