@@ -330,7 +330,8 @@ struct Inner<K, N, S: Expiring> {
     cleanup_debt: usize,
 }
 
-/// One state's table. `S` is the stored shape: `Stamped<V>`, `Vec<Stamped<E>>` or a map.
+/// One state's table. `S` is the stored shape: `Stamped<V>` or `Bare<V>`, a `SmallVec` of those
+/// (a list), or a map of those.
 pub(crate) struct HeapTable<K, N, S: Expiring> {
     config: EngineConfig,
     /// `(ttl in ms, entries to visit per access)` when the state has TTL and cleanup is on.
