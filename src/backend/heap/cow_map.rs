@@ -63,12 +63,26 @@ struct Hint {
     mask: usize,
 }
 
+/// The `end` of a segment whose bucket `index` is at `entry` (hashbrown keeps bucket `i` at
+/// `end - (i + 1) * size_of::<T>()`; the layout test pins it).
+#[inline]
+fn bucket_end<T>(entry: &T, index: usize) -> usize {
+    std::ptr::from_ref(entry).addr() + (index + 1) * size_of::<T>()
+}
+
+/// The address of bucket `index` of a segment ending at `end` (wrapping: a stale or guessed
+/// `end` only makes a useless prefetch).
+#[inline]
+fn bucket_addr<T>(end: usize, index: usize) -> usize {
+    end.wrapping_sub(index.wrapping_add(1).wrapping_mul(size_of::<T>()))
+}
+
 impl Hint {
     /// The hint for a segment of `buckets` buckets whose bucket `index` is at `entry`.
     #[inline]
     fn learn<T>(entry: &T, index: usize, buckets: usize) -> Hint {
         Hint {
-            end: std::ptr::from_ref(entry).addr() + (index + 1) * size_of::<T>(),
+            end: bucket_end(entry, index),
             mask: buckets.wrapping_sub(1),
         }
     }
@@ -85,10 +99,7 @@ impl Hint {
             reason = "hashbrown takes the low bits"
         )]
         let home = (hash as usize) & self.mask;
-        prefetch_line(
-            self.end
-                .wrapping_sub((home + 1).wrapping_mul(size_of::<T>())),
-        );
+        prefetch_line(bucket_addr::<T>(self.end, home));
         if control {
             prefetch_line(self.end.wrapping_add(home));
         }
@@ -289,12 +300,8 @@ impl<T: Clone> CowMap<T> {
     pub(crate) fn lower_floor(&mut self, hash: u64, bound: u64) {
         let i = self.segment_of(hash);
         let f = &mut self.floors[i];
-        if bound < f.floor {
-            f.floor = bound;
-        }
-        if bound < f.pass {
-            f.pass = bound;
-        }
+        f.floor = f.floor.min(bound);
+        f.pass = f.pass.min(bound);
     }
 
     /// Removes and returns the entry matching `eq` (no copy when it is absent).
@@ -425,8 +432,10 @@ impl<T: Clone> CowMap<T> {
             // Entries the sweep reaches were seldom touched lately: ask for the one
             // `SWEEP_AHEAD` buckets on now (hashbrown lays buckets downwards from `end`), so
             // the loads of a step overlap instead of waiting one after another.
-            let end = std::ptr::from_ref(entry).addr() + (bucket + 1) * size_of::<T>();
-            prefetch_line(end.wrapping_sub((bucket + 1 + SWEEP_AHEAD) * size_of::<T>()));
+            prefetch_line(bucket_addr::<T>(
+                bucket_end(entry, bucket),
+                bucket + SWEEP_AHEAD,
+            ));
             *visits -= 1;
             match judge(entry) {
                 Verdict::Keep => {
