@@ -334,3 +334,102 @@ fn lists_and_maps_cross_the_inline_limit_in_both_shapes() {
         }
     }
 }
+
+/// Tables whose segments live in the engine's huge-page arena hold exactly what tables on the
+/// global allocator hold, through growth, copy-on-write after a checkpoint, removals, and a
+/// restore into an engine of the other kind.
+#[test]
+fn tables_on_huge_pages_hold_what_tables_on_the_global_allocator_hold() {
+    use keyed_state::checkpoint::{CheckpointStore, MemoryStorage, RestoreSource};
+    use std::collections::BTreeMap;
+
+    /// The arena's mapped bytes, from the engine's `Debug` (0 without an arena).
+    fn mapped(b: &KeyedStateBackend<u64>) -> u64 {
+        let debug = format!("{:?}", b.engine());
+        debug
+            .split_once("mapped: ")
+            .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    /// Per key: the value, the list, the map.
+    type Oracle = BTreeMap<u64, (u64, Vec<u64>, BTreeMap<u64, u64>)>;
+
+    // Four key groups, so that 30,000 keys make segments of thousands of entries.
+    let config = || EngineConfig::new(4).unwrap();
+    let n = 30_000u64;
+    for huge in [true, false] {
+        let engine = HeapEngine::new(config()).with_huge_pages(huge);
+        assert_eq!(engine.huge_pages(), huge);
+        let b = KeyedStateBackend::<u64>::new(engine);
+        let vd = ValueStateDescriptor::<u64>::new("v");
+        let ld = ListStateDescriptor::<u64>::new("l");
+        let md = MapStateDescriptor::<u64, u64>::new("m")
+            .with_ttl(TtlConfig::new(Duration::from_secs(3_600)));
+        let (value, list, map) = (
+            b.value_state(&vd).unwrap(),
+            b.list_state(&ld).unwrap(),
+            b.map_state(&md).unwrap(),
+        );
+        let mut oracle = Oracle::new();
+        let write = |k: u64, round: u64, oracle: &mut Oracle| {
+            let key = b.key(k).unwrap();
+            value.update(&key, &(), k * 3 + round).unwrap();
+            list.add(&key, &(), round).unwrap();
+            map.put(&key, &(), round % 3, k).unwrap();
+            let o = oracle.entry(k).or_default();
+            o.0 = k * 3 + round;
+            o.1.push(round);
+            o.2.insert(round % 3, k);
+        };
+        let check = |b: &KeyedStateBackend<u64>, oracle: &Oracle| {
+            let (value, list, map) = (
+                b.value_state(&vd).unwrap(),
+                b.list_state(&ld).unwrap(),
+                b.map_state(&md).unwrap(),
+            );
+            for k in 0..n {
+                let key = b.key(k).unwrap();
+                let want = oracle.get(&k);
+                assert_eq!(value.get(&key, &()).unwrap(), want.map(|o| o.0), "key {k}");
+                let got: Vec<u64> = list.get(&key, &()).unwrap().collect();
+                assert_eq!(got, want.map(|o| o.1.clone()).unwrap_or_default());
+                let got: BTreeMap<u64, u64> = map.entries(&key, &()).unwrap().collect();
+                assert_eq!(got, want.map(|o| o.2.clone()).unwrap_or_default());
+            }
+        };
+        for k in 0..n {
+            write(k, 0, &mut oracle);
+        }
+        let store = Arc::new(
+            CheckpointStore::open(Arc::new(MemoryStorage::new()), 1)
+                .unwrap()
+                .0,
+        );
+        let job = b.checkpoint(&store, 1, &[]).unwrap();
+        let at_checkpoint = oracle.clone();
+        // Writes while the checkpoint holds the tables copy their segments.
+        for k in (0..n).step_by(2) {
+            write(k, 1, &mut oracle);
+        }
+        for k in (0..n).step_by(5) {
+            let key = b.key(k).unwrap();
+            value.clear(&key, &()).unwrap();
+            list.clear(&key, &()).unwrap();
+            map.clear(&key, &()).unwrap();
+            oracle.remove(&k);
+        }
+        job.wait().unwrap();
+        check(&b, &oracle);
+        assert_eq!(mapped(&b) > 0, huge, "{:?}", b.engine());
+
+        let source = RestoreSource::latest(&store).unwrap();
+        let restored = KeyedStateBackend::<u64>::new(
+            HeapEngine::restore(config(), &[source])
+                .unwrap()
+                .with_huge_pages(!huge),
+        );
+        check(&restored, &at_checkpoint);
+        assert_eq!(mapped(&restored) > 0, !huge, "{:?}", restored.engine());
+    }
+}

@@ -25,7 +25,12 @@
 use std::cell::Cell;
 use std::sync::Arc;
 
-use hashbrown::HashTable;
+use hashbrown::HashTable as RawTable;
+
+use super::arena::TableAlloc;
+
+/// A segment: a hashbrown table in the engine's table memory.
+type HashTable<T> = RawTable<T, TableAlloc>;
 use hashbrown::hash_table::{Entry as HtEntry, OccupiedEntry};
 
 /// Average entries per segment above which the directory doubles.
@@ -49,6 +54,8 @@ pub(crate) struct CowMap<T> {
     floors: Vec<SegmentFloor>,
     bits: u32,
     len: usize,
+    /// Where new segments get their memory.
+    alloc: TableAlloc,
 }
 
 /// Where a segment's buckets lay when an entry was last found or placed in it: hashbrown
@@ -110,7 +117,11 @@ impl Hint {
 /// count before the entry was looked up: if placing it grew the segment, the hint's mask is
 /// stale until the segment's next access relearns it (a useless prefetch, nothing worse).
 #[inline]
-fn learned<'a, T>(occupied: OccupiedEntry<'a, T>, hint: &Cell<Hint>, buckets: usize) -> &'a mut T {
+fn learned<'a, T>(
+    occupied: OccupiedEntry<'a, T, TableAlloc>,
+    hint: &Cell<Hint>,
+    buckets: usize,
+) -> &'a mut T {
     let index = occupied.bucket_index();
     let entry = occupied.into_mut();
     hint.set(Hint::learn(&*entry, index, buckets));
@@ -160,7 +171,7 @@ pub(crate) enum Slot<'a, T> {
 
 /// An empty place for an entry.
 pub(crate) struct Vacant<'a, T> {
-    entry: hashbrown::hash_table::VacantEntry<'a, T>,
+    entry: hashbrown::hash_table::VacantEntry<'a, T, TableAlloc>,
     len: &'a mut usize,
     hint: &'a Cell<Hint>,
     buckets: usize,
@@ -208,18 +219,25 @@ impl<T> CowSnapshot<T> {
 }
 
 impl<T: Clone> Default for CowMap<T> {
+    /// An empty map on the global allocator.
     fn default() -> Self {
-        CowMap {
-            segments: Arc::from(vec![Arc::new(HashTable::new())]),
-            hints: vec![Cell::default()],
-            floors: vec![SegmentFloor::default()],
-            bits: 0,
-            len: 0,
-        }
+        CowMap::new(TableAlloc::global())
     }
 }
 
 impl<T: Clone> CowMap<T> {
+    /// An empty map whose segments get their memory from `alloc`.
+    pub(crate) fn new(alloc: TableAlloc) -> Self {
+        CowMap {
+            segments: Arc::from(vec![Arc::new(HashTable::new_in(alloc.clone()))]),
+            hints: vec![Cell::default()],
+            floors: vec![SegmentFloor::default()],
+            bits: 0,
+            len: 0,
+            alloc,
+        }
+    }
+
     #[inline]
     fn segment_of(&self, hash: u64) -> usize {
         ((hash >> 32) as usize) & ((1usize << self.bits) - 1)
@@ -344,7 +362,7 @@ impl<T: Clone> CowMap<T> {
         let count = 1usize << bits;
         let per_segment = self.len / count + self.len / (count * 8);
         let mut fresh: Vec<HashTable<T>> = (0..count)
-            .map(|_| HashTable::with_capacity(per_segment))
+            .map(|_| HashTable::with_capacity_in(per_segment, self.alloc.clone()))
             .collect();
         let mask = count - 1;
         let mut place = |v: T| {
@@ -481,9 +499,23 @@ mod tests {
         }
     }
 
+    /// Both allocators: the global one, and an arena, whose blocks must all come back once
+    /// the map and its snapshots are gone.
+    fn on_each_allocator(test: impl Fn(CowMap<(u64, u64)>)) {
+        test(CowMap::new(TableAlloc::global()));
+        let alloc = TableAlloc::arena();
+        test(CowMap::new(alloc.clone()));
+        let stats = alloc.stats().expect("an arena");
+        assert!(stats.mapped > 0, "the segments came from the arena");
+        assert_eq!(stats.in_use, 0, "every segment was given back");
+    }
+
     #[test]
     fn grows_past_many_segments_and_keeps_every_entry() {
-        let mut m = CowMap::default();
+        on_each_allocator(grows_past_many_segments);
+    }
+
+    fn grows_past_many_segments(mut m: CowMap<(u64, u64)>) {
         let n = SEGMENT_TARGET_LEN as u64 * 9;
         for k in 0..n {
             put(&mut m, k, k * 2);
@@ -503,7 +535,10 @@ mod tests {
 
     #[test]
     fn snapshot_is_isolated_from_later_writes_including_growth() {
-        let mut m = CowMap::default();
+        on_each_allocator(snapshot_is_isolated);
+    }
+
+    fn snapshot_is_isolated(mut m: CowMap<(u64, u64)>) {
         for k in 0..1000 {
             put(&mut m, k, 1);
         }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 
+use super::arena::TableAlloc;
 use super::cow_map::{CowMap, CowSnapshot, Cursor, Slot, Verdict};
 use super::snapshot::{Canonical, FrozenState, write_encoded};
 use crate::backend::{ListTable, MapTable, ValueTable};
@@ -339,12 +340,14 @@ pub(crate) struct HeapTable<K, N, S: Expiring> {
     /// The TTL in ms (snapshots leave out what expired).
     ttl_millis: Option<u64>,
     inner: Mutex<Inner<K, N, S>>,
+    /// Where the key groups' maps get their memory (restores make fresh ones).
+    alloc: TableAlloc,
 }
 
 impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
-    pub(crate) fn new(config: &EngineConfig, meta: &StateMeta) -> Self {
+    pub(crate) fn new(config: &EngineConfig, meta: &StateMeta, alloc: &TableAlloc) -> Self {
         let groups = (0..config.key_group_range().len())
-            .map(|_| CowMap::default())
+            .map(|_| CowMap::new(alloc.clone()))
             .collect();
         let cleanup = meta
             .ttl
@@ -360,6 +363,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                 cleanup: (0, Cursor::default()),
                 cleanup_debt: 0,
             }),
+            alloc: alloc.clone(),
         }
     }
 
@@ -682,7 +686,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static>
         };
         let max_parallelism = self.config.max_parallelism();
         let mut input = bytes;
-        let mut map = CowMap::default();
+        let mut map = CowMap::new(self.alloc.clone());
         for _ in 0..records {
             let key_bytes = read_bytes(&mut input, "key")?;
             if key_group_for_bytes(key_bytes, max_parallelism) != group {
