@@ -26,12 +26,12 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use hashbrown::HashTable as RawTable;
+use hashbrown::hash_table::{Entry as HtEntry, OccupiedEntry};
 
 use super::arena::TableAlloc;
 
 /// A segment: a hashbrown table in the engine's table memory.
 type HashTable<T> = RawTable<T, TableAlloc>;
-use hashbrown::hash_table::{Entry as HtEntry, OccupiedEntry};
 
 /// Average entries per segment above which the directory doubles.
 pub(crate) const SEGMENT_TARGET_LEN: usize = 2048;
