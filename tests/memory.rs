@@ -1,7 +1,8 @@
 //! Memory per entry: 1,000,000 `ValueState<u64>` entries on the heap engine against a raw
 //! `HashMap<u64, u64>` with the same hasher, measured by a counting global allocator (live
 //! bytes after building minus before), plus, with huge pages, the part of the memory the
-//! engine mapped for its tables that it has written to. Target: the engine at most 2× the raw map, with and without huge pages.
+//! engine mapped for its tables that it has written to. Target: the engine at most 2× the raw
+//! map, with and without huge pages.
 //!
 //! Run `cargo test --release --test memory -- --nocapture` to see the figures.
 
@@ -76,7 +77,7 @@ fn heap_value_state_uses_at_most_twice_the_raw_map() {
     assert_eq!(raw.len() as u64, ENTRIES);
 
     // On the global allocator, the counter sees every table; with huge pages (the default),
-    // tables live in the engine's own maps, whose size its `Debug` reports.
+    // tables live in the engine's own maps, whose written bytes its `Debug` reports.
     for huge_pages in [false, true] {
         let (backend, counted_per_entry) = measure(|| {
             let backend =
