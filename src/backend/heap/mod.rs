@@ -166,9 +166,16 @@ impl HeapEngine {
         })
     }
 
-    /// Records `table` for metrics and snapshots, fills it with the state's restored records
-    /// if there are any, and returns it.
-    fn track<T: HeapState + 'static>(&self, meta: &StateMeta, table: T) -> Result<Arc<T>> {
+    /// A new table of shape `S` for the state `meta`, in the engine's table memory: recorded
+    /// for metrics and snapshots, and filled with the state's restored records if there are any.
+    fn table<K, N, S>(&self, meta: &StateMeta) -> Result<Arc<HeapTable<K, N, S>>>
+    where
+        K: StateKey,
+        N: Namespace,
+        S: table::Expiring + Send + Sync,
+        HeapTable<K, N, S>: HeapState + 'static,
+    {
+        let table = HeapTable::<K, N, S>::new(&self.config, meta, &self.alloc);
         let pending = self.restored.lock().remove(&meta.name);
         if let Some(pending) = pending {
             if let Some((field, existing, requested)) = pending.meta.restore_difference(meta) {
@@ -228,15 +235,9 @@ impl Engine for HeapEngine {
     ) -> Result<Arc<dyn ValueTable<K, N, V>>> {
         // States without TTL keep bare values: 8 bytes less per value.
         Ok(if meta.ttl.is_some() {
-            self.track(
-                meta,
-                HeapTable::<K, N, Stamped<V>>::new(&self.config, meta, &self.alloc),
-            )?
+            self.table::<K, N, Stamped<V>>(meta)?
         } else {
-            self.track(
-                meta,
-                HeapTable::<K, N, Bare<V>>::new(&self.config, meta, &self.alloc),
-            )?
+            self.table::<K, N, Bare<V>>(meta)?
         })
     }
 
@@ -248,19 +249,9 @@ impl Engine for HeapEngine {
         macro_rules! list {
             ($p:ty) => {
                 if self.inline_collections && inline::fits::<$p>(inline::LIST_INLINE) {
-                    self.track(
-                        meta,
-                        HeapTable::<K, N, SmallVec<[$p; inline::LIST_INLINE]>>::new(
-                            &self.config,
-                            meta,
-                            &self.alloc,
-                        ),
-                    )?
+                    self.table::<K, N, SmallVec<[$p; inline::LIST_INLINE]>>(meta)?
                 } else {
-                    self.track(
-                        meta,
-                        HeapTable::<K, N, SmallVec<[$p; 0]>>::new(&self.config, meta, &self.alloc),
-                    )?
+                    self.table::<K, N, SmallVec<[$p; 0]>>(meta)?
                 }
             };
         }
@@ -278,19 +269,9 @@ impl Engine for HeapEngine {
         macro_rules! map {
             ($p:ty) => {
                 if self.inline_collections && inline::fits::<(UK, $p)>(inline::MAP_INLINE) {
-                    self.track(
-                        meta,
-                        HeapTable::<K, N, MapEntries<UK, $p, [(UK, $p); inline::MAP_INLINE]>>::new(
-                            &self.config,
-                            meta,
-                            &self.alloc,
-                        ),
-                    )?
+                    self.table::<K, N, MapEntries<UK, $p, [(UK, $p); inline::MAP_INLINE]>>(meta)?
                 } else {
-                    self.track(
-                        meta,
-                        HeapTable::<K, N, MapEntries<UK, $p>>::new(&self.config, meta, &self.alloc),
-                    )?
+                    self.table::<K, N, MapEntries<UK, $p>>(meta)?
                 }
             };
         }
