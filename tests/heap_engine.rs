@@ -9,6 +9,9 @@ use keyed_state::state::{ListStateDescriptor, MapStateDescriptor, ValueStateDesc
 use keyed_state::ttl::{StateVisibility, TtlConfig};
 use keyed_state::{EngineConfig, HeapEngine, KeyedStateBackend};
 
+#[path = "support/arena.rs"]
+mod arena;
+
 fn backend(clock: &ManualClock) -> KeyedStateBackend<u64> {
     KeyedStateBackend::new(HeapEngine::new(
         EngineConfig::new(128).unwrap().with_clock(clock.shared()),
@@ -343,14 +346,7 @@ fn tables_on_huge_pages_hold_what_tables_on_the_global_allocator_hold() {
     use keyed_state::checkpoint::{CheckpointStore, MemoryStorage, RestoreSource};
     use std::collections::BTreeMap;
 
-    /// The arena's mapped bytes, from the engine's `Debug` (0 without an arena).
-    fn mapped(b: &KeyedStateBackend<u64>) -> u64 {
-        let debug = format!("{:?}", b.engine());
-        debug
-            .split_once("mapped: ")
-            .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .map_or(0, |n| n.parse().unwrap())
-    }
+    let mapped = |b: &KeyedStateBackend<u64>| arena::arena_bytes(b.engine(), "mapped");
 
     /// Per key: the value, the list, the map.
     type Oracle = BTreeMap<u64, (u64, Vec<u64>, BTreeMap<u64, u64>)>;

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use keyed_state::state::ValueStateDescriptor;
 use keyed_state::{HeapEngine, KeyedStateBackend};
 
+#[path = "support/arena.rs"]
+mod arena;
+
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -93,7 +96,7 @@ fn heap_value_state_uses_at_most_twice_the_raw_map() {
         let (backend, state) = backend;
         let probe = backend.key(keys().nth(777).unwrap()).unwrap();
         assert_eq!(state.get(&probe, &()).unwrap(), Some(*probe.key()));
-        let touched = touched(backend.engine());
+        let touched = arena::arena_bytes(backend.engine(), "touched");
         assert_eq!(touched > 0, huge_pages);
         let heap_per_entry = counted_per_entry + touched as f64 / ENTRIES as f64;
 
@@ -103,13 +106,4 @@ fn heap_value_state_uses_at_most_twice_the_raw_map() {
         );
         assert!(ratio <= 2.0, "heap uses {ratio:.2}x the raw map's memory");
     }
-}
-
-/// The bytes of the engine's own table memory written so far, from its `Debug` (0 without
-/// huge pages).
-fn touched(engine: &HeapEngine) -> u64 {
-    format!("{engine:?}")
-        .split_once("touched: ")
-        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .map_or(0, |n| n.parse().unwrap())
 }

@@ -209,7 +209,7 @@ impl Maps {
         self.stats.free -= len;
     }
 
-    fn map_of(&mut self, addr: usize) -> Option<usize> {
+    fn map_of(&self, addr: usize) -> Option<usize> {
         self.maps.iter().position(|x| x.contains(addr))
     }
 }
@@ -227,7 +227,7 @@ impl Arena {
             if len > size {
                 m.add_free(addr + size, len - size);
             }
-            let i = m.map_of(addr)?;
+            let i = m.map_of(addr).expect("a free range lies in a live map");
             return Some(m.maps[i].block(addr, size));
         }
         if m.maps.last().is_none_or(|x| x.top() + size > x.end) {
@@ -240,7 +240,7 @@ impl Arena {
             m.stats.mapped += map.map.len();
             m.maps.push(map);
         }
-        let map = m.maps.last_mut()?;
+        let map = m.maps.last_mut().expect("a map to carve from");
         let addr = map.top();
         map.bump += size;
         if map.bump > map.high {
