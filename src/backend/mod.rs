@@ -363,4 +363,6 @@ pub struct EngineMetrics {
     pub memory_bytes: u64,
     /// Block-cache usage (RocksDB; 0 on the heap).
     pub cache_bytes: u64,
+    /// Row-cache usage (RocksDB with a row cache; 0 otherwise).
+    pub row_cache_bytes: u64,
 }

@@ -335,6 +335,7 @@ impl Engine for HeapEngine {
             states,
             memory_bytes,
             cache_bytes: 0,
+            row_cache_bytes: 0,
         })
     }
 }

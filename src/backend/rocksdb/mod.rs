@@ -106,6 +106,9 @@ pub struct RocksDbEngine {
     options: RocksDbOptions,
     path: PathBuf,
     cache: Cache,
+    /// RocksDB's row cache, when the options ask for one and the database holds no range
+    /// deletion ([`RocksDbOptions::row_cache_bytes`]).
+    row_cache: Option<Cache>,
     write_buffers: Option<WriteBufferManager>,
     /// The TTL slot of every state column family, by column family name.
     slots: Mutex<HashMap<String, Arc<TtlSlot>>>,
@@ -168,6 +171,35 @@ impl RocksDbEngine {
         options: RocksDbOptions,
         fresh_uid: bool,
     ) -> Result<Self> {
+        if options.row_cache_bytes() == 0 || !path.join("CURRENT").exists() {
+            return Self::open_db(path, temp_dir, config, options, fresh_uid, true);
+        }
+        // RocksDB's row cache ignores range deletions: an existing database (one a rescaling
+        // restore cut, or whose restored files carry a cut of their own) is first opened
+        // without it and compacted free of them.
+        let plain = Self::open_db(
+            path.clone(),
+            None,
+            config.clone(),
+            options.clone(),
+            fresh_uid,
+            false,
+        )?;
+        let purged = plain.drop_range_deletions(&[])?;
+        drop(plain);
+        Self::open_db(path, temp_dir, config, options, false, purged)
+    }
+
+    /// Opens the database, with the row cache the options ask for only if `row_cache` (the
+    /// caller has made sure no range deletion is left, see [`open_in`](Self::open_in)).
+    fn open_db(
+        path: PathBuf,
+        temp_dir: Option<tempfile::TempDir>,
+        config: EngineConfig,
+        options: RocksDbOptions,
+        fresh_uid: bool,
+        row_cache: bool,
+    ) -> Result<Self> {
         let cache = Cache::new_lru_cache(options.block_cache_bytes());
         let write_buffers = options.memory_budget_bytes().map(|budget| {
             WriteBufferManager::new_write_buffer_manager_with_cache(budget, false, cache.clone())
@@ -179,6 +211,14 @@ impl RocksDbEngine {
         db_opts.set_disable_auto_compactions(!options.auto_compaction());
         if let Some(wbm) = &write_buffers {
             db_opts.set_write_buffer_manager(wbm);
+        }
+        if !row_cache && options.row_cache_bytes() > 0 {
+            tracing::warn!(path = %path.display(), "opening RocksDB without its row cache: range deletions are left that compactions did not drop");
+        }
+        let row_cache = (row_cache && options.row_cache_bytes() > 0)
+            .then(|| Cache::new_lru_cache(options.row_cache_bytes()));
+        if let Some(rows) = &row_cache {
+            db_opts.set_row_cache(rows);
         }
         let existing = if path.join("CURRENT").exists() {
             Db::list_cf(&db_opts, &path)?
@@ -219,6 +259,7 @@ impl RocksDbEngine {
             options,
             path,
             cache,
+            row_cache,
             write_buffers,
             slots: Mutex::new(slots),
             metas: Mutex::new(metas),
@@ -310,7 +351,8 @@ impl RocksDbEngine {
         };
         fs::create_dir_all(&path).at(&path)?;
         let restored_ssts = download(base, &path)?;
-        let mut engine = Self::open_in(path, None, config, options, true)?;
+        // Without the row cache for now: it refuses the range deletions of the clip below.
+        let mut engine = Self::open_db(path, None, config.clone(), options.clone(), true, false)?;
         engine.restored_ssts = restored_ssts;
         for meta in states {
             engine.prepare_state(meta)?;
@@ -335,7 +377,19 @@ impl RocksDbEngine {
                 .max()
                 .unwrap_or(0),
         );
-        engine.clip(held, range)?;
+        let cuts = engine.clip(held, range)?;
+        if options.row_cache_bytes() > 0 {
+            // The row cache ignores range deletions: compact the cuts away now, then reopen
+            // with it.
+            let purged = engine.drop_range_deletions(&cuts)?;
+            let restored_ssts = std::mem::take(&mut engine.restored_ssts);
+            let path = engine.path.clone();
+            drop(engine);
+            engine = Self::open_db(path, None, config, options, false, purged)?;
+            engine.restored_ssts = restored_ssts;
+        } else if options.compact_after_rescale() && !cuts.is_empty() {
+            *engine.compaction.lock() = compact_in_background(engine.handle.clone(), cuts);
+        }
         tracing::info!(path = %engine.path.display(), range = %range, sources = summary.sources, files_adopted = summary.files_adopted, rewritten = summary.column_families_rewritten, "restored RocksDB engine");
         engine.restored = summary;
         Ok(engine)
@@ -449,10 +503,11 @@ impl RocksDbEngine {
     }
 
     /// Deletes the key groups of `held` (what the sources held) outside `range` from every
-    /// state: files wholly outside it are dropped, the rest is hidden by range deletions, and
-    /// a background compaction of the cut ranges then reclaims the space and drops the range
-    /// deletions (files that carry them cannot be adopted by a later rescale).
-    fn clip(&self, held: KeyGroupRange, range: KeyGroupRange) -> Result<()> {
+    /// state: files wholly outside it are dropped, the rest is hidden by range deletions.
+    /// Returns the cut ranges, for the caller to compact (which reclaims their space and drops
+    /// the range deletions: files that carry them cannot be adopted by a later rescale, and
+    /// the row cache ignores them).
+    fn clip(&self, held: KeyGroupRange, range: KeyGroupRange) -> Result<Vec<Cut>> {
         let prefix_len = layout::group_prefix_len(self.config.max_parallelism());
         let key = |g: u32| {
             let mut out = Vec::new();
@@ -481,7 +536,7 @@ impl RocksDbEngine {
             cuts.push((key(u32::from(range.end()) + 1), to.clone(), to));
         }
         if cuts.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut compactions = Vec::new();
         for name in self.state_cfs() {
@@ -500,10 +555,41 @@ impl RocksDbEngine {
                 self.handle.db.delete(&key)?;
             }
         }
-        if self.options.compact_after_rescale() {
-            *self.compaction.lock() = compact_in_background(self.handle.clone(), compactions);
+        Ok(compactions)
+    }
+
+    /// Flushes and compacts every column family until none holds a range deletion (RocksDB's
+    /// row cache ignores them: a cached entry would outlive a range deletion in its own file).
+    /// `cuts` are where this engine's own clip put some: those ranges are compacted first, and
+    /// a column family with range deletions left (restored files that carried a cut of their
+    /// own) is compacted whole. Returns whether none is left.
+    fn drop_range_deletions(&self, cuts: &[Cut]) -> Result<bool> {
+        let db = &self.handle.db;
+        let mut force = rocksdb::CompactOptions::default();
+        force.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        let mut names = self.state_cfs();
+        names.push("default".to_owned());
+        for name in names {
+            let Some(cf) = db.cf_handle(&name) else {
+                continue;
+            };
+            db.flush_cf(&cf)?;
+            if range_deletions(db, &cf)? == 0 {
+                continue;
+            }
+            for (_, from, to) in cuts.iter().filter(|(cut, ..)| *cut == name) {
+                db.compact_range_cf_opt(&cf, Some(from), Some(to), &force);
+            }
+            if range_deletions(db, &cf)? > 0 {
+                db.compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &force);
+            }
+            let left = range_deletions(db, &cf)?;
+            tracing::debug!(cf = %name, left, "compacted range deletions away for the row cache");
+            if left > 0 {
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Brings the key groups of `range` held by `source` in: each column family's files as
@@ -860,6 +946,23 @@ fn compact_in_background(
     }
 }
 
+/// A key range of a column family a restore cut away: (column family, from, to excluded).
+type Cut = (String, Vec<u8>, Vec<u8>);
+
+/// How many range deletions the SST files of `cf` hold (RocksDB's aggregated table
+/// properties; memtables are not counted, so flush first). A figure that cannot be read
+/// counts as some.
+fn range_deletions(db: &Db, cf: &impl rocksdb::AsColumnFamilyRef) -> Result<u64> {
+    let properties = db.property_value_cf(cf, "rocksdb.aggregated-table-properties")?;
+    let count = properties.as_deref().map_or(Some(0), |p| {
+        p.split(';')
+            .filter_map(|field| field.split_once('='))
+            .find(|(name, _)| name.trim() == "# range deletions")
+            .and_then(|(_, value)| value.trim().parse().ok())
+    });
+    Ok(count.unwrap_or(u64::MAX))
+}
+
 /// Downloads a checkpoint's files into `dir` (verified), returning the restored SSTs' shared
 /// names by local file name.
 fn download(source: &RestoreSource, dir: &Path) -> Result<HashMap<String, String>> {
@@ -1189,6 +1292,10 @@ impl Engine for RocksDbEngine {
             states,
             memory_bytes: memtable_bytes,
             cache_bytes: u64::try_from(self.cache.get_usage()).unwrap_or(u64::MAX),
+            row_cache_bytes: self
+                .row_cache
+                .as_ref()
+                .map_or(0, |c| u64::try_from(c.get_usage()).unwrap_or(u64::MAX)),
         })
     }
 }
@@ -1214,6 +1321,7 @@ impl fmt::Debug for RocksDbEngine {
             .field("config", &self.config)
             .field("options", &self.options)
             .field("states", &self.slots.lock().len())
+            .field("row_cache", &self.row_cache.is_some())
             .finish()
     }
 }

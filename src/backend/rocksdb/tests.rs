@@ -68,3 +68,263 @@ fn the_ttl_filter_keeps_and_counts_what_it_cannot_parse() {
     // Counted on every visit (a forced full compaction passes over the value more than once).
     assert!(b.engine().unparsable_values("list") >= 1);
 }
+
+mod row_cache {
+    //! The row cache: reads through it match an oracle across flushes and compactions, and no
+    //! range deletion is ever left in a database opened with one (RocksDB ignores them there).
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::super::range_deletions;
+    use super::*;
+    use crate::Engine;
+    use crate::checkpoint::{CheckpointStore, MemoryStorage, RestoreSource};
+    use crate::clock::Clock;
+    use crate::key_group::KeyGroupRange;
+    use crate::state::MapStateDescriptor;
+
+    fn with_rows() -> RocksDbOptions {
+        options().with_row_cache_bytes(4 << 20)
+    }
+
+    /// Range deletions in the SST files of every column family of `engine`.
+    fn range_deletions_in(engine: &RocksDbEngine) -> u64 {
+        let db = &engine.handle.db;
+        let mut names = engine.state_cfs();
+        names.push("default".to_owned());
+        names
+            .iter()
+            .map(|name| range_deletions(db, &db.cf_handle(name).unwrap()).unwrap())
+            .sum()
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u64, u64),
+        Clear(u64),
+        Add(u64, u64),
+        MapPut(u64, u8, u64),
+        MapRemove(u64, u8),
+        Advance(u64),
+        Flush,
+        Compact,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let k = 0u64..12;
+        prop_oneof![
+            3 => (k.clone(), any::<u64>()).prop_map(|(k, v)| Op::Put(k, v)),
+            1 => k.clone().prop_map(Op::Clear),
+            2 => (k.clone(), any::<u64>()).prop_map(|(k, v)| Op::Add(k, v)),
+            2 => (k.clone(), 0u8..4, any::<u64>()).prop_map(|(k, u, v)| Op::MapPut(k, u, v)),
+            1 => (k, 0u8..4).prop_map(|(k, u)| Op::MapRemove(k, u)),
+            1 => (0u64..8).prop_map(Op::Advance),
+            2 => Just(Op::Flush),
+            1 => Just(Op::Compact),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Every key is read (point lookups, through the row cache once its entry is in an
+        /// SST file) after every op, against a `BTreeMap` oracle: overwrites, clears, list
+        /// appends (merge operands on top of a cached entry), map entries, TTL expiry of a
+        /// cached value, across flushes and full compactions.
+        #[test]
+        fn reads_through_the_row_cache_match_the_oracle(
+            ops in proptest::collection::vec(op(), 1..60)
+        ) {
+            let clock = ManualClock::new(0);
+            let config = EngineConfig::new(128).unwrap().with_clock(clock.shared());
+            let b = KeyedStateBackend::<u64, _>::new(
+                RocksDbEngine::open_temporary(config, with_rows()).unwrap(),
+            );
+            let ttl = TtlConfig::new(Duration::from_millis(10));
+            let value = b
+                .value_state(&ValueStateDescriptor::<u64>::new("value").with_ttl(ttl))
+                .unwrap();
+            let list = b.list_state(&ListStateDescriptor::<u64>::new("list")).unwrap();
+            let map = b.map_state(&MapStateDescriptor::<u8, u64>::new("map")).unwrap();
+            // The oracle: values with their write time, lists, maps.
+            let mut values: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+            let mut lists: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+            let mut maps: BTreeMap<(u64, u8), u64> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => {
+                        value.update(&b.key(k).unwrap(), &(), v).unwrap();
+                        values.insert(k, (v, clock.now_millis()));
+                    }
+                    Op::Clear(k) => {
+                        value.clear(&b.key(k).unwrap(), &()).unwrap();
+                        values.remove(&k);
+                    }
+                    Op::Add(k, v) => {
+                        list.add(&b.key(k).unwrap(), &(), v).unwrap();
+                        lists.entry(k).or_default().push(v);
+                    }
+                    Op::MapPut(k, u, v) => {
+                        map.put(&b.key(k).unwrap(), &(), u, v).unwrap();
+                        maps.insert((k, u), v);
+                    }
+                    Op::MapRemove(k, u) => {
+                        map.remove(&b.key(k).unwrap(), &(), &u).unwrap();
+                        maps.remove(&(k, u));
+                    }
+                    Op::Advance(ms) => clock.advance_millis(ms),
+                    Op::Flush => b.engine().flush().unwrap(),
+                    Op::Compact => {
+                        for state in ["value", "list", "map"] {
+                            b.engine().compact_state(state).unwrap();
+                        }
+                    }
+                }
+                let now = clock.now_millis();
+                for k in 0..12 {
+                    let key = b.key(k).unwrap();
+                    let live = values.get(&k).filter(|(_, at)| now < at + 10).map(|(v, _)| *v);
+                    prop_assert_eq!(value.get(&key, &()).unwrap(), live, "value {}", k);
+                    let got: Vec<u64> = list.get(&key, &()).unwrap().collect();
+                    let expected = lists.get(&k).cloned().unwrap_or_default();
+                    prop_assert_eq!(got, expected, "list {}", k);
+                    for u in 0..4 {
+                        prop_assert_eq!(
+                            map.get(&key, &(), &u).unwrap(),
+                            maps.get(&(k, u)).copied(),
+                            "map {} {}", k, u
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a flush, reads fill the row cache: the test above does go through it.
+    #[test]
+    fn point_reads_of_flushed_entries_fill_the_row_cache() {
+        let config = EngineConfig::new(128).unwrap();
+        let b = KeyedStateBackend::<u64, _>::new(
+            RocksDbEngine::open_temporary(config, with_rows()).unwrap(),
+        );
+        let value = b
+            .value_state(&ValueStateDescriptor::<u64>::new("value"))
+            .unwrap();
+        for k in 0..100 {
+            value.update(&b.key(k).unwrap(), &(), k).unwrap();
+        }
+        b.engine().flush().unwrap();
+        assert_eq!(b.engine().metrics().unwrap().row_cache_bytes, 0);
+        for k in 0..100 {
+            assert_eq!(value.get(&b.key(k).unwrap(), &()).unwrap(), Some(k));
+        }
+        assert!(b.engine().metrics().unwrap().row_cache_bytes > 0);
+    }
+
+    /// A checkpoint of the whole key-group range, of 300 keys in a value state.
+    fn source() -> RestoreSource {
+        let config = EngineConfig::new(128).unwrap();
+        let b = KeyedStateBackend::<u64, _>::new(
+            RocksDbEngine::open_temporary(config, options()).unwrap(),
+        );
+        let value = b
+            .value_state(&ValueStateDescriptor::<u64>::new("value"))
+            .unwrap();
+        for k in 0..300 {
+            value.update(&b.key(k).unwrap(), &(), k * 3).unwrap();
+        }
+        let store = Arc::new(
+            CheckpointStore::open(Arc::new(MemoryStorage::new()), 1)
+                .unwrap()
+                .0,
+        );
+        b.checkpoint(&store, 1, &[]).unwrap().wait().unwrap();
+        RestoreSource::latest(&store).unwrap()
+    }
+
+    fn half() -> EngineConfig {
+        EngineConfig::new(128)
+            .unwrap()
+            .with_key_group_range(KeyGroupRange::new(0, 63))
+            .unwrap()
+    }
+
+    /// Checks the restored half: exactly its keys, with their values.
+    fn check_half(engine: RocksDbEngine) {
+        let b = KeyedStateBackend::<u64, _>::new(engine);
+        let value = b
+            .value_state(&ValueStateDescriptor::<u64>::new("value"))
+            .unwrap();
+        let mut owned = 0;
+        for k in 0..300 {
+            match b.key(k) {
+                Ok(key) => {
+                    owned += 1;
+                    assert_eq!(value.get(&key, &()).unwrap(), Some(k * 3));
+                }
+                Err(Error::KeyGroupOutOfRange { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(
+            owned > 100 && owned < 200,
+            "{owned} keys in half the key groups"
+        );
+    }
+
+    /// A rescaling restore cuts with range deletions; with a row cache it compacts them away
+    /// before it opens with the cache. Without one (and no background compaction) they are
+    /// there to see, so the probe is not blind.
+    #[test]
+    fn a_cutting_restore_with_a_row_cache_leaves_no_range_deletion() {
+        let source = source();
+        let dir = tempfile::tempdir().unwrap();
+        let plain = RocksDbEngine::restore(
+            dir.path().join("plain"),
+            half(),
+            options().with_compact_after_rescale(false),
+            std::slice::from_ref(&source),
+        )
+        .unwrap();
+        assert!(plain.row_cache.is_none());
+        plain.flush().unwrap();
+        assert!(range_deletions_in(&plain) > 0);
+        drop(plain);
+        let cached = RocksDbEngine::restore(
+            dir.path().join("cached"),
+            half(),
+            with_rows(),
+            std::slice::from_ref(&source),
+        )
+        .unwrap();
+        assert!(cached.row_cache.is_some());
+        assert_eq!(range_deletions_in(&cached), 0);
+        check_half(cached);
+    }
+
+    /// A database left with range deletions (a cutting restore whose background compaction
+    /// never ran) and opened again with a row cache is compacted free of them first.
+    #[test]
+    fn opening_with_a_row_cache_compacts_range_deletions_away() {
+        let source = source();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let cut = RocksDbEngine::restore(
+            &path,
+            half(),
+            options().with_compact_after_rescale(false),
+            &[source],
+        )
+        .unwrap();
+        cut.flush().unwrap();
+        assert!(range_deletions_in(&cut) > 0);
+        drop(cut);
+        let reopened = RocksDbEngine::open(&path, half(), with_rows()).unwrap();
+        assert!(reopened.row_cache.is_some());
+        assert_eq!(range_deletions_in(&reopened), 0);
+        check_half(reopened);
+    }
+}
