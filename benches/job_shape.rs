@@ -6,14 +6,16 @@
 //! [`bytes::Bytes`] as Flink keeps a `byte[]`: a read hands back the stored bytes, not a copy),
 //! `list` (10 `u64` elements) and `map` (10 entries `u64 → u64`, user keys 0..9), preloaded in
 //! key order. Every operation resolves a uniform-random key (a fixed-seed sequence of 4 Mi key
-//! indexes, cycled) and makes one state call, as the Flink harness does with `setCurrentKey`.
+//! indexes, cycled, one position advanced across every function and sample of the run) and
+//! makes one state call, as the Flink harness does with `setCurrentKey`.
 //!
 //! One criterion group per op (`job_value_get` … `job_map_iterate`), functions `heap` and
-//! `rocksdb`. RocksDB gets the memory of Flink's slot, 512 MiB: a 384 MiB block cache, with the
-//! memtables charged to it (a 256 MiB write-buffer budget inside the cache), and a 128 MiB row
-//! cache (`RocksDbOptions::with_row_cache_bytes`, which point reads go through first); it is
-//! settled (no flush or compaction running) before each function. The raw baselines of these operations
-//! (std `HashMap`, the raw `rocksdb` crate) are in `benches/state_ops.rs`.
+//! `rocksdb`. RocksDB gets the memory of Flink's slot: a 512 MiB block cache, with the
+//! memtables charged to it (a 256 MiB write-buffer budget inside the cache), and is settled (no
+//! flush or compaction running) before each function. `KS_BENCH_ROW_CACHE_MIB=N` moves N MiB
+//! of the 512 (at most 256) to a row cache (`RocksDbOptions::with_row_cache_bytes`). The raw
+//! baselines of these operations (std `HashMap`, the raw `rocksdb` crate) are in
+//! `benches/state_ops.rs`.
 //!
 //! `job_value_get`, `job_value_update`, `job_map_get` and `job_list_add` also run `heap_batch`
 //! and `rocksdb_batch`: the same ops through the batched calls (`get_batch`, `update_batch`,
@@ -150,13 +152,24 @@ fn rocksdb_engine() -> RocksDbEngine {
 
 /// [`rocksdb_engine`], with batched reads split over `threads` threads.
 fn rocksdb_engine_with(threads: usize) -> RocksDbEngine {
+    let rows = row_cache_mib();
     let options = RocksDbOptions::default()
-        .with_block_cache_bytes(384 << 20)
+        .with_block_cache_bytes((512 - rows) << 20)
         .with_memory_budget_bytes(Some(256 << 20))
-        .with_row_cache_bytes(128 << 20)
+        .with_row_cache_bytes(rows << 20)
         .with_batch_read_threads(threads);
     RocksDbEngine::open_temporary(EngineConfig::new(128).expect("config"), options)
         .expect("open RocksDB")
+}
+
+/// MiB of the 512 given to RocksDB's row cache (`KS_BENCH_ROW_CACHE_MIB`, default 0: none, at
+/// most 256), the rest to its block cache.
+fn row_cache_mib() -> usize {
+    std::env::var("KS_BENCH_ROW_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+        .min(256)
 }
 
 /// 256 distinct 100-byte payloads, as the Flink harness's pool.
@@ -232,25 +245,46 @@ fn heap_engine() -> HeapEngine {
     HeapEngine::new(EngineConfig::new(128).expect("config"))
 }
 
-/// Runs `op` over the next `BATCH` (key, user key) pairs of the sequence per iteration.
-fn over_sequence(seq: &[(u64, u64)], mut op: impl FnMut(u64, u64)) -> impl FnMut() {
-    let mut pos = 0usize;
+/// The key sequence and one position in it for the whole run, advanced by every iteration of
+/// every function, as the Flink harness advances its `streamPos` across ops. Criterion calls
+/// a function's closure once per sample (and several times to warm up): a position kept in
+/// that closure would start over at every sample, and a function would read the same first
+/// few hundred thousand keys again and again, a working set that caches (the CPU's, RocksDB's
+/// block and row caches) hold far better than the uniform million Flink's harness reads.
+struct Stream {
+    seq: Vec<(u64, u64)>,
+    pos: std::cell::Cell<usize>,
+}
+
+impl Stream {
+    fn new(seq: Vec<(u64, u64)>) -> Self {
+        assert!(seq.len() >= BATCH && seq.len().is_multiple_of(BATCH));
+        Stream {
+            seq,
+            pos: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The next `BATCH` (key, user key) pairs, wrapping at the end.
+    fn next_chunk(&self) -> &[(u64, u64)] {
+        let pos = self.pos.get();
+        self.pos.set((pos + BATCH) % self.seq.len());
+        &self.seq[pos..pos + BATCH]
+    }
+}
+
+/// Runs `op` over the next `BATCH` (key, user key) pairs of the stream per iteration.
+fn over_sequence(stream: &Stream, mut op: impl FnMut(u64, u64)) -> impl FnMut() {
     move || {
-        for _ in 0..BATCH {
-            let (k, u) = seq[pos];
+        for &(k, u) in stream.next_chunk() {
             op(k, u);
-            pos += 1;
-            if pos == seq.len() {
-                pos = 0;
-            }
         }
     }
 }
 
-/// Runs `op` on the next chunk of `BATCH` (key, user key) pairs of the sequence per iteration.
-fn over_chunks(seq: &[(u64, u64)], mut op: impl FnMut(&[(u64, u64)])) -> impl FnMut() {
-    let mut chunks = seq.chunks_exact(BATCH).cycle();
-    move || op(chunks.next().expect("a cycle of chunks never ends"))
+/// Runs `op` on the next chunk of `BATCH` (key, user key) pairs of the stream per iteration.
+fn over_chunks(stream: &Stream, mut op: impl FnMut(&[(u64, u64)])) -> impl FnMut() {
+    move || op(stream.next_chunk())
 }
 
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
@@ -384,7 +418,7 @@ fn checkpoint_function<'s, E: Engine + Quiesce>(
 
 fn job_shape(c: &mut Criterion) {
     let n = keys();
-    let seq = sequence(n);
+    let seq = Stream::new(sequence(n));
     let payloads = payloads();
     let shapes = Shapes {
         n,

@@ -151,17 +151,21 @@ impl RocksDbOptions {
         /// Size of RocksDB's row cache (0, the default: none), a cache of single entries read
         /// by point lookups, beside the block cache and not part of it. A point read (`get`
         /// on any view, a map's `get` or `contains`, their batched forms) whose entry is
-        /// cached skips the SST's filter, index and data-block search: in the `job_shape`
-        /// benchmark, 128 MiB taken from a 512 MiB block cache made RocksDB point reads 2-3×
-        /// faster at a million keys (DESIGN.md §7b). Scans (a map's entries, key listings,
-        /// checkpoints) do not use it.
+        /// cached skips the SST's filter, index and data-block search. Scans (a map's entries,
+        /// key listings, checkpoints) do not use it.
         ///
-        /// Its costs: an entry takes about 150 bytes of cache whatever its value's size, so
-        /// it pays only while the hot entries fit (a cache that holds a small share of
-        /// uniformly read entries mostly adds an insert to every read); and RocksDB's row
-        /// cache ignores range deletions, so with one a rescaling restore compacts the key
-        /// groups it cuts away before it returns, instead of in the background (and any range
-        /// deletion its checkpoint files carry), which makes such a restore slower.
+        /// It pays only when the entries read again fit in it: in the `job_shape` benchmark,
+        /// 128 MiB of rows beside a 384 MiB block cache made point reads 2-3× faster on a
+        /// working set of a quarter of a million keys read over and over, and gained nothing
+        /// on uniform reads over a million keys, where it made map reads with TTL 4× slower
+        /// (an entry takes about 150 bytes of cache whatever its size, a miss costs an insert,
+        /// and the block cache it was taken from holds less; DESIGN.md §7b). So: for skewed
+        /// access whose hot entries fit, not for uniform access to more entries than it holds.
+        ///
+        /// RocksDB's row cache ignores range deletions, so with one a rescaling restore
+        /// compacts the key groups it cuts away before it returns, instead of in the
+        /// background (and any range deletion its checkpoint files carry), which makes such a
+        /// restore slower.
         ///
         /// ```
         /// use keyed_state::backend::rocksdb::RocksDbOptions;
