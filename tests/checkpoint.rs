@@ -211,20 +211,23 @@ fn rescale<H: Harness>(h: &mut H, p: u32, q: u32) {
     assert_eq!(got, expected, "{p}->{q}: every entry restored");
 }
 
+/// [`rescale`] from p to q instances, for each (p, q) of the rescaling tests: out and in,
+/// to one, between ranges that do not line up.
+fn rescale_every_way<H: Harness>(h: &mut H) {
+    for (p, q) in [(1, 3), (3, 2), (4, 1), (2, 5)] {
+        rescale(h, p, q);
+    }
+}
+
 #[test]
 fn heap_rescales() {
-    for (p, q) in [(1, 3), (3, 2), (4, 1), (2, 5)] {
-        rescale(&mut Heap, p, q);
-    }
+    rescale_every_way(&mut Heap);
 }
 
 #[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_rescales() {
-    let mut h = Rocks::new();
-    for (p, q) in [(1, 3), (3, 2), (4, 1), (2, 5)] {
-        rescale(&mut h, p, q);
-    }
+    rescale_every_way(&mut Rocks::new());
 }
 
 /// Rescaling cuts key groups away with range deletions, which RocksDB refuses while a row
@@ -234,10 +237,7 @@ fn rocksdb_rescales() {
 #[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_with_a_row_cache_rescales() {
-    let mut h = Rocks::with_row_cache();
-    for (p, q) in [(1, 3), (3, 2), (4, 1), (2, 5)] {
-        rescale(&mut h, p, q);
-    }
+    rescale_every_way(&mut Rocks::with_row_cache());
 }
 
 /// Checkpoints `backend` into a fresh store and returns it as a restore source.

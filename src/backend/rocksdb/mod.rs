@@ -177,17 +177,30 @@ impl RocksDbEngine {
         // RocksDB's row cache ignores range deletions: an existing database (one a rescaling
         // restore cut, or whose restored files carry a cut of their own) is first opened
         // without it and compacted free of them.
-        let plain = Self::open_db(
-            path.clone(),
-            None,
-            config.clone(),
-            options.clone(),
-            fresh_uid,
-            false,
-        )?;
-        let purged = plain.drop_range_deletions(&[])?;
-        drop(plain);
-        Self::open_db(path, temp_dir, config, options, false, purged)
+        Self::open_db(path, None, config, options, fresh_uid, false)?
+            .reopen_with_row_cache(&[], temp_dir)
+    }
+
+    /// Compacts the range deletions away ([`drop_range_deletions`](Self::drop_range_deletions),
+    /// `cuts` first), closes the database and opens it again with the row cache the options
+    /// ask for, or without one, with a warning, if range deletions are left. `self` was opened
+    /// without it and has no table yet (nothing else holds the database open).
+    fn reopen_with_row_cache(
+        mut self,
+        cuts: &[Cut],
+        temp_dir: Option<tempfile::TempDir>,
+    ) -> Result<Self> {
+        let purged = self.drop_range_deletions(cuts)?;
+        if !purged {
+            tracing::warn!(path = %self.path.display(), "opening RocksDB without its row cache: range deletions are left that compactions did not drop");
+        }
+        let restored_ssts = std::mem::take(&mut self.restored_ssts);
+        let (path, config, options) =
+            (self.path.clone(), self.config.clone(), self.options.clone());
+        drop(self);
+        let mut engine = Self::open_db(path, temp_dir, config, options, false, purged)?;
+        engine.restored_ssts = restored_ssts;
+        Ok(engine)
     }
 
     /// Opens the database, with the row cache the options ask for only if `row_cache` (the
@@ -211,9 +224,6 @@ impl RocksDbEngine {
         db_opts.set_disable_auto_compactions(!options.auto_compaction());
         if let Some(wbm) = &write_buffers {
             db_opts.set_write_buffer_manager(wbm);
-        }
-        if !row_cache && options.row_cache_bytes() > 0 {
-            tracing::warn!(path = %path.display(), "opening RocksDB without its row cache: range deletions are left that compactions did not drop");
         }
         let row_cache = (row_cache && options.row_cache_bytes() > 0)
             .then(|| Cache::new_lru_cache(options.row_cache_bytes()));
@@ -352,7 +362,7 @@ impl RocksDbEngine {
         fs::create_dir_all(&path).at(&path)?;
         let restored_ssts = download(base, &path)?;
         // Without the row cache for now: it refuses the range deletions of the clip below.
-        let mut engine = Self::open_db(path, None, config.clone(), options.clone(), true, false)?;
+        let mut engine = Self::open_db(path, None, config, options, true, false)?;
         engine.restored_ssts = restored_ssts;
         for meta in states {
             engine.prepare_state(meta)?;
@@ -378,16 +388,11 @@ impl RocksDbEngine {
                 .unwrap_or(0),
         );
         let cuts = engine.clip(held, range)?;
-        if options.row_cache_bytes() > 0 {
+        if engine.options.row_cache_bytes() > 0 {
             // The row cache ignores range deletions: compact the cuts away now, then reopen
             // with it.
-            let purged = engine.drop_range_deletions(&cuts)?;
-            let restored_ssts = std::mem::take(&mut engine.restored_ssts);
-            let path = engine.path.clone();
-            drop(engine);
-            engine = Self::open_db(path, None, config, options, false, purged)?;
-            engine.restored_ssts = restored_ssts;
-        } else if options.compact_after_rescale() && !cuts.is_empty() {
+            engine = engine.reopen_with_row_cache(&cuts, None)?;
+        } else if engine.options.compact_after_rescale() && !cuts.is_empty() {
             *engine.compaction.lock() = compact_in_background(engine.handle.clone(), cuts);
         }
         tracing::info!(path = %engine.path.display(), range = %range, sources = summary.sources, files_adopted = summary.files_adopted, rewritten = summary.column_families_rewritten, "restored RocksDB engine");
@@ -565,8 +570,7 @@ impl RocksDbEngine {
     /// own) is compacted whole. Returns whether none is left.
     fn drop_range_deletions(&self, cuts: &[Cut]) -> Result<bool> {
         let db = &self.handle.db;
-        let mut force = rocksdb::CompactOptions::default();
-        force.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        let force = to_the_bottom();
         let mut names = self.state_cfs();
         names.push("default".to_owned());
         for name in names {
@@ -775,11 +779,9 @@ impl RocksDbEngine {
     pub fn compact_state(&self, state: &str) -> Result<()> {
         let cf = self.cf(state)?;
         self.handle.db.flush_cf(&cf)?;
-        let mut opts = rocksdb::CompactOptions::default();
-        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
         self.handle
             .db
-            .compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &opts);
+            .compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &to_the_bottom());
         Ok(())
     }
 
@@ -925,8 +927,7 @@ fn compact_in_background(
     let spawned = std::thread::Builder::new()
         .name("keyed-state-compact-clipped".into())
         .spawn(move || {
-            let mut options = rocksdb::CompactOptions::default();
-            options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+            let options = to_the_bottom();
             for (name, from, to) in ranges {
                 let Some(cf) = handle.db.cf_handle(&name) else {
                     continue;
@@ -944,6 +945,15 @@ fn compact_in_background(
             None
         }
     }
+}
+
+/// Options of a manual compaction that rewrites the bottom level too, so what it drops
+/// (expired entries, entries under range deletions, and the range deletions themselves) is gone
+/// from every level.
+fn to_the_bottom() -> rocksdb::CompactOptions {
+    let mut options = rocksdb::CompactOptions::default();
+    options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+    options
 }
 
 /// A key range of a column family a restore cut away: (column family, from, to excluded).

@@ -203,19 +203,33 @@ mod row_cache {
         }
     }
 
-    /// After a flush, reads fill the row cache: the test above does go through it.
-    #[test]
-    fn point_reads_of_flushed_entries_fill_the_row_cache() {
+    /// A temporary engine with `options` and a value state holding `k * factor` for every key
+    /// `k` in `0..keys`.
+    fn with_values(
+        options: RocksDbOptions,
+        keys: u64,
+        factor: u64,
+    ) -> (
+        KeyedStateBackend<u64, RocksDbEngine>,
+        crate::state::ValueState<u64, u64>,
+    ) {
         let config = EngineConfig::new(128).unwrap();
         let b = KeyedStateBackend::<u64, _>::new(
-            RocksDbEngine::open_temporary(config, with_rows()).unwrap(),
+            RocksDbEngine::open_temporary(config, options).unwrap(),
         );
         let value = b
             .value_state(&ValueStateDescriptor::<u64>::new("value"))
             .unwrap();
-        for k in 0..100 {
-            value.update(&b.key(k).unwrap(), &(), k).unwrap();
+        for k in 0..keys {
+            value.update(&b.key(k).unwrap(), &(), k * factor).unwrap();
         }
+        (b, value)
+    }
+
+    /// After a flush, reads fill the row cache: the test above does go through it.
+    #[test]
+    fn point_reads_of_flushed_entries_fill_the_row_cache() {
+        let (b, value) = with_values(with_rows(), 100, 1);
         b.engine().flush().unwrap();
         assert_eq!(b.engine().metrics().unwrap().row_cache_bytes, 0);
         for k in 0..100 {
@@ -226,16 +240,7 @@ mod row_cache {
 
     /// A checkpoint of the whole key-group range, of 300 keys in a value state.
     fn source() -> RestoreSource {
-        let config = EngineConfig::new(128).unwrap();
-        let b = KeyedStateBackend::<u64, _>::new(
-            RocksDbEngine::open_temporary(config, options()).unwrap(),
-        );
-        let value = b
-            .value_state(&ValueStateDescriptor::<u64>::new("value"))
-            .unwrap();
-        for k in 0..300 {
-            value.update(&b.key(k).unwrap(), &(), k * 3).unwrap();
-        }
+        let (b, _value) = with_values(options(), 300, 3);
         let store = Arc::new(
             CheckpointStore::open(Arc::new(MemoryStorage::new()), 1)
                 .unwrap()
