@@ -4,18 +4,19 @@
 //! the timers file then fails here instead of silently breaking the restore of checkpoints
 //! users already hold.
 //!
-//! Written by today's code (data version 2, delta stamps):
-//! - `heap-checkpoint-data-v2`: a heap checkpoint (manifest version 2, the key-group data file
+//! Written by today's code (data version 3: records in key order, stamps in a column):
+//! - `heap-checkpoint-data-v3`: a heap checkpoint (manifest version 2, the key-group data file
 //!   and the timers file);
-//! - `rocksdb-savepoint-data-v2`: a savepoint written by the RocksDB engine (canonical format),
+//! - `rocksdb-savepoint-data-v3`: a savepoint written by the RocksDB engine (canonical format),
 //!   with timers.
 //!
-//! Frozen, written by earlier code (data version 1, 8-byte stamps), which today's code no
-//! longer writes but must still read:
-//! - `heap-checkpoint`: as `heap-checkpoint-data-v2`;
-//! - `heap-checkpoint-v1`: the same state without timers, its manifest rewritten as version 1
-//!   (no timer-service list), as the first format wrote it;
-//! - `rocksdb-savepoint`: as `rocksdb-savepoint-data-v2`.
+//! Frozen, written by earlier code, which today's code no longer writes but must still read:
+//! - data version 2 (delta stamps in the records): `heap-checkpoint-data-v2` and
+//!   `rocksdb-savepoint-data-v2`, as the version-3 cases;
+//! - data version 1 (8-byte stamps): `heap-checkpoint`, as `heap-checkpoint-data-v3`;
+//!   `heap-checkpoint-v1`, the same state without timers, its manifest rewritten as version 1
+//!   (no timer-service list), as the first format wrote it; `rocksdb-savepoint`, as
+//!   `rocksdb-savepoint-data-v3`.
 //!
 //! `write_golden_fixtures` (ignored; it needs the `rocksdb` feature) writes the current cases:
 //! `cargo test --release --features rocksdb --test golden -- --ignored` rewrites them, which
@@ -38,12 +39,14 @@ const M: u32 = 16;
 /// The engine clock when the fixtures were written and when they are restored: TTL entries
 /// (10 s) written at this time are live.
 const NOW: u64 = 1_700_000_000_000;
-const CASES: [&str; 5] = [
+const CASES: [&str; 7] = [
     "heap-checkpoint",
     "heap-checkpoint-v1",
     "rocksdb-savepoint",
     "heap-checkpoint-data-v2",
     "rocksdb-savepoint-data-v2",
+    "heap-checkpoint-data-v3",
+    "rocksdb-savepoint-data-v3",
 ];
 
 fn fixture_dir(case: &str) -> PathBuf {
@@ -157,6 +160,8 @@ fn golden_fixtures_have_the_versions_they_pin() {
     assert_eq!(manifest("rocksdb-savepoint"), 2);
     assert_eq!(manifest("heap-checkpoint-data-v2"), 2);
     assert_eq!(manifest("rocksdb-savepoint-data-v2"), 2);
+    assert_eq!(manifest("heap-checkpoint-data-v3"), 2);
+    assert_eq!(manifest("rocksdb-savepoint-data-v3"), 2);
     for case in ["heap-checkpoint", "heap-checkpoint-v1", "rocksdb-savepoint"] {
         assert_eq!(data(case), 1, "{case}");
     }
@@ -166,6 +171,10 @@ fn golden_fixtures_have_the_versions_they_pin() {
     for case in ["heap-checkpoint-data-v2", "rocksdb-savepoint-data-v2"] {
         assert_eq!(data(case), 2, "{case}");
         assert_eq!(timers(case), 2, "{case}");
+    }
+    for case in ["heap-checkpoint-data-v3", "rocksdb-savepoint-data-v3"] {
+        assert_eq!(data(case), 3, "{case}");
+        assert_eq!(timers(case), 3, "{case}");
     }
 }
 
@@ -232,7 +241,7 @@ fn write_golden_fixtures() {
             }
         }
     };
-    write("heap-checkpoint-data-v2", &|store| {
+    write("heap-checkpoint-data-v3", &|store| {
         let clock = ManualClock::new(NOW);
         let b = KeyedStateBackend::<u64>::new(HeapEngine::new(config(&clock)));
         let s = register(&b);
@@ -245,7 +254,7 @@ fn write_golden_fixtures() {
             .unwrap();
         dump_all(&b, true)
     });
-    write("rocksdb-savepoint-data-v2", &|store| {
+    write("rocksdb-savepoint-data-v3", &|store| {
         let clock = ManualClock::new(NOW);
         let db = tempfile::tempdir().unwrap();
         let engine = RocksDbEngine::open(

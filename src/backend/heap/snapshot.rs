@@ -18,7 +18,8 @@ use smallvec::{Array, SmallVec};
 use super::table::{Bare, MapEntries};
 use crate::backend::{SnapshotOutput, SnapshotUpload};
 use crate::checkpoint::format::blocks::{
-    GroupBlocks, RecordShape, build_parallel, read_bytes, read_count, read_stamp, write_bytes,
+    GroupBlocks, Order, RecordShape, build_parallel, read_bytes, read_count, read_stamp,
+    write_bytes,
 };
 use crate::checkpoint::format::canonical::RestoredGroup;
 use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind};
@@ -236,7 +237,7 @@ impl HeapUpload {
                     usize::try_from(g.records).unwrap_or(usize::MAX)
                 }),
             };
-            blocks.section(state, n, &records, RecordShape::of(meta.kind))?;
+            blocks.section(state, n, &records, RecordShape::of(meta.kind), Order::Key)?;
         }
         Ok(blocks)
     }

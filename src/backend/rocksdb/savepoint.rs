@@ -26,7 +26,8 @@ use super::layout::{
 };
 use crate::backend::{SnapshotOutput, SnapshotUpload};
 use crate::checkpoint::format::blocks::{
-    DataFileWriter, GroupBlocks, RecordShape, read_bytes, read_count, read_stamp, write_bytes,
+    DataFileWriter, GroupBlocks, Order, RecordShape, read_bytes, read_count, read_stamp,
+    write_bytes,
 };
 use crate::checkpoint::{CheckpointStore, FileRole, SnapshotKind};
 use crate::codec::{Codec, read_varint_u32, write_varint_u32};
@@ -298,6 +299,7 @@ impl SavepointUpload {
                         builder.count,
                         &builder.out,
                         RecordShape::of(spec.meta.kind),
+                        Order::Key,
                     )
                     .map_err(decode)?;
             }

@@ -4,26 +4,30 @@
 //! that holds state, in ascending group order. A block is one zstd frame; the manifest's
 //! [`BlockEntry`] gives its offset, compressed and raw lengths and the crc32 of its compressed
 //! bytes, so a rescaling restore reads and decompresses only the groups it needs. A block's raw
-//! bytes are sections, one per state with entries in the group:
+//! bytes are sections, one per state with entries in the group. Data version 3:
 //!
 //! ```text
-//! section := state index (varint, into the manifest's state list) | record count (varint) | record*
+//! section := state index (varint, into the manifest's state list) | record count (varint)
+//!            | column length (varint) | column | record*
+//! column  := one stamp delta (zigzag LEB128) per stamp of the records, in record order
 //! record  := key bytes | namespace bytes | payload          (bytes := varint length | bytes)
-//! payload := Value, Reducing, Aggregating: stamp | value bytes
-//!          | List: element count (varint) | (stamp | element bytes)*
-//!          | Map:  entry count (varint)   | (user-key bytes | stamp | value bytes)*
+//! payload := Value, Reducing, Aggregating: value bytes
+//!          | List: element count (varint) | (element bytes)*
+//!          | Map:  entry count (varint)   | (user-key bytes | value bytes)*
 //! ```
 //!
 //! Key, namespace, user-key and value bytes are the types' top-level codec encodings; stamps
-//! are the TTL last-access time in ms (0 for states without TTL). Nothing here depends on an
-//! engine's own layout, which is what makes a savepoint portable.
+//! are the TTL last-access time in ms (0 for states without TTL), one per value, element or map
+//! entry, each written as its difference from the previous stamp of the section (from 0 for
+//! its first). State sections hold their records in key order ([`Order::Key`]); timer
+//! sections in timestamp order. Nothing here depends on an engine's own layout, which is what
+//! makes a savepoint portable.
 //!
-//! A stamp's form depends on the data version ([`Stamps`]): version 1 wrote 8 bytes big-endian;
-//! version 2 writes the zigzag LEB128 of its difference from the previous stamp of the same
-//! section (from 0 for the section's first), so a list's or map's equal stamps cost a zero byte
-//! each. Engines write and read records in the *record form* (8-byte stamps, as version 1):
-//! [`GroupBlocks::section`] rewrites the stamps on the way into a block and [`sections`] on the
-//! way out, so only this module knows the file's form.
+//! Versions 1 and 2 (still read) had no column: each stamp sat in its record, before the value
+//! or element bytes (after a map entry's user key), as 8 bytes big-endian (version 1) or as
+//! the delta (version 2). Engines write and read records in that *record form* with 8-byte
+//! stamps: [`GroupBlocks::section`] moves the stamps to the column on the way into a block and
+//! [`sections`] back on the way out, so only this module knows the file's form.
 
 // A decoder of bytes from disk or the network: no indexing that can panic.
 #![deny(clippy::indexing_slicing)]
@@ -42,8 +46,10 @@ use crate::types::StateKind;
 
 /// The data file header.
 pub(crate) const DATA_MAGIC: &[u8; 4] = b"KSKG";
-/// The data format version written: 2 (delta stamps). Version 1 (8-byte stamps) is still read.
-pub(crate) const DATA_VERSION: u16 = 2;
+/// The data format version written: 3 (a section's stamps in a column of deltas before its
+/// records). Versions 1 (8-byte stamps in the records) and 2 (delta stamps in the records) are
+/// still read.
+pub(crate) const DATA_VERSION: u16 = 3;
 /// Largest raw block accepted on read (a corrupt length cannot make us allocate more).
 pub(crate) const MAX_RAW_BLOCK: u32 = 1 << 30;
 /// The most a zstd frame can expand: a 128 KiB block of one repeated byte is 4 bytes (an RLE
@@ -178,58 +184,60 @@ impl Default for GroupBlocks {
     }
 }
 
-/// Bytes of a section header at most: two varints.
-const SECTION_HEADER: usize = 10;
+/// Bytes of a section header at most: three varints (state, count, column length).
+const SECTION_HEADER: usize = 15;
 
 impl GroupBlocks {
     /// Appends the section of state `state`: `count` records of `shape`, `records` their bytes
-    /// in the record form, written with the stamps of the current data version.
+    /// in the record form, in `order`, written in the form of the current data version (their
+    /// stamps in the section's column).
     pub(crate) fn section(
         &mut self,
         state: usize,
         count: usize,
         records: &[u8],
         shape: RecordShape,
+        order: Order,
     ) -> Result<(), CodecError> {
         if count == 0 {
             return Ok(());
         }
-        // Records go into `piece` one by one; a record that would take the current block past
-        // the split size ends the piece (a section of its own) and starts another block. Each
-        // piece starts its stamp deltas from 0, so it reads without the pieces before it.
-        let (mut input, mut piece) = (records, Vec::with_capacity(records.len()));
+        // Records go into `piece` (and their stamps into `column`) one by one; a record that
+        // would take the current block past the split size ends the piece (a section of its
+        // own) and starts another block. Each piece starts its stamp deltas from 0, so it
+        // reads without the pieces before it.
+        let mut piece = Vec::with_capacity(records.len());
+        let mut column = Vec::new();
         let (mut n, mut total, mut prev) = (0usize, 0usize, 0u64);
-        let put = |input: &mut &[u8], prev: &mut u64, piece: &mut Vec<u8>| {
-            transcode_record(input, shape, Stamps::Fixed, Stamps::Delta, prev, piece)
-        };
-        while !input.is_empty() {
-            let record = input;
-            let before = piece.len();
-            put(&mut input, &mut prev, &mut piece)?;
-            if !self.fits(piece.len()) {
-                piece.truncate(before);
+        for record in order.apply(records, shape)? {
+            let before = (piece.len(), column.len());
+            split_stamps(record, shape, &mut prev, &mut piece, &mut column)?;
+            if !self.fits(piece.len() + column.len()) {
+                piece.truncate(before.0);
+                column.truncate(before.1);
                 if n > 0 {
-                    self.append(state, n, &piece)?;
+                    self.append(state, n, &column, &piece)?;
                     total += n;
                     n = 0;
                     piece.clear();
+                    column.clear();
                 }
                 if self.current_len() > 0 {
                     self.blocks.push(Vec::new());
                 }
-                (input, prev) = (record, 0);
-                put(&mut input, &mut prev, &mut piece)?;
-                if !self.fits(piece.len()) {
+                prev = 0;
+                split_stamps(record, shape, &mut prev, &mut piece, &mut column)?;
+                if !self.fits(piece.len() + column.len()) {
                     return Err(CodecError::too_large(
                         "record (larger than a block)",
-                        piece.len(),
+                        piece.len() + column.len(),
                     ));
                 }
             }
             n += 1;
         }
         if n > 0 {
-            self.append(state, n, &piece)?;
+            self.append(state, n, &column, &piece)?;
             total += n;
         }
         // A count that is not what the records hold would make the section unreadable: an
@@ -251,7 +259,13 @@ impl GroupBlocks {
         self.blocks.last().map_or(0, Vec::len)
     }
 
-    fn append(&mut self, state: usize, count: usize, records: &[u8]) -> Result<(), CodecError> {
+    fn append(
+        &mut self,
+        state: usize,
+        count: usize,
+        column: &[u8],
+        records: &[u8],
+    ) -> Result<(), CodecError> {
         if self.blocks.is_empty() {
             self.blocks.push(Vec::new());
         }
@@ -259,6 +273,7 @@ impl GroupBlocks {
             return Ok(());
         };
         write_section_header(block, state, count)?;
+        write_bytes(block, column)?;
         block.extend_from_slice(records);
         Ok(())
     }
@@ -401,21 +416,21 @@ pub(crate) struct Section {
 }
 
 /// Splits a raw block of a data file of `version` into its sections, their records in the
-/// record form: version 1's are slices of the block (no copy), version 2's are rewritten (one
-/// buffer per block). `shape` gives a state's record shape by index.
+/// record form: version 1's are slices of the block (no copy), versions 2 and 3 are rewritten
+/// (one buffer per block). `shape` gives a state's record shape by index.
 pub(crate) fn sections(
     block: &Bytes,
     version: u16,
     states: usize,
     shape: impl Fn(usize) -> RecordShape,
 ) -> Result<Vec<Section>, CodecError> {
-    let form = Stamps::of_version(version);
+    let form = Form::of_version(version);
     // (state, records, span of the block or of `rewritten`)
     let mut parts: Vec<(usize, u32, std::ops::Range<usize>)> = Vec::new();
     // A rewritten block is its bytes plus 7 per stamp of 1 byte: reserve for a few.
     let mut rewritten = match form {
-        Stamps::Fixed => Vec::new(),
-        Stamps::Delta => Vec::with_capacity(block.len().saturating_add(block.len() / 4)),
+        Form::InRecord(Stamps::Fixed) => Vec::new(),
+        _ => Vec::with_capacity(block.len().saturating_add(block.len() / 4)),
     };
     let mut r = ByteReader::new(block);
     while !r.is_empty() {
@@ -427,36 +442,54 @@ pub(crate) fn sections(
             });
         }
         let records = r.varint("section record count")?;
-        let mut input = r.rest();
-        let span = match form {
-            Stamps::Fixed => {
+        let shape = shape(state);
+        let (span, rest) = match form {
+            Form::InRecord(Stamps::Fixed) => {
+                let mut input = r.rest();
                 let start = block.len() - input.len();
                 for _ in 0..records {
-                    skip_record(&mut input, shape(state))?;
+                    skip_record(&mut input, shape)?;
                 }
-                start..block.len() - input.len()
+                (start..block.len() - input.len(), input)
             }
-            Stamps::Delta => {
-                let (start, mut prev) = (rewritten.len(), 0);
+            Form::InRecord(Stamps::Delta) => {
+                let (mut input, start, mut prev) = (r.rest(), rewritten.len(), 0);
                 for _ in 0..records {
                     transcode_record(
                         &mut input,
-                        shape(state),
+                        shape,
                         Stamps::Delta,
                         Stamps::Fixed,
                         &mut prev,
                         &mut rewritten,
                     )?;
                 }
-                start..rewritten.len()
+                (start..rewritten.len(), input)
+            }
+            Form::Column => {
+                let mut column = r.len_prefixed("stamp column")?;
+                let (mut input, start, mut prev) = (r.rest(), rewritten.len(), 0);
+                for _ in 0..records {
+                    join_stamps(&mut input, shape, &mut column, &mut prev, &mut rewritten)?;
+                }
+                if !column.is_empty() {
+                    return Err(CodecError::Invalid {
+                        what: "section",
+                        reason: format!(
+                            "{} bytes of stamps left over after its records",
+                            column.len()
+                        ),
+                    });
+                }
+                (start..rewritten.len(), input)
             }
         };
         parts.push((state, records, span));
-        r = ByteReader::new(input);
+        r = ByteReader::new(rest);
     }
     let source = match form {
-        Stamps::Fixed => block.clone(),
-        Stamps::Delta => Bytes::from(rewritten),
+        Form::InRecord(Stamps::Fixed) => block.clone(),
+        _ => Bytes::from(rewritten),
     };
     Ok(parts
         .into_iter()
@@ -529,18 +562,19 @@ pub(crate) fn read_count(
 
 /// Skips one record of a state of the given shape without decoding it.
 pub(crate) fn skip_record(input: &mut &[u8], shape: RecordShape) -> Result<(), CodecError> {
-    walk_record(input, shape, Stamps::Fixed, |input| {
+    walk_record(input, shape, Stamps::Fixed.min_len(), |input| {
         read_stamp(input).map(drop)
     })
 }
 
-/// Walks one record of `shape` at the front of `input`, its stamps in form `stamps`, handing
-/// `stamp` the input at each stamp (it must consume the stamp): the one place that knows a
-/// record's layout, for skipping and for rewriting stamps alike.
+/// Walks one record of `shape` at the front of `input`, whose stamps take at least
+/// `stamp_len` bytes each (0: they are not in the record), handing `stamp` the input at each
+/// stamp (it must consume the stamp, if there is one): the one place that knows a record's
+/// layout, for skipping and for rewriting stamps alike.
 fn walk_record<'a>(
     input: &mut &'a [u8],
     shape: RecordShape,
-    stamps: Stamps,
+    stamp_len: usize,
     mut stamp: impl FnMut(&mut &'a [u8]) -> Result<(), CodecError>,
 ) -> Result<(), CodecError> {
     read_bytes(input, "key")?;
@@ -552,14 +586,14 @@ fn walk_record<'a>(
         }
         RecordShape::List => {
             // An element is at least a stamp and a length byte.
-            for _ in 0..read_count(input, "list length", stamps.min_len() + 1)? {
+            for _ in 0..read_count(input, "list length", stamp_len + 1)? {
                 stamp(input)?;
                 read_bytes(input, "element")?;
             }
         }
         RecordShape::Map => {
             // An entry is at least a user key's length byte, a stamp and a length byte.
-            for _ in 0..read_count(input, "map length", stamps.min_len() + 2)? {
+            for _ in 0..read_count(input, "map length", stamp_len + 2)? {
                 read_bytes(input, "user key")?;
                 stamp(input)?;
                 read_bytes(input, "value")?;
@@ -569,7 +603,27 @@ fn walk_record<'a>(
     Ok(())
 }
 
-/// How a record's stamps are written.
+/// Where a data version keeps a section's stamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// In the records, in this form: version 1 (fixed), version 2 (delta).
+    InRecord(Stamps),
+    /// Version 3: in a column before the records, each the zigzag LEB128 of its difference
+    /// from the previous stamp of the section (from 0 for its first), none in the records.
+    Column,
+}
+
+impl Form {
+    fn of_version(version: u16) -> Self {
+        match version {
+            0 | 1 => Form::InRecord(Stamps::Fixed),
+            2 => Form::InRecord(Stamps::Delta),
+            _ => Form::Column,
+        }
+    }
+}
+
+/// How a stamp is written inside a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stamps {
     /// 8 bytes big-endian: the record form engines write and read, and data version 1's.
@@ -580,15 +634,6 @@ pub(crate) enum Stamps {
 }
 
 impl Stamps {
-    /// The stamps of data version `version`.
-    pub(crate) fn of_version(version: u16) -> Self {
-        if version >= 2 {
-            Stamps::Delta
-        } else {
-            Stamps::Fixed
-        }
-    }
-
     /// The fewest bytes a stamp takes.
     fn min_len(self) -> usize {
         match self {
@@ -637,7 +682,7 @@ pub(crate) fn transcode_record(
     // Everything but the stamps is copied as it is, a span at a time: `span` is where the
     // bytes not yet copied start.
     let mut span = *input;
-    walk_record(input, shape, from, |input| {
+    walk_record(input, shape, from.min_len(), |input| {
         let copied = span.len() - input.len();
         out.extend_from_slice(span.get(..copied).unwrap_or_default());
         let stamp = from.read(input, *prev)?;
@@ -649,6 +694,84 @@ pub(crate) fn transcode_record(
     let copied = span.len() - input.len();
     out.extend_from_slice(span.get(..copied).unwrap_or_default());
     Ok(())
+}
+
+/// Moves one record of `shape` in the record form from `record` to `out` without its stamps,
+/// which go to `column` as deltas (version 3); `prev` is the previous stamp of the section,
+/// updated to this record's last.
+fn split_stamps(
+    record: &[u8],
+    shape: RecordShape,
+    prev: &mut u64,
+    out: &mut Vec<u8>,
+    column: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let mut input = record;
+    let mut span = input;
+    walk_record(&mut input, shape, Stamps::Fixed.min_len(), |input| {
+        let copied = span.len() - input.len();
+        out.extend_from_slice(span.get(..copied).unwrap_or_default());
+        let stamp = read_stamp(input)?;
+        Stamps::Delta.write(column, stamp, *prev);
+        *prev = stamp;
+        span = *input;
+        Ok(())
+    })?;
+    let copied = span.len() - input.len();
+    out.extend_from_slice(span.get(..copied).unwrap_or_default());
+    Ok(())
+}
+
+/// The inverse of [`split_stamps`]: moves one record of `shape` without stamps from the front
+/// of `input` to `out` in the record form, taking its stamps from the front of `column`.
+fn join_stamps(
+    input: &mut &[u8],
+    shape: RecordShape,
+    column: &mut &[u8],
+    prev: &mut u64,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let mut span = *input;
+    walk_record(input, shape, 0, |input| {
+        let copied = span.len() - input.len();
+        out.extend_from_slice(span.get(..copied).unwrap_or_default());
+        let stamp = Stamps::Delta.read(column, *prev)?;
+        Stamps::Fixed.write(out, stamp, *prev);
+        *prev = stamp;
+        span = *input;
+        Ok(())
+    })?;
+    let copied = span.len() - input.len();
+    out.extend_from_slice(span.get(..copied).unwrap_or_default());
+    Ok(())
+}
+
+/// The order records are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// As given (timers: sorted by timestamp already, so their deltas are small).
+    Given,
+    /// By their bytes, that is by their encoded key and namespace (a section holds each pair
+    /// once): the same state gives the same bytes whatever the order of the table it came
+    /// from, and neighbouring keys share prefixes that zstd finds.
+    Key,
+}
+
+impl Order {
+    /// The records of `records` (record form), one slice each, in this order.
+    fn apply(self, records: &[u8], shape: RecordShape) -> Result<Vec<&[u8]>, CodecError> {
+        let mut input = records;
+        let mut each = Vec::new();
+        while !input.is_empty() {
+            let record = input;
+            skip_record(&mut input, shape)?;
+            each.push(record.get(..record.len() - input.len()).unwrap_or_default());
+        }
+        if self == Order::Key && !each.is_sorted() {
+            each.sort_unstable();
+        }
+        Ok(each)
+    }
 }
 
 /// The payload shape of a state kind's records.
@@ -713,7 +836,12 @@ mod tests {
             1,
             "version 1 is still read"
         );
-        assert!(check_header("f", b"KSKG\0\x03").is_err());
+        assert_eq!(
+            check_header("f", b"KSKG\0\x02").unwrap(),
+            2,
+            "so is version 2"
+        );
+        assert!(check_header("f", b"KSKG\0\x04").is_err());
         assert!(check_header("f", b"KSKG\0\x00").is_err());
         assert!(check_header("f", b"KS").is_err());
     }
@@ -735,10 +863,8 @@ mod tests {
         assert_eq!((s[0].state, s[0].records), (1, 2));
         assert_eq!(s[0].bytes, raw[2..]);
         assert!(sections(&block, 1, 1, |_| RecordShape::Single).is_err());
-        // Version 2: what `GroupBlocks` writes reads back as the same records.
-        let mut g = GroupBlocks::default();
-        g.section(1, 2, &raw[2..], RecordShape::Single).unwrap();
-        let v2 = Bytes::from(g.finish().remove(0));
+        // Version 2: delta stamps in the records read back as the same records.
+        let v2 = Bytes::from(version_2(1, 2, &raw[2..], RecordShape::Single));
         assert_eq!(
             v2.len(),
             raw.len() - 2 * 7,
@@ -747,7 +873,28 @@ mod tests {
         let s = sections(&v2, 2, 2, |_| RecordShape::Single).unwrap();
         assert_eq!((s[0].state, s[0].records), (1, 2));
         assert_eq!(s[0].bytes, raw[2..]);
-        for (version, raw) in [(1, &raw[..]), (2, &v2[..])] {
+        // Version 3: what `GroupBlocks` writes, the stamps in a column of two 1-byte deltas
+        // behind its length byte, reads back as the same records.
+        let mut g = GroupBlocks::default();
+        g.section(1, 2, &raw[2..], RecordShape::Single, Order::Key)
+            .unwrap();
+        let v3 = Bytes::from(g.finish().remove(0));
+        assert_eq!(v3.len(), raw.len() - 2 * 8 + 3);
+        assert_eq!(v3[2..5], [2, 10, 0], "column: length 2, +5, +0");
+        let s = sections(&v3, 3, 2, |_| RecordShape::Single).unwrap();
+        assert_eq!((s[0].state, s[0].records), (1, 2));
+        assert_eq!(s[0].bytes, raw[2..]);
+        // A column with a stamp too many, or one too few, is refused.
+        let mut long = v3.to_vec();
+        long[2] = 3;
+        long.insert(5, 0);
+        let err = sections(&Bytes::from(long), 3, 2, |_| RecordShape::Single).unwrap_err();
+        assert!(err.to_string().contains("left over"), "{err}");
+        let mut short = v3.to_vec();
+        short[2] = 1;
+        short.remove(4);
+        assert!(sections(&Bytes::from(short), 3, 2, |_| RecordShape::Single).is_err());
+        for (version, raw) in [(1, &raw[..]), (2, &v2[..]), (3, &v3[..])] {
             for cut in 0..raw.len() {
                 let b = Bytes::copy_from_slice(&raw[..cut]);
                 for shape in [RecordShape::Single, RecordShape::List, RecordShape::Map] {
@@ -771,8 +918,10 @@ mod tests {
             limit: 200,
             blocks: vec![Vec::new()],
         };
-        g.section(0, 100, &records, RecordShape::Single).unwrap();
-        g.section(1, 100, &records, RecordShape::Single).unwrap();
+        g.section(0, 100, &records, RecordShape::Single, Order::Given)
+            .unwrap();
+        g.section(1, 100, &records, RecordShape::Single, Order::Key)
+            .unwrap();
         let blocks = g.finish();
         assert!(blocks.len() > 10);
         let mut seen = [0u32; 2];
@@ -802,7 +951,7 @@ mod tests {
             blocks: vec![Vec::new()],
         };
         assert!(matches!(
-            g.section(0, 1, &big, RecordShape::Single),
+            g.section(0, 1, &big, RecordShape::Single, Order::Given),
             Err(CodecError::TooLarge { .. })
         ));
     }
@@ -834,22 +983,93 @@ mod tests {
         out
     }
 
+    /// A version-2 block of one section: the records with their stamps as deltas in place.
+    fn version_2(state: usize, count: usize, records: &[u8], shape: RecordShape) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_section_header(&mut out, state, count).unwrap();
+        let (mut input, mut prev) = (records, 0);
+        while !input.is_empty() {
+            transcode_record(
+                &mut input,
+                shape,
+                Stamps::Fixed,
+                Stamps::Delta,
+                &mut prev,
+                &mut out,
+            )
+            .unwrap();
+        }
+        out
+    }
+
+    /// `records` (record form, of `shape`) split into records and sorted by their bytes.
+    fn sorted(records: &[u8], shape: RecordShape) -> Vec<u8> {
+        let mut each = Order::Given.apply(records, shape).unwrap();
+        each.sort();
+        each.concat()
+    }
+
     #[test]
     fn equal_stamps_cost_a_byte_each() {
         let now = 1_700_000_000_000u64;
         let items: Vec<_> = (0..50).map(|i| (vec![now + i; 10], vec![9; 8])).collect();
         let records = records_of(RecordShape::List, &items);
         let mut g = GroupBlocks::default();
-        g.section(0, 50, &records, RecordShape::List).unwrap();
+        g.section(0, 50, &records, RecordShape::List, Order::Key)
+            .unwrap();
         let block = g.finish().remove(0);
-        // 500 stamps: the first costs 6 bytes (from 0), every other 1 (0, or +1 to the
-        // next record's first), where version 1 spent 8 on each.
-        assert_eq!(block.len(), 2 + records.len() - 500 * 8 + 6 + 499);
+        // 500 stamps in the column: the first costs 6 bytes (from 0), every other 1 (0, or +1
+        // to the next record's first), where version 1 spent 8 on each; the column's length
+        // (505) takes 2 bytes.
+        assert_eq!(block.len(), 2 + 2 + 6 + 499 + records.len() - 500 * 8);
+    }
+
+    #[test]
+    fn records_are_written_in_key_order_whatever_the_table_order() {
+        // The same records in two orders (as two tables' hash orders would give them) make
+        // the same block, in key order, with the stamps of neighbouring keys next to each
+        // other in the column.
+        let now = 1_700_000_000_000u64;
+        let one = |i: u32| {
+            let mut r = Vec::new();
+            write_bytes(&mut r, &i.to_be_bytes()).unwrap();
+            write_bytes(&mut r, b"").unwrap();
+            r.extend_from_slice(&(now + u64::from(i)).to_be_bytes());
+            write_bytes(&mut r, &[7; 8]).unwrap();
+            r
+        };
+        let scattered: Vec<u8> = (0..64).flat_map(|i| one(i * 37 % 64)).collect();
+        let reversed: Vec<u8> = (0..64).rev().flat_map(one).collect();
+        let in_order: Vec<u8> = (0..64).flat_map(one).collect();
+        let block = |records: &[u8]| {
+            let mut g = GroupBlocks::default();
+            g.section(0, 64, records, RecordShape::Single, Order::Key)
+                .unwrap();
+            g.finish().remove(0)
+        };
+        let written = block(&scattered);
+        assert_eq!(written, block(&reversed));
+        // Every stamp after the first is +1 ms: one byte.
+        assert_eq!(written.len(), 2 + 1 + 6 + 63 + in_order.len() - 64 * 8);
+        let read = sections(&Bytes::from(written), DATA_VERSION, 1, |_| {
+            RecordShape::Single
+        })
+        .unwrap();
+        assert_eq!(read[0].bytes, in_order);
+        // Given order keeps the table's.
+        let mut g = GroupBlocks::default();
+        g.section(0, 64, &scattered, RecordShape::Single, Order::Given)
+            .unwrap();
+        let read = sections(&Bytes::from(g.finish().remove(0)), DATA_VERSION, 1, |_| {
+            RecordShape::Single
+        })
+        .unwrap();
+        assert_eq!(read[0].bytes, scattered);
     }
 
     proptest::proptest! {
         #[test]
-        fn version_2_sections_read_back_as_written(
+        fn sections_read_back_as_written(
             shape in proptest::sample::select(vec![
                 RecordShape::Single,
                 RecordShape::List,
@@ -863,10 +1083,17 @@ mod tests {
                 1..40,
             ),
             limit in 64usize..400,
+            by_key in proptest::bool::ANY,
         ) {
             let records = records_of(shape, &items);
+            // Version 2, written in place, reads back as written.
+            let v2 = Bytes::from(version_2(3, items.len(), &records, shape));
+            let read = sections(&v2, 2, 4, |_| shape).unwrap();
+            proptest::prop_assert_eq!(&read[0].bytes[..], &records[..]);
+            // Version 3, as `GroupBlocks` writes it, split over blocks.
+            let order = if by_key { Order::Key } else { Order::Given };
             let mut g = GroupBlocks { limit, blocks: vec![Vec::new()] };
-            match g.section(3, items.len(), &records, shape) {
+            match g.section(3, items.len(), &records, shape, order) {
                 Ok(()) => {}
                 // A record larger than the (tiny) block: refused whole.
                 Err(CodecError::TooLarge { .. }) => return Ok(()),
@@ -876,14 +1103,19 @@ mod tests {
             let mut count = 0;
             for b in g.finish() {
                 proptest::prop_assert!(b.len() <= limit);
-                for s in sections(&Bytes::from(b), 2, 4, |_| shape).unwrap() {
+                for s in sections(&Bytes::from(b), 3, 4, |_| shape).unwrap() {
                     proptest::prop_assert_eq!(s.state, 3);
                     count += s.records as usize;
                     joined.extend_from_slice(&s.bytes);
                 }
             }
             proptest::prop_assert_eq!(count, items.len());
-            proptest::prop_assert_eq!(joined, records);
+            if by_key {
+                // The section is sorted before it is split, so the pieces join sorted.
+                proptest::prop_assert_eq!(joined, sorted(&records, shape));
+            } else {
+                proptest::prop_assert_eq!(joined, records);
+            }
         }
     }
 
@@ -891,6 +1123,9 @@ mod tests {
     fn a_count_that_is_not_the_records_is_refused() {
         let records = records_of(RecordShape::Single, &[(vec![1], vec![2])]);
         let mut g = GroupBlocks::default();
-        assert!(g.section(0, 2, &records, RecordShape::Single).is_err());
+        assert!(
+            g.section(0, 2, &records, RecordShape::Single, Order::Key)
+                .is_err()
+        );
     }
 }

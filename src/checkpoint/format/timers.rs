@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::blocks::{
-    self, DataFileWriter, GroupBlocks, RecordShape, build_parallel, read_bytes, read_stamp,
+    self, DataFileWriter, GroupBlocks, Order, RecordShape, build_parallel, read_bytes, read_stamp,
     write_bytes,
 };
 use super::manifest::{BlockEntry, Manifest, TimerMeta};
@@ -69,6 +69,7 @@ impl TimersSnapshot {
                     timers.len(),
                     &records,
                     RecordShape::Single,
+                    Order::Given,
                 )?;
             }
         }
