@@ -238,6 +238,52 @@ impl<T: Clone> CowMap<T> {
         }
     }
 
+    /// An empty map sized for `n` entries: the directory it would have grown to and each
+    /// segment's table reserved for its share, so filling it (a restore, which knows its count)
+    /// neither doubles the directory nor rehashes a segment on the way.
+    pub(crate) fn with_capacity(n: usize, alloc: TableAlloc) -> Self {
+        let bits = Self::bits_for(n);
+        let count = 1usize << bits;
+        let per_segment = Self::share(n, bits);
+        CowMap {
+            segments: (0..count)
+                .map(|_| Arc::new(HashTable::with_capacity_in(per_segment, alloc.clone())))
+                .collect(),
+            hints: (0..count).map(|_| Cell::default()).collect(),
+            floors: vec![SegmentFloor::default(); count],
+            bits,
+            len: 0,
+            alloc,
+        }
+    }
+
+    /// For a map of `n` entries built by [`CowMap::with_capacity`]: a sort key of hashes that
+    /// orders entries by segment, then by home bucket in the segment's table, the order in
+    /// which inserting them touches one segment at a time, front to back.
+    pub(crate) fn fill_order(n: usize) -> impl Fn(u64) -> u64 {
+        let bits = Self::bits_for(n);
+        // hashbrown's bucket count for a segment's share: a power of two at most 7/8 full.
+        let buckets = (Self::share(n, bits).max(8) * 8 / 7).next_power_of_two() as u64;
+        let segments = (1u64 << bits) - 1;
+        move |hash| (((hash >> 32) & segments) << 32) | (hash & (buckets - 1))
+    }
+
+    /// The entries a segment is sized for when `n` are spread over `2^bits` segments: the mean
+    /// and an eighth, for uneven segments (what `maybe_grow` gives too).
+    fn share(n: usize, bits: u32) -> usize {
+        let count = 1usize << bits;
+        n / count + n / (count * 8)
+    }
+
+    /// Directory bits for `n` entries: segments of at most [`SEGMENT_TARGET_LEN`] on average.
+    fn bits_for(n: usize) -> u32 {
+        let mut bits = 0;
+        while n > SEGMENT_TARGET_LEN << bits && bits < MAX_BITS {
+            bits += 1;
+        }
+        bits
+    }
+
     #[inline]
     fn segment_of(&self, hash: u64) -> usize {
         ((hash >> 32) as usize) & ((1usize << self.bits) - 1)
@@ -360,7 +406,7 @@ impl<T: Clone> CowMap<T> {
         }
         let bits = self.bits + 1;
         let count = 1usize << bits;
-        let per_segment = self.len / count + self.len / (count * 8);
+        let per_segment = Self::share(self.len, bits);
         let mut fresh: Vec<HashTable<T>> = (0..count)
             .map(|_| HashTable::with_capacity_in(per_segment, self.alloc.clone()))
             .collect();
@@ -531,6 +577,42 @@ mod tests {
         assert_eq!(m.len(), n as usize / 2);
         assert_eq!(m.iter().count(), n as usize / 2);
         assert!(m.get(h(0), |e| e.0 == 0).is_none());
+    }
+
+    #[test]
+    fn a_map_sized_up_front_fills_in_its_order_without_growing() {
+        let n = SEGMENT_TARGET_LEN * 9 + 5;
+        let mut m = CowMap::with_capacity(n, TableAlloc::global());
+        assert_eq!(m.bits, 4, "the directory a map of {n} grows to");
+        let buckets = |m: &CowMap<(u64, u64)>| {
+            m.segments
+                .iter()
+                .map(|s| s.num_buckets())
+                .collect::<Vec<_>>()
+        };
+        let before = buckets(&m);
+        let order = CowMap::<(u64, u64)>::fill_order(n);
+        let mut keys: Vec<u64> = (0..n as u64).collect();
+        keys.sort_by_key(|&k| order(h(k)));
+        assert!(
+            keys.windows(2)
+                .all(|w| m.segment_of(h(w[0])) <= m.segment_of(h(w[1]))),
+            "one segment after another"
+        );
+        for &k in &keys {
+            put(&mut m, k, k + 1);
+        }
+        assert_eq!((m.len(), m.bits), (n, 4), "no doubling");
+        assert_eq!(buckets(&m), before, "no segment rehashed");
+        // The order's bucket count is the tables': within a segment, home buckets ascend.
+        let mask = before[0] as u64 - 1;
+        assert!(before.iter().all(|&b| b == before[0]));
+        assert!(keys.windows(2).all(|w| {
+            m.segment_of(h(w[0])) < m.segment_of(h(w[1])) || h(w[0]) & mask <= h(w[1]) & mask
+        }));
+        for k in 0..n as u64 {
+            assert_eq!(m.get(h(k), |e| e.0 == k), Some(&(k, k + 1)));
+        }
     }
 
     #[test]
