@@ -679,47 +679,36 @@ pub(crate) fn transcode_record(
     prev: &mut u64,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    // Everything but the stamps is copied as it is, a span at a time: `span` is where the
-    // bytes not yet copied start.
-    let mut span = *input;
-    walk_record(input, shape, from.min_len(), |input| {
-        let copied = span.len() - input.len();
-        out.extend_from_slice(span.get(..copied).unwrap_or_default());
+    move_record(input, shape, from.min_len(), out, |input, out| {
         let stamp = from.read(input, *prev)?;
         to.write(out, stamp, *prev);
         *prev = stamp;
-        span = *input;
         Ok(())
-    })?;
-    let copied = span.len() - input.len();
-    out.extend_from_slice(span.get(..copied).unwrap_or_default());
-    Ok(())
+    })
 }
 
 /// Moves one record of `shape` in the record form from `record` to `out` without its stamps,
 /// which go to `column` as deltas (version 3); `prev` is the previous stamp of the section,
 /// updated to this record's last.
 fn split_stamps(
-    record: &[u8],
+    mut record: &[u8],
     shape: RecordShape,
     prev: &mut u64,
     out: &mut Vec<u8>,
     column: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let mut input = record;
-    let mut span = input;
-    walk_record(&mut input, shape, Stamps::Fixed.min_len(), |input| {
-        let copied = span.len() - input.len();
-        out.extend_from_slice(span.get(..copied).unwrap_or_default());
-        let stamp = read_stamp(input)?;
-        Stamps::Delta.write(column, stamp, *prev);
-        *prev = stamp;
-        span = *input;
-        Ok(())
-    })?;
-    let copied = span.len() - input.len();
-    out.extend_from_slice(span.get(..copied).unwrap_or_default());
-    Ok(())
+    move_record(
+        &mut record,
+        shape,
+        Stamps::Fixed.min_len(),
+        out,
+        |input, _| {
+            let stamp = read_stamp(input)?;
+            Stamps::Delta.write(column, stamp, *prev);
+            *prev = stamp;
+            Ok(())
+        },
+    )
 }
 
 /// The inverse of [`split_stamps`]: moves one record of `shape` without stamps from the front
@@ -731,13 +720,31 @@ fn join_stamps(
     prev: &mut u64,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    let mut span = *input;
-    walk_record(input, shape, 0, |input| {
-        let copied = span.len() - input.len();
-        out.extend_from_slice(span.get(..copied).unwrap_or_default());
+    move_record(input, shape, 0, out, |_, out| {
         let stamp = Stamps::Delta.read(column, *prev)?;
         Stamps::Fixed.write(out, stamp, *prev);
         *prev = stamp;
+        Ok(())
+    })
+}
+
+/// Moves one record of `shape` (stamps of at least `stamp_len` bytes, 0: none in the record)
+/// from the front of `input` to `out`, copying everything but the stamps as it is, a span at a
+/// time, and handing `stamp` the input and `out` at each stamp's place (it consumes the stamp
+/// from the input, if there is one, and writes what replaces it).
+fn move_record<'a>(
+    input: &mut &'a [u8],
+    shape: RecordShape,
+    stamp_len: usize,
+    out: &mut Vec<u8>,
+    mut stamp: impl FnMut(&mut &'a [u8], &mut Vec<u8>) -> Result<(), CodecError>,
+) -> Result<(), CodecError> {
+    // `span` is where the bytes not yet copied start.
+    let mut span = *input;
+    walk_record(input, shape, stamp_len, |input| {
+        let copied = span.len() - input.len();
+        out.extend_from_slice(span.get(..copied).unwrap_or_default());
+        stamp(input, out)?;
         span = *input;
         Ok(())
     })?;
