@@ -228,14 +228,8 @@ impl<T: Clone> Default for CowMap<T> {
 impl<T: Clone> CowMap<T> {
     /// An empty map whose segments get their memory from `alloc`.
     pub(crate) fn new(alloc: TableAlloc) -> Self {
-        CowMap {
-            segments: Arc::from(vec![Arc::new(HashTable::new_in(alloc.clone()))]),
-            hints: vec![Cell::default()],
-            floors: vec![SegmentFloor::default()],
-            bits: 0,
-            len: 0,
-            alloc,
-        }
+        // One segment, no buckets allocated until the first insert.
+        Self::with_capacity(0, alloc)
     }
 
     /// An empty map sized for `n` entries: the directory it would have grown to and each
@@ -243,18 +237,33 @@ impl<T: Clone> CowMap<T> {
     /// neither doubles the directory nor rehashes a segment on the way.
     pub(crate) fn with_capacity(n: usize, alloc: TableAlloc) -> Self {
         let bits = Self::bits_for(n);
-        let count = 1usize << bits;
-        let per_segment = Self::share(n, bits);
+        let (segments, hints, floors) = Self::directory(Self::sized_segments(n, bits, &alloc));
         CowMap {
-            segments: (0..count)
-                .map(|_| Arc::new(HashTable::with_capacity_in(per_segment, alloc.clone())))
-                .collect(),
-            hints: (0..count).map(|_| Cell::default()).collect(),
-            floors: vec![SegmentFloor::default(); count],
+            segments,
+            hints,
+            floors,
             bits,
             len: 0,
             alloc,
         }
+    }
+
+    /// `2^bits` empty segments, each reserved for its [`share`](Self::share) of `n` entries.
+    fn sized_segments(n: usize, bits: u32, alloc: &TableAlloc) -> Vec<HashTable<T>> {
+        let per_segment = Self::share(n, bits);
+        (0..1usize << bits)
+            .map(|_| HashTable::with_capacity_in(per_segment, alloc.clone()))
+            .collect()
+    }
+
+    /// A directory of these segments, with a fresh hint and floor for each.
+    fn directory(segments: Vec<HashTable<T>>) -> (Segments<T>, Vec<Cell<Hint>>, Vec<SegmentFloor>) {
+        let count = segments.len();
+        (
+            segments.into_iter().map(Arc::new).collect(),
+            (0..count).map(|_| Cell::default()).collect(),
+            vec![SegmentFloor::default(); count],
+        )
     }
 
     /// For a map of `n` entries built by [`CowMap::with_capacity`]: a sort key of hashes that
@@ -405,12 +414,8 @@ impl<T: Clone> CowMap<T> {
             return;
         }
         let bits = self.bits + 1;
-        let count = 1usize << bits;
-        let per_segment = Self::share(self.len, bits);
-        let mut fresh: Vec<HashTable<T>> = (0..count)
-            .map(|_| HashTable::with_capacity_in(per_segment, self.alloc.clone()))
-            .collect();
-        let mask = count - 1;
+        let mut fresh = Self::sized_segments(self.len, bits, &self.alloc);
+        let mask = fresh.len() - 1;
         let mut place = |v: T| {
             let h = hasher(&v);
             fresh[((h >> 32) as usize) & mask].insert_unique(h, v, hasher);
@@ -430,9 +435,7 @@ impl<T: Clone> CowMap<T> {
                 .cloned()
                 .for_each(&mut place);
         }
-        self.segments = fresh.into_iter().map(Arc::new).collect();
-        self.hints = (0..count).map(|_| Cell::default()).collect();
-        self.floors = vec![SegmentFloor::default(); count];
+        (self.segments, self.hints, self.floors) = Self::directory(fresh);
         self.bits = bits;
         debug_assert_eq!(
             self.iter().count(),
