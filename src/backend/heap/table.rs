@@ -11,7 +11,7 @@ use super::arena::TableAlloc;
 use super::cow_map::{CowMap, CowSnapshot, Cursor, Slot, Verdict};
 use super::snapshot::{Canonical, FrozenState, write_encoded};
 use crate::backend::{ListTable, MapTable, ValueTable};
-use crate::checkpoint::format::blocks::{lead, read_bytes};
+use crate::checkpoint::format::blocks::{read_bytes, sorted_by_bytes};
 use crate::checkpoint::format::canonical::RestoredGroup;
 use crate::codec::Codec;
 use crate::error::{CodecError, Result};
@@ -621,14 +621,13 @@ impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static>
             write_encoded(&mut prefixes, &e.ns)?;
             entries.push((start, prefixes.len(), e));
         }
-        let prefix = |&(start, end, _): &(usize, usize, _)| prefixes.get(start..end).unwrap_or(&[]);
-        let mut sorted: Vec<_> = entries
-            .iter()
-            .map(|entry| (lead(prefix(entry)), prefix(entry), entry.2))
-            .collect();
-        sorted.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let sorted = sorted_by_bytes(
+            entries
+                .iter()
+                .map(|&(start, end, e)| (prefixes.get(start..end).unwrap_or(&[]), e)),
+        );
         let mut n = 0;
-        for (_, prefix, e) in sorted {
+        for (prefix, e) in sorted {
             let start = out.len();
             out.extend_from_slice(prefix);
             if e.state.write_live(self.ttl, now, out)? {

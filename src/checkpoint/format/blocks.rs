@@ -775,20 +775,36 @@ impl Order {
             each.push(record.get(..record.len() - input.len()).unwrap_or_default());
         }
         if self == Order::Key && !each.is_sorted() {
-            // Byte order, compared through each record's first 16 bytes as one integer (zeros
-            // past a short record's end) and only on a tie through the bytes: the same order,
-            // without a memcmp call per comparison (a key and its length are rarely longer).
-            let mut keyed: Vec<(u128, &[u8])> = each.iter().map(|&r| (lead(r), r)).collect();
-            keyed.sort_unstable();
-            each = keyed.into_iter().map(|(_, record)| record).collect();
+            each = sorted_by_bytes(each.iter().map(|&r| (r, ())))
+                .into_iter()
+                .map(|(record, ())| record)
+                .collect();
         }
         Ok(each)
     }
 }
 
+/// `items` sorted by the bytes each carries, in byte order (the order of `Order::Key`),
+/// compared through their first 16 bytes as one integer ([`lead`]) and only on a tie through
+/// the bytes: the same order, without a memcmp call per comparison (a key and its length are
+/// rarely longer).
+pub(crate) fn sorted_by_bytes<'a, T>(
+    items: impl IntoIterator<Item = (&'a [u8], T)>,
+) -> Vec<(&'a [u8], T)> {
+    let mut keyed: Vec<_> = items
+        .into_iter()
+        .map(|(bytes, item)| (lead(bytes), bytes, item))
+        .collect();
+    keyed.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    keyed
+        .into_iter()
+        .map(|(_, bytes, item)| (bytes, item))
+        .collect()
+}
+
 /// The first 16 bytes of `record` as a big-endian integer, zeros past its end: whenever the
 /// integers of two records differ, they order the records as their bytes do.
-pub(crate) fn lead(record: &[u8]) -> u128 {
+fn lead(record: &[u8]) -> u128 {
     let mut lead = [0u8; 16];
     for (to, from) in lead.iter_mut().zip(record) {
         *to = *from;
