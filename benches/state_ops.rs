@@ -99,7 +99,7 @@ fn with_prepared_keys<E: keyed_state::Engine>(
 }
 
 /// The RocksDB side: the engine, and a raw `rocksdb` database with the same options (shared
-/// 64 MiB LRU block cache, 10-bit bloom filter, LZ4, 64 MiB write buffers x2, no WAL, a
+/// 64 MiB HyperClock block cache, 10-bit bloom filter, LZ4, 64 MiB write buffers x2, no WAL, a
 /// concatenating merge operator) and keys of the same length as the engine's.
 #[cfg(feature = "rocksdb")]
 mod rocks {
@@ -126,7 +126,7 @@ mod rocks {
 
     pub fn raw() -> Raw {
         let dir = tempfile::tempdir().expect("tempdir");
-        let cache = Cache::new_lru_cache(64 << 20);
+        let cache = Cache::new_hyper_clock_cache(64 << 20, 0);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
         table.set_bloom_filter(10.0, false);

@@ -20,7 +20,7 @@ mod tests;
 mod timers;
 mod ttl_filter;
 
-pub use options::{Compression, MIN_KEYS_PER_READ_THREAD, RocksDbOptions};
+pub use options::{BlockCache, Compression, MIN_KEYS_PER_READ_THREAD, RocksDbOptions};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -213,7 +213,12 @@ impl RocksDbEngine {
         fresh_uid: bool,
         row_cache: bool,
     ) -> Result<Self> {
-        let cache = Cache::new_lru_cache(options.block_cache_bytes());
+        let cache = match options.block_cache() {
+            // 0: RocksDB sizes the table itself (AutoHyperClockCache), with no guess of the
+            // average entry's charge to get wrong.
+            BlockCache::HyperClock => Cache::new_hyper_clock_cache(options.block_cache_bytes(), 0),
+            BlockCache::Lru => Cache::new_lru_cache(options.block_cache_bytes()),
+        };
         let write_buffers = options.memory_budget_bytes().map(|budget| {
             WriteBufferManager::new_write_buffer_manager_with_cache(budget, false, cache.clone())
         });

@@ -14,6 +14,20 @@ pub enum Compression {
     Zstd,
 }
 
+/// The kind of the block cache every state's column family shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum BlockCache {
+    /// RocksDB's HyperClockCache (its automatically sized variant): lookups take no lock and
+    /// eviction is a clock sweep, not a list kept in recency order (the default; DESIGN.md
+    /// §9 has the figures that chose it).
+    #[default]
+    HyperClock,
+    /// RocksDB's sharded LRU cache: a mutex per shard, taken on every lookup to move the
+    /// entry to the list's head (RocksDB's long-standing default, and Flink's).
+    Lru,
+}
+
 /// Options of [`RocksDbEngine`](super::RocksDbEngine).
 ///
 /// ```
@@ -27,6 +41,7 @@ pub enum Compression {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RocksDbOptions {
     block_cache_bytes: usize,
+    block_cache: BlockCache,
     write_buffer_bytes: usize,
     max_write_buffers: i32,
     compression: Compression,
@@ -42,14 +57,15 @@ pub struct RocksDbOptions {
 }
 
 impl Default for RocksDbOptions {
-    /// 64 MiB block cache shared by all states, 64 MiB write buffers (2 per state), LZ4,
-    /// 10-bit bloom filters for point lookups, no overall memory budget, **no write-ahead log**
-    /// (durability comes from checkpoints), automatic compaction with 2 background jobs,
+    /// 64 MiB HyperClock block cache shared by all states, 64 MiB write buffers (2 per state),
+    /// LZ4, 10-bit bloom filters for point lookups, no overall memory budget, **no write-ahead
+    /// log** (durability comes from checkpoints), automatic compaction with 2 background jobs,
     /// timers on the heap, key groups a rescaling restore cut away compacted in the background,
     /// batched reads on the caller's thread alone, no row cache.
     fn default() -> Self {
         RocksDbOptions {
             block_cache_bytes: 64 << 20,
+            block_cache: BlockCache::HyperClock,
             write_buffer_bytes: 64 << 20,
             max_write_buffers: 2,
             compression: Compression::Lz4,
@@ -84,8 +100,20 @@ macro_rules! option {
 
 impl RocksDbOptions {
     option!(
-        /// Size of the LRU block cache shared by every state's column family.
+        /// Size of the block cache shared by every state's column family.
         block_cache_bytes, with_block_cache_bytes, usize);
+    option!(
+        /// Kind of the block cache: [`BlockCache::HyperClock`] (the default) or
+        /// [`BlockCache::Lru`]. The row cache is always an LRU cache (a HyperClockCache
+        /// takes only fixed-size keys, which rows do not have).
+        ///
+        /// ```
+        /// use keyed_state::backend::rocksdb::{BlockCache, RocksDbOptions};
+        /// let opts = RocksDbOptions::default().with_block_cache(BlockCache::Lru);
+        /// assert_eq!(opts.block_cache(), BlockCache::Lru);
+        /// assert_eq!(RocksDbOptions::default().block_cache(), BlockCache::HyperClock);
+        /// ```
+        block_cache, with_block_cache, BlockCache);
     option!(
         /// Memtable size per state before it is flushed.
         write_buffer_bytes, with_write_buffer_bytes, usize);

@@ -45,6 +45,41 @@ fn undecodable_bytes_are_typed_errors_naming_the_state() {
     assert!(matches!(count.keys_in_group(5), Err(Error::Decode { .. })));
 }
 
+/// Either kind of block cache, with the memtables' budget charged to it, serves reads of flushed
+/// values and holds their blocks afterwards.
+#[test]
+fn both_block_cache_kinds_serve_reads_and_hold_blocks() {
+    use super::BlockCache;
+    use crate::Engine;
+    for kind in [BlockCache::HyperClock, BlockCache::Lru] {
+        let opts = options()
+            .with_block_cache(kind)
+            .with_block_cache_bytes(8 << 20)
+            .with_memory_budget_bytes(Some(4 << 20));
+        let engine = RocksDbEngine::open_temporary(EngineConfig::new(128).unwrap(), opts).unwrap();
+        let b = KeyedStateBackend::<u64, _>::new(engine);
+        let value = b
+            .value_state(&ValueStateDescriptor::<u64>::new("value"))
+            .unwrap();
+        for k in 0..20_000 {
+            value.update(&b.key(k).unwrap(), &(), k * 3).unwrap();
+        }
+        b.engine().flush().unwrap();
+        for k in 0..20_000 {
+            assert_eq!(
+                value.get(&b.key(k).unwrap(), &()).unwrap(),
+                Some(k * 3),
+                "{kind:?}"
+            );
+        }
+        let cached = b.engine().metrics().unwrap().cache_bytes;
+        assert!(
+            cached > 0,
+            "{kind:?}: no block cached after reading flushed values"
+        );
+    }
+}
+
 #[test]
 fn the_ttl_filter_keeps_and_counts_what_it_cannot_parse() {
     let clock = ManualClock::new(0);
