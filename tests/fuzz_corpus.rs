@@ -9,6 +9,9 @@ use std::collections::BTreeSet;
 use keyed_state::checkpoint::{Manifest, SnapshotKind};
 use keyed_state::fuzzing::{TARGETS, seed_corpus};
 
+#[path = "support/package.rs"]
+mod package;
+
 fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -28,7 +31,7 @@ fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn every_corpus_file_and_past_finding_passes_its_target() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let root = package::manifest_dir().join("fuzz");
     for (target, body) in TARGETS {
         let corpus = inputs(&root.join("corpus").join(target));
         assert!(!corpus.is_empty(), "{target}: no committed corpus");
@@ -62,7 +65,7 @@ fn the_seed_corpus_is_what_the_generator_makes_and_passes() {
 /// database id. A format change thus shows up here too, until the corpus is regenerated.
 #[test]
 fn the_committed_seeds_are_what_the_generator_makes() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let root = package::manifest_dir().join("fuzz/corpus");
     for (target, _) in TARGETS {
         let committed: BTreeSet<String> = inputs(&root.join(target))
             .into_iter()

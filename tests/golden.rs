@@ -35,6 +35,9 @@ use keyed_state::{Engine, EngineConfig, HeapEngine, KeyedStateBackend};
 mod states;
 use states::{dump, register};
 
+#[path = "support/package.rs"]
+mod package;
+
 const M: u32 = 16;
 /// The engine clock when the fixtures were written and when they are restored: TTL entries
 /// (10 s) written at this time are live.
@@ -50,9 +53,7 @@ const CASES: [&str; 7] = [
 ];
 
 fn fixture_dir(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(case)
+    package::manifest_dir().join("tests/fixtures").join(case)
 }
 
 fn config(clock: &ManualClock) -> EngineConfig {

@@ -6,6 +6,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+#[path = "support/package.rs"]
+mod package;
+
 /// Top-level modules by layer, top first.
 const LAYERS: &[(&str, u8)] = &[
     ("fuzzing", 9),
@@ -40,7 +43,7 @@ fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[test]
 fn no_module_imports_one_above_it() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = package::manifest_dir().join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
     assert!(
