@@ -11,8 +11,10 @@
 //!
 //! One criterion group per op (`job_value_get` … `job_map_iterate`), functions `heap` and
 //! `rocksdb`. RocksDB gets the memory of Flink's slot: a 512 MiB block cache, with the
-//! memtables charged to it (a 256 MiB write-buffer budget inside the cache), and is settled (no
-//! flush or compaction running) before each function. `KS_BENCH_ROW_CACHE_MIB=N` moves N MiB
+//! memtables charged to it (a 256 MiB write-buffer budget inside the cache) and the SSTs'
+//! index and filter blocks in it (the engine's default), and is settled (no flush or
+//! compaction running) before each function. The first line a shape prints after its preload
+//! says what the engine holds: memtables (heap: tables), cache, and what no budget bounds. `KS_BENCH_ROW_CACHE_MIB=N` moves N MiB
 //! of the 512 (at most 256) to a row cache (`RocksDbOptions::with_row_cache_bytes`). The raw
 //! baselines of these operations (std `HashMap`, the raw `rocksdb` crate) are in
 //! `benches/state_ops.rs`.
@@ -206,9 +208,17 @@ impl Shapes<'_> {
     fn load<E: Engine>(&self, engine: E, ttl: Option<&TtlConfig>, name: &str) -> Shape<E> {
         let shape = Shape::new(engine, ttl);
         let rate = shape.preload(self.n, self.payloads);
+        // What the engine holds in memory after the preload, and (RocksDB) how much of it no
+        // budget bounds (index and filter blocks outside the block cache).
+        let m = shape.backend.engine().metrics().expect("metrics");
+        let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
         eprintln!(
-            "job_shape: {} keys; {name} preload {rate:.0} keys/s",
-            self.n
+            "job_shape: {} keys; {name} preload {rate:.0} keys/s; memory {:.0} MiB, \
+             cache {:.0} MiB, table readers {:.0} MiB",
+            self.n,
+            mib(m.memory_bytes),
+            mib(m.cache_bytes),
+            mib(m.table_reader_bytes)
         );
         shape
     }

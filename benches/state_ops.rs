@@ -99,8 +99,9 @@ fn with_prepared_keys<E: keyed_state::Engine>(
 }
 
 /// The RocksDB side: the engine, and a raw `rocksdb` database with the same options (shared
-/// 64 MiB HyperClock block cache, 10-bit bloom filter, LZ4, 64 MiB write buffers x2, no WAL, a
-/// concatenating merge operator) and keys of the same length as the engine's.
+/// 64 MiB HyperClock block cache holding the pinned index and filter blocks, 10-bit bloom
+/// filter, LZ4, 64 MiB write buffers x2, no WAL, a concatenating merge operator) and keys of
+/// the same length as the engine's.
 #[cfg(feature = "rocksdb")]
 mod rocks {
     use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
@@ -130,6 +131,8 @@ mod rocks {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
         table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_unpartitioned_pinning_tier(rocksdb::BlockBasedTablePinningTier::All);
         let mut cf = Options::default();
         cf.set_block_based_table_factory(&table);
         cf.set_write_buffer_size(64 << 20);

@@ -365,4 +365,9 @@ pub struct EngineMetrics {
     pub cache_bytes: u64,
     /// Row-cache usage (RocksDB with a row cache; 0 otherwise).
     pub row_cache_bytes: u64,
+    /// Memory the open SST files' readers hold outside the block cache, counted by no
+    /// budget: their index and filter blocks unless
+    /// `RocksDbOptions::index_and_filters_in_cache` keeps those in the cache (RocksDB; 0 on
+    /// the heap).
+    pub table_reader_bytes: u64,
 }

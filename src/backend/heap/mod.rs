@@ -336,6 +336,7 @@ impl Engine for HeapEngine {
             memory_bytes,
             cache_bytes: 0,
             row_cache_bytes: 0,
+            table_reader_bytes: 0,
         })
     }
 }

@@ -1099,6 +1099,11 @@ fn state_cf_options(
     if let Some(bits) = options.bloom_bits_per_key() {
         table.set_bloom_filter(bits, false);
     }
+    if options.index_and_filters_in_cache() {
+        // Charged to the cache, and pinned so they are never read back in (§7b).
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_unpartitioned_pinning_tier(rocksdb::BlockBasedTablePinningTier::All);
+    }
     let mut cf = rocksdb::Options::default();
     cf.set_block_based_table_factory(&table);
     cf.set_write_buffer_size(options.write_buffer_bytes());
@@ -1287,6 +1292,7 @@ impl Engine for RocksDbEngine {
         let db = &self.handle.db;
         let mut states = Vec::new();
         let mut memtable_bytes = 0;
+        let mut table_reader_bytes = 0;
         let mut names = self.state_cfs();
         names.retain(|n| n.starts_with("state:")); // timer column families are not states
         names.sort();
@@ -1296,6 +1302,7 @@ impl Engine for RocksDbEngine {
             };
             let int = |prop: &str| db.property_int_value_cf(&cf, prop).map(|v| v.unwrap_or(0));
             memtable_bytes += int("rocksdb.cur-size-all-mem-tables")?;
+            table_reader_bytes += int("rocksdb.estimate-table-readers-mem")?;
             states.push(StateMetrics {
                 name: name.trim_start_matches("state:").to_owned(),
                 approximate_entries: int("rocksdb.estimate-num-keys")?,
@@ -1311,6 +1318,7 @@ impl Engine for RocksDbEngine {
                 .row_cache
                 .as_ref()
                 .map_or(0, |c| u64::try_from(c.get_usage()).unwrap_or(u64::MAX)),
+            table_reader_bytes,
         })
     }
 }

@@ -46,6 +46,7 @@ pub struct RocksDbOptions {
     max_write_buffers: i32,
     compression: Compression,
     bloom_bits_per_key: Option<f64>,
+    index_and_filters_in_cache: bool,
     memory_budget_bytes: Option<usize>,
     write_ahead_log: bool,
     auto_compaction: bool,
@@ -57,8 +58,9 @@ pub struct RocksDbOptions {
 }
 
 impl Default for RocksDbOptions {
-    /// 64 MiB HyperClock block cache shared by all states, 64 MiB write buffers (2 per state),
-    /// LZ4, 10-bit bloom filters for point lookups, no overall memory budget, **no write-ahead
+    /// 64 MiB HyperClock block cache shared by all states, holding every SST's index and filter
+    /// blocks (pinned) as well as data blocks, 64 MiB write buffers (2 per state), LZ4, 10-bit
+    /// bloom filters for point lookups, no overall memory budget, **no write-ahead
     /// log** (durability comes from checkpoints), automatic compaction with 2 background jobs,
     /// timers on the heap, key groups a rescaling restore cut away compacted in the background,
     /// batched reads on the caller's thread alone, no row cache.
@@ -70,6 +72,7 @@ impl Default for RocksDbOptions {
             max_write_buffers: 2,
             compression: Compression::Lz4,
             bloom_bits_per_key: Some(10.0),
+            index_and_filters_in_cache: true,
             memory_budget_bytes: None,
             write_ahead_log: false,
             auto_compaction: true,
@@ -126,6 +129,31 @@ impl RocksDbOptions {
     option!(
         /// Bloom filter bits per key for point lookups (`None`: no filter).
         bloom_bits_per_key, with_bloom_bits_per_key, Option<f64>);
+    option!(
+        /// Whether every SST's index and filter blocks live in the block cache, charged to it
+        /// and pinned there while their file is open (on, the default), or in the file's
+        /// reader beside the cache (off, RocksDB's own default).
+        ///
+        /// They grow with the data, not with the cache: about 1.25 bytes of filter per entry
+        /// at 10 bits per key, and an index entry per data block. On, they are charged to the
+        /// block cache, so the cache (with the memtables charged to it, see
+        /// [`memory_budget_bytes`](Self::memory_budget_bytes)) accounts for the engine's
+        /// memory, as Flink's managed memory does for its RocksDB; what they take is no longer
+        /// there for data blocks. Off, they come on top of every bound, and
+        /// [`EngineMetrics::table_reader_bytes`](crate::backend::EngineMetrics) shows how much.
+        /// Pinned, they are never evicted, so a lookup never waits to read one back (the
+        /// thrashing that makes RocksDB leave them out of the cache by default). Size the
+        /// cache for them: with more data than the cache has room for theirs, data blocks get
+        /// none (the cache then holds more than its size, as much as they would take outside
+        /// it), and [`EngineMetrics::cache_bytes`](crate::backend::EngineMetrics) shows it.
+        ///
+        /// ```
+        /// use keyed_state::backend::rocksdb::RocksDbOptions;
+        /// assert!(RocksDbOptions::default().index_and_filters_in_cache());
+        /// let opts = RocksDbOptions::default().with_index_and_filters_in_cache(false);
+        /// assert!(!opts.index_and_filters_in_cache());
+        /// ```
+        index_and_filters_in_cache, with_index_and_filters_in_cache, bool);
     option!(
         /// A budget for all memtables together, charged to the block cache so memtables and
         /// cache share one bound (`None`: each state's memtables are bounded on their own).

@@ -80,6 +80,44 @@ fn both_block_cache_kinds_serve_reads_and_hold_blocks() {
     }
 }
 
+/// With `index_and_filters_in_cache` (the default) a flushed file's index and filter blocks are
+/// in the block cache, counted by its usage, before anything is read; without it they are in
+/// the file's reader, outside the cache, where `table_reader_bytes` counts them. Reads are the
+/// same either way.
+#[test]
+fn index_and_filter_blocks_are_charged_to_the_cache_or_counted_beside_it() {
+    use crate::Engine;
+    const KEYS: u64 = 50_000;
+    // 10 bits per key of bloom filter alone.
+    const FILTER_BYTES: u64 = KEYS * 10 / 8;
+    for in_cache in [true, false] {
+        let opts = options()
+            .with_block_cache_bytes(32 << 20)
+            .with_index_and_filters_in_cache(in_cache);
+        let engine = RocksDbEngine::open_temporary(EngineConfig::new(128).unwrap(), opts).unwrap();
+        let b = KeyedStateBackend::<u64, _>::new(engine);
+        let value = b
+            .value_state(&ValueStateDescriptor::<u64>::new("value"))
+            .unwrap();
+        for k in 0..KEYS {
+            value.update(&b.key(k).unwrap(), &(), k + 1).unwrap();
+        }
+        b.engine().flush().unwrap();
+        let m = b.engine().metrics().unwrap();
+        if in_cache {
+            assert!(m.cache_bytes >= FILTER_BYTES, "{m:?}");
+            assert!(m.table_reader_bytes < FILTER_BYTES / 2, "{m:?}");
+        } else {
+            assert!(m.table_reader_bytes >= FILTER_BYTES, "{m:?}");
+            assert!(m.cache_bytes < FILTER_BYTES / 2, "{m:?}");
+        }
+        for k in (0..KEYS).step_by(7) {
+            assert_eq!(value.get(&b.key(k).unwrap(), &()).unwrap(), Some(k + 1));
+        }
+        assert_eq!(value.get(&b.key(KEYS).unwrap(), &()).unwrap(), None);
+    }
+}
+
 #[test]
 fn the_ttl_filter_keeps_and_counts_what_it_cannot_parse() {
     let clock = ManualClock::new(0);
