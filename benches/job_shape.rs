@@ -13,11 +13,11 @@
 //! `rocksdb`. RocksDB gets the memory of Flink's slot: a 512 MiB block cache, with the
 //! memtables charged to it (a 256 MiB write-buffer budget inside the cache) and the SSTs'
 //! index and filter blocks in it (the engine's default), and is settled (no flush or
-//! compaction running) before each function. The first line a shape prints after its preload
-//! says what the engine holds: memtables (heap: tables), cache, and what no budget bounds. `KS_BENCH_ROW_CACHE_MIB=N` moves N MiB
-//! of the 512 (at most 256) to a row cache (`RocksDbOptions::with_row_cache_bytes`). The raw
-//! baselines of these operations (std `HashMap`, the raw `rocksdb` crate) are in
-//! `benches/state_ops.rs`.
+//! compaction running) before each function. The line a shape prints after its preload says
+//! what the engine holds: memtables (heap: tables), cache, and what no budget bounds.
+//! `KS_BENCH_ROW_CACHE_MIB=N` moves N MiB of the 512 (at most 256) to a row cache
+//! (`RocksDbOptions::with_row_cache_bytes`). The raw baselines of these operations (std
+//! `HashMap`, the raw `rocksdb` crate) are in `benches/state_ops.rs`.
 //!
 //! `job_value_get`, `job_value_update`, `job_map_get` and `job_list_add` also run `heap_batch`
 //! and `rocksdb_batch`: the same ops through the batched calls (`get_batch`, `update_batch`,
