@@ -4,7 +4,6 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use parking_lot::Mutex;
 use rayon::prelude::*;
 
 use super::arena::TableAlloc;
@@ -21,6 +20,14 @@ use crate::ttl::{Stamped, is_expired};
 use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 
 pub(crate) use super::small_map::MapEntries;
+
+/// A table's lock: taken by a compare-exchange, released by a plain store, and a waiter yields
+/// its time slice until the holder is done. Why not a parking mutex (DESIGN.md §7): its
+/// release is a second locked instruction, which waits for every store before it; after a
+/// store into a line the lookup had not read (a list's end, a map's new entry), that is a
+/// whole cache miss per operation. Held by one processing thread at a time in the intended
+/// use, so a waiter is rare and brief.
+type TableLock<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
 use smallvec::{Array, SmallVec};
 
 /// The last-access stamp of a packed value.
@@ -339,7 +346,7 @@ pub(crate) struct HeapTable<K, N, S: Expiring> {
     cleanup: Option<(u64, usize)>,
     /// The TTL in ms (snapshots leave out what expired).
     ttl_millis: Option<u64>,
-    inner: Mutex<Inner<K, N, S>>,
+    inner: TableLock<Inner<K, N, S>>,
     /// Where the key groups' maps get their memory (restores make fresh ones).
     alloc: TableAlloc,
 }
@@ -358,7 +365,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             config: config.clone(),
             cleanup,
             ttl_millis: meta.ttl.as_ref().map(|t| t.ttl_millis()),
-            inner: Mutex::new(Inner {
+            inner: TableLock::new(Inner {
                 groups,
                 cleanup: (0, Cursor::default()),
                 cleanup_debt: 0,
