@@ -146,9 +146,9 @@ fn without_incremental_cleanup_expired_keys_wait_for_a_read() {
     assert_eq!(value.get(&b.key(7).unwrap(), &()).unwrap(), None);
 }
 
-/// Views are `Send + Sync` and clones share the state.
-/// Views shared by threads that write the same few keys at once: the table lock (a spin lock
-/// whose waiters yield) loses no write, and every thread's writes are all there.
+/// Views are `Send + Sync` and clones share the state: threads writing the same few keys at
+/// once through clones lose no write (the table lock, a spin lock whose waiters yield, keeps
+/// them apart), and every thread's writes are all there.
 #[test]
 fn views_are_shared_across_threads() {
     const THREADS: usize = 4;

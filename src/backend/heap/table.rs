@@ -20,6 +20,7 @@ use crate::ttl::{Stamped, is_expired};
 use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 
 pub(crate) use super::small_map::MapEntries;
+use smallvec::{Array, SmallVec};
 
 /// A table's lock: taken by a compare-exchange, released by a plain store, and a waiter yields
 /// its time slice until the holder is done. Why not a parking mutex (DESIGN.md §7): its
@@ -28,7 +29,6 @@ pub(crate) use super::small_map::MapEntries;
 /// whole cache miss per operation. Held by one processing thread at a time in the intended
 /// use, so a waiter is rare and brief.
 type TableLock<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
-use smallvec::{Array, SmallVec};
 
 /// The last-access stamp of a packed value.
 pub(crate) trait HasStamp {
