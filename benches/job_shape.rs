@@ -30,6 +30,12 @@
 //! engines whose four states have a one-day TTL (refreshed on write, the default incremental
 //! cleanup), so time with TTL ÷ time without is read off one group.
 //!
+//! `job_value_get_absent` (`heap`, `rocksdb`; last) reads keys `n..2n`, which no state holds: the
+//! first touch of a key, what RocksDB's bloom filters answer. `KS_BENCH_FILTERS_FOR_HITS=1`
+//! gives every RocksDB engine `RocksDbOptions::with_optimize_filters_for_hits` (no filter probe
+//! in the last level: present keys read faster, absent ones slower). Flink's harness has no
+//! such op.
+//!
 //! Group `job_checkpoint` runs first, on the shapes as preloaded: the time of a checkpoint
 //! into a fresh local directory, so every one is complete (`heap`, `heap_ttl`: the canonical
 //! format; `rocksdb`, `rocksdb_ttl`: native, every SST uploaded), and, printed once per
@@ -159,6 +165,9 @@ fn rocksdb_engine_with(threads: usize) -> RocksDbEngine {
         .with_block_cache_bytes((512 - rows) << 20)
         .with_memory_budget_bytes(Some(256 << 20))
         .with_row_cache_bytes(rows << 20)
+        .with_optimize_filters_for_hits(
+            std::env::var("KS_BENCH_FILTERS_FOR_HITS").is_ok_and(|v| v == "1"),
+        )
         .with_batch_read_threads(threads);
     RocksDbEngine::open_temporary(EngineConfig::new(128).expect("config"), options)
         .expect("open RocksDB")
@@ -576,6 +585,20 @@ fn job_shape(c: &mut Criterion) {
                 .expect("entries")
                 .map(|(u, v)| u ^ v)
                 .sum::<u64>()
+        }
+    );
+    // Reads of keys no state holds (`n..2n`): the first touch of a key, which a bloom filter
+    // answers, and which searches the index and a data block in a level without one. Last, so
+    // the functions above keep their places in the run.
+    job_op!(
+        c,
+        "job_value_get_absent",
+        shapes,
+        &seq,
+        payloads,
+        |s, k, _u, _p| {
+            let key = s.backend.key(k + n).expect("key");
+            s.value8.get(&key, &()).expect("get")
         }
     );
 }

@@ -1085,9 +1085,9 @@ fn check_max_parallelism_unchanged(db: &Db, requested: u32) -> Result<()> {
     }
 }
 
-/// The options of every state column family: shared block cache, bloom filter, compression,
-/// memtables, the list merge operator and the TTL compaction filter (both inert until the
-/// state's TTL is known).
+/// The options of every state column family: shared block cache, bloom filters (or none in the
+/// last level), compression, memtables, the list merge operator and the TTL compaction filter
+/// (both inert until the state's TTL is known).
 fn state_cf_options(
     options: &RocksDbOptions,
     cache: &Cache,
@@ -1106,6 +1106,7 @@ fn state_cf_options(
     }
     let mut cf = rocksdb::Options::default();
     cf.set_block_based_table_factory(&table);
+    cf.set_optimize_filters_for_hits(options.optimize_filters_for_hits());
     cf.set_write_buffer_size(options.write_buffer_bytes());
     cf.set_max_write_buffer_number(options.max_write_buffers());
     cf.set_disable_auto_compactions(!options.auto_compaction());

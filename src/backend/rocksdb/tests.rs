@@ -140,6 +140,37 @@ fn index_and_filter_blocks_are_charged_to_the_cache_or_counted_beside_it() {
     }
 }
 
+/// With `optimize_filters_for_hits` a compaction into the last level builds no bloom filter, so
+/// the compacted file's reader holds an index alone; without it (the default) the filter is
+/// there. Present and absent keys read the same either way.
+#[test]
+fn the_last_level_goes_without_filters_unless_asked() {
+    use crate::Engine;
+    const KEYS: u64 = 50_000;
+    // 10 bits per key of bloom filter alone.
+    const FILTER_BYTES: u64 = KEYS * 10 / 8;
+    for for_hits in [true, false] {
+        // Outside the cache, so `table_reader_bytes` counts the filters.
+        let opts = options()
+            .with_index_and_filters_in_cache(false)
+            .with_optimize_filters_for_hits(for_hits);
+        let (b, value) = with_values(opts, KEYS, 3);
+        b.engine().compact_state("value").unwrap();
+        let m = b.engine().metrics().unwrap();
+        if for_hits {
+            assert!(m.table_reader_bytes < FILTER_BYTES / 2, "{m:?}");
+        } else {
+            assert!(m.table_reader_bytes >= FILTER_BYTES, "{m:?}");
+        }
+        for k in (0..KEYS).step_by(7) {
+            assert_eq!(value.get(&b.key(k).unwrap(), &()).unwrap(), Some(k * 3));
+        }
+        for k in KEYS..KEYS + 1_000 {
+            assert_eq!(value.get(&b.key(k).unwrap(), &()).unwrap(), None);
+        }
+    }
+}
+
 #[test]
 fn the_ttl_filter_keeps_and_counts_what_it_cannot_parse() {
     let clock = ManualClock::new(0);
