@@ -165,11 +165,12 @@ impl RocksDbOptions {
         /// 90 % of the data, so this skips the filter probe of most reads of a present key, a
         /// cache miss of its own once the filters outgrow the processor's caches, and the
         /// files compacted into it take no memory and no checkpoint bytes for filters (1.25
-        /// bytes per entry at 10 bits per key; files moved there whole keep theirs). The price is the read of an absent key (the first touch of a
-        /// key or a window, every read of a deduplication): where the filter answered, the
-        /// last level's index and a data block are searched, from the block cache or else
-        /// from the file. DESIGN.md §9 has the figures: map reads over 10 million entries 8 %
-        /// faster, absent reads 3× slower.
+        /// bytes per entry at 10 bits per key; files moved there whole keep theirs). The price
+        /// is the read of an absent key (the first touch of a key or a window, every read of a
+        /// deduplication): where the filter answered, the last level's index and a data block
+        /// are searched, from the block cache or else from the file. DESIGN.md §9 has the
+        /// figures: reads of a map state of 10 million entries 8-17 % faster, the other reads
+        /// level, reads of absent keys 3× slower.
         ///
         /// ```
         /// use keyed_state::backend::rocksdb::RocksDbOptions;

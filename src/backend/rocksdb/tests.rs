@@ -144,7 +144,7 @@ fn index_and_filter_blocks_are_charged_to_the_cache_or_counted_beside_it() {
 /// the compacted file's reader holds an index alone; without it (the default) the filter is
 /// there. Present and absent keys read the same either way.
 #[test]
-fn the_last_level_goes_without_filters_unless_asked() {
+fn the_last_level_goes_without_filters_when_asked() {
     use crate::Engine;
     const KEYS: u64 = 50_000;
     // 10 bits per key of bloom filter alone.
