@@ -249,7 +249,7 @@ impl RocksDbEngine {
             let slot = Arc::new(TtlSlot::default());
             descriptors.push(ColumnFamilyDescriptor::new(
                 name.clone(),
-                state_cf_options(&options, &cache, &write_buffers, &slot),
+                state_cf_options(&options, &name, &cache, &write_buffers, &slot),
             ));
             slots.insert(name, slot);
         }
@@ -483,7 +483,7 @@ impl RocksDbEngine {
         let slot = Arc::new(TtlSlot::default());
         self.handle.db.create_cf(
             name,
-            &state_cf_options(&self.options, &self.cache, &self.write_buffers, &slot),
+            &state_cf_options(&self.options, name, &self.cache, &self.write_buffers, &slot),
         )?;
         slots.insert(name.to_owned(), slot.clone());
         Ok(slot)
@@ -504,7 +504,7 @@ impl RocksDbEngine {
             let slot = slots.get(&cf).cloned().unwrap_or_default();
             specs.push(savepoint::StateSpec {
                 meta: meta.clone(),
-                cf_options: state_cf_options(&self.options, &self.cache, &None, &slot),
+                cf_options: state_cf_options(&self.options, &cf, &self.cache, &None, &slot),
                 cf,
                 shape,
             });
@@ -627,7 +627,7 @@ impl RocksDbEngine {
                 let opts = if name == "default" {
                     rocksdb::Options::default()
                 } else {
-                    state_cf_options(&self.options, &self.cache, &None, &inert)
+                    state_cf_options(&self.options, name, &self.cache, &None, &inert)
                 };
                 ColumnFamilyDescriptor::new(name, opts)
             })
@@ -693,7 +693,7 @@ impl RocksDbEngine {
                 .get(name)
                 .cloned()
                 .unwrap_or_else(|| inert.clone());
-            let opts = state_cf_options(&self.options, &self.cache, &None, &slot);
+            let opts = state_cf_options(&self.options, name, &self.cache, &None, &slot);
             let mut writer = rocksdb::SstFileWriter::create(&opts);
             let sst = scratch
                 .path()
@@ -1090,6 +1090,7 @@ fn check_max_parallelism_unchanged(db: &Db, requested: u32) -> Result<()> {
 /// (both inert until the state's TTL is known).
 fn state_cf_options(
     options: &RocksDbOptions,
+    cf_name: &str,
     cache: &Cache,
     write_buffers: &Option<WriteBufferManager>,
     slot: &Arc<TtlSlot>,
@@ -1113,7 +1114,12 @@ fn state_cf_options(
     if let Some(wbm) = write_buffers {
         cf.set_write_buffer_manager(wbm);
     }
-    cf.set_compression_type(match options.compression() {
+    // Timer column families (`timers:…`) take the engine-wide compression.
+    let compression = match cf_name.strip_prefix("state:") {
+        Some(state) => options.compression_of(state),
+        None => options.compression(),
+    };
+    cf.set_compression_type(match compression {
         Compression::None => DBCompressionType::None,
         Compression::Lz4 => DBCompressionType::Lz4,
         Compression::Zstd => DBCompressionType::Zstd,

@@ -171,6 +171,58 @@ fn the_last_level_goes_without_filters_when_asked() {
     }
 }
 
+/// A state given its own compression keeps it in its files, beside states compressed as the
+/// engine is: the same compressible values take several times the bytes uncompressed, and read
+/// back the same. A state not named takes the engine's compression.
+#[test]
+fn a_state_keeps_its_own_compression() {
+    use super::Compression;
+    use crate::Engine;
+    const KEYS: u64 = 20_000;
+    let opts = options()
+        .with_compression(Compression::Lz4)
+        .with_state_compression("plain", Compression::None)
+        .with_state_compression("squeezed", Compression::Zstd);
+    let config = EngineConfig::new(128).unwrap();
+    let b = KeyedStateBackend::<u64, _>::new(RocksDbEngine::open_temporary(config, opts).unwrap());
+    let names = ["plain", "lz4", "squeezed"];
+    let states: Vec<_> = names
+        .into_iter()
+        .map(|n| {
+            b.value_state(&ValueStateDescriptor::<Vec<u8>>::new(n))
+                .unwrap()
+        })
+        .collect();
+    // 200 bytes that compress: the key's low byte, repeated.
+    let value = |k: u64| vec![k.to_le_bytes()[0]; 200];
+    for k in 0..KEYS {
+        let key = b.key(k).unwrap();
+        for s in &states {
+            s.update(&key, &(), value(k)).unwrap();
+        }
+    }
+    for n in names {
+        b.engine().compact_state(n).unwrap();
+    }
+    let m = b.engine().metrics().unwrap();
+    let bytes = |n: &str| {
+        m.states
+            .iter()
+            .find(|s| s.name == n)
+            .map(|s| s.approximate_bytes)
+            .unwrap()
+    };
+    assert!(bytes("plain") >= KEYS * 200, "{m:?}");
+    assert!(bytes("plain") > 3 * bytes("lz4"), "{m:?}");
+    assert!(bytes("plain") > 3 * bytes("squeezed"), "{m:?}");
+    for k in (0..KEYS).step_by(13) {
+        let key = b.key(k).unwrap();
+        for s in &states {
+            assert_eq!(s.get(&key, &()).unwrap(), Some(value(k)));
+        }
+    }
+}
+
 #[test]
 fn the_ttl_filter_keeps_and_counts_what_it_cannot_parse() {
     let clock = ManualClock::new(0);
