@@ -76,6 +76,12 @@ fn cf_name(state: &str) -> String {
     format!("state:{state}")
 }
 
+/// The state whose column family `cf` is ([`cf_name`]'s inverse); `None` for the others
+/// (`default`, timer services).
+fn state_of_cf(cf: &str) -> Option<&str> {
+    cf.strip_prefix("state:")
+}
+
 /// The open database, shared by the engine and its tables. Field order matters: the database
 /// closes before a temporary directory is removed.
 pub(crate) struct DbHandle {
@@ -1115,7 +1121,7 @@ fn state_cf_options(
         cf.set_write_buffer_manager(wbm);
     }
     // Timer column families (`timers:…`) take the engine-wide compression.
-    let compression = match cf_name.strip_prefix("state:") {
+    let compression = match state_of_cf(cf_name) {
         Some(state) => options.compression_of(state),
         None => options.compression(),
     };
@@ -1301,17 +1307,17 @@ impl Engine for RocksDbEngine {
         let mut memtable_bytes = 0;
         let mut table_reader_bytes = 0;
         let mut names = self.state_cfs();
-        names.retain(|n| n.starts_with("state:")); // timer column families are not states
         names.sort();
         for name in names {
-            let Some(cf) = db.cf_handle(&name) else {
+            // Timer column families are not states.
+            let (Some(state), Some(cf)) = (state_of_cf(&name), db.cf_handle(&name)) else {
                 continue;
             };
             let int = |prop: &str| db.property_int_value_cf(&cf, prop).map(|v| v.unwrap_or(0));
             memtable_bytes += int("rocksdb.cur-size-all-mem-tables")?;
             table_reader_bytes += int("rocksdb.estimate-table-readers-mem")?;
             states.push(StateMetrics {
-                name: name.trim_start_matches("state:").to_owned(),
+                name: state.to_owned(),
                 approximate_entries: int("rocksdb.estimate-num-keys")?,
                 approximate_bytes: int("rocksdb.total-sst-files-size")?
                     + int("rocksdb.cur-size-all-mem-tables")?,

@@ -36,6 +36,29 @@ fn with_values(
     (b, value)
 }
 
+/// Checks what [`with_values`] wrote: every 7th of the `keys` present keys, and the next 1,000
+/// keys absent.
+fn assert_values(
+    b: &KeyedStateBackend<u64, RocksDbEngine>,
+    value: &crate::state::ValueState<u64, u64>,
+    keys: u64,
+    factor: u64,
+) {
+    for k in (0..keys).step_by(7) {
+        assert_eq!(
+            value.get(&b.key(k).unwrap(), &()).unwrap(),
+            Some(k * factor)
+        );
+    }
+    for k in keys..keys + 1_000 {
+        assert_eq!(value.get(&b.key(k).unwrap(), &()).unwrap(), None);
+    }
+}
+
+/// Keys of the tests that measure bloom filters, and what 10 bits per key of filter alone take.
+const FILTER_TEST_KEYS: u64 = 50_000;
+const FILTER_BYTES: u64 = FILTER_TEST_KEYS * 10 / 8;
+
 #[test]
 fn undecodable_bytes_are_typed_errors_naming_the_state() {
     let clock = ManualClock::new(0);
@@ -116,14 +139,11 @@ fn both_block_cache_kinds_serve_reads_and_hold_blocks() {
 #[test]
 fn index_and_filter_blocks_are_charged_to_the_cache_or_counted_beside_it() {
     use crate::Engine;
-    const KEYS: u64 = 50_000;
-    // 10 bits per key of bloom filter alone.
-    const FILTER_BYTES: u64 = KEYS * 10 / 8;
     for in_cache in [true, false] {
         let opts = options()
             .with_block_cache_bytes(32 << 20)
             .with_index_and_filters_in_cache(in_cache);
-        let (b, value) = with_values(opts, KEYS, 3);
+        let (b, value) = with_values(opts, FILTER_TEST_KEYS, 3);
         b.engine().flush().unwrap();
         let m = b.engine().metrics().unwrap();
         if in_cache {
@@ -133,10 +153,7 @@ fn index_and_filter_blocks_are_charged_to_the_cache_or_counted_beside_it() {
             assert!(m.table_reader_bytes >= FILTER_BYTES, "{m:?}");
             assert!(m.cache_bytes < FILTER_BYTES / 2, "{m:?}");
         }
-        for k in (0..KEYS).step_by(7) {
-            assert_eq!(value.get(&b.key(k).unwrap(), &()).unwrap(), Some(k * 3));
-        }
-        assert_eq!(value.get(&b.key(KEYS).unwrap(), &()).unwrap(), None);
+        assert_values(&b, &value, FILTER_TEST_KEYS, 3);
     }
 }
 
@@ -146,15 +163,12 @@ fn index_and_filter_blocks_are_charged_to_the_cache_or_counted_beside_it() {
 #[test]
 fn the_last_level_goes_without_filters_when_asked() {
     use crate::Engine;
-    const KEYS: u64 = 50_000;
-    // 10 bits per key of bloom filter alone.
-    const FILTER_BYTES: u64 = KEYS * 10 / 8;
     for for_hits in [true, false] {
         // Outside the cache, so `table_reader_bytes` counts the filters.
         let opts = options()
             .with_index_and_filters_in_cache(false)
             .with_optimize_filters_for_hits(for_hits);
-        let (b, value) = with_values(opts, KEYS, 3);
+        let (b, value) = with_values(opts, FILTER_TEST_KEYS, 3);
         b.engine().compact_state("value").unwrap();
         let m = b.engine().metrics().unwrap();
         if for_hits {
@@ -162,12 +176,7 @@ fn the_last_level_goes_without_filters_when_asked() {
         } else {
             assert!(m.table_reader_bytes >= FILTER_BYTES, "{m:?}");
         }
-        for k in (0..KEYS).step_by(7) {
-            assert_eq!(value.get(&b.key(k).unwrap(), &()).unwrap(), Some(k * 3));
-        }
-        for k in KEYS..KEYS + 1_000 {
-            assert_eq!(value.get(&b.key(k).unwrap(), &()).unwrap(), None);
-        }
+        assert_values(&b, &value, FILTER_TEST_KEYS, 3);
     }
 }
 
