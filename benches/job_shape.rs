@@ -36,6 +36,11 @@
 //! in the last level: present keys read faster, absent ones slower). Flink's harness has no
 //! such op.
 //!
+//! For state larger than the block cache (`KS_BENCH_KEYS=10000000`): `KS_BENCH_MMAP_READS=1`
+//! gives every RocksDB engine `RocksDbOptions::with_mmap_reads` (SST files read through a
+//! mapping, not `pread`), and `KS_BENCH_COMPRESSION=none|lz4|zstd` sets every state's SST
+//! compression (default LZ4, the engine's).
+//!
 //! Group `job_checkpoint` runs first, on the shapes as preloaded: the time of a checkpoint
 //! into a fresh local directory, so every one is complete (`heap`, `heap_ttl`: the canonical
 //! format; `rocksdb`, `rocksdb_ttl`: native, every SST uploaded), and, printed once per
@@ -55,7 +60,7 @@ use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
     measurement::WallTime,
 };
-use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+use keyed_state::backend::rocksdb::{Compression, RocksDbEngine, RocksDbOptions};
 use keyed_state::checkpoint::{CheckpointStore, LocalStorage};
 use keyed_state::state::{
     ListState, ListStateDescriptor, MapState, MapStateDescriptor, ValueState, ValueStateDescriptor,
@@ -168,9 +173,22 @@ fn rocksdb_engine_with(threads: usize) -> RocksDbEngine {
         .with_optimize_filters_for_hits(
             std::env::var("KS_BENCH_FILTERS_FOR_HITS").is_ok_and(|v| v == "1"),
         )
+        .with_mmap_reads(std::env::var("KS_BENCH_MMAP_READS").is_ok_and(|v| v == "1"))
+        .with_compression(compression())
         .with_batch_read_threads(threads);
     RocksDbEngine::open_temporary(EngineConfig::new(128).expect("config"), options)
         .expect("open RocksDB")
+}
+
+/// The SST compression of every state: `KS_BENCH_COMPRESSION` (`none`, `lz4`, `zstd`; default
+/// the engine's, LZ4). Anything else stops the run rather than measure what was not asked for.
+fn compression() -> Compression {
+    match std::env::var("KS_BENCH_COMPRESSION").as_deref() {
+        Err(_) | Ok("lz4") => Compression::Lz4,
+        Ok("none") => Compression::None,
+        Ok("zstd") => Compression::Zstd,
+        Ok(other) => panic!("KS_BENCH_COMPRESSION={other}: none, lz4 or zstd"),
+    }
 }
 
 /// MiB of the 512 given to RocksDB's row cache (`KS_BENCH_ROW_CACHE_MIB`, default 0: none, at

@@ -232,6 +232,7 @@ impl RocksDbEngine {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(options.background_jobs());
+        db_opts.set_allow_mmap_reads(options.mmap_reads());
         db_opts.set_disable_auto_compactions(!options.auto_compaction());
         if let Some(wbm) = &write_buffers {
             db_opts.set_write_buffer_manager(wbm);

@@ -180,6 +180,34 @@ fn the_last_level_goes_without_filters_when_asked() {
     }
 }
 
+/// With mapped reads the engine's SST files are mapped into the process (and read back right,
+/// compressed or not); without, none is.
+#[cfg(target_os = "linux")]
+#[test]
+fn reads_map_the_files_when_asked() {
+    use super::Compression;
+    for (mmap, compression) in [
+        (true, Compression::Lz4),
+        (true, Compression::None),
+        (false, Compression::Lz4),
+    ] {
+        let opts = options()
+            .with_mmap_reads(mmap)
+            .with_compression(compression);
+        let (b, value) = with_values(opts, FILTER_TEST_KEYS, 3);
+        b.engine().compact_state("value").unwrap();
+        assert_values(&b, &value, FILTER_TEST_KEYS, 3);
+        let dir = b.engine().path().canonicalize().unwrap();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let mapped: Vec<&str> = maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .filter(|p| p.starts_with(dir.to_str().unwrap()) && p.ends_with(".sst"))
+            .collect();
+        assert_eq!(!mapped.is_empty(), mmap, "{compression:?}: {mapped:?}");
+    }
+}
+
 /// A state given its own compression keeps it in its files, beside states compressed as the
 /// engine is: the same compressible values take several times the bytes uncompressed, and read
 /// back the same. A state not named takes the engine's compression.
