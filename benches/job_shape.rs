@@ -170,14 +170,17 @@ fn rocksdb_engine_with(threads: usize) -> RocksDbEngine {
         .with_block_cache_bytes((512 - rows) << 20)
         .with_memory_budget_bytes(Some(256 << 20))
         .with_row_cache_bytes(rows << 20)
-        .with_optimize_filters_for_hits(
-            std::env::var("KS_BENCH_FILTERS_FOR_HITS").is_ok_and(|v| v == "1"),
-        )
-        .with_mmap_reads(std::env::var("KS_BENCH_MMAP_READS").is_ok_and(|v| v == "1"))
+        .with_optimize_filters_for_hits(env_flag("KS_BENCH_FILTERS_FOR_HITS"))
+        .with_mmap_reads(env_flag("KS_BENCH_MMAP_READS"))
         .with_compression(compression())
         .with_batch_read_threads(threads);
     RocksDbEngine::open_temporary(EngineConfig::new(128).expect("config"), options)
         .expect("open RocksDB")
+}
+
+/// Whether the environment variable `name` is `1`.
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
 }
 
 /// The SST compression of every state: `KS_BENCH_COMPRESSION` (`none`, `lz4`, `zstd`; default

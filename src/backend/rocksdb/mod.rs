@@ -71,15 +71,18 @@ pub struct RestoreSummary {
     pub column_families_rewritten: usize,
 }
 
+/// What a state's column family name starts with (a timer service's: `timers:`).
+const STATE_CF_PREFIX: &str = "state:";
+
 /// The column family of a state: its name prefixed, so no state collides with `default`.
 fn cf_name(state: &str) -> String {
-    format!("state:{state}")
+    format!("{STATE_CF_PREFIX}{state}")
 }
 
 /// The state whose column family `cf` is ([`cf_name`]'s inverse); `None` for the others
 /// (`default`, timer services).
 fn state_of_cf(cf: &str) -> Option<&str> {
-    cf.strip_prefix("state:")
+    cf.strip_prefix(STATE_CF_PREFIX)
 }
 
 /// The open database, shared by the engine and its tables. Field order matters: the database

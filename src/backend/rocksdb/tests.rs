@@ -198,11 +198,12 @@ fn reads_map_the_files_when_asked() {
         b.engine().compact_state("value").unwrap();
         assert_values(&b, &value, FILTER_TEST_KEYS, 3);
         let dir = b.engine().path().canonicalize().unwrap();
+        let dir = dir.to_str().unwrap();
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         let mapped: Vec<&str> = maps
             .lines()
             .filter_map(|l| l.split_whitespace().nth(5))
-            .filter(|p| p.starts_with(dir.to_str().unwrap()) && p.ends_with(".sst"))
+            .filter(|p| p.starts_with(dir) && p.ends_with(".sst"))
             .collect();
         assert_eq!(!mapped.is_empty(), mmap, "{compression:?}: {mapped:?}");
     }
