@@ -14,10 +14,11 @@ thread_local! {
 }
 
 /// Inline capacity for serialized keys; longer keys spill to the heap.
-const INLINE_KEY_BYTES: usize = 24;
+const INLINE_KEY_BYTES: usize = crate::codec::SMALL_ENCODING_BYTES;
 
 /// The in-memory hasher of the heap engine: foldhash with a fixed seed, so runs are
 /// reproducible (iteration order of the heap engine is deterministic for a given history).
+#[inline]
 pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(0x6b65_7965_642d_7374).hash_one(bytes)
 }
@@ -46,18 +47,34 @@ impl<K: Codec> Key<K> {
     /// # Errors
     ///
     /// [`ConfigError::MaxParallelism`] outside `1..=32768`.
+    #[inline]
     pub fn new(key: K, max_parallelism: u32) -> Result<Self, ConfigError> {
         check_max_parallelism(max_parallelism)?;
-        // Encode into a reused buffer: no allocation per record for keys that fit inline.
-        let bytes = SCRATCH.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            buf.clear();
-            key.encode(&mut buf);
-            SmallVec::from_slice(&buf)
-        });
+        let mut small = [0u8; INLINE_KEY_BYTES];
+        let (bytes, hash, group) = match key.encode_small(&mut small) {
+            // The fast path: no shared buffer, and hashes over a length known here (for a `u64`
+            // key, a constant the compiler unrolls them for).
+            Some(len) if len <= INLINE_KEY_BYTES => {
+                let encoded = &small[..len];
+                let hash = hash_bytes(encoded);
+                let group = key_group_for_bytes(encoded, max_parallelism);
+                (SmallVec::from_buf_and_len(small, len), hash, group)
+            }
+            // Encode into a reused buffer: no allocation per record for keys that fit inline.
+            _ => SCRATCH.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.clear();
+                key.encode(&mut buf);
+                (
+                    SmallVec::from_slice(&buf),
+                    hash_bytes(&buf),
+                    key_group_for_bytes(&buf, max_parallelism),
+                )
+            }),
+        };
         Ok(Key {
-            hash: hash_bytes(&bytes),
-            group: key_group_for_bytes(&bytes, max_parallelism),
+            hash,
+            group,
             bytes,
             key,
             // Stored minus one so that 32768 fits a u16 (`check_max_parallelism` passed above).
@@ -106,5 +123,70 @@ impl<K: fmt::Debug> fmt::Debug for Key<K> {
             .field("group", &self.group)
             .field("max_parallelism", &self.max_parallelism())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::CodecError;
+
+    /// A `u64` or string key without the small-encoding path: resolved through the shared
+    /// buffer, with the bytes its inner value encodes to.
+    #[derive(Debug, Clone)]
+    struct Slow<T>(T);
+
+    impl<T: Codec> Codec for Slow<T> {
+        fn codec_id() -> String {
+            T::codec_id()
+        }
+        fn encode(&self, out: &mut Vec<u8>) {
+            self.0.encode(out);
+        }
+        fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+            T::decode(bytes).map(Slow)
+        }
+    }
+
+    fn same<A: Codec, B: Codec>(fast: Key<A>, slow: Key<B>) {
+        assert_eq!(fast.bytes(), slow.bytes());
+        assert_eq!(fast.hash(), slow.hash());
+        assert_eq!(fast.group(), slow.group());
+        assert_eq!(fast.max_parallelism(), slow.max_parallelism());
+    }
+
+    /// Both resolution paths give a key the same bytes, hash and group: the fast path is only
+    /// faster, for every length up to the inline size and past it (where it falls back).
+    #[test]
+    fn the_small_encoding_path_resolves_keys_as_the_buffer_does() {
+        for (i, max) in [1, 128, 32768].into_iter().enumerate() {
+            for k in [0u64, 1, 42, u64::MAX, 0x0123_4567_89ab_cdef] {
+                let k = k.wrapping_add(i as u64);
+                same(Key::new(k, max).unwrap(), Key::new(Slow(k), max).unwrap());
+            }
+            for len in 0..=40 {
+                let s = "k".repeat(len);
+                same(
+                    Key::new(s.clone(), max).unwrap(),
+                    Key::new(Slow(s), max).unwrap(),
+                );
+            }
+        }
+        // Flink's key group of a string key (the crate docs' example), through the fast path.
+        assert_eq!(Key::new("user-17".to_string(), 128).unwrap().group(), 105);
+    }
+
+    #[test]
+    fn an_invalid_max_parallelism_is_a_typed_error_on_both_paths() {
+        for max in [0, 32769] {
+            assert_eq!(
+                Key::new(7u64, max).err(),
+                Some(ConfigError::MaxParallelism(max))
+            );
+            assert_eq!(
+                Key::new(Slow(7u64), max).err(),
+                Some(ConfigError::MaxParallelism(max))
+            );
+        }
     }
 }

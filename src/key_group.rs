@@ -43,6 +43,7 @@ pub fn check_max_parallelism(max_parallelism: u32) -> Result<(), ConfigError> {
 ///
 /// Written here rather than taken from a crate because it is part of the on-disk format: its
 /// output must never change with a dependency upgrade. Golden vectors pin it.
+#[inline]
 pub fn murmur3_32(data: &[u8]) -> u32 {
     const C1: u32 = 0xcc9e_2d51;
     const C2: u32 = 0x1b87_3593;
@@ -80,6 +81,7 @@ pub fn murmur3_32(data: &[u8]) -> u32 {
 ///
 /// `max_parallelism` must lie in `1..=32768` (callers obtain it from a validated backend;
 /// checked in debug builds, and clamped into that domain otherwise, so the group always fits).
+#[inline]
 pub fn key_group_for_bytes(key_bytes: &[u8], max_parallelism: u32) -> u16 {
     debug_assert!(check_max_parallelism(max_parallelism).is_ok());
     let m = max_parallelism.clamp(1, MAX_PARALLELISM_UPPER_BOUND);

@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::{Codec, expect_end, read_varint_u32, take, write_len};
+use super::{Codec, SMALL_ENCODING_BYTES, expect_end, read_varint_u32, take, write_len};
 use crate::error::CodecError;
 
 fn fixed<const N: usize>(bytes: &[u8], what: &'static str) -> Result<[u8; N], CodecError> {
@@ -22,6 +22,13 @@ fn fixed<const N: usize>(bytes: &[u8], what: &'static str) -> Result<[u8; N], Co
     }
 }
 
+/// `bytes` copied to the front of `out`, and their length; `None` if they do not fit.
+#[inline]
+fn small(out: &mut [u8; SMALL_ENCODING_BYTES], bytes: &[u8]) -> Option<usize> {
+    out.get_mut(..bytes.len())?.copy_from_slice(bytes);
+    Some(bytes.len())
+}
+
 macro_rules! unsigned {
     ($($t:ty => $id:literal),*) => {$(
         impl Codec for $t {
@@ -29,6 +36,10 @@ macro_rules! unsigned {
             fn codec_id() -> String { $id.into() }
             #[inline]
             fn encode(&self, out: &mut Vec<u8>) { out.extend_from_slice(&self.to_be_bytes()); }
+            #[inline]
+            fn encode_small(&self, out: &mut [u8; SMALL_ENCODING_BYTES]) -> Option<usize> {
+                small(out, &self.to_be_bytes())
+            }
             #[inline]
             fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
                 Ok(<$t>::from_be_bytes(fixed(bytes, $id)?))
@@ -48,6 +59,11 @@ macro_rules! signed {
                 // Flipping the sign bit maps MIN..=MAX onto 0..=UMAX monotonically.
                 let flipped = (*self as $u) ^ (1 << (<$u>::BITS - 1));
                 out.extend_from_slice(&flipped.to_be_bytes());
+            }
+            #[inline]
+            fn encode_small(&self, out: &mut [u8; SMALL_ENCODING_BYTES]) -> Option<usize> {
+                let flipped = (*self as $u) ^ (1 << (<$u>::BITS - 1));
+                small(out, &flipped.to_be_bytes())
             }
             #[inline]
             fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
@@ -139,6 +155,11 @@ macro_rules! byte_like {
             fn encode(&self, out: &mut Vec<u8>) {
                 let $s = self;
                 out.extend_from_slice($as_bytes);
+            }
+            #[inline]
+            fn encode_small(&self, out: &mut [u8; SMALL_ENCODING_BYTES]) -> Option<usize> {
+                let $s = self;
+                small(out, $as_bytes)
             }
             fn decode($b: &[u8]) -> Result<Self, CodecError> {
                 $from
@@ -298,6 +319,10 @@ mod tests {
         if let Some(n) = T::FIXED_LEN {
             prop_assert_eq!(bytes.len(), n);
         }
+        let mut small = [0xEE; SMALL_ENCODING_BYTES];
+        if let Some(n) = v.encode_small(&mut small) {
+            prop_assert_eq!(&small[..n], &bytes[..]);
+        }
         prop_assert_eq!(&T::decode(&bytes)?, v);
         // Nested: self-delimiting, leaves what follows untouched.
         let mut nested = Vec::new();
@@ -356,6 +381,25 @@ mod tests {
             let _ = <(String, u64, Option<Vec<u8>>)>::decode(&bytes); let _ = f64::decode(&bytes);
             let _ = <()>::decode(&bytes); let _ = <(u8, String)>::decode_nested(&mut &bytes[..]);
             let _ = <Option<(String, Bytes)>>::decode_nested(&mut &bytes[..]);
+        }
+
+        /// The types with a small-encoding path take it whenever the encoding fits, and only then
+        /// (`roundtrip` checks that it writes what `encode` appends).
+        #[test]
+        fn small_encodings_serve_exactly_what_fits(a in any::<u64>(), b in any::<i32>(), c in any::<i128>(),
+                                                   s in ".{0,30}", v in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let mut out = [0; SMALL_ENCODING_BYTES];
+            prop_assert_eq!(a.encode_small(&mut out), Some(8));
+            prop_assert_eq!(b.encode_small(&mut out), Some(4));
+            prop_assert_eq!(c.encode_small(&mut out), Some(16));
+            let fits = |n: usize| (n <= SMALL_ENCODING_BYTES).then_some(n);
+            prop_assert_eq!(s.encode_small(&mut out), fits(s.len()));
+            prop_assert_eq!(v.encode_small(&mut out), fits(v.len()));
+            prop_assert_eq!(Bytes::from(v.clone()).encode_small(&mut out), fits(v.len()));
+            // Types without the path say so.
+            prop_assert_eq!(Some(a).encode_small(&mut out), None);
+            prop_assert_eq!((b, a).encode_small(&mut out), None);
+            roundtrip(&a)?; roundtrip(&b)?; roundtrip(&c)?; roundtrip(&s)?; roundtrip(&v)?;
         }
 
         /// Nested encodings are prefix-free: two different values never encode so that one

@@ -110,6 +110,7 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
     ///
     /// [`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange) for a key of a group
     /// this instance does not own.
+    #[inline]
     pub fn key(&self, key: K) -> Result<Key<K>> {
         let key = Key::new(key, self.config().max_parallelism())?;
         self.config().local_index(key.group())?;
