@@ -194,7 +194,7 @@ pub(crate) enum Verdict {
 }
 
 /// Where incremental cleanup resumes: a segment and a bucket in it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Cursor {
     segment: usize,
     bucket: usize,
@@ -364,6 +364,15 @@ impl<T: Clone> CowMap<T> {
                 buckets,
             }),
         }
+    }
+
+    /// A lower bound of every stamp in the map: its least segment floor.
+    pub(crate) fn floor(&self) -> u64 {
+        self.floors
+            .iter()
+            .map(|f| f.floor)
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// Lowers the cleanup's floor of the segment of `hash` to `bound`, a lower bound of the

@@ -336,6 +336,11 @@ struct Inner<K, N, S: Expiring> {
     cleanup: (usize, Cursor),
     /// Entries incremental cleanup owes the accesses since its last step.
     cleanup_debt: usize,
+    /// A lower bound of every stamp in the table (0 while unknown), for incremental cleanup:
+    /// lowered by every write of a stamp, as the segment floors are, and raised to the least
+    /// segment floor at the end of each lap of the cleanup cursor. While nothing at or above
+    /// it can have expired, a cleanup step has nothing to find and is skipped.
+    floor: u64,
 }
 
 /// One state's table. `S` is the stored shape: `Stamped<V>` or `Bare<V>`, a `SmallVec` of those
@@ -369,6 +374,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                 groups,
                 cleanup: (0, Cursor::default()),
                 cleanup_debt: 0,
+                floor: 0,
             }),
             alloc: alloc.clone(),
         }
@@ -381,23 +387,25 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         &self,
         key: &Key<K>,
         ns: &N,
-        f: impl FnOnce(&mut CowMap<Entry<K, N, S>>, u64) -> R,
+        f: impl FnOnce(&mut CowMap<Entry<K, N, S>>, u64, &mut u64) -> R,
     ) -> Result<R> {
         let (index, hash) = self.locate(key, ns)?;
-        Ok(self.with_groups(1, |groups| f(&mut groups[index], hash)))
+        Ok(self.with_groups(1, |groups, floor| f(&mut groups[index], hash, floor)))
     }
 
-    /// Runs `f` on the key groups under one lock for a batch of `accesses` accesses, then lets
+    /// Runs `f` on the key groups and the table's floor (`Inner::floor`, which a write of a
+    /// stamp must lower) under one lock for a batch of `accesses` accesses, then lets
     /// incremental cleanup visit the entries those accesses would have visited one by one.
     #[inline]
     fn with_groups<R>(
         &self,
         accesses: usize,
-        f: impl FnOnce(&mut [CowMap<Entry<K, N, S>>]) -> R,
+        f: impl FnOnce(&mut [CowMap<Entry<K, N, S>>], &mut u64) -> R,
     ) -> R {
         let mut inner = self.inner.lock();
         debug_assert_eq!(inner.groups.len(), self.config.key_group_range().len());
-        let result = f(&mut inner.groups);
+        let Inner { groups, floor, .. } = &mut *inner;
+        let result = f(groups, floor);
         if let Some((ttl, budget)) = self.cleanup {
             inner.cleanup_debt = inner
                 .cleanup_debt
@@ -405,7 +413,11 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             if inner.cleanup_debt >= budget.saturating_mul(CLEANUP_EVERY) {
                 let now = self.config.clock().now_millis();
                 let debt = std::mem::take(&mut inner.cleanup_debt);
-                inner.cleanup_step(ttl, debt, now);
+                // Nothing can have expired: the step would only walk past fresh segments (a
+                // few hundred instructions per access that find nothing).
+                if is_expired(inner.floor, ttl, now) {
+                    inner.cleanup_step(ttl, debt, now);
+                }
             }
         }
         result
@@ -436,7 +448,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                 self.locate(key, ns)
             })
             .collect();
-        self.with_groups(items.len(), |groups| {
+        self.with_groups(items.len(), |groups, _| {
             // The lookups alone, in a loop short enough that several are in flight at once,
             // each item's lines requested `PREFETCH_AHEAD` items before its lookup.
             let found: Vec<Option<&S>> = items
@@ -475,7 +487,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             .map(|(key, ns, _, _)| self.locate(key, ns))
             .collect::<Result<Vec<_>>>()?;
         let swept = self.cleanup.is_some();
-        self.with_groups(items.len(), |groups| {
+        self.with_groups(items.len(), |groups, table_floor| {
             for (i, ((key, ns, floor, payload), (index, hash))) in
                 items.into_iter().zip(located.iter().copied()).enumerate()
             {
@@ -487,7 +499,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                     (floor, payload),
                     &mut create,
                     &mut modify,
-                    swept,
+                    swept.then_some(&mut *table_floor),
                 );
             }
         });
@@ -499,7 +511,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     }
 
     fn get_state<R>(&self, key: &Key<K>, ns: &N, read: impl FnOnce(Option<&S>) -> R) -> Result<R> {
-        self.with_group(key, ns, |m, h| {
+        self.with_group(key, ns, |m, h, _| {
             read(m.get(h, Self::eq(key, ns)).map(|e| &e.state))
         })
     }
@@ -516,14 +528,23 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         modify: impl FnOnce(&mut S, X),
     ) -> Result<()> {
         let swept = self.cleanup.is_some();
-        self.with_group(key, ns, |m, h| {
-            Self::place(m, h, (key, ns), (floor, payload), create, modify, swept);
+        self.with_group(key, ns, |m, h, table_floor| {
+            let table_floor = swept.then_some(table_floor);
+            Self::place(
+                m,
+                h,
+                (key, ns),
+                (floor, payload),
+                create,
+                modify,
+                table_floor,
+            );
         })
     }
 
     /// Modifies the entry of (key, ns) in `map` with `payload` (whose floor is `floor`), or
-    /// creates it; `swept`: the table runs incremental cleanup, which reads the segment floors
-    /// (a table without it keeps them at 0, untouched).
+    /// creates it; `table_floor`: the table's floor when it runs incremental cleanup, which
+    /// reads it and the segment floors (a table without it keeps them at 0, untouched).
     fn place<X>(
         map: &mut CowMap<Entry<K, N, S>>,
         hash: u64,
@@ -531,7 +552,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         (floor, payload): (S::Floor, X),
         create: impl FnOnce(X) -> S,
         modify: impl FnOnce(&mut S, X),
-        swept: bool,
+        table_floor: Option<&mut u64>,
     ) {
         let e = match map.slot(hash, Self::eq(key, ns), rehash) {
             Slot::Occupied(e) => {
@@ -546,14 +567,15 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                 state: create(payload),
             }),
         };
-        if swept {
+        if let Some(table_floor) = table_floor {
             let bound = e.state.bound(e.floor);
             map.lower_floor(hash, bound);
+            *table_floor = (*table_floor).min(bound);
         }
     }
 
     fn remove_entry(&self, key: &Key<K>, ns: &N) -> Result<()> {
-        self.with_group(key, ns, |m, h| {
+        self.with_group(key, ns, |m, h, _| {
             m.remove(h, Self::eq(key, ns));
         })
     }
@@ -689,6 +711,8 @@ impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static>
             assert_eq!(slot.len(), 0, "restore fills a fresh table");
             *slot = map;
         }
+        // The restored stamps are bounded by nothing known yet (their segment floors are 0).
+        inner.floor = 0;
         Ok(())
     }
 }
@@ -783,6 +807,16 @@ impl<K: Clone, N: Clone, S: Expiring> Inner<K, N, S> {
                 return;
             }
             *group = (*group + 1) % groups;
+            if *group == 0 {
+                // A lap ended: every segment floor bounds its stamps, so their least bounds
+                // the table's.
+                self.floor = self
+                    .groups
+                    .iter()
+                    .map(CowMap::floor)
+                    .min()
+                    .unwrap_or(u64::MAX);
+            }
         }
     }
 }
@@ -974,7 +1008,7 @@ where
     }
 
     fn remove(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<()> {
-        self.with_group(key, ns, |m, h| {
+        self.with_group(key, ns, |m, h, _| {
             let eq = Self::eq(key, ns);
             // Look first, so removing an absent entry copies no segment shared with a snapshot.
             if !m
@@ -1010,5 +1044,81 @@ where
 
     fn keys(&self, group: u16) -> Result<Vec<(K, N)>> {
         self.keys_of(group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::ValueTable;
+    use crate::clock::ManualClock;
+    use crate::ttl::TtlConfig;
+    use crate::types::StateKind;
+
+    /// A value table of `u64`s with a TTL of 100 ms and incremental cleanup, on `clock`.
+    fn table(clock: &ManualClock) -> (EngineConfig, HeapTable<u64, (), Stamped<u64>>) {
+        let config = EngineConfig::new(128).unwrap().with_clock(clock.shared());
+        let meta = StateMeta {
+            name: "v".into(),
+            kind: StateKind::Value,
+            key_codec: u64::codec_id(),
+            namespace_codec: <()>::codec_id(),
+            user_key_codec: None,
+            value_codec: u64::codec_id(),
+            ttl: Some(TtlConfig::new(Duration::from_millis(100)).with_cleanup_per_access(5)),
+        };
+        let t = HeapTable::new(&config, &meta, &TableAlloc::global());
+        (config, t)
+    }
+
+    fn cursor_of(t: &HeapTable<u64, (), Stamped<u64>>) -> (usize, Cursor) {
+        t.inner.lock().cleanup
+    }
+
+    /// The table's floor: unknown (0) until a lap of the cleanup ends, then the least stamp;
+    /// lowered by a write of an older stamp; and while nothing at or above it can have
+    /// expired, cleanup steps leave the cursor where it is.
+    #[test]
+    fn the_table_floor_bounds_every_stamp_and_skips_fresh_steps() {
+        let clock = ManualClock::new(1_000);
+        let (config, t) = table(&clock);
+        let key = |k: u64| Key::new(k, config.max_parallelism()).unwrap();
+        t.put(&key(0), &(), Stamped::new(1_000, 0)).unwrap();
+        assert_eq!(t.inner.lock().floor, 0, "unknown before a lap");
+        for k in 1..200 {
+            t.put(&key(k), &(), Stamped::new(1_000 + k % 3, k)).unwrap();
+        }
+        // Accesses drive the cleanup through a whole lap.
+        for _ in 0..2_000 {
+            t.get(&key(0), &()).unwrap();
+        }
+        assert_eq!(t.inner.lock().floor, 1_000, "the least stamp after a lap");
+        let before = cursor_of(&t);
+        for _ in 0..2_000 {
+            t.get(&key(0), &()).unwrap();
+        }
+        assert_eq!(cursor_of(&t), before, "fresh: no step moved the cursor");
+        // An older stamp lowers the floor at once.
+        t.put(&key(7), &(), Stamped::new(900, 7)).unwrap();
+        assert_eq!(t.inner.lock().floor, 900);
+        // Past its expiry the steps run again and drop it.
+        clock.set(1_050);
+        for _ in 0..2_000 {
+            t.get(&key(0), &()).unwrap();
+        }
+        // (The table's own `get` applies no TTL: only the cleanup removes.)
+        assert_eq!(
+            t.get(&key(7), &()).unwrap(),
+            None,
+            "the steps ran and dropped it"
+        );
+        assert_eq!(
+            t.inner.lock().floor,
+            1_000,
+            "and a later lap raised the floor again"
+        );
+        assert_eq!(t.get(&key(8), &()).unwrap().map(|s| s.value), Some(8));
     }
 }
