@@ -45,7 +45,9 @@ impl Clock for SystemClock {
 /// the kernel's coarse clock into memory every millisecond, and every read is a load of that
 /// copy. A read lags the kernel's coarse clock by at most that millisecond, more only while the
 /// scheduler keeps the thread off every core. Where the thread cannot be started, every read
-/// asks the kernel, as before.
+/// asks the kernel, as before. A child process forked without `exec` after the first read
+/// inherits the copy but not the thread, so its coarse clock stands still: such a child should
+/// give its engines a [`SystemClock`].
 ///
 /// A TTL of minutes or days, and processing-time timers fired by polling, do not need
 /// sub-tick precision. Both clocks read the same time and the coarse one never runs ahead of
