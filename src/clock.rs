@@ -4,8 +4,8 @@
 //! tick's resolution, because TTL states read the clock on every access.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of processing time, in milliseconds since the Unix epoch.
@@ -44,10 +44,12 @@ impl Clock for SystemClock {
 /// with the next access. So the first read starts one thread, `ks-coarse-clock`, that copies
 /// the kernel's coarse clock into memory every millisecond, and every read is a load of that
 /// copy. A read lags the kernel's coarse clock by at most that millisecond, more only while the
-/// scheduler keeps the thread off every core. Where the thread cannot be started, every read
-/// asks the kernel, as before. A child process forked without `exec` after the first read
-/// inherits the copy but not the thread, so its coarse clock stands still: such a child should
-/// give its engines a [`SystemClock`].
+/// scheduler keeps the thread off every core. The thread stops after 100 ms without a read (a
+/// process without TTL state reads the clock only now and then), and the next read, which asks
+/// the kernel itself, starts it again. Where the thread cannot be started, every read asks the
+/// kernel. A child process forked without `exec` while the thread runs inherits the copy but
+/// not the thread, so its coarse clock stands still: such a child should give its engines a
+/// [`SystemClock`].
 ///
 /// A TTL of minutes or days, and processing-time timers fired by polling, do not need
 /// sub-tick precision. Both clocks read the same time and the coarse one never runs ahead of
@@ -73,37 +75,92 @@ impl Clock for CoarseClock {
     }
 }
 
-/// The kernel's coarse clock as of the ticker thread's last copy (see [`CoarseClock`]).
+/// The kernel's coarse clock as of the ticker thread's last copy, or 0 while no ticker keeps it
+/// current (see [`CoarseClock`]).
 static TICKED: AtomicU64 = AtomicU64::new(0);
-/// Whether the ticker thread runs; decided by the first read.
-static TICKER: OnceLock<bool> = OnceLock::new();
+/// Set by reads of the copy, cleared by the ticker at every tick: whether anyone read since.
+static READ: AtomicBool = AtomicBool::new(false);
+/// The ticker's state: [`STOPPED`], [`RUNNING`] (which includes starting and stopping) or
+/// [`UNAVAILABLE`].
+static TICKER: AtomicU8 = AtomicU8::new(STOPPED);
+const STOPPED: u8 = 0;
+const RUNNING: u8 = 1;
+/// No coarse clock, or no thread could be started: every read asks the kernel, for good.
+const UNAVAILABLE: u8 = 2;
 /// How often the ticker thread copies the clock.
 const TICK: Duration = Duration::from_millis(1);
+/// Ticks without a read after which the ticker stops, until the next read starts it again: a
+/// process that reads the clock now and then (a checkpoint's timestamp, a processing-time
+/// timer's poll) keeps no thread waking a thousand times a second.
+const IDLE_TICKS: u32 = 100;
 
-/// The ticker's copy of the coarse clock, starting the ticker on the first call; `None` where
-/// there is no coarse clock or no thread could be started.
+/// The ticker's copy of the coarse clock. While no ticker runs, the call starts one (unless one
+/// is starting or stopping, or none can be) and returns the time it gave the copy; `None` when
+/// it did not start one, and the caller asks the kernel.
 #[inline]
 fn ticked_millis() -> Option<u64> {
-    let running = *TICKER.get_or_init(|| {
-        let Some(now) = coarse_millis() else {
-            return false;
+    let now = TICKED.load(Ordering::Relaxed);
+    if now == 0 {
+        return start_ticker();
+    }
+    // Loaded first, so that the store, which takes the line from the ticker's core, comes once
+    // per tick rather than once per read.
+    if !READ.load(Ordering::Relaxed) {
+        READ.store(true, Ordering::Relaxed);
+    }
+    Some(now)
+}
+
+/// Starts the ticker thread, unless one runs (or is starting or stopping) or none can; the
+/// time it stored into the copy when it did.
+#[cold]
+fn start_ticker() -> Option<u64> {
+    if TICKER.load(Ordering::Relaxed) != STOPPED
+        || TICKER
+            .compare_exchange(STOPPED, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+    {
+        return None;
+    }
+    let Some(now) = coarse_millis() else {
+        TICKER.store(UNAVAILABLE, Ordering::Relaxed);
+        return None;
+    };
+    READ.store(true, Ordering::Relaxed);
+    // Stored before the thread starts, so that the copy is current from this read on. The
+    // acquire above ordered it after the last store of a stopped ticker, its 0.
+    TICKED.store(now, Ordering::Relaxed);
+    let spawned = std::thread::Builder::new()
+        // At most 15 bytes: Linux cuts a thread's name there.
+        .name("ks-coarse-clock".into())
+        .spawn(tick);
+    if spawned.is_err() {
+        TICKED.store(0, Ordering::Relaxed);
+        TICKER.store(UNAVAILABLE, Ordering::Relaxed);
+    }
+    // The copy's time, not a later kernel read: the next read, of the copy, must not go back.
+    Some(now)
+}
+
+/// The ticker thread: copies the coarse clock every [`TICK`] until [`IDLE_TICKS`] pass without
+/// a read.
+fn tick() {
+    let mut idle = 0;
+    while idle < IDLE_TICKS {
+        std::thread::sleep(TICK);
+        idle = if READ.swap(false, Ordering::Relaxed) {
+            0
+        } else {
+            idle + 1
         };
-        // Stored before the thread starts, so no read ever sees the initial 0.
-        TICKED.store(now, Ordering::Relaxed);
-        std::thread::Builder::new()
-            // At most 15 bytes: Linux cuts a thread's name there.
-            .name("ks-coarse-clock".into())
-            .spawn(|| {
-                loop {
-                    std::thread::sleep(TICK);
-                    if let Some(now) = coarse_millis() {
-                        TICKED.store(now, Ordering::Relaxed);
-                    }
-                }
-            })
-            .is_ok()
-    });
-    running.then(|| TICKED.load(Ordering::Relaxed))
+        if let Some(now) = coarse_millis() {
+            TICKED.store(now, Ordering::Relaxed);
+        }
+    }
+    // Reads ask the kernel from here until one starts a new ticker, which can only happen
+    // after the release below.
+    TICKED.store(0, Ordering::Relaxed);
+    TICKER.store(STOPPED, Ordering::Release);
 }
 
 /// `CLOCK_REALTIME_COARSE` in milliseconds, or `None` where it failed or reads before 1970.
@@ -219,22 +276,22 @@ mod tests {
         );
     }
 
-    /// Reads of the coarse clock are loads of the ticker's copy: the thread runs after the
-    /// first read, and the copy moves with the kernel's clock.
+    /// Reads of the coarse clock are loads of the ticker's copy, which moves with the kernel's
+    /// clock. (The thread itself, how many there are and when it stops: `tests/clock.rs`, a
+    /// process of its own, where no other test reads the clock meanwhile.)
     #[cfg(target_os = "linux")]
     #[test]
     fn the_coarse_clock_is_copied_by_a_ticker_thread() {
         let first = CoarseClock.now_millis();
-        let tickers = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            // Other tests' threads may end meanwhile: a task that vanished is not the ticker.
-            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-            .filter(|comm| comm.trim() == "ks-coarse-clock")
-            .count();
-        assert_eq!(tickers, 1, "one ticker thread, however many reads");
-        assert_eq!(ticked_millis().map(|t| t >= first), Some(true));
+        // The read started the ticker if it had stopped; it copies within a tick.
+        let copied = (0..1_000).find_map(|_| {
+            std::thread::sleep(Duration::from_millis(1));
+            ticked_millis()
+        });
+        assert!(copied.is_some_and(|t| t >= first), "no copy: {copied:?}");
         std::thread::sleep(Duration::from_millis(50));
-        let later = ticked_millis().unwrap();
+        // 50 ms without a read: the ticker (stopped after 100) still runs.
+        let later = ticked_millis().expect("the ticker stopped within its idle time");
         assert!(
             later >= first + 30,
             "the copy did not move: {first} → {later}"
