@@ -29,6 +29,7 @@ use hashbrown::HashTable as RawTable;
 use hashbrown::hash_table::{Entry as HtEntry, OccupiedEntry};
 
 use super::arena::TableAlloc;
+use super::unshared;
 
 /// A segment: a hashbrown table in the engine's table memory.
 type HashTable<T> = RawTable<T, TableAlloc>;
@@ -45,55 +46,18 @@ const SKIP_PROBES: usize = 8;
 
 type Segments<T> = Arc<[Arc<HashTable<T>>]>;
 
-/// Segment `i` of `segments` for writing: `Arc::make_mut` of the directory and of the segment,
-/// copying whichever a snapshot shares. Most writes find both unshared; then they are written
-/// in place without `make_mut`'s compare-exchange on the reference count, a locked instruction
-/// that waits for every earlier load and store (two per write cost a heap value update with
-/// TTL about a quarter of its speed: DESIGN §9, "Writes without locked instructions").
+/// Segment `i` of `segments` for writing: the directory and the segment each written in place
+/// when unshared, copied first when a snapshot shares it ([`unshared`]).
 #[inline]
 fn writable<T: Clone>(segments: &mut Segments<T>, i: usize) -> &mut HashTable<T> {
-    let directory = if sole(segments) {
-        sole_mut(segments)
+    // The directory is a slice, which `unshared::make_mut` cannot take (`Arc::make_mut` of an
+    // unsized value needs a trait std keeps unstable): the same two steps, spelled out.
+    let directory = if unshared::sole(segments) {
+        unshared::sole_mut(segments)
     } else {
         Arc::make_mut(segments)
     };
-    let segment = &mut directory[i];
-    if sole(segment) {
-        sole_mut(segment)
-    } else {
-        Arc::make_mut(segment)
-    }
-}
-
-/// Whether `arc` is the only reference to its value: one strong reference, no weak one. With
-/// `&mut` to that reference no other thread can make another (a clone or a downgrade needs one
-/// to start from), so the answer cannot change before the caller writes.
-#[inline]
-fn sole<T: ?Sized>(arc: &Arc<T>) -> bool {
-    Arc::strong_count(arc) == 1 && Arc::weak_count(arc) == 0
-}
-
-/// The value of `arc` for writing; `sole(arc)` must have held.
-#[inline]
-fn sole_mut<T: ?Sized>(arc: &mut Arc<T>) -> &mut T {
-    debug_assert!(sole(arc), "written in place while shared");
-    // `sole` read the count with a relaxed load; a snapshot that dropped its reference on
-    // another thread released it (`Arc`'s drop is a release decrement), and this fence orders
-    // that thread's last reads of the value before the writes that follow.
-    std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-    #[expect(
-        unsafe_code,
-        reason = "Arc::get_mut without its locked compare-exchange; see SAFETY"
-    )]
-    // SAFETY: `arc` is the only strong reference and no weak one exists (`sole`), and the
-    // caller holds it by `&mut`, so no other reference to the value exists or can be made while
-    // the returned borrow lives (as `Arc::get_mut` establishes, minus locking the weak count,
-    // which only guards against a weak reference that cannot exist here). `Arc::as_ptr` points
-    // at the value with the allocation's provenance (std's `get_mut_unchecked` writes through
-    // the same pointer).
-    unsafe {
-        &mut *Arc::as_ptr(arc).cast_mut()
-    }
+    unshared::make_mut(&mut directory[i])
 }
 
 /// See the module documentation.

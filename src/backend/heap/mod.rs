@@ -14,6 +14,7 @@ mod small_map;
 mod snapshot;
 mod table;
 mod timers;
+mod unshared;
 
 pub(crate) use timers::HeapTimerStore;
 

@@ -20,6 +20,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use super::unshared;
 use crate::backend::TimerStore;
 use crate::error::Result;
 use crate::types::{GroupTimers, TimerId};
@@ -66,7 +67,7 @@ impl TimerQueue {
 
     /// Group `index`'s set to change: copied first if a snapshot still shares it.
     fn group_mut(&mut self, index: usize) -> &mut BTreeSet<(u64, TimerId)> {
-        Arc::make_mut(&mut self.groups[index])
+        unshared::make_mut(&mut self.groups[index])
     }
 
     /// [`group_mut`](Self::group_mut), unless a snapshot shares the group and `changes` says
