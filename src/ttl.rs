@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use crate::clock::SharedClock;
+use crate::clock::EngineClock;
 use crate::error::ConfigError;
 
 /// When the last-access stamp is refreshed.
@@ -154,11 +154,11 @@ pub(crate) struct TtlPolicy {
     pub(crate) ttl_millis: u64,
     pub(crate) update: UpdateType,
     pub(crate) visibility: StateVisibility,
-    pub(crate) clock: SharedClock,
+    pub(crate) clock: EngineClock,
 }
 
 impl TtlPolicy {
-    pub(crate) fn new(config: &TtlConfig, clock: SharedClock) -> Self {
+    pub(crate) fn new(config: &TtlConfig, clock: EngineClock) -> Self {
         TtlPolicy {
             ttl_millis: config.ttl_millis(),
             update: config.update(),
@@ -167,6 +167,7 @@ impl TtlPolicy {
         }
     }
 
+    #[inline]
     pub(crate) fn now(&self) -> u64 {
         self.clock.now_millis()
     }

@@ -200,7 +200,9 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
         Core {
             name: desc.name().into(),
             table,
-            ttl: desc.ttl().map(|c| TtlPolicy::new(c, self.clock().clone())),
+            ttl: desc
+                .ttl()
+                .map(|c| TtlPolicy::new(c, self.config().engine_clock().clone())),
             range: self.key_group_range(),
             extra,
         }

@@ -243,7 +243,7 @@ impl<K: StateKey, N: Namespace> TimerService<K, N> {
         &self,
         on_timer: impl FnMut(Timer<K, N>) -> Result<()>,
     ) -> Result<u64> {
-        let now = self.config.clock().now_millis();
+        let now = self.config.now_millis();
         self.advance_processing_time(now, on_timer)
     }
 

@@ -2,9 +2,8 @@
 //! one backend instance shares.
 
 use std::fmt;
-use std::sync::Arc;
 
-use crate::clock::{CoarseClock, SharedClock};
+use crate::clock::{EngineClock, SharedClock};
 use crate::error::{ConfigError, Error, Result};
 use crate::key::Key;
 use crate::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroupRange};
@@ -14,7 +13,7 @@ use crate::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroupRange};
 pub struct EngineConfig {
     max_parallelism: u32,
     range: KeyGroupRange,
-    clock: SharedClock,
+    clock: EngineClock,
 }
 
 impl EngineConfig {
@@ -28,7 +27,7 @@ impl EngineConfig {
         Ok(EngineConfig {
             range: KeyGroupRange::all(max_parallelism)?,
             max_parallelism,
-            clock: Arc::new(CoarseClock),
+            clock: EngineClock::coarse(),
         })
     }
 
@@ -47,7 +46,7 @@ impl EngineConfig {
     /// Reads time from `clock` (a [`ManualClock`](crate::clock::ManualClock) in tests).
     #[must_use]
     pub fn with_clock(mut self, clock: SharedClock) -> Self {
-        self.clock = clock;
+        self.clock = EngineClock::shared(clock);
         self
     }
 
@@ -63,7 +62,18 @@ impl EngineConfig {
 
     /// The clock.
     pub fn clock(&self) -> &SharedClock {
+        self.clock.as_shared()
+    }
+
+    /// The clock as engines read it (the default one inline).
+    pub(crate) fn engine_clock(&self) -> &EngineClock {
         &self.clock
+    }
+
+    /// The time on the clock, in milliseconds since the Unix epoch.
+    #[inline]
+    pub(crate) fn now_millis(&self) -> u64 {
+        self.clock.now_millis()
     }
 
     /// Checks that `key` was resolved for this configuration and that its group is owned here;
@@ -123,7 +133,7 @@ impl Default for EngineConfig {
         EngineConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             range: KeyGroupRange::new(0, DEFAULT_LAST_GROUP),
-            clock: Arc::new(CoarseClock),
+            clock: EngineClock::coarse(),
         }
     }
 }
@@ -133,7 +143,7 @@ impl fmt::Debug for EngineConfig {
         f.debug_struct("EngineConfig")
             .field("max_parallelism", &self.max_parallelism)
             .field("key_group_range", &self.range)
-            .field("clock", &self.clock)
+            .field("clock", self.clock.as_shared())
             .finish()
     }
 }

@@ -287,7 +287,7 @@ impl Engine for HeapEngine {
     /// in the returned job. Every heap snapshot is full and in the canonical format, so a
     /// checkpoint and a savepoint differ only in their manifest's kind.
     fn snapshot(&self, mode: SnapshotMode) -> Result<SnapshotJob> {
-        let now = self.config.clock().now_millis();
+        let now = self.config.now_millis();
         let mut states: Vec<(StateMeta, Source)> = self
             .tables
             .lock()

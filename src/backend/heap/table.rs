@@ -411,7 +411,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                 .cleanup_debt
                 .saturating_add(budget.saturating_mul(accesses));
             if inner.cleanup_debt >= budget.saturating_mul(CLEANUP_EVERY) {
-                let now = self.config.clock().now_millis();
+                let now = self.config.now_millis();
                 let debt = std::mem::take(&mut inner.cleanup_debt);
                 // Nothing can have expired: the step would only walk past fresh segments (a
                 // few hundred instructions per access that find nothing).

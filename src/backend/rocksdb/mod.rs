@@ -1235,7 +1235,7 @@ impl Engine for RocksDbEngine {
             }
         }
         db.flush_opt(&flush)?;
-        let now = self.config.clock().now_millis();
+        let now = self.config.now_millis();
         // The checkpoint id is not known here; a per-call counter keeps staging names apart.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let staging = snapshot::staging_dir(
