@@ -305,10 +305,11 @@ fn rehash<K: Codec, N: Codec, S: Expiring>(e: &Entry<K, N, S>) -> u64 {
     combine(encoded_hash(&e.key), ns_hash(&e.ns))
 }
 
-/// Accesses whose incremental cleanup runs as one step: each access adds its share of entries
-/// to a debt, and every `CLEANUP_EVERY`-th pays it. The same entries get visited; one longer
-/// sequential sweep lets the processor overlap the misses that a few entries per access
-/// cannot, and reads the clock once instead of on every access (DESIGN §5).
+/// Accesses whose incremental cleanup runs as one step: accesses are counted, and every
+/// `CLEANUP_EVERY`-th visits the entries all of them owe (their count × the budget). The same
+/// entries get visited; one longer sequential sweep lets the processor overlap the misses that
+/// a few entries per access cannot, and reads the clock once instead of on every access
+/// (DESIGN §5).
 const CLEANUP_EVERY: usize = 16;
 
 /// How many items ahead of its lookups a batch requests an item's table lines: far enough
@@ -334,8 +335,8 @@ struct Inner<K, N, S: Expiring> {
     groups: Vec<CowMap<Entry<K, N, S>>>,
     /// Incremental cleanup position: a key-group index and a cursor in it.
     cleanup: (usize, Cursor),
-    /// Entries incremental cleanup owes the accesses since its last step.
-    cleanup_debt: usize,
+    /// Accesses since incremental cleanup's last step (each owes it the per-access budget).
+    cleanup_accesses: usize,
     /// A lower bound of every stamp in the table (0 while unknown), for incremental cleanup:
     /// lowered by every write of a stamp, as the segment floors are, and raised to the least
     /// segment floor at the end of each lap of the cleanup cursor. While nothing at or above
@@ -373,7 +374,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             inner: TableLock::new(Inner {
                 groups,
                 cleanup: (0, Cursor::default()),
-                cleanup_debt: 0,
+                cleanup_accesses: 0,
                 floor: 0,
             }),
             alloc: alloc.clone(),
@@ -407,16 +408,15 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         let Inner { groups, floor, .. } = &mut *inner;
         let result = f(groups, floor);
         if let Some((ttl, budget)) = self.cleanup {
-            inner.cleanup_debt = inner
-                .cleanup_debt
-                .saturating_add(budget.saturating_mul(accesses));
-            if inner.cleanup_debt >= budget.saturating_mul(CLEANUP_EVERY) {
+            // A count, not the entries owed: an add per access, the multiply once per step.
+            inner.cleanup_accesses = inner.cleanup_accesses.saturating_add(accesses);
+            if inner.cleanup_accesses >= CLEANUP_EVERY {
                 let now = self.config.now_millis();
-                let debt = std::mem::take(&mut inner.cleanup_debt);
+                let owed = budget.saturating_mul(std::mem::take(&mut inner.cleanup_accesses));
                 // Nothing can have expired: the step would only walk past fresh segments (a
                 // few hundred instructions per access that find nothing).
                 if is_expired(inner.floor, ttl, now) {
-                    inner.cleanup_step(ttl, debt, now);
+                    inner.cleanup_step(ttl, owed, now);
                 }
             }
         }
