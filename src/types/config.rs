@@ -18,7 +18,7 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     /// `max_parallelism` key groups, all owned by this instance, on the
-    /// wall clock at tick resolution ([`CoarseClock`]).
+    /// wall clock at tick resolution ([`CoarseClock`](crate::clock::CoarseClock)).
     ///
     /// # Errors
     ///
@@ -128,7 +128,8 @@ const _: () = assert!(DEFAULT_MAX_PARALLELISM >= 1 && DEFAULT_MAX_PARALLELISM <=
 const DEFAULT_LAST_GROUP: u16 = (DEFAULT_MAX_PARALLELISM - 1) as u16;
 
 impl Default for EngineConfig {
-    /// [`DEFAULT_MAX_PARALLELISM`] key groups, all owned, on [`CoarseClock`].
+    /// [`DEFAULT_MAX_PARALLELISM`] key groups, all owned, on
+    /// [`CoarseClock`](crate::clock::CoarseClock).
     fn default() -> Self {
         EngineConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
