@@ -390,3 +390,50 @@ fn slow_failing_and_dropped_requests_abort_cleanly_and_the_previous_checkpoint_r
     let store = Arc::new(store);
     b.checkpoint(&store, id, &[]).unwrap().wait().unwrap();
 }
+
+/// The server a test process starts dies with it, and its directory goes: the test binary runs
+/// itself as a child (this test, with `KS_S3_SERVER_CHILD` set), which starts the server,
+/// prints its pid and directory, and exits.
+#[test]
+fn the_s3_server_stops_when_its_test_process_exits() {
+    if std::env::var_os("KS_S3_SERVER_CHILD").is_some() {
+        let server = server();
+        println!("server pid {} dir {}", server.pid(), server.dir().display());
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_s3_server_stops_when_its_test_process_exits",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("KS_S3_SERVER_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "child failed: {out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        // The harness prints the test's name on the same line first.
+        .find_map(|l| l.split_once("server pid ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("the child printed no server: {stdout}"));
+    let (pid, dir) = line.split_once(" dir ").unwrap();
+    // The child's exit closed the watching shell's pipe; the shell then kills the server and
+    // removes its directory, which takes it a moment.
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let dir = std::path::Path::new(dir);
+    let start = std::time::Instant::now();
+    while (proc.exists() || dir.exists()) && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !proc.exists(),
+        "the S3 server {pid} outlived its test process"
+    );
+    assert!(
+        !dir.exists(),
+        "the S3 server's directory {} outlived its test process",
+        dir.display()
+    );
+}

@@ -1,12 +1,14 @@
 //! A real S3-compatible server (`s3s-fs`) on 127.0.0.1 for the tests and benchmarks that need
 //! one: started once per process on a free port over a temporary directory with one bucket,
-//! killed when the process ends. The binary comes from `KS_S3S_FS`, then
-//! `$HOME/.cache/keyed-state/tools/bin/s3s-fs` (where `scripts/setup` installs it), then `PATH`.
+//! killed (and its directory removed) when the process exits, however it exits. The binary
+//! comes from `KS_S3S_FS`, then `$HOME/.cache/keyed-state/tools/bin/s3s-fs` (where
+//! `scripts/setup` installs it), then `PATH`.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -16,20 +18,44 @@ pub const ACCESS: &str = "keyed-state-test";
 pub const SECRET: &str = "keyed-state-secret";
 pub const BUCKET: &str = "checkpoints";
 
-/// The S3 server of this test process: started once, killed when the process exits.
+/// The S3 server of this test process: started once, stopped when the process exits.
+///
+/// It lives in a static, and statics are never dropped, so no destructor can stop it (one
+/// did not: every test process left an `s3s-fs` running and its directory behind). A small
+/// shell runs it instead and waits for end-of-file on a pipe whose only writer is this
+/// process (`_lifeline`): the kernel closes that at the process's exit, whether it returned,
+/// panicked or was killed, and the shell then kills the server and removes its directory.
 pub struct Server {
     pub port: u16,
-    _child: ChildGuard,
-    _dir: tempfile::TempDir,
+    pid: u32,
+    dir: PathBuf,
+    _lifeline: ChildStdin,
+    /// The watching shell; it outlives this process, whose exit is what it waits for.
+    _watcher: Child,
 }
 
-struct ChildGuard(Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+impl Server {
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The directory it serves (removed when it stops).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 }
+
+/// Runs `$@` (the server) in the background, prints its pid, waits for end-of-file on stdin,
+/// then kills it and removes `$1`.
+const WATCH: &str = r#"dir=$1; shift
+"$@" >/dev/null 2>&1 &
+pid=$!
+echo "$pid"
+cat >/dev/null
+kill -KILL "$pid" 2>/dev/null
+wait "$pid"
+rm -rf "$dir""#;
 
 fn server_binary() -> PathBuf {
     if let Ok(p) = std::env::var("KS_S3S_FS") {
@@ -51,44 +77,61 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for(port: u16) {
+/// Whether something listens on `port` within 20 s.
+fn listens(port: u16) -> bool {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the S3 server did not listen on {port}"
-        );
+        if start.elapsed() > Duration::from_secs(20) {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    true
 }
 
 pub fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
+        // Removed by the watching shell, not by `TempDir`'s destructor.
+        let dir = tempfile::tempdir().unwrap().keep();
         // s3s-fs serves each directory under its root as a bucket.
-        std::fs::create_dir(dir.path().join(BUCKET)).unwrap();
+        std::fs::create_dir(dir.join(BUCKET)).unwrap();
         let port = free_port();
-        let child = Command::new(server_binary())
+        let mut watcher = Command::new("sh")
+            .args(["-c", WATCH, "keyed-state-s3-watch"])
+            .arg(&dir)
+            .arg(server_binary())
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS, "--secret-key", SECRET])
-            .arg(dir.path())
-            .stdout(Stdio::null())
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start the S3 server {:?} ({e}); scripts/setup installs it",
-                    server_binary()
-                )
-            });
-        let guard = ChildGuard(child);
-        wait_for(port);
-        Server {
+            .expect("sh runs the S3 server");
+        let lifeline = watcher.stdin.take().expect("piped stdin");
+        let mut line = String::new();
+        BufReader::new(watcher.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .unwrap();
+        let pid = line
+            .trim()
+            .parse()
+            .expect("the watching shell prints the server's pid");
+        // From here a panic drops `server`, closing the lifeline, which stops it.
+        let server = Server {
             port,
-            _child: guard,
-            _dir: dir,
-        }
+            pid,
+            dir,
+            _lifeline: lifeline,
+            _watcher: watcher,
+        };
+        assert!(
+            listens(port),
+            "the S3 server {:?} did not listen on {port}; scripts/setup installs it",
+            server_binary()
+        );
+        server
     })
 }
 
