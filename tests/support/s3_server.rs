@@ -47,12 +47,14 @@ impl Server {
 }
 
 /// Runs `$@` (the server) in the background, prints its pid, waits for end-of-file on stdin,
-/// then kills it and removes `$1`.
+/// then kills it and removes `$1`. Nothing is written to stdout after the pid: its reader is
+/// gone by then, and a write would kill the shell (`SIGPIPE`) before it kills the server.
 const WATCH: &str = r#"dir=$1; shift
 "$@" >/dev/null 2>&1 &
 pid=$!
 echo "$pid"
-cat >/dev/null
+exec >/dev/null
+cat
 kill -KILL "$pid" 2>/dev/null
 wait "$pid"
 rm -rf "$dir""#;
