@@ -123,7 +123,7 @@ pub trait Codec: Sized {
 /// For a length above `u32::MAX` (a nested value of 4 GiB or more): the prefix cannot hold it,
 /// and writing a wrong one would corrupt state silently. Encoding is infallible by the
 /// [`Codec`] contract, so a value that large is refused at its first write.
-pub(crate) fn write_len(out: &mut Vec<u8>, len: usize) {
+pub(crate) fn write_len(out: &mut impl Extend<u8>, len: usize) {
     let len = u32::try_from(len)
         .unwrap_or_else(|_| panic!("a nested value of {len} bytes is too large to encode"));
     write_varint_u32(out, len);

@@ -11,17 +11,17 @@ use crate::error::CodecError;
 
 macro_rules! varint {
     ($write:ident, $read:ident, $t:ty, $max_bytes:literal, $last_bits:literal) => {
-        #[doc = concat!("Appends `v` (a `", stringify!($t), "`) in canonical LEB128.")]
+        #[doc = concat!("Appends `v` (a `", stringify!($t), "`) in canonical LEB128 to `out` (a `Vec<u8>`, or any other byte sink).")]
         #[expect(
             clippy::cast_possible_truncation,
             reason = "each byte carries the low 7 bits of what is left"
         )]
-        pub fn $write(out: &mut Vec<u8>, mut v: $t) {
+        pub fn $write(out: &mut impl Extend<u8>, mut v: $t) {
             while v >= 0x80 {
-                out.push((v as u8) | 0x80);
+                out.extend([(v as u8) | 0x80]);
                 v >>= 7;
             }
-            out.push(v as u8);
+            out.extend([v as u8]);
         }
 
         #[doc = concat!("Reads a canonical LEB128 `", stringify!($t), "` from the front of `input`, advancing it.")]

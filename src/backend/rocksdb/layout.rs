@@ -13,7 +13,8 @@
 // A decoder of bytes from disk or the network: no indexing that can panic.
 #![deny(clippy::indexing_slicing)]
 
-use crate::codec::{Codec, expect_end, read_varint_u32, take, write_len};
+use super::stack_bytes::StackBytes;
+use crate::codec::{Codec, SMALL_ENCODING_BYTES, expect_end, read_varint_u32, take, write_len};
 use crate::error::CodecError;
 use crate::key::Key;
 use crate::ttl::Stamped;
@@ -23,15 +24,31 @@ pub(crate) fn group_prefix_len(max_parallelism: u32) -> usize {
     if max_parallelism <= 128 { 1 } else { 2 }
 }
 
+/// A buffer keys are written to: a `Vec`, or a [`RawKey`] that keeps short keys on the stack.
+pub(crate) trait KeyOut: Extend<u8> {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl KeyOut for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// A key made for one operation, on the stack when short, so a single read or write does not
+/// allocate for its key.
+pub(crate) type RawKey = StackBytes;
+
 /// Appends the key-group prefix.
-pub(crate) fn write_group(out: &mut Vec<u8>, group: u16, prefix_len: usize) {
+pub(crate) fn write_group(out: &mut impl KeyOut, group: u16, prefix_len: usize) {
     let [hi, lo] = group.to_be_bytes();
     if prefix_len == 1 {
         // One byte for M ≤ 128: groups are below 128.
         debug_assert!(hi == 0 && lo < 128, "group {group} in a one-byte prefix");
-        out.push(lo);
+        out.put(&[lo]);
     } else {
-        out.extend_from_slice(&[hi, lo]);
+        out.put(&[hi, lo]);
     }
 }
 
@@ -50,23 +67,25 @@ pub(crate) fn read_group(input: &mut &[u8], prefix_len: usize) -> Result<u16, Co
 
 /// Appends a part: the already-encoded top-level bytes of a `T`, length-prefixed unless `T`
 /// has a fixed width.
-pub(crate) fn write_part<T: Codec>(out: &mut Vec<u8>, encoded: &[u8]) {
+pub(crate) fn write_part<T: Codec>(out: &mut impl KeyOut, encoded: &[u8]) {
     debug_assert!(T::FIXED_LEN.is_none_or(|n| n == encoded.len()));
     if T::FIXED_LEN.is_none() {
         write_len(out, encoded.len());
     }
-    out.extend_from_slice(encoded);
+    out.put(encoded);
 }
 
-/// Encodes `value` as a part.
-pub(crate) fn write_value_part<T: Codec>(out: &mut Vec<u8>, value: &T) {
-    match T::FIXED_LEN {
-        Some(_) => value.encode(out),
-        None => {
-            let mut body = Vec::new();
-            value.encode(&mut body);
-            write_part::<T>(out, &body);
-        }
+/// Encodes `value` as a part: through [`Codec::encode_small`] on the stack when the type has
+/// that path and the encoding fits, else through a `Vec`.
+pub(crate) fn write_value_part<T: Codec>(out: &mut impl KeyOut, value: &T) {
+    let mut small = [0u8; SMALL_ENCODING_BYTES];
+    // A length beyond the array (a broken `encode_small`) takes the `Vec` path.
+    if let Some(encoded) = value.encode_small(&mut small).and_then(|n| small.get(..n)) {
+        write_part::<T>(out, encoded);
+    } else {
+        let mut body = Vec::new();
+        value.encode(&mut body);
+        write_part::<T>(out, &body);
     }
 }
 
@@ -90,7 +109,7 @@ pub(crate) fn read_part_of_width<'a>(
 
 /// The RocksDB key prefix of (key, namespace): `[group][key part][namespace part]`.
 pub(crate) fn key_prefix<K: Codec, N: Codec>(
-    out: &mut Vec<u8>,
+    out: &mut impl KeyOut,
     prefix_len: usize,
     key: &Key<K>,
     ns: &N,
@@ -131,6 +150,33 @@ pub(crate) fn write_value<V: Codec>(out: &mut Vec<u8>, ttl: bool, value: &Stampe
         out.extend_from_slice(&value.last_access.to_be_bytes());
     }
     value.value.encode(out);
+}
+
+/// A value made for one write: the stamp and a small value stay on the stack.
+pub(crate) type RawValue = StackBytes;
+
+/// The bytes [`write_value`] writes, on the stack when the value has a small encoding
+/// ([`Codec::encode_small`]), else in one allocation.
+pub(crate) fn encode_value<V: Codec>(ttl: bool, value: &Stamped<V>) -> RawValue {
+    let mut out = RawValue::new();
+    if ttl {
+        out.put(&value.last_access.to_be_bytes());
+    }
+    let mut small = [0u8; SMALL_ENCODING_BYTES];
+    // A length beyond the array (a broken `encode_small`) takes the `Vec` path.
+    if let Some(encoded) = value
+        .value
+        .encode_small(&mut small)
+        .and_then(|n| small.get(..n))
+    {
+        out.put(encoded);
+        out
+    } else {
+        let mut bytes = Vec::with_capacity(out.len() + V::FIXED_LEN.unwrap_or(16));
+        bytes.extend_from_slice(&out);
+        value.value.encode(&mut bytes);
+        RawValue::from_vec(bytes)
+    }
 }
 
 /// Splits a stored value into its stamp (0 without TTL) and the value's bytes.
@@ -256,6 +302,36 @@ mod tests {
             let ub = full_key::<u64, (), ()>(128, &b.0, &(), None);
             prop_assert_eq!(ua.len(), 9);
             prop_assert_eq!(ua == ub, a.0 == b.0);
+        }
+
+        /// Keys made on the stack (`StackBytes`, through `encode_small` where a type has it)
+        /// are the bytes the `Vec` path makes, and a part is its type's encoding, length-prefixed
+        /// unless fixed-width; a stored value is `write_value`'s bytes either way.
+        #[test]
+        fn stack_keys_and_values_match_the_vec_path(k in ".{0,40}", ns in any::<(u32, String)>(), uk in any::<Vec<u8>>(), n in any::<u64>(), ttl in any::<bool>(), stamp in any::<u64>()) {
+            let m = 128;
+            let key = Key::new(k, m).unwrap();
+            let mut vec = Vec::new();
+            let mut stack = StackBytes::new();
+            key_prefix(&mut vec, 1, &key, &ns);
+            key_prefix(&mut stack, 1, &key, &ns);
+            write_value_part(&mut vec, &uk);
+            write_value_part(&mut stack, &uk);
+            write_value_part(&mut stack, &n);
+            prop_assert_eq!(&stack[..vec.len()], &vec[..]);
+            prop_assert_eq!(&stack[vec.len()..], &n.to_be_bytes()[..]);
+            let mut reference = Vec::new();
+            write_len(&mut reference, uk.len());
+            reference.extend_from_slice(&uk);
+            prop_assert!(vec.ends_with(&reference));
+            for value in [Stamped::new(stamp, uk.clone()), Stamped::new(stamp, n.to_be_bytes().to_vec())] {
+                let mut written = Vec::new();
+                write_value(&mut written, ttl, &value);
+                prop_assert_eq!(&*encode_value(ttl, &value), &written[..]);
+            }
+            let mut written = Vec::new();
+            write_value(&mut written, ttl, &Stamped::new(stamp, n));
+            prop_assert_eq!(&*encode_value(ttl, &Stamped::new(stamp, n)), &written[..]);
         }
 
         #[test]

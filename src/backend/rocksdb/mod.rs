@@ -10,10 +10,12 @@
 //! refuses a registration that does not match.
 
 mod adopt;
+mod column;
 pub(crate) mod layout;
 mod options;
 mod savepoint;
 mod snapshot;
+mod stack_bytes;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -906,12 +908,7 @@ impl RocksDbEngine {
                 .put(savepoint::shape_key(&meta.name), shape.encode())?;
         }
         self.apply_parked(meta, shape)?;
-        Ok(RocksTable::new(
-            self.handle.clone(),
-            &self.config,
-            meta,
-            &self.options,
-        ))
+        RocksTable::new(self.handle.clone(), &self.config, meta, &self.options)
     }
 }
 

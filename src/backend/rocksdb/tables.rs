@@ -6,9 +6,10 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use rocksdb::{BoundColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
 
+use super::column::Column;
 use super::layout::{
-    decode_prefix, group_prefix_len, key_prefix, prefix_successor, read_elements, read_user_key,
-    read_value, write_elements, write_group, write_value, write_value_part,
+    RawKey, decode_prefix, encode_value, group_prefix_len, key_prefix, prefix_successor,
+    read_elements, read_user_key, read_value, write_elements, write_group, write_value_part,
 };
 use super::options::MIN_KEYS_PER_READ_THREAD;
 use super::{DbHandle, RocksDbOptions, cf_name};
@@ -24,9 +25,9 @@ type Types<K, N, X> = PhantomData<fn() -> (K, N, X)>;
 /// One state's column family. `X` names the shape: `V` (Value, Reducing, Aggregating),
 /// `Vec<E>` (List) or `(UK, UV)` (Map).
 pub(crate) struct RocksTable<K, N, X> {
-    handle: Arc<DbHandle>,
+    /// The database and the state's column family, looked up once.
+    column: Column,
     config: EngineConfig,
-    cf: String,
     state: Arc<str>,
     ttl: bool,
     prefix_len: usize,
@@ -45,13 +46,12 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
         config: &EngineConfig,
         meta: &StateMeta,
         options: &RocksDbOptions,
-    ) -> Self {
+    ) -> Result<Self> {
         let mut write = WriteOptions::default();
         write.disable_wal(!options.write_ahead_log());
-        RocksTable {
-            handle,
+        Ok(RocksTable {
+            column: Column::open(handle, &cf_name(&meta.name), &meta.name)?,
             config: config.clone(),
-            cf: cf_name(&meta.name),
             state: meta.name.as_str().into(),
             ttl: meta.ttl.is_some(),
             prefix_len: group_prefix_len(config.max_parallelism()),
@@ -59,14 +59,11 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
             read: ReadOptions::default(),
             read_threads: options.batch_read_threads().max(1),
             _types: PhantomData,
-        }
+        })
     }
 
-    fn cf(&self) -> Result<Arc<BoundColumnFamily<'_>>> {
-        self.handle
-            .db
-            .cf_handle(&self.cf)
-            .ok_or_else(|| Error::UnknownState(self.state.to_string()))
+    fn cf(&self) -> &Arc<BoundColumnFamily<'_>> {
+        self.column.cf()
     }
 
     /// A batched read that RocksDB answered with fewer values than keys.
@@ -85,32 +82,33 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
     }
 
     /// The key prefix of (key, ns), after checking the key's group and `max_parallelism`.
-    fn prefix(&self, key: &Key<K>, ns: &N) -> Result<Vec<u8>> {
+    fn prefix(&self, key: &Key<K>, ns: &N) -> Result<RawKey> {
         self.config.group_index(key)?;
-        let mut out = Vec::with_capacity(self.prefix_len + key.bytes().len() + 8);
+        // Inline up to its 32 bytes, else one allocation of about the size needed.
+        let mut out = RawKey::with_capacity(self.prefix_len + key.bytes().len() + 8);
         key_prefix(&mut out, self.prefix_len, key, ns);
         Ok(out)
     }
 
     fn get_raw(&self, raw_key: &[u8]) -> Result<Option<rocksdb::DBPinnableSlice<'_>>> {
         Ok(self
-            .handle
-            .db
-            .get_pinned_cf_opt(&self.cf()?, raw_key, &self.read)?)
+            .column
+            .db()
+            .get_pinned_cf_opt(self.cf(), raw_key, &self.read)?)
     }
 
     fn put_raw(&self, raw_key: &[u8], value: &[u8]) -> Result<()> {
         Ok(self
-            .handle
-            .db
-            .put_cf_opt(&self.cf()?, raw_key, value, &self.write)?)
+            .column
+            .db()
+            .put_cf_opt(self.cf(), raw_key, value, &self.write)?)
     }
 
     fn delete_raw(&self, raw_key: &[u8]) -> Result<()> {
         Ok(self
-            .handle
-            .db
-            .delete_cf_opt(&self.cf()?, raw_key, &self.write)?)
+            .column
+            .db()
+            .delete_cf_opt(self.cf(), raw_key, &self.write)?)
     }
 
     /// Reads every raw key in sorted multi-gets (one, or one per part on rayon's pool: see
@@ -119,15 +117,10 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
     /// the order of `raw_keys`.
     fn multi_get<T: Send>(
         &self,
-        raw_keys: Vec<Result<Vec<u8>>>,
+        raw_keys: Vec<Result<RawKey>>,
         decode: impl Fn(Option<&[u8]>) -> Result<T, CodecError> + Sync,
     ) -> Vec<Result<T>> {
-        let Ok(cf) = self.cf() else {
-            return raw_keys
-                .into_iter()
-                .map(|_| Err(Error::UnknownState(self.state.to_string())))
-                .collect();
-        };
+        let cf = self.cf();
         // RocksDB's batched lookup wants its keys sorted; remember where each came from.
         let mut order: Vec<usize> = (0..raw_keys.len())
             .filter(|&i| raw_keys[i].is_ok())
@@ -135,8 +128,8 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
         let key_of = |i: usize| raw_keys[i].as_deref().unwrap_or_default();
         order.sort_by(|&a, &b| key_of(a).cmp(key_of(b)));
         let read = |part: &[usize]| -> Vec<Result<T>> {
-            let found = self.handle.db.batched_multi_get_cf_opt(
-                &cf,
+            let found = self.column.db().batched_multi_get_cf_opt(
+                cf,
                 part.iter().map(|&i| key_of(i)),
                 true,
                 &self.read,
@@ -187,18 +180,18 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
     /// made (a key this table does not own fails the call before anything is written).
     fn write_many<P>(
         &self,
-        items: impl Iterator<Item = (Result<Vec<u8>>, P)>,
-        mut add: impl FnMut(&mut WriteBatch, &Arc<BoundColumnFamily<'_>>, Vec<u8>, P),
+        items: impl Iterator<Item = (Result<RawKey>, P)>,
+        mut add: impl FnMut(&mut WriteBatch, &Arc<BoundColumnFamily<'_>>, RawKey, P),
     ) -> Result<()> {
         let items = items
             .map(|(raw, payload)| Ok((raw?, payload)))
             .collect::<Result<Vec<_>>>()?;
-        let cf = self.cf()?;
+        let cf = self.cf();
         let mut batch = WriteBatch::default();
         for (raw, payload) in items {
-            add(&mut batch, &cf, raw, payload);
+            add(&mut batch, cf, raw, payload);
         }
-        Ok(self.handle.db.write_opt(batch, &self.write)?)
+        Ok(self.column.db().write_opt(batch, &self.write)?)
     }
 
     /// Calls `visit` with every raw (key, value) starting with `prefix`, in key order, until it
@@ -208,13 +201,13 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
         prefix: &[u8],
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        let cf = self.cf()?;
+        let cf = self.cf();
         let mut read = ReadOptions::default();
         if let Some(upper) = prefix_successor(prefix) {
             read.set_iterate_upper_bound(upper);
         }
-        let iter = self.handle.db.iterator_cf_opt(
-            &cf,
+        let iter = self.column.db().iterator_cf_opt(
+            cf,
             read,
             IteratorMode::From(prefix, Direction::Forward),
         );
@@ -263,9 +256,7 @@ impl<K: StateKey, N: Namespace, V: StateValue> ValueTable<K, N, V> for RocksTabl
 
     fn put(&self, key: &Key<K>, ns: &N, value: Stamped<V>) -> Result<()> {
         let raw_key = self.prefix(key, ns)?;
-        let mut bytes = Vec::with_capacity(V::FIXED_LEN.unwrap_or(16) + 8);
-        write_value(&mut bytes, self.ttl, &value);
-        self.put_raw(&raw_key, &bytes)
+        self.put_raw(&raw_key, &encode_value(self.ttl, &value))
     }
 
     fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<Stamped<V>>>> {
@@ -283,11 +274,7 @@ impl<K: StateKey, N: Namespace, V: StateValue> ValueTable<K, N, V> for RocksTabl
             items
                 .into_iter()
                 .map(|(key, ns, value)| (self.prefix(key, ns), value)),
-            |batch, cf, raw, value| {
-                let mut bytes = Vec::with_capacity(V::FIXED_LEN.unwrap_or(16) + 8);
-                write_value(&mut bytes, self.ttl, &value);
-                batch.put_cf(cf, raw, bytes);
-            },
+            |batch, cf, raw, value| batch.put_cf(cf, raw, encode_value(self.ttl, &value)),
         )
     }
 
@@ -340,9 +327,9 @@ impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for RocksTable
         let mut bytes = Vec::new();
         write_elements(&mut bytes, self.ttl, &elements);
         Ok(self
-            .handle
-            .db
-            .merge_cf_opt(&self.cf()?, &raw_key, &bytes, &self.write)?)
+            .column
+            .db()
+            .merge_cf_opt(self.cf(), &raw_key, &bytes, &self.write)?)
     }
 
     fn put(&self, key: &Key<K>, ns: &N, elements: Vec<Stamped<E>>) -> Result<()> {
@@ -366,16 +353,10 @@ impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for RocksTable
 }
 
 impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> RocksTable<K, N, (UK, UV)> {
-    fn entry_key(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Vec<u8>> {
+    fn entry_key(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<RawKey> {
         let mut raw_key = self.prefix(key, ns)?;
         write_value_part(&mut raw_key, user_key);
         Ok(raw_key)
-    }
-
-    fn encode_value(&self, value: &Stamped<UV>) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        write_value(&mut bytes, self.ttl, value);
-        bytes
     }
 }
 
@@ -407,25 +388,25 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, U
             items
                 .into_iter()
                 .map(|(key, ns, user_key, value)| (self.entry_key(key, ns, &user_key), value)),
-            |batch, cf, raw, value| batch.put_cf(cf, raw, self.encode_value(&value)),
+            |batch, cf, raw, value| batch.put_cf(cf, raw, encode_value(self.ttl, &value)),
         )
     }
 
     fn put(&self, key: &Key<K>, ns: &N, user_key: UK, value: Stamped<UV>) -> Result<()> {
         let raw_key = self.entry_key(key, ns, &user_key)?;
-        self.put_raw(&raw_key, &self.encode_value(&value))
+        self.put_raw(&raw_key, &encode_value(self.ttl, &value))
     }
 
     fn put_all(&self, key: &Key<K>, ns: &N, entries: Vec<(UK, Stamped<UV>)>) -> Result<()> {
         let prefix = self.prefix(key, ns)?;
-        let cf = self.cf()?;
+        let cf = self.cf();
         let mut batch = WriteBatch::default();
         for (user_key, value) in &entries {
             let mut raw_key = prefix.clone();
             write_value_part(&mut raw_key, user_key);
-            batch.put_cf(&cf, raw_key, self.encode_value(value));
+            batch.put_cf(cf, raw_key, encode_value(self.ttl, value));
         }
-        Ok(self.handle.db.write_opt(batch, &self.write)?)
+        Ok(self.column.db().write_opt(batch, &self.write)?)
     }
 
     fn remove(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<()> {
@@ -463,12 +444,12 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, U
         // many small maps (sessions) spend most of its time in RocksDB's FragmentTombstones.
         let prefix = self.prefix(key, ns)?;
         let mut batch = WriteBatch::default();
-        let cf = self.cf()?;
+        let cf = self.cf();
         self.scan(&prefix, |raw, _| {
-            batch.delete_cf(&cf, raw);
+            batch.delete_cf(cf, raw);
             Ok(true)
         })?;
-        Ok(self.handle.db.write_opt(batch, &self.write)?)
+        Ok(self.column.db().write_opt(batch, &self.write)?)
     }
 
     fn keys(&self, group: u16) -> Result<Vec<(K, N)>> {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use rocksdb::{ReadOptions, WriteOptions};
 
 use super::DbHandle;
+use super::column::Column;
 use super::layout::{prefix_successor, write_group};
 use crate::backend::TimerStore;
 use crate::checkpoint::TimerMeta;
@@ -66,7 +67,8 @@ pub(crate) fn decode_timer_meta(bytes: &[u8]) -> Result<TimerMeta, CodecError> {
 
 /// See the module documentation.
 pub(crate) struct RocksTimerStore {
-    handle: Arc<DbHandle>,
+    /// The database and the service's column family, looked up once.
+    column: Column,
     cf: String,
     prefix_len: usize,
     range: KeyGroupRange,
@@ -91,7 +93,7 @@ impl RocksTimerStore {
         write.disable_wal(no_wal);
         let groups = range.len();
         let mut store = RocksTimerStore {
-            handle,
+            column: Column::open(handle, &cf, &cf)?,
             cf,
             prefix_len,
             range,
@@ -111,11 +113,8 @@ impl RocksTimerStore {
         Ok(store)
     }
 
-    fn cf(&self) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
-        self.handle
-            .db
-            .cf_handle(&self.cf)
-            .ok_or_else(|| Error::UnknownState(self.cf.clone()))
+    fn cf(&self) -> &Arc<rocksdb::BoundColumnFamily<'_>> {
+        self.column.cf()
     }
 
     /// `[group][domain]`.
@@ -144,12 +143,12 @@ impl RocksTimerStore {
 
     /// Up to `limit` timers with `prefix`, from key `from` on.
     fn scan(&self, prefix: &[u8], from: &[u8], limit: usize) -> Result<Vec<(u64, TimerId)>> {
-        let cf = self.cf()?;
+        let cf = self.cf();
         let mut read = ReadOptions::default();
         if let Some(upper) = prefix_successor(prefix) {
             read.set_iterate_upper_bound(upper);
         }
-        let mut it = self.handle.db.raw_iterator_cf_opt(&cf, read);
+        let mut it = self.column.db().raw_iterator_cf_opt(cf, read);
         it.seek(from);
         let mut out = Vec::new();
         while out.len() < limit
@@ -193,7 +192,7 @@ impl RocksTimerStore {
     }
 
     fn exists(&self, key: &[u8]) -> Result<bool> {
-        Ok(self.handle.db.get_pinned_cf(&self.cf()?, key)?.is_some())
+        Ok(self.column.db().get_pinned_cf(self.cf(), key)?.is_some())
     }
 }
 
@@ -203,9 +202,9 @@ impl TimerStore for RocksTimerStore {
         if self.exists(&key)? {
             return Ok(false);
         }
-        self.handle
-            .db
-            .put_cf_opt(&self.cf()?, &key, [], &self.write)?;
+        self.column
+            .db()
+            .put_cf_opt(self.cf(), &key, [], &self.write)?;
         self.len[domain] += 1;
         let earlier = self.heads[domain][index]
             .as_ref()
@@ -221,9 +220,9 @@ impl TimerStore for RocksTimerStore {
         if !self.exists(&key)? {
             return Ok(false);
         }
-        self.handle
-            .db
-            .delete_cf_opt(&self.cf()?, &key, &self.write)?;
+        self.column
+            .db()
+            .delete_cf_opt(self.cf(), &key, &self.write)?;
         self.len[domain] -= 1;
         let was_head = self.heads[domain][index]
             .as_ref()
@@ -246,9 +245,9 @@ impl TimerStore for RocksTimerStore {
             return Ok(None);
         }
         let key = self.key(domain, index, ts, &id);
-        self.handle
-            .db
-            .delete_cf_opt(&self.cf()?, &key, &self.write)?;
+        self.column
+            .db()
+            .delete_cf_opt(self.cf(), &key, &self.write)?;
         self.len[domain] -= 1;
         self.reload_head(domain, index, Some(&key))?;
         Ok(Some((index, ts, id)))
