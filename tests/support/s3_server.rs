@@ -59,16 +59,40 @@ kill -KILL "$pid" 2>/dev/null
 wait "$pid"
 rm -rf "$dir""#;
 
+/// The server's binary, found before anything is started: a test without it fails at once,
+/// saying where it looked, instead of waiting for a port nothing will open.
 fn server_binary() -> PathBuf {
     if let Ok(p) = std::env::var("KS_S3S_FS") {
         return PathBuf::from(p);
     }
     let home = std::env::var("HOME").unwrap_or_default();
     let cached = PathBuf::from(home).join(".cache/keyed-state/tools/bin/s3s-fs");
-    if cached.exists() {
-        return cached;
+    std::iter::once(cached.clone())
+        .chain(
+            std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths)
+                .map(|dir| dir.join("s3s-fs")),
+        )
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no s3s-fs binary: not in KS_S3S_FS, {}, or PATH; scripts/setup installs it",
+                cached.display()
+            )
+        })
+}
+
+/// Whether process `pid` has exited (a zombie until its parent reaps it). Where there is no
+/// `/proc` to ask, it is taken to be running.
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name, which may itself hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => std::path::Path::new("/proc/self").exists(),
     }
-    PathBuf::from("s3s-fs")
 }
 
 fn free_port() -> u16 {
@@ -79,11 +103,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Whether something listens on `port` within 20 s.
-fn listens(port: u16) -> bool {
+/// Whether the server `pid` listens on `port` within 20 s; `false` at once if it exits.
+fn listens(pid: u32, port: u16) -> bool {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if start.elapsed() > Duration::from_secs(20) {
+        if start.elapsed() > Duration::from_secs(20) || exited(pid) {
             return false;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -99,10 +123,11 @@ pub fn server() -> &'static Server {
         // s3s-fs serves each directory under its root as a bucket.
         std::fs::create_dir(dir.join(BUCKET)).unwrap();
         let port = free_port();
+        let binary = server_binary();
         let mut watcher = Command::new("sh")
             .args(["-c", WATCH, "keyed-state-s3-watch"])
             .arg(&dir)
-            .arg(server_binary())
+            .arg(&binary)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", ACCESS, "--secret-key", SECRET])
             .arg(&dir)
@@ -129,9 +154,9 @@ pub fn server() -> &'static Server {
             _watcher: watcher,
         };
         assert!(
-            listens(port),
-            "the S3 server {:?} did not listen on {port}; scripts/setup installs it",
-            server_binary()
+            listens(pid, port),
+            "the S3 server {} did not listen on {port} (it exited, or 20 s passed)",
+            binary.display()
         );
         server
     })
