@@ -56,8 +56,10 @@ pub trait Codec: Sized {
     ///
     /// An optional fast path for key resolution: [`Key::new`](crate::Key::new) tries it first,
     /// and a key it serves costs no shared buffer and no copy out of one (a few hundred
-    /// instructions less per record for a `u64` key). An implementation must write exactly the
-    /// bytes [`encode`](Codec::encode) appends. The integers, `String`, `Vec<u8>` and `Bytes`
+    /// instructions less per record for a `u64` key). The RocksDB engine tries it too for the
+    /// namespaces, map keys and values of single reads and writes, which then make their
+    /// RocksDB key and value on the stack. An implementation must write exactly the bytes
+    /// [`encode`](Codec::encode) appends. The integers, `String`, `Vec<u8>` and `Bytes`
     /// implement it.
     ///
     /// ```

@@ -84,7 +84,7 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
     /// The key prefix of (key, ns), after checking the key's group and `max_parallelism`.
     fn prefix(&self, key: &Key<K>, ns: &N) -> Result<RawKey> {
         self.config.group_index(key)?;
-        // Inline up to its 32 bytes, else one allocation of about the size needed.
+        // On the stack when short, else one allocation of about the size needed.
         let mut out = RawKey::with_capacity(self.prefix_len + key.bytes().len() + 8);
         key_prefix(&mut out, self.prefix_len, key, ns);
         Ok(out)
