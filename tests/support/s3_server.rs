@@ -118,12 +118,13 @@ fn listens(pid: u32, port: u16) -> bool {
 pub fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
+        // Before the directory: a missing binary must not leave one behind.
+        let binary = server_binary();
         // Removed by the watching shell, not by `TempDir`'s destructor.
         let dir = tempfile::tempdir().unwrap().keep();
         // s3s-fs serves each directory under its root as a bucket.
         std::fs::create_dir(dir.join(BUCKET)).unwrap();
         let port = free_port();
-        let binary = server_binary();
         let mut watcher = Command::new("sh")
             .args(["-c", WATCH, "keyed-state-s3-watch"])
             .arg(&dir)

@@ -79,14 +79,23 @@ pub(crate) fn write_part<T: Codec>(out: &mut impl KeyOut, encoded: &[u8]) {
 /// that path and the encoding fits, else through a `Vec`.
 pub(crate) fn write_value_part<T: Codec>(out: &mut impl KeyOut, value: &T) {
     let mut small = [0u8; SMALL_ENCODING_BYTES];
-    // A length beyond the array (a broken `encode_small`) takes the `Vec` path.
-    if let Some(encoded) = value.encode_small(&mut small).and_then(|n| small.get(..n)) {
+    if let Some(encoded) = small_encoding(value, &mut small) {
         write_part::<T>(out, encoded);
     } else {
         let mut body = Vec::new();
         value.encode(&mut body);
         write_part::<T>(out, &body);
     }
+}
+
+/// `value`'s encoding through [`Codec::encode_small`] into `small`, if the type has that path
+/// and the encoding fits; a length beyond the array (a broken `encode_small`) counts as none.
+fn small_encoding<'a, T: Codec>(
+    value: &T,
+    small: &'a mut [u8; SMALL_ENCODING_BYTES],
+) -> Option<&'a [u8]> {
+    let n = value.encode_small(small)?;
+    small.get(..n)
 }
 
 /// Splits a part off the front of `input` (its top-level bytes).
@@ -158,23 +167,17 @@ pub(crate) type RawValue = StackBytes;
 /// The bytes [`write_value`] writes, on the stack when the value has a small encoding
 /// ([`Codec::encode_small`]), else in one allocation.
 pub(crate) fn encode_value<V: Codec>(ttl: bool, value: &Stamped<V>) -> RawValue {
-    let mut out = RawValue::new();
-    if ttl {
-        out.put(&value.last_access.to_be_bytes());
-    }
     let mut small = [0u8; SMALL_ENCODING_BYTES];
-    // A length beyond the array (a broken `encode_small`) takes the `Vec` path.
-    if let Some(encoded) = value
-        .value
-        .encode_small(&mut small)
-        .and_then(|n| small.get(..n))
-    {
+    if let Some(encoded) = small_encoding(&value.value, &mut small) {
+        let mut out = RawValue::new();
+        if ttl {
+            out.put(&value.last_access.to_be_bytes());
+        }
         out.put(encoded);
         out
     } else {
-        let mut bytes = Vec::with_capacity(out.len() + V::FIXED_LEN.unwrap_or(16));
-        bytes.extend_from_slice(&out);
-        value.value.encode(&mut bytes);
+        let mut bytes = Vec::with_capacity(8 + V::FIXED_LEN.unwrap_or(16));
+        write_value(&mut bytes, ttl, value);
         RawValue::from_vec(bytes)
     }
 }
