@@ -108,12 +108,12 @@ fn compaction_physically_removes_expired_state_and_keeps_live_state() {
         );
         assert_eq!(value.get(&key, &()).unwrap(), Some(k + 100));
     }
-    // Each remaining merged list holds exactly one element frame: [len][8-byte stamp][8-byte value].
-    assert!(
-        merged
-            .iter()
-            .all(|(_, v)| v.len() == 1 + 8 + 8 && v[1..9] == 60u64.to_be_bytes())
-    );
+    // Each remaining merged list holds exactly one run of one element:
+    // [0][8-byte stamp][count 1][len 8][8-byte value].
+    assert!(merged.iter().all(|(_, v)| v.len() == 1 + 8 + 1 + 1 + 8
+        && v[0] == 0
+        && v[1..9] == 60u64.to_be_bytes()
+        && v[9..11] == [1, 8]));
     assert_eq!(engine.unparsable_values("value"), 0);
 }
 

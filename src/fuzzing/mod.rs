@@ -130,7 +130,9 @@ fn check_codec<T: Codec + PartialEq + PartialOrd + std::fmt::Debug>(data: &[u8],
 /// Builds RocksDB composite keys `[group][key][namespace][user key]` from two tuples read off
 /// the input, with 1- and 2-byte group prefixes and fixed-width and length-prefixed parts:
 /// distinct tuples never give the same key, a (key, namespace) prefix never prefixes another
-/// tuple's, and every key decodes back to its tuple.
+/// tuple's, and every key decodes back to its tuple. The rest of the input, read as a stored
+/// list with and without TTL (runs, and the per-element stamps written before them), never
+/// panics, and a list that decodes is written back in canonical form with the same elements.
 pub fn key_layout(data: &[u8]) {
     type Tuple = (Vec<u8>, String, u64);
     let mut input = data;
@@ -164,6 +166,17 @@ pub fn key_layout(data: &[u8]) {
             layout::decode_prefix::<Vec<u8>, String>(&ka, prefix_len).expect("a key decodes");
         assert_eq!((group, key, ns), (ga, a.0.clone(), a.1.clone()));
         assert_eq!(layout::read_user_key::<u64>(rest).ok(), Some(a.2));
+    }
+    for ttl in [false, true] {
+        if let Ok(elements) = layout::read_elements::<Vec<u8>>(input, ttl) {
+            let mut written = Vec::new();
+            layout::write_elements(&mut written, ttl, &elements);
+            let mut again = layout::list_elements(&written, ttl);
+            assert_eq!(again.by_ref().count(), elements.len());
+            assert!(!ttl || again.is_canonical(), "written lists are canonical");
+            let read = layout::read_elements::<Vec<u8>>(&written, ttl).expect("written decodes");
+            assert_eq!(read, elements);
+        }
     }
 }
 
@@ -331,6 +344,17 @@ pub fn seed_corpus(target: &str) -> Vec<Vec<u8>> {
             let mut s = Vec::new();
             (vec![1u8, 2], "ns".to_string(), 7u64).encode_nested(&mut s);
             (vec![1u8], "\u{2}ns".to_string(), 7u64).encode_nested(&mut s);
+            seeds.push(s.clone());
+            // Then a TTL list: two runs, and an element stamped as before runs.
+            let elements = [(5, vec![1u8, 2]), (5, Vec::new()), (9, vec![3])];
+            let stamped: Vec<_> = elements
+                .into_iter()
+                .map(|(t, e)| crate::ttl::Stamped::new(t, e))
+                .collect();
+            layout::write_elements(&mut s, true, &stamped);
+            s.push(9);
+            s.extend_from_slice(&9u64.to_be_bytes());
+            s.push(4);
             seeds.push(s);
         }
         "ops_vs_model" => {

@@ -7,8 +7,10 @@
 //! triples encode to the same bytes or to a prefix of one another, and the prefix of a map's
 //! entries, `[group][key][namespace]`, matches that map's entries only.
 //!
-//! Values: `[8-byte big-endian last access, TTL states only][value]`; a list is a sequence of
-//! elements, each `[LEB128 length][8-byte stamp, TTL only][element]`.
+//! Values: `[8-byte big-endian last access, TTL states only][value]`. A list without TTL is a
+//! sequence of elements, each `[LEB128 length][element]`; a TTL list is a sequence of runs of
+//! elements that share a stamp, `[0][8-byte stamp][LEB128 count][count × [LEB128 length]
+//! [element]]`, and reads the per-element stamps written before runs too (§7b).
 
 // A decoder of bytes from disk or the network: no indexing that can panic.
 #![deny(clippy::indexing_slicing)]
@@ -188,10 +190,7 @@ pub(crate) fn split_stamp(bytes: &[u8], ttl: bool) -> Result<(u64, &[u8]), Codec
         return Ok((0, bytes));
     }
     let mut input = bytes;
-    let stamp = take(&mut input, 8, "TTL stamp")?;
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(stamp);
-    Ok((u64::from_be_bytes(ts), input))
+    Ok((read_stamp(&mut input)?, input))
 }
 
 /// Decodes a stored value.
@@ -200,42 +199,206 @@ pub(crate) fn read_value<V: Codec>(bytes: &[u8], ttl: bool) -> Result<Stamped<V>
     Ok(Stamped::new(last_access, V::decode(body)?))
 }
 
-/// Appends list elements, each framed as `[LEB128 length][stored value]`.
+/// The byte that opens a run of a TTL list. A list written before runs starts each element
+/// (a *legacy element*, DESIGN.md §7b) with its frame's length, at least 8 (the stamp), so a
+/// zero never opened one: old and new items can share a value, as a merge leaves them.
+pub(crate) const RUN_MARKER: u8 = 0;
+
+/// Appends list elements. Without TTL each is framed as `[LEB128 length][element]`. With TTL
+/// elements are grouped into *runs* of consecutive elements with the same stamp, each
+/// `[RUN_MARKER][8-byte big-endian stamp][LEB128 count ≥ 1][count × [LEB128 length][element]]`,
+/// so a list written at once (or re-stamped at once) carries one stamp, not one per element.
 pub(crate) fn write_elements<E: Codec>(out: &mut Vec<u8>, ttl: bool, elements: &[Stamped<E>]) {
-    for e in elements {
-        // Encode in place after a one-byte length, the common case; move the body along when
-        // the length needs more bytes.
-        let start = out.len();
-        out.push(0);
-        write_value(out, ttl, e);
-        let len = out.len() - start - 1;
-        match (u8::try_from(len), out.get_mut(start)) {
-            (Ok(one_byte), Some(slot)) if one_byte < 0x80 => *slot = one_byte,
-            _ => {
-                let mut prefix = Vec::with_capacity(5);
-                write_len(&mut prefix, len);
-                out.splice(start..=start, prefix);
+    write_runs(
+        out,
+        ttl,
+        elements,
+        |e| e.last_access,
+        |out, e| e.value.encode(out),
+    );
+}
+
+/// [`write_elements`] for elements already encoded: `(stamp, element bytes)`.
+pub(crate) fn write_raw_elements(out: &mut Vec<u8>, ttl: bool, elements: &[(u64, &[u8])]) {
+    write_runs(
+        out,
+        ttl,
+        elements,
+        |&(stamp, _)| stamp,
+        |out, &(_, body)| out.extend_from_slice(body),
+    );
+}
+
+fn write_runs<T>(
+    out: &mut Vec<u8>,
+    ttl: bool,
+    elements: &[T],
+    stamp: impl Fn(&T) -> u64,
+    mut body: impl FnMut(&mut Vec<u8>, &T),
+) {
+    if !ttl {
+        for e in elements {
+            write_frame(out, |out| body(out, e));
+        }
+        return;
+    }
+    // A count is a u32: a longer run of equal stamps is split.
+    for same in elements.chunk_by(|a, b| stamp(a) == stamp(b)) {
+        for run in same.chunks(u32::MAX as usize) {
+            let Some(first) = run.first() else { continue };
+            out.push(RUN_MARKER);
+            out.extend_from_slice(&stamp(first).to_be_bytes());
+            write_len(out, run.len());
+            for e in run {
+                write_frame(out, |out| body(out, e));
             }
         }
     }
 }
 
-/// Iterates the frames of a list value (each a stored value's bytes); stops with an error at
-/// the first malformed frame.
-pub(crate) fn frames(mut bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], CodecError>> {
-    std::iter::from_fn(move || {
-        if bytes.is_empty() {
+/// Appends `[LEB128 length][what `body` writes]`.
+fn write_frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    // Encode in place after a one-byte length, the common case; move the body along when the
+    // length needs more bytes.
+    let start = out.len();
+    out.push(0);
+    body(out);
+    let len = out.len() - start - 1;
+    match (u8::try_from(len), out.get_mut(start)) {
+        (Ok(one_byte), Some(slot)) if one_byte < 0x80 => *slot = one_byte,
+        _ => {
+            let mut prefix = Vec::with_capacity(5);
+            write_len(&mut prefix, len);
+            out.splice(start..=start, prefix);
+        }
+    }
+}
+
+/// The elements of a stored list, in order, as `(stamp, element bytes)` (stamp 0 without
+/// TTL); stops after the first malformed item, which it reports as an error. Reads runs and
+/// the per-element stamps written before them alike, and notes whether the list is in the
+/// canonical form [`write_elements`] produces ([`is_canonical`](Self::is_canonical)).
+pub(crate) struct ListElements<'a> {
+    rest: &'a [u8],
+    ttl: bool,
+    /// The stamp of the current run (of the element returned last).
+    stamp: u64,
+    /// Elements of the current run still to come.
+    left: u32,
+    /// Whether an element has been returned.
+    started: bool,
+    canonical: bool,
+}
+
+/// Iterates the elements of a stored list (see [`ListElements`]).
+pub(crate) fn list_elements(bytes: &[u8], ttl: bool) -> ListElements<'_> {
+    ListElements {
+        rest: bytes,
+        ttl,
+        stamp: 0,
+        left: 0,
+        started: false,
+        canonical: true,
+    }
+}
+
+impl<'a> ListElements<'a> {
+    /// Whether every item read so far is a run, each run's stamp differing from the one before
+    /// it: nothing a rewrite could shorten. Meaningful once the iterator is exhausted.
+    pub(crate) fn is_canonical(&self) -> bool {
+        self.canonical
+    }
+
+    /// Splits a `[LEB128 length][bytes]` frame off the front.
+    #[inline]
+    fn frame(&mut self) -> Result<&'a [u8], CodecError> {
+        // A one-byte length, the common case, inline.
+        if let Some((&len, rest)) = self.rest.split_first()
+            && len < 0x80
+            && let Some((body, after)) = rest.split_at_checked(usize::from(len))
+        {
+            self.rest = after;
+            return Ok(body);
+        }
+        self.guard(|input| {
+            let len = read_varint_u32(input, "list element length")?;
+            take(
+                input,
+                usize::try_from(len).unwrap_or(usize::MAX),
+                "list element",
+            )
+        })
+    }
+
+    /// Runs `read` on the input; on an error, ends the iteration after reporting it.
+    fn guard<T>(
+        &mut self,
+        read: impl FnOnce(&mut &'a [u8]) -> Result<T, CodecError>,
+    ) -> Result<T, CodecError> {
+        read(&mut self.rest).map_err(|e| self.stop(e))
+    }
+
+    /// Ends the iteration (after `e` is reported).
+    fn stop(&mut self, e: CodecError) -> CodecError {
+        (self.rest, self.left) = (&[], 0);
+        e
+    }
+
+    /// The first element of a TTL list's next item: a run, or an element written before runs.
+    fn item(&mut self) -> Result<(u64, &'a [u8]), CodecError> {
+        let (stamp, body) = if self.rest.first() == Some(&RUN_MARKER) {
+            let (stamp, count) = self.guard(|input| {
+                *input = input.get(1..).unwrap_or_default();
+                let stamp = read_stamp(input)?;
+                match read_varint_u32(input, "list run length")? {
+                    0 => Err(CodecError::Invalid {
+                        what: "list run",
+                        reason: "a run of no elements".into(),
+                    }),
+                    count => Ok((stamp, count)),
+                }
+            })?;
+            let body = self.frame()?;
+            self.left = count - 1;
+            (stamp, body)
+        } else {
+            // An element of a list written before runs: `[length][stamp][element]`.
+            self.canonical = false;
+            let mut frame = self.frame()?;
+            (read_stamp(&mut frame).map_err(|e| self.stop(e))?, frame)
+        };
+        if self.started && stamp == self.stamp {
+            self.canonical = false; // this run could have joined the one before
+        }
+        (self.stamp, self.started) = (stamp, true);
+        Ok((stamp, body))
+    }
+}
+
+impl<'a> Iterator for ListElements<'a> {
+    type Item = Result<(u64, &'a [u8]), CodecError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left > 0 {
+            self.left -= 1;
+            return Some(self.frame().map(|body| (self.stamp, body)));
+        }
+        if self.rest.is_empty() {
             return None;
         }
-        let frame = read_varint_u32(&mut bytes, "list element length").and_then(|len| {
-            let len = usize::try_from(len).unwrap_or(usize::MAX);
-            take(&mut bytes, len, "list element")
-        });
-        if frame.is_err() {
-            bytes = &[]; // stop after reporting
+        if !self.ttl {
+            return Some(self.frame().map(|body| (0, body)));
         }
-        Some(frame)
-    })
+        Some(self.item())
+    }
+}
+
+/// Reads an 8-byte big-endian stamp.
+fn read_stamp(input: &mut &[u8]) -> Result<u64, CodecError> {
+    let mut ts = [0u8; 8];
+    ts.copy_from_slice(take(input, 8, "TTL stamp")?);
+    Ok(u64::from_be_bytes(ts))
 }
 
 /// Decodes a list value.
@@ -243,8 +406,8 @@ pub(crate) fn read_elements<E: Codec>(
     bytes: &[u8],
     ttl: bool,
 ) -> Result<Vec<Stamped<E>>, CodecError> {
-    frames(bytes)
-        .map(|f| f.and_then(|f| read_value(f, ttl)))
+    list_elements(bytes, ttl)
+        .map(|e| e.and_then(|(stamp, body)| Ok(Stamped::new(stamp, E::decode(body)?))))
         .collect()
 }
 
@@ -347,15 +510,61 @@ mod tests {
             prop_assert!(rest.is_empty());
         }
 
+        /// Lists come back as written, with or without TTL; a TTL list is written in its
+        /// canonical form (one run per stretch of equal stamps, so a list written at once
+        /// carries one stamp); garbage never panics.
         #[test]
-        fn lists_roundtrip_and_garbage_never_panics(elems in proptest::collection::vec((any::<u64>(), ".*"), 0..6), ttl in any::<bool>(),
+        fn lists_roundtrip_and_garbage_never_panics(elems in proptest::collection::vec((0u64..3, ".*"), 0..8), ttl in any::<bool>(),
                                                     garbage in proptest::collection::vec(any::<u8>(), 0..40)) {
             let stamped: Vec<Stamped<String>> = elems.iter().map(|(t, v)| Stamped::new(if ttl { *t } else { 0 }, v.clone())).collect();
             let mut bytes = Vec::new();
             write_elements(&mut bytes, ttl, &stamped);
-            prop_assert_eq!(read_elements::<String>(&bytes, ttl).unwrap(), stamped);
+            prop_assert_eq!(read_elements::<String>(&bytes, ttl).unwrap(), stamped.clone());
+            if ttl {
+                let mut elements = list_elements(&bytes, true);
+                prop_assert_eq!(elements.by_ref().count(), stamped.len());
+                prop_assert!(elements.is_canonical());
+                let runs = stamped.chunk_by(|a, b| a.last_access == b.last_access).count();
+                let frames: usize = stamped.iter().map(|e| 1 + e.value.len()).sum();
+                // Only strings of at most 127 bytes, so one-byte lengths and counts.
+                if stamped.iter().all(|e| e.value.len() < 128) && stamped.len() < 128 {
+                    prop_assert_eq!(bytes.len(), runs * 10 + frames);
+                }
+            }
+            // The raw writer writes the same bytes.
+            let encoded: Vec<(u64, Vec<u8>)> = stamped.iter().map(|e| (e.last_access, e.value.as_bytes().to_vec())).collect();
+            let raw: Vec<(u64, &[u8])> = encoded.iter().map(|(t, b)| (*t, &b[..])).collect();
+            let mut again = Vec::new();
+            write_raw_elements(&mut again, ttl, &raw);
+            prop_assert_eq!(&again, &bytes);
             let _ = read_elements::<String>(&garbage, ttl);
+            let _ = list_elements(&garbage, ttl).count();
             let _ = decode_prefix::<String, u32>(&garbage, 2);
+        }
+
+        /// A TTL list written before runs (each element `[length][stamp][element]`), and one
+        /// whose merged operands mix those elements with runs, read as the elements in order.
+        #[test]
+        fn lists_written_before_runs_still_read(old in proptest::collection::vec((any::<u64>(), ".{0,20}"), 0..6),
+                                                new in proptest::collection::vec((any::<u64>(), ".{0,20}"), 0..6)) {
+            let stamped = |v: &[(u64, String)]| -> Vec<Stamped<String>> { v.iter().map(|(t, s)| Stamped::new(*t, s.clone())).collect() };
+            let mut legacy = Vec::new();
+            for e in stamped(&old) {
+                write_len(&mut legacy, 8 + e.value.len());
+                legacy.extend_from_slice(&e.last_access.to_be_bytes());
+                legacy.extend_from_slice(e.value.as_bytes());
+            }
+            let mut runs = Vec::new();
+            write_elements(&mut runs, true, &stamped(&new));
+            for (bytes, expected) in [
+                ([legacy.clone(), runs.clone()].concat(), [stamped(&old), stamped(&new)].concat()),
+                ([runs.clone(), legacy.clone()].concat(), [stamped(&new), stamped(&old)].concat()),
+            ] {
+                prop_assert_eq!(read_elements::<String>(&bytes, true).unwrap(), expected);
+                let mut elements = list_elements(&bytes, true);
+                elements.by_ref().for_each(drop);
+                prop_assert_eq!(elements.is_canonical(), old.is_empty() && bytes == runs);
+            }
         }
     }
 
@@ -363,17 +572,52 @@ mod tests {
     fn long_list_elements_get_multi_byte_lengths() {
         let elems = vec![
             Stamped::new(7, "x".repeat(300)),
-            Stamped::new(8, "y".to_string()),
+            Stamped::new(7, "y".to_string()),
             Stamped::new(9, "z".repeat(127)),
         ];
         let mut bytes = Vec::new();
         write_elements(&mut bytes, true, &elems);
         assert_eq!(
-            &bytes[..2],
-            &[0xb4, 0x02],
-            "308 = 8-byte stamp + 300 bytes, two LEB128 bytes"
+            &bytes[..12],
+            &[RUN_MARKER, 0, 0, 0, 0, 0, 0, 0, 7, 2, 0xac, 0x02],
+            "a run of two elements stamped 7, then 300 in two LEB128 bytes"
         );
         assert_eq!(read_elements::<String>(&bytes, true).unwrap(), elems);
+        let mut plain = Vec::new();
+        write_elements(&mut plain, false, &elems);
+        assert_eq!(&plain[..2], &[0xac, 0x02], "no runs without TTL");
+        assert_eq!(
+            read_elements::<String>(&plain, false).unwrap(),
+            elems
+                .iter()
+                .map(|e| Stamped::new(0, e.value.clone()))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_run_of_no_elements_is_an_error() {
+        let bytes = [RUN_MARKER, 0, 0, 0, 0, 0, 0, 0, 7, 0];
+        assert!(matches!(
+            read_elements::<u64>(&bytes, true),
+            Err(CodecError::Invalid {
+                what: "list run",
+                ..
+            })
+        ));
+        let truncated = [RUN_MARKER, 0, 0, 0, 0, 0, 0, 0, 7, 2, 0];
+        assert!(
+            read_elements::<()>(&truncated, true).is_err(),
+            "one of two elements"
+        );
+        let outcomes: Vec<bool> = list_elements(&truncated, true).map(|e| e.is_ok()).collect();
+        assert_eq!(outcomes, [true, false], "the error is the last item");
+        let garbage = [5, 1, 2, 0, 0];
+        assert_eq!(
+            list_elements(&garbage, false).count(),
+            1,
+            "stops after the error"
+        );
     }
 
     #[test]

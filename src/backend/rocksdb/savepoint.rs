@@ -22,7 +22,8 @@ use rocksdb::{ColumnFamilyDescriptor, DBRawIteratorWithThreadMode};
 
 use super::Db;
 use super::layout::{
-    frames, group_prefix_len, read_group, read_part_of_width, split_stamp, write_group,
+    group_prefix_len, list_elements, read_group, read_part_of_width, split_stamp, write_group,
+    write_raw_elements,
 };
 use crate::backend::{SnapshotOutput, SnapshotUpload};
 use crate::checkpoint::format::blocks::{
@@ -180,8 +181,8 @@ impl RecordBuilder<'_> {
                 crate::codec::expect_end(input, "list key")?;
                 let mut elements = Vec::new();
                 let mut n = 0u32;
-                for frame in frames(value) {
-                    let (stamp, body) = split_stamp(frame?, ttl)?;
+                for element in list_elements(value, ttl) {
+                    let (stamp, body) = element?;
                     if self.live(stamp) {
                         elements.extend_from_slice(&stamp.to_be_bytes());
                         write_bytes(&mut elements, body)?;
@@ -410,17 +411,13 @@ pub(crate) fn convert_records(
                 put(&k, &v);
             }
             RecordShape::List => {
-                v.clear();
+                let mut elements = Vec::new();
                 for _ in 0..read_count(&mut input, "list length", 9)? {
                     let stamp = read_stamp(&mut input)?;
-                    let body = read_bytes(&mut input, "element")?;
-                    let len = body.len() + if ttl { 8 } else { 0 };
-                    let len = u32::try_from(len)
-                        .map_err(|_| CodecError::too_large("list element", len))?;
-                    write_varint_u32(&mut v, len);
-                    stamp_into(&mut v, stamp);
-                    v.extend_from_slice(body);
+                    elements.push((stamp, read_bytes(&mut input, "element")?));
                 }
+                v.clear();
+                write_raw_elements(&mut v, ttl, &elements);
                 put(&k, &v);
             }
             RecordShape::Map => {

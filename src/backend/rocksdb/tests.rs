@@ -526,3 +526,68 @@ mod row_cache {
         check_half(reopened);
     }
 }
+
+/// A TTL list written before runs (each element `[length][stamp][element]`, DESIGN.md §7b)
+/// reads back, alone or with runs merged onto it, and compactions rewrite it in runs: the
+/// compactions after an upgrade shrink such lists without any migration step (a merged value
+/// at the next compaction, as the filter does not see a merge's output).
+#[test]
+fn ttl_lists_written_before_runs_read_and_compact_into_runs() {
+    use super::layout::write_elements;
+    use crate::ttl::Stamped;
+
+    let clock = ManualClock::new(1000);
+    let config = EngineConfig::new(128).unwrap().with_clock(clock.shared());
+    let b =
+        KeyedStateBackend::<u64, _>::new(RocksDbEngine::open_temporary(config, options()).unwrap());
+    let ttl = TtlConfig::new(Duration::from_millis(100));
+    let list = b
+        .list_state(&ListStateDescriptor::<u64>::new("list").with_ttl(ttl))
+        .unwrap();
+    let (alone, merged) = (b.key(3).unwrap(), b.key(4).unwrap());
+    list.add(&alone, &(), 0).unwrap();
+    list.add(&merged, &(), 0).unwrap();
+    let mut legacy = Vec::new();
+    for (stamp, element) in [(950u64, 5u64), (1000, 6), (1000, 7)] {
+        legacy.push(16);
+        legacy.extend_from_slice(&stamp.to_be_bytes());
+        legacy.extend_from_slice(&element.to_be_bytes());
+    }
+    for (raw_key, _) in b.engine().raw_entries("list").unwrap() {
+        b.engine().put_raw("list", &raw_key, &legacy).unwrap();
+    }
+    list.add(&merged, &(), 8).unwrap();
+    let read = |key| list.get(key, &()).unwrap().collect::<Vec<_>>();
+    assert_eq!(read(&alone), [5, 6, 7]);
+    assert_eq!(read(&merged), [5, 6, 7, 8]);
+
+    b.engine().compact_state("list").unwrap();
+    b.engine().compact_state("list").unwrap();
+    let runs = |elements: &[(u64, u64)]| {
+        let stamped: Vec<Stamped<u64>> =
+            elements.iter().map(|&(t, e)| Stamped::new(t, e)).collect();
+        let mut out = Vec::new();
+        write_elements(&mut out, true, &stamped);
+        out
+    };
+    let mut values: Vec<Vec<u8>> = b
+        .engine()
+        .raw_entries("list")
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    values.sort_by_key(Vec::len);
+    assert_eq!(
+        values,
+        [
+            runs(&[(950, 5), (1000, 6), (1000, 7)]),
+            runs(&[(950, 5), (1000, 6), (1000, 7), (1000, 8)]),
+        ]
+    );
+    assert!(values[0].len() < legacy.len(), "two stamps, not three");
+    assert_eq!(b.engine().unparsable_values("list"), 0);
+    assert_eq!(read(&merged), [5, 6, 7, 8]);
+    clock.set(1050);
+    assert_eq!(read(&alone), [6, 7], "950 expired at 1050");
+}

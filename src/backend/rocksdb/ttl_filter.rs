@@ -22,9 +22,8 @@ use rocksdb::MergeOperands;
 use rocksdb::compaction_filter::{CompactionFilter, Decision};
 use rocksdb::compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory};
 
-use super::layout::{frames, split_stamp};
+use super::layout::{list_elements, split_stamp, write_raw_elements};
 use crate::clock::SharedClock;
-use crate::codec::write_varint_u32;
 use crate::ttl::is_expired;
 
 /// The TTL a column family's callbacks apply, set once at registration.
@@ -76,28 +75,45 @@ enum Pruned {
     Rewritten,
 }
 
-/// Copies the live frames of `list` into `out` (re-framed). `Err` when a frame is malformed.
-fn prune_list(list: &[u8], ttl: u64, now: u64, out: &mut Vec<u8>) -> Result<Pruned, ()> {
+/// Writes the live elements of the TTL list `list` into `out`, in runs (one per stretch of
+/// equal stamps). `Unchanged` (and `out` left empty) when nothing expired and, if `join`,
+/// `list` is already in that form: with `join` a list written before runs, or whose merged
+/// operands left two runs with one stamp side by side, is rewritten. `Err` when an item is
+/// malformed.
+fn prune_list(
+    list: &[u8],
+    ttl: u64,
+    now: u64,
+    join: bool,
+    out: &mut Vec<u8>,
+) -> Result<Pruned, ()> {
     out.clear();
-    let (mut kept, mut dropped) = (0usize, 0usize);
-    for frame in frames(list) {
-        let frame = frame.map_err(|_| ())?;
-        let (stamp, _) = split_stamp(frame, true).map_err(|_| ())?;
+    // A first pass that allocates nothing: most lists a read's merge or a compaction sees
+    // have nothing to drop and nothing to join.
+    let mut elements = list_elements(list, true);
+    let (mut live, mut dropped) = (0usize, false);
+    for element in elements.by_ref() {
+        let (stamp, _) = element.map_err(|_| ())?;
         if is_expired(stamp, ttl, now) {
-            dropped += 1;
+            dropped = true;
         } else {
-            kept += 1;
-            // A frame read from a list: its length came from a u32 varint.
-            write_varint_u32(out, u32::try_from(frame.len()).map_err(|_| ())?);
-            out.extend_from_slice(frame);
+            live += 1;
         }
     }
-    // An empty list (all elements expired in a merge) is removed too.
-    Ok(match (kept, dropped) {
-        (0, _) => Pruned::Empty,
-        (_, 0) => Pruned::Unchanged,
-        _ => Pruned::Rewritten,
-    })
+    if live == 0 {
+        // An empty list (all elements expired in a merge) is removed too.
+        return Ok(Pruned::Empty);
+    }
+    if !dropped && (!join || elements.is_canonical()) {
+        return Ok(Pruned::Unchanged);
+    }
+    // The first pass parsed every item, so this one meets no error.
+    let kept: Vec<(u64, &[u8])> = list_elements(list, true)
+        .filter_map(Result::ok)
+        .filter(|&(stamp, _)| !is_expired(stamp, ttl, now))
+        .collect();
+    write_raw_elements(out, true, &kept);
+    Ok(Pruned::Rewritten)
 }
 
 /// Creates one [`TtlFilter`] per compaction.
@@ -155,7 +171,7 @@ impl CompactionFilter for TtlFilter {
                 }
             };
         }
-        match prune_list(value, rule.ttl_millis, now, &mut self.buf) {
+        match prune_list(value, rule.ttl_millis, now, true, &mut self.buf) {
             Ok(Pruned::Unchanged) => Decision::Keep,
             Ok(Pruned::Empty) => Decision::Remove,
             Ok(Pruned::Rewritten) => {
@@ -199,11 +215,14 @@ pub(crate) fn full_merge(
     let Some(rule) = slot.rule().filter(|r| r.prune_on_merge) else {
         return joined;
     };
+    // Runs are not joined here: RocksDB runs this merge on reads and flushes too, where a
+    // rewrite costs a copy and saves nothing; the compaction filter joins them.
     let mut pruned = Vec::new();
     match prune_list(
         &joined,
         rule.ttl_millis,
         rule.clock.now_millis(),
+        false,
         &mut pruned,
     ) {
         Ok(Pruned::Unchanged) => joined,
@@ -245,7 +264,7 @@ mod tests {
     fn pruning_keeps_live_elements_in_order() {
         let mut out = Vec::new();
         assert_eq!(
-            prune_list(&list(&[0, 50, 10, 60]), 100, 110, &mut out),
+            prune_list(&list(&[0, 50, 10, 60]), 100, 110, true, &mut out),
             Ok(Pruned::Rewritten)
         );
         assert_eq!(
@@ -254,19 +273,78 @@ mod tests {
             "0 and 10 expired at 100 and 110; order kept"
         );
         assert_eq!(
-            prune_list(&list(&[10, 60]), 100, 105, &mut out),
+            prune_list(&list(&[10, 60]), 100, 105, true, &mut out),
             Ok(Pruned::Unchanged)
         );
         assert_eq!(
-            prune_list(&list(&[0, 1]), 100, 105, &mut out),
+            prune_list(&list(&[0, 1]), 100, 105, true, &mut out),
             Ok(Pruned::Empty)
         );
-        assert_eq!(prune_list(&[], 100, 105, &mut out), Ok(Pruned::Empty));
-        assert_eq!(prune_list(&[5, 1, 2], 100, 105, &mut out), Err(()));
+        assert_eq!(prune_list(&[], 100, 105, true, &mut out), Ok(Pruned::Empty));
+        assert_eq!(prune_list(&[5, 1, 2], 100, 105, true, &mut out), Err(()));
         assert_eq!(
-            prune_list(&[1, 7], 100, 105, &mut out),
+            prune_list(&[1, 7], 100, 105, true, &mut out),
             Err(()),
             "a frame shorter than a stamp"
         );
+        let mut zero_run = list(&[10]);
+        zero_run[9] = 0;
+        assert_eq!(prune_list(&zero_run, 100, 105, true, &mut out), Err(()));
+    }
+
+    /// With `join` (the compaction filter), runs with one stamp side by side (two merged
+    /// operands) are joined, and a list written before runs is rewritten in them, even when
+    /// nothing expired.
+    #[test]
+    fn pruning_joins_runs_and_rewrites_lists_written_before_runs() {
+        let mut out = Vec::new();
+        let joined = [list(&[50]), list(&[50, 60])].concat();
+        assert_eq!(
+            prune_list(&joined, 100, 105, true, &mut out),
+            Ok(Pruned::Rewritten)
+        );
+        assert_eq!(out, list(&[50, 50, 60]));
+        // The same stamp in runs that are not neighbours stays in two runs.
+        assert_eq!(
+            prune_list(&list(&[50, 60, 50]), 100, 105, true, &mut out),
+            Ok(Pruned::Unchanged)
+        );
+        let mut legacy = Vec::new();
+        for t in [50u64, 50, 60] {
+            legacy.push(12); // frame length: stamp + u32
+            legacy.extend_from_slice(&t.to_be_bytes());
+            legacy.extend_from_slice(&u32::try_from(t).unwrap().to_be_bytes());
+        }
+        assert_eq!(
+            prune_list(&legacy, 100, 105, true, &mut out),
+            Ok(Pruned::Rewritten)
+        );
+        assert_eq!(out, list(&[50, 50, 60]));
+        assert!(out.len() < legacy.len());
+        assert_eq!(
+            prune_list(
+                &[legacy.clone(), list(&[10, 70])].concat(),
+                100,
+                112,
+                true,
+                &mut out
+            ),
+            Ok(Pruned::Rewritten)
+        );
+        assert_eq!(out, list(&[50, 50, 60, 70]), "10 expired at 110");
+        // Without `join` (the merge operator), only a drop rewrites.
+        assert_eq!(
+            prune_list(&joined, 100, 105, false, &mut out),
+            Ok(Pruned::Unchanged)
+        );
+        assert_eq!(
+            prune_list(&legacy, 100, 105, false, &mut out),
+            Ok(Pruned::Unchanged)
+        );
+        assert_eq!(
+            prune_list(&legacy, 100, 155, false, &mut out),
+            Ok(Pruned::Rewritten)
+        );
+        assert_eq!(out, list(&[60]), "50 expired at 150");
     }
 }
