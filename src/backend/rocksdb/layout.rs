@@ -394,11 +394,9 @@ impl<'a> Iterator for ListElements<'a> {
     }
 }
 
-/// Reads an 8-byte big-endian stamp.
+/// Reads an 8-byte big-endian stamp (a `u64`'s codec encoding).
 fn read_stamp(input: &mut &[u8]) -> Result<u64, CodecError> {
-    let mut ts = [0u8; 8];
-    ts.copy_from_slice(take(input, 8, "TTL stamp")?);
-    Ok(u64::from_be_bytes(ts))
+    u64::decode(take(input, 8, "TTL stamp")?)
 }
 
 /// Decodes a list value.

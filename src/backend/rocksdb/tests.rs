@@ -261,16 +261,29 @@ fn a_state_keeps_its_own_compression() {
     }
 }
 
-#[test]
-fn the_ttl_filter_keeps_and_counts_what_it_cannot_parse() {
-    let clock = ManualClock::new(0);
+/// A temporary engine on a manual clock at `now`, with a list state `"list"` of TTL `ttl_ms`.
+fn with_ttl_list(
+    now: u64,
+    ttl_ms: u64,
+) -> (
+    ManualClock,
+    KeyedStateBackend<u64, RocksDbEngine>,
+    crate::state::ListState<u64, u64>,
+) {
+    let clock = ManualClock::new(now);
     let config = EngineConfig::new(128).unwrap().with_clock(clock.shared());
     let b =
         KeyedStateBackend::<u64, _>::new(RocksDbEngine::open_temporary(config, options()).unwrap());
-    let ttl = TtlConfig::new(Duration::from_millis(10));
-    let _list = b
+    let ttl = TtlConfig::new(Duration::from_millis(ttl_ms));
+    let list = b
         .list_state(&ListStateDescriptor::<u64>::new("list").with_ttl(ttl))
         .unwrap();
+    (clock, b, list)
+}
+
+#[test]
+fn the_ttl_filter_keeps_and_counts_what_it_cannot_parse() {
+    let (clock, b, _list) = with_ttl_list(0, 10);
     b.engine()
         .put_raw("list", &[3, 0, 0, 0, 0, 0, 0, 0, 1], &[200, 1, 2])
         .unwrap();
@@ -536,14 +549,7 @@ fn ttl_lists_written_before_runs_read_and_compact_into_runs() {
     use super::layout::write_elements;
     use crate::ttl::Stamped;
 
-    let clock = ManualClock::new(1000);
-    let config = EngineConfig::new(128).unwrap().with_clock(clock.shared());
-    let b =
-        KeyedStateBackend::<u64, _>::new(RocksDbEngine::open_temporary(config, options()).unwrap());
-    let ttl = TtlConfig::new(Duration::from_millis(100));
-    let list = b
-        .list_state(&ListStateDescriptor::<u64>::new("list").with_ttl(ttl))
-        .unwrap();
+    let (clock, b, list) = with_ttl_list(1000, 100);
     let (alone, merged) = (b.key(3).unwrap(), b.key(4).unwrap());
     list.add(&alone, &(), 0).unwrap();
     list.add(&merged, &(), 0).unwrap();
