@@ -19,6 +19,11 @@
 //! (`RocksDbOptions::with_row_cache_bytes`). The raw baselines of these operations (std
 //! `HashMap`, the raw `rocksdb` crate) are in `benches/state_ops.rs`.
 //!
+//! `job_value100_get` also runs `heap_with` and `rocksdb_with`: the same read through
+//! `ValueState::with`, which lends the stored value to a closure instead of returning a clone
+//! (heap: the `Bytes` is not cloned, so no reference count is touched; RocksDB decodes as `get`
+//! does), which is what Flink's heap backend does when it hands back its stored `byte[]`.
+//!
 //! `job_value_get`, `job_value_update`, `job_map_get` and `job_list_add` also run `heap_batch`
 //! and `rocksdb_batch`: the same ops through the batched calls (`get_batch`, `update_batch`,
 //! `add_batch`), 1,024 records at a time, resolving their keys included. The two read groups,
@@ -519,17 +524,26 @@ fn job_shape(c: &mut Criterion) {
                 .expect("update")
         }
     );
-    job_op!(
-        c,
-        "job_value100_get",
-        shapes,
-        &seq,
-        payloads,
-        |s, k, _u, _p| {
+    {
+        // Also through the borrowing read, `with`, which lends the stored `Bytes` (heap: no
+        // reference count touched), as Flink's heap backend hands back its stored object.
+        let mut g = group(c, "job_value100_get");
+        fn get<E: Engine>(s: &Shape<E>, k: u64) -> Option<Bytes> {
             let key = s.backend.key(k).expect("key");
             s.value100.get(&key, &()).expect("get")
         }
-    );
+        fn with<E: Engine>(s: &Shape<E>, k: u64) -> Option<usize> {
+            let key = s.backend.key(k).expect("key");
+            s.value100
+                .with(&key, &(), |v| v.map(Bytes::len))
+                .expect("with")
+        }
+        job_op!(@one g, "heap", shapes.heap(), &seq, payloads, |s, k, _u, _p| get(s, k));
+        job_op!(@one g, "rocksdb", shapes.rocks(), &seq, payloads, |s, k, _u, _p| get(s, k));
+        job_op!(@one g, "heap_with", shapes.heap(), &seq, payloads, |s, k, _u, _p| with(s, k));
+        job_op!(@one g, "rocksdb_with", shapes.rocks(), &seq, payloads, |s, k, _u, _p| with(s, k));
+        g.finish();
+    }
     job_op!(
         c,
         "job_value100_update",

@@ -287,6 +287,15 @@ pub enum Error {
     /// No state of that name is registered.
     #[error("no state named '{0}' is registered")]
     UnknownState(String),
+    /// A state was used from inside the closure of a borrowing read of the same state
+    /// ([`ValueState::with`](crate::state::ValueState::with)), which on the heap engine holds
+    /// the state's table until the closure returns. Read what the closure needs before or
+    /// after it.
+    #[error("state '{state}' was used from inside its own `with` closure, which holds it")]
+    Reentrant {
+        /// The state's name.
+        state: String,
+    },
     /// This build cannot do what was asked: the cargo feature that provides it is off.
     #[error("not available in this build: {0}")]
     Unsupported(String),

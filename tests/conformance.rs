@@ -317,6 +317,111 @@ fn reducing_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     Ok(())
 }
 
+/// `with` lends what `get` returns, calls its closure exactly once, and returns its result.
+fn borrowed_reads_match_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let s = f
+        .backend
+        .value_state(&ValueStateDescriptor::<String, u8>::new("v"))?;
+    let r = f
+        .backend
+        .reducing_state(&ReducingStateDescriptor::<i64, u8>::new("r", |a, b| a + b))?;
+    let (a, b) = (f.key("a"), f.key("b"));
+    let mut calls = 0;
+    let absent = s.with(&a, &0, |v| {
+        calls += 1;
+        v.is_none()
+    })?;
+    assert!(absent, "absent lends None");
+    assert_eq!(calls, 1, "the closure runs once");
+    s.update(&a, &0, "one".into())?;
+    s.update(&a, &1, "eleven".into())?;
+    s.update(&b, &0, "two".into())?;
+    for (key, ns) in [(&a, 0), (&a, 1), (&b, 0), (&b, 1)] {
+        assert_eq!(s.with(key, &ns, |v| v.cloned())?, s.get(key, &ns)?);
+    }
+    assert_eq!(s.with(&a, &1, |v| v.map(String::len))?, Some(6));
+    s.clear(&a, &0)?;
+    assert_eq!(s.with(&a, &0, |v| v.cloned())?, None, "cleared lends None");
+    r.add(&a, &0, 17)?;
+    r.add(&a, &0, 11)?;
+    assert_eq!(r.with(&a, &0, |v| v.copied())?, Some(28));
+    assert_eq!(r.with(&b, &0, |v| v.copied())?, None);
+    // Another state inside the closure is free to use; the same state either answers as it
+    // would outside or refuses with `Reentrant` (the heap engine holds its table), never hangs.
+    let inner = s.with(&b, &0, |v| {
+        assert_eq!(v.map(String::as_str), Some("two"));
+        r.add(&b, &0, 5)?;
+        assert_eq!(r.get(&b, &0)?, Some(5));
+        match s.get(&a, &1) {
+            Ok(got) => assert_eq!(got.as_deref(), Some("eleven")),
+            Err(Error::Reentrant { state }) => assert_eq!(state, "v"),
+            Err(e) => return Err(e),
+        }
+        Ok::<_, Error>(())
+    })?;
+    inner?;
+    s.update(&b, &0, "after".into())?;
+    assert_eq!(
+        s.get(&b, &0)?.as_deref(),
+        Some("after"),
+        "usable afterwards"
+    );
+    Ok(())
+}
+
+/// Under each TTL configuration, `with` expires, removes and re-stamps exactly as `get` does:
+/// two states written and read in step give the same answers and keep the same entries.
+fn ttl_borrowed_reads_as_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
+    let f = Fixture::new(make);
+    let configs = [
+        (
+            UpdateType::OnCreateAndWrite,
+            StateVisibility::NeverReturnExpired,
+        ),
+        (
+            UpdateType::OnCreateAndWrite,
+            StateVisibility::ReturnExpiredIfNotCleanedUp,
+        ),
+        (
+            UpdateType::OnReadAndWrite,
+            StateVisibility::NeverReturnExpired,
+        ),
+        (
+            UpdateType::OnReadAndWrite,
+            StateVisibility::ReturnExpiredIfNotCleanedUp,
+        ),
+    ];
+    let k = f.key("k");
+    for (i, (update, visibility)) in configs.into_iter().enumerate() {
+        let d = |name: String| {
+            ValueStateDescriptor::<String>::new(name).with_ttl(ttl(update, visibility))
+        };
+        let got = f.backend.value_state(&d(format!("get{i}")))?;
+        let lent = f.backend.value_state(&d(format!("with{i}")))?;
+        f.at(0);
+        got.update(&k, &(), "v0".into())?;
+        lent.update(&k, &(), "v0".into())?;
+        for t in [50, 120, 149, 170, 219, 260, 320, 330] {
+            f.at(t);
+            let want = got.get(&k, &())?;
+            let have = lent.with(&k, &(), |v| v.cloned())?;
+            let ctx = format!("{update:?} {visibility:?} at {t}");
+            assert_eq!(have, want, "{ctx}");
+            assert_eq!(
+                lent.keys_for_namespace(&())?,
+                got.keys_for_namespace(&())?,
+                "{ctx}: the same entries kept"
+            );
+            if t == 260 {
+                got.update(&k, &(), "v1".into())?;
+                lent.update(&k, &(), "v1".into())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn aggregating_semantics<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     let f = Fixture::new(make);
     let s = f
@@ -885,6 +990,13 @@ fn key_group_range_errors<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
         s.get(&outside, &()),
         Err(Error::KeyGroupOutOfRange { .. })
     ));
+    assert!(
+        matches!(
+            s.with(&outside, &(), |_| panic!("not called on an error")),
+            Err(Error::KeyGroupOutOfRange { .. })
+        ),
+        "a borrowed read reports the range error without calling its closure"
+    );
     assert!(matches!(
         s.keys_in_group(outside.group()),
         Err(Error::KeyGroupOutOfRange { .. })
@@ -1045,7 +1157,8 @@ macro_rules! conformance {
                 ttl_reducing_and_aggregating_restamp_on_add, ttl_merge_namespaces,
                 key_group_range_errors, keys_are_listed_per_key_group, registration_rules,
                 large_max_parallelism, batches_match_single_calls, batches_report_errors_per_key,
-                ttl_batches_expire_and_restamp_as_single_calls);
+                ttl_batches_expire_and_restamp_as_single_calls, borrowed_reads_match_get,
+                ttl_borrowed_reads_as_get);
         }
     };
     (@cases $make:expr; $($case:ident),*) => {

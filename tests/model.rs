@@ -26,6 +26,8 @@ enum Op {
     Advance(u64),
     ValueUpdate(K, Ns, i32),
     ValueGet(K, Ns),
+    /// `ValueState::with`: the borrowed read.
+    ValueWith(K, Ns),
     ValueClear(K, Ns),
     ListAdd(K, Ns, i32),
     ListAddAll(K, Ns, Vec<i32>),
@@ -43,6 +45,7 @@ enum Op {
     MapClear(K, Ns),
     ReduceAdd(K, Ns, i32),
     ReduceGet(K, Ns),
+    ReduceWith(K, Ns),
     ReduceClear(K, Ns),
     ReduceMerge(K, Ns, Vec<Ns>),
     AggAdd(K, Ns, i32),
@@ -70,6 +73,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u64..40).prop_map(Op::Advance),
         1 => (k.clone(), ns.clone(), v.clone()).prop_map(|(a, b, c)| Op::ValueUpdate(a, b, c)),
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ValueGet(a, b)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ValueWith(a, b)),
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ValueClear(a, b)),
         1 => (k.clone(), ns.clone(), v.clone()).prop_map(|(a, b, c)| Op::ListAdd(a, b, c)),
         1 => (k.clone(), ns.clone(), vs.clone()).prop_map(|(a, b, c)| Op::ListAddAll(a, b, c)),
@@ -88,6 +92,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::MapClear(a, b)),
         1 => (k.clone(), ns.clone(), v.clone()).prop_map(|(a, b, c)| Op::ReduceAdd(a, b, c)),
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ReduceGet(a, b)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ReduceWith(a, b)),
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ReduceClear(a, b)),
         1 => (k.clone(), ns.clone(), nss.clone()).prop_map(|(a, b, c)| Op::ReduceMerge(a, b, c)),
         1 => (k.clone(), ns.clone(), v).prop_map(|(a, b, c)| Op::AggAdd(a, b, c)),
@@ -516,8 +521,12 @@ fn run<E: Engine>(
                 let st = m.stamp();
                 m.value.insert((k, ns), (st, v));
             }
-            Op::ValueGet(k, ns) => {
-                let got = sut.value.get(&sut.key(k), &ns).unwrap();
+            Op::ValueGet(k, ns) | Op::ValueWith(k, ns) => {
+                let got = if matches!(op, Op::ValueGet(..)) {
+                    sut.value.get(&sut.key(k), &ns).unwrap()
+                } else {
+                    sut.value.with(&sut.key(k), &ns, |v| v.copied()).unwrap()
+                };
                 let mut map = std::mem::take(&mut m.value);
                 let want = m.read_single(&mut map, (k, ns));
                 m.value = map;
@@ -663,8 +672,12 @@ fn run<E: Engine>(
                 let st = m.stamp();
                 m.reduce.insert((k, ns), (st, new));
             }
-            Op::ReduceGet(k, ns) => {
-                let got = sut.reduce.get(&sut.key(k), &ns).unwrap();
+            Op::ReduceGet(k, ns) | Op::ReduceWith(k, ns) => {
+                let got = if matches!(op, Op::ReduceGet(..)) {
+                    sut.reduce.get(&sut.key(k), &ns).unwrap()
+                } else {
+                    sut.reduce.with(&sut.key(k), &ns, |v| v.copied()).unwrap()
+                };
                 let mut map = std::mem::take(&mut m.reduce);
                 let want = m.read_single(&mut map, (k, ns));
                 m.reduce = map;
@@ -790,6 +803,9 @@ fn observe<E: Engine>(sut: &Sut<E>, op: &Op, ttl: bool) -> String {
         }
         Op::ValueUpdate(key, ns, v) => format!("{:?}", sut.value.update(&k(key), ns, *v).unwrap()),
         Op::ValueGet(key, ns) => format!("{:?}", sut.value.get(&k(key), ns).unwrap()),
+        Op::ValueWith(key, ns) => {
+            format!("{:?}", sut.value.with(&k(key), ns, |v| v.copied()).unwrap())
+        }
         Op::ValueClear(key, ns) => format!("{:?}", sut.value.clear(&k(key), ns).unwrap()),
         Op::ListAdd(key, ns, v) => format!("{:?}", sut.list.add(&k(key), ns, *v).unwrap()),
         Op::ListAddAll(key, ns, vs) => {
@@ -823,6 +839,10 @@ fn observe<E: Engine>(sut: &Sut<E>, op: &Op, ttl: bool) -> String {
             format!("{:?}", sut.reduce.add(&k(key), ns, i64::from(*v)).unwrap())
         }
         Op::ReduceGet(key, ns) => format!("{:?}", sut.reduce.get(&k(key), ns).unwrap()),
+        Op::ReduceWith(key, ns) => format!(
+            "{:?}",
+            sut.reduce.with(&k(key), ns, |v| v.copied()).unwrap()
+        ),
         Op::ReduceClear(key, ns) => format!("{:?}", sut.reduce.clear(&k(key), ns).unwrap()),
         Op::ReduceMerge(key, t, srcs) => format!(
             "{:?}",

@@ -30,6 +30,10 @@ use crate::key::Key;
 use crate::ttl::Stamped;
 use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 
+/// What [`ValueTable::peek`] lends a stored value to: its stamp and a reference to it, or
+/// `None` when absent.
+pub type PeekFn<'a, V> = dyn FnMut(Option<(u64, &V)>) + 'a;
+
 /// Storage for one Value, Reducing or Aggregating state: one stamped value per (key, namespace).
 pub trait ValueTable<K, N, V>: Send + Sync {
     /// The stored value, if any (expired or not: the views apply TTL).
@@ -40,6 +44,20 @@ pub trait ValueTable<K, N, V>: Send + Sync {
     /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
     /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<Stamped<V>>>;
+    /// Calls `read` once with the stored value's stamp and a reference to it, or `None`
+    /// (expired or not: the views apply TTL), without copying the value where the engine
+    /// holds it decoded. The heap engine calls `read` under the table's lock, so `read` must
+    /// not reach this table (the views' `with` documents that); the default reads a copy
+    /// through [`get`](Self::get), what an engine that decodes every read does anyway.
+    ///
+    /// # Errors
+    ///
+    /// What [`get`](Self::get) reports; `read` is then not called.
+    fn peek(&self, key: &Key<K>, ns: &N, read: &mut PeekFn<'_, V>) -> Result<()> {
+        let s = self.get(key, ns)?;
+        read(s.as_ref().map(|s| (s.last_access, &s.value)));
+        Ok(())
+    }
     /// Stores `value`, replacing any previous one.
     ///
     /// # Errors

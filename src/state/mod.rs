@@ -58,6 +58,38 @@ pub(crate) fn read_single<K, N, V: Clone>(
     Ok(Some(stored.value))
 }
 
+/// [`read_single`] lent to `f` instead of returned: a live value that needs no re-stamping is
+/// lent where the engine holds it (the table's [`peek`](ValueTable::peek)); an expired one, or
+/// one re-stamped on read, goes through [`read_single`] (which removes or re-stamps it) and `f`
+/// borrows the copy, so the semantics are `get`'s.
+pub(crate) fn read_single_with<K, N, V: Clone, R>(
+    table: &dyn ValueTable<K, N, V>,
+    ttl: Option<&TtlPolicy>,
+    key: &Key<K>,
+    ns: &N,
+    f: impl FnOnce(Option<&V>) -> R,
+) -> Result<R> {
+    let now = ttl.map(TtlPolicy::now);
+    let mut f = Some(f);
+    let mut lent = None;
+    table.peek(key, ns, &mut |stored| {
+        let as_read = match (stored, ttl, now) {
+            (Some((stamp, _)), Some(ttl), Some(now)) => {
+                !ttl.refresh_on_read() && !ttl.expired(stamp, now)
+            }
+            _ => true,
+        };
+        if as_read && let Some(f) = f.take() {
+            lent = Some(f(stored.map(|(_, v)| v)));
+        }
+    })?;
+    match (lent, f) {
+        (Some(r), _) => Ok(r),
+        (None, Some(f)) => Ok(f(read_single(table, ttl, key, ns)?.as_ref())),
+        (None, None) => unreachable!("`f` ran, so its result is kept"),
+    }
+}
+
 /// TTL over a batch of single-value reads (Value, Reducing, Aggregating, Map entries):
 /// `stored` is what the table's `get_many` read for `items`. A live value that needs no
 /// re-stamping is returned as read; an expired value, or one re-stamped on read, goes through

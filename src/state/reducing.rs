@@ -1,6 +1,6 @@
 //! [`ReducingState`]: a value folded with a reduce function.
 
-use super::{Core, fold_single, merge_single, read_single, view_common};
+use super::{Core, fold_single, merge_single, read_single, read_single_with, view_common};
 use crate::backend::ValueTable;
 use crate::error::Result;
 use crate::key::Key;
@@ -27,6 +27,19 @@ impl<K, V: Clone, N: PartialEq> ReducingState<K, V, N> {
     /// RocksDB's own errors.
     pub fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<V>> {
         read_single(&*self.core.table, self.core.ttl.as_ref(), key, ns)
+    }
+
+    /// Lends the reduced value to `f` instead of returning a copy, as
+    /// [`ValueState::with`](crate::state::ValueState::with) does (same semantics as
+    /// [`get`](Self::get); no clone on the heap engine).
+    ///
+    /// # Errors
+    ///
+    /// What [`get`](Self::get) reports (then `f` is not called), and
+    /// [`Error::Reentrant`](crate::Error::Reentrant) from any call on this same state made
+    /// inside `f` on the heap engine.
+    pub fn with<R>(&self, key: &Key<K>, ns: &N, f: impl FnOnce(Option<&V>) -> R) -> Result<R> {
+        read_single_with(&*self.core.table, self.core.ttl.as_ref(), key, ns, f)
     }
 
     /// Folds `value` in: `reduce(current, value)`, or `value` when absent.

@@ -1,6 +1,6 @@
 //! [`ValueState`]: one value per key and namespace.
 
-use super::{Core, read_batch, read_single, view_common, write_stamp};
+use super::{Core, read_batch, read_single, read_single_with, view_common, write_stamp};
 use crate::backend::ValueTable;
 use crate::error::Result;
 use crate::key::Key;
@@ -25,6 +25,34 @@ impl<K, V: Clone, N> ValueState<K, V, N> {
     /// RocksDB's own errors.
     pub fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<V>> {
         read_single(&*self.core.table, self.core.ttl.as_ref(), key, ns)
+    }
+
+    /// Lends the value to `f` instead of returning a copy: `f(Some(&value))`, or `f(None)` when
+    /// absent (or expired, under `NeverReturnExpired`), with [`get`](Self::get)'s semantics
+    /// (an expired value is removed; `OnReadAndWrite` re-stamps). On the heap engine the value
+    /// is read where it is stored, with no clone (for `Bytes`, `Arc` or `Vec` values, no
+    /// reference count touched or allocation made); on RocksDB it is decoded from a pinned
+    /// read, as `get` does.
+    ///
+    /// ```
+    /// use keyed_state::{HeapEngine, KeyedStateBackend, state::ValueStateDescriptor};
+    /// let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
+    /// let names = backend.value_state(&ValueStateDescriptor::<String>::new("name"))?;
+    /// let key = backend.key(7)?;
+    /// names.update(&key, &(), "seven".to_string())?;
+    /// assert_eq!(names.with(&key, &(), |name| name.map(String::len))?, Some(5));
+    /// assert!(names.with(&backend.key(8)?, &(), |name| name.is_none())?);
+    /// # Ok::<(), keyed_state::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// What [`get`](Self::get) reports (then `f` is not called), and
+    /// [`Error::Reentrant`](crate::Error::Reentrant) from any call on this same state made
+    /// inside `f`: the heap engine holds the state's table while `f` runs, so read what `f`
+    /// needs before the call (RocksDB holds nothing and allows it).
+    pub fn with<R>(&self, key: &Key<K>, ns: &N, f: impl FnOnce(Option<&V>) -> R) -> Result<R> {
+        read_single_with(&*self.core.table, self.core.ttl.as_ref(), key, ns, f)
     }
 
     /// Sets the value.

@@ -292,8 +292,8 @@ impl Engine for HeapEngine {
             .tables
             .lock()
             .iter()
-            .map(|(meta, table)| (meta.clone(), Source::Live(table.freeze())))
-            .collect();
+            .map(|(meta, table)| Ok((meta.clone(), Source::Live(table.freeze()?))))
+            .collect::<Result<_>>()?;
         states.extend(
             self.restored
                 .lock()
@@ -324,12 +324,14 @@ impl Engine for HeapEngine {
             .tables
             .lock()
             .iter()
-            .map(|(meta, t)| StateMetrics {
-                name: meta.name.clone(),
-                approximate_entries: t.entries(),
-                approximate_bytes: t.bytes(),
+            .map(|(meta, t)| {
+                Ok(StateMetrics {
+                    name: meta.name.clone(),
+                    approximate_entries: t.entries()?,
+                    approximate_bytes: t.bytes()?,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         states.sort_by(|a, b| a.name.cmp(&b.name));
         let memory_bytes = states.iter().map(|s| s.approximate_bytes).sum();
         Ok(EngineMetrics {

@@ -3,17 +3,18 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
 use super::arena::TableAlloc;
 use super::cow_map::{CowMap, CowSnapshot, Cursor, Slot, Verdict};
 use super::snapshot::{Canonical, FrozenState, write_encoded};
-use crate::backend::{ListTable, MapTable, ValueTable};
+use crate::backend::{ListTable, MapTable, PeekFn, ValueTable};
 use crate::checkpoint::format::blocks::{read_bytes, sorted_by_bytes};
 use crate::checkpoint::format::canonical::RestoredGroup;
 use crate::codec::Codec;
-use crate::error::{CodecError, Result};
+use crate::error::{CodecError, Error, Result};
 use crate::key::{Key, hash_bytes};
 use crate::key_group::key_group_for_bytes;
 use crate::ttl::{Stamped, is_expired};
@@ -29,6 +30,32 @@ use smallvec::{Array, SmallVec};
 /// whole cache miss per operation. Held by one processing thread at a time in the intended
 /// use, so a waiter is rare and brief.
 type TableLock<T> = spin::mutex::SpinMutex<T, spin::relax::Yield>;
+type TableGuard<'a, T> = spin::mutex::SpinMutexGuard<'a, T>;
+
+/// This thread's token for [`HeapTable::reader`]: the address of a thread-local, so distinct
+/// for every live thread and never 0.
+fn thread_token() -> usize {
+    thread_local! {
+        static TOKEN: u8 = const { 0 };
+    }
+    TOKEN.with(|t| std::ptr::from_ref(t) as usize)
+}
+
+/// Clears [`HeapTable::reader`] when a borrowing read's closure returns or unwinds.
+struct Reading<'a>(&'a AtomicUsize);
+
+impl<'a> Reading<'a> {
+    fn start(reader: &'a AtomicUsize) -> Self {
+        reader.store(thread_token(), Ordering::Relaxed);
+        Reading(reader)
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
 
 /// The last-access stamp of a packed value.
 pub(crate) trait HasStamp {
@@ -115,6 +142,8 @@ fn floor_of<F: Floor>(stamps: impl Iterator<Item = u64>) -> F {
 pub(crate) trait Packed<V>: HasStamp + Clone + Send + Sync + 'static {
     fn pack(stamped: Stamped<V>) -> Self;
     fn unpack(&self) -> Stamped<V>;
+    /// The stamp and the value, borrowed.
+    fn peek(&self) -> (u64, &V);
 }
 
 /// A value of a state without TTL (its stamp is always 0).
@@ -142,6 +171,9 @@ impl<V: StateValue> Packed<V> for Stamped<V> {
     fn unpack(&self) -> Stamped<V> {
         self.clone()
     }
+    fn peek(&self) -> (u64, &V) {
+        (self.last_access, &self.value)
+    }
 }
 
 impl<V: StateValue> Packed<V> for Bare<V> {
@@ -151,6 +183,9 @@ impl<V: StateValue> Packed<V> for Bare<V> {
     }
     fn unpack(&self) -> Stamped<V> {
         Stamped::new(0, self.0.clone())
+    }
+    fn peek(&self) -> (u64, &V) {
+        (0, &self.0)
     }
 }
 
@@ -347,12 +382,18 @@ struct Inner<K, N, S: Expiring> {
 /// One state's table. `S` is the stored shape: `Stamped<V>` or `Bare<V>`, a `SmallVec` of those
 /// (a list), or a map of those.
 pub(crate) struct HeapTable<K, N, S: Expiring> {
+    /// The state's name (for errors).
+    name: Box<str>,
     config: EngineConfig,
     /// `(ttl in ms, entries to visit per access)` when the state has TTL and cleanup is on.
     cleanup: Option<(u64, usize)>,
     /// The TTL in ms (snapshots leave out what expired).
     ttl_millis: Option<u64>,
     inner: TableLock<Inner<K, N, S>>,
+    /// The token of the thread running a borrowing read's closure under the lock
+    /// ([`thread_token`]; 0: none), so that the closure reaching this table again gets
+    /// [`Error::Reentrant`] instead of spinning on a lock its own thread holds.
+    reader: AtomicUsize,
     /// Where the key groups' maps get their memory (restores make fresh ones).
     alloc: TableAlloc,
 }
@@ -368,6 +409,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
             .filter(|t| t.cleanup_per_access() > 0)
             .map(|t| (t.ttl_millis(), t.cleanup_per_access()));
         HeapTable {
+            name: meta.name.as_str().into(),
             config: config.clone(),
             cleanup,
             ttl_millis: meta.ttl.as_ref().map(|t| t.ttl_millis()),
@@ -377,7 +419,32 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                 cleanup_accesses: 0,
                 floor: 0,
             }),
+            reader: AtomicUsize::new(0),
             alloc: alloc.clone(),
+        }
+    }
+
+    /// Takes the table's lock; fails instead of waiting when this thread holds it already,
+    /// inside a borrowing read's closure (which would wait forever).
+    #[inline]
+    fn lock(&self) -> Result<TableGuard<'_, Inner<K, N, S>>> {
+        match self.inner.try_lock() {
+            Some(guard) => Ok(guard),
+            None => self.lock_contended(),
+        }
+    }
+
+    #[cold]
+    fn lock_contended(&self) -> Result<TableGuard<'_, Inner<K, N, S>>> {
+        if self.reader.load(Ordering::Relaxed) == thread_token() {
+            return Err(self.reentrant());
+        }
+        Ok(self.inner.lock())
+    }
+
+    fn reentrant(&self) -> Error {
+        Error::Reentrant {
+            state: self.name.to_string(),
         }
     }
 
@@ -391,7 +458,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         f: impl FnOnce(&mut CowMap<Entry<K, N, S>>, u64, &mut u64) -> R,
     ) -> Result<R> {
         let (index, hash) = self.locate(key, ns)?;
-        Ok(self.with_groups(1, |groups, floor| f(&mut groups[index], hash, floor)))
+        self.with_groups(1, |groups, floor| f(&mut groups[index], hash, floor))
     }
 
     /// Runs `f` on the key groups and the table's floor (`Inner::floor`, which a write of a
@@ -402,8 +469,8 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         &self,
         accesses: usize,
         f: impl FnOnce(&mut [CowMap<Entry<K, N, S>>], &mut u64) -> R,
-    ) -> R {
-        let mut inner = self.inner.lock();
+    ) -> Result<R> {
+        let mut inner = self.lock()?;
         debug_assert_eq!(inner.groups.len(), self.config.key_group_range().len());
         let Inner { groups, floor, .. } = &mut *inner;
         let result = f(groups, floor);
@@ -420,7 +487,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                 }
             }
         }
-        result
+        Ok(result)
     }
 
     /// The key-group index and entry hash of (key, ns), or the key's range error.
@@ -448,7 +515,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                 self.locate(key, ns)
             })
             .collect();
-        self.with_groups(items.len(), |groups, _| {
+        let read = self.with_groups(items.len(), |groups, _| {
             // The lookups alone, in a loop short enough that several are in flight at once,
             // each item's lines requested `PREFETCH_AHEAD` items before its lookup.
             let found: Vec<Option<&S>> = items
@@ -471,7 +538,9 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                     Ok(read(item, state))
                 })
                 .collect()
-        })
+        });
+        // The lock refused (this thread holds it, in a borrowing read): every item fails so.
+        read.unwrap_or_else(|_| items.iter().map(|_| Err(self.reentrant())).collect())
     }
 
     /// [`upsert`](Self::upsert) of every item in order, under one lock; every key is checked
@@ -502,8 +571,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                     swept.then_some(&mut *table_floor),
                 );
             }
-        });
-        Ok(())
+        })
     }
 
     fn eq<'a>(key: &'a Key<K>, ns: &'a N) -> impl Fn(&Entry<K, N, S>) -> bool + 'a {
@@ -582,7 +650,7 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
 
     fn keys_of(&self, group: u16) -> Result<Vec<(K, N)>> {
         let index = self.config.local_index(group)?;
-        let inner = self.inner.lock();
+        let inner = self.lock()?;
         Ok(inner.groups[index]
             .iter()
             .map(|e| (e.key.clone(), e.ns.clone()))
@@ -593,35 +661,34 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
 /// What the engine's metrics read from a table.
 pub(crate) trait TableStats: Send + Sync {
     /// (key, namespace) entries over all key groups.
-    fn entries(&self) -> u64;
+    fn entries(&self) -> Result<u64>;
     /// Bytes of the hash tables (not what values own on the heap).
-    fn bytes(&self) -> u64;
+    fn bytes(&self) -> Result<u64>;
 }
 
 impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> TableStats for HeapTable<K, N, S> {
-    fn entries(&self) -> u64 {
-        self.inner
-            .lock()
-            .groups
-            .iter()
-            .map(|g| g.len() as u64)
-            .sum()
+    fn entries(&self) -> Result<u64> {
+        Ok(self.lock()?.groups.iter().map(|g| g.len() as u64).sum())
     }
 
-    fn bytes(&self) -> u64 {
-        self.inner
-            .lock()
+    fn bytes(&self) -> Result<u64> {
+        Ok(self
+            .lock()?
             .groups
             .iter()
             .map(|g| g.allocation_size() as u64)
-            .sum()
+            .sum())
     }
 }
 
 /// What snapshots and restores need from a table, type-erased.
 pub(crate) trait HeapState: TableStats {
     /// Freezes the table: O(key groups), no entry is copied.
-    fn freeze(&self) -> Box<dyn FrozenState>;
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Reentrant`] from inside a borrowing read's closure on this table.
+    fn freeze(&self) -> Result<Box<dyn FrozenState>>;
     /// Decodes restored canonical records, per key group, into the (fresh) table.
     fn restore_groups(&self, groups: &BTreeMap<u16, RestoredGroup>) -> Result<(), CodecError>;
 }
@@ -672,12 +739,12 @@ impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static>
 impl<K: StateKey, N: Namespace, S: Expiring + Canonical + Send + Sync + 'static> HeapState
     for HeapTable<K, N, S>
 {
-    fn freeze(&self) -> Box<dyn FrozenState> {
-        let inner = self.inner.lock();
-        Box::new(Frozen {
+    fn freeze(&self) -> Result<Box<dyn FrozenState>> {
+        let inner = self.lock()?;
+        Ok(Box::new(Frozen {
             groups: inner.groups.iter().map(CowMap::snapshot).collect(),
             ttl: self.ttl_millis,
-        })
+        }))
     }
 
     fn restore_groups(&self, groups: &BTreeMap<u16, RestoredGroup>) -> Result<(), CodecError> {
@@ -826,6 +893,13 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
 {
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<Stamped<V>>> {
         self.get_state(key, ns, |s| s.map(P::unpack))
+    }
+
+    fn peek(&self, key: &Key<K>, ns: &N, read: &mut PeekFn<'_, V>) -> Result<()> {
+        self.get_state(key, ns, |s| {
+            let _reading = Reading::start(&self.reader);
+            read(s.map(P::peek));
+        })
     }
 
     fn put(&self, key: &Key<K>, ns: &N, value: Stamped<V>) -> Result<()> {
@@ -1075,6 +1149,61 @@ mod tests {
 
     fn cursor_of(t: &HeapTable<u64, (), Stamped<u64>>) -> (usize, Cursor) {
         t.inner.lock().cleanup
+    }
+
+    /// Inside a borrowing read's closure the table refuses this thread (every kind of access)
+    /// instead of spinning on its own lock; the mark is cleared when the closure returns or
+    /// unwinds; and another thread that finds the lock taken waits, it is not refused.
+    #[test]
+    fn a_borrowing_read_refuses_its_own_thread_only() {
+        let clock = ManualClock::new(1_000);
+        let (config, t) = table(&clock);
+        let key = Key::new(3u64, config.max_parallelism()).unwrap();
+        t.put(&key, &(), Stamped::new(1_000, 30)).unwrap();
+        let reentrant =
+            |r: Result<()>| matches!(r, Err(Error::Reentrant { state }) if state == "v");
+        let mut seen = None;
+        t.peek(&key, &(), &mut |v| {
+            seen = v.map(|(stamp, v)| (stamp, *v));
+            assert_eq!(t.reader.load(Ordering::Relaxed), thread_token());
+            assert!(reentrant(t.get(&key, &()).map(drop)));
+            assert!(reentrant(t.put(&key, &(), Stamped::new(1_000, 1))));
+            assert!(reentrant(t.keys(0).map(drop)));
+            assert!(reentrant(t.entries().map(drop)));
+            assert!(reentrant(t.freeze().map(drop)));
+            let many = t.get_many(&[(&key, &()), (&key, &())]);
+            assert!(many.into_iter().all(|r| reentrant(r.map(drop))));
+        })
+        .unwrap();
+        assert_eq!(seen, Some((1_000, 30)), "lent the stored stamp and value");
+        assert_eq!(t.reader.load(Ordering::Relaxed), 0, "cleared on return");
+        assert_eq!(t.get(&key, &()).unwrap().map(|s| s.value), Some(30));
+
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.peek(&key, &(), &mut |_| panic!("the reader's own panic"))
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(t.reader.load(Ordering::Relaxed), 0, "cleared on unwind");
+        assert_eq!(t.get(&key, &()).unwrap().map(|s| s.value), Some(30));
+
+        // Another thread holds the table in a closure; this one waits for it.
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                t.peek(&key, &(), &mut |_| {
+                    inside_tx.send(()).unwrap();
+                    std::thread::sleep(Duration::from_millis(50));
+                })
+                .unwrap();
+            });
+            inside_rx.recv().unwrap();
+            let waited = t.get(&key, &());
+            assert_eq!(
+                waited.unwrap().map(|s| s.value),
+                Some(30),
+                "waited, not refused"
+            );
+        });
     }
 
     /// The table's floor: unknown (0) until a lap of the cleanup ends, then the least stamp;
