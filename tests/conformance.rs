@@ -347,6 +347,18 @@ fn borrowed_reads_match_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
     r.add(&a, &0, 11)?;
     assert_eq!(r.with(&a, &0, |v| v.copied())?, Some(28));
     assert_eq!(r.with(&b, &0, |v| v.copied())?, None);
+    let m = f
+        .backend
+        .map_state(&MapStateDescriptor::<u32, String, u8>::new("m"))?;
+    m.put(&a, &0, 1, "x".into())?;
+    m.put(&a, &0, 2, "yy".into())?;
+    for (key, ns, uk) in [(&a, 0, 1), (&a, 0, 2), (&a, 0, 3), (&a, 1, 1), (&b, 0, 1)] {
+        assert_eq!(
+            m.with(key, &ns, &uk, |v| v.cloned())?,
+            m.get(key, &ns, &uk)?
+        );
+    }
+    assert_eq!(m.with(&a, &0, &2, |v| v.map(String::len))?, Some(2));
     // Another state inside the closure is free to use; the same state either answers as it
     // would outside or refuses with `Reentrant` (the heap engine holds its table), never hangs.
     let inner = s.with(&b, &0, |v| {
@@ -399,9 +411,17 @@ fn ttl_borrowed_reads_as_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
         };
         let got = f.backend.value_state(&d(format!("get{i}")))?;
         let lent = f.backend.value_state(&d(format!("with{i}")))?;
+        let md = |name: String| {
+            MapStateDescriptor::<u8, String>::new(name).with_ttl(ttl(update, visibility))
+        };
+        let map_got = f.backend.map_state(&md(format!("map-get{i}")))?;
+        let map_lent = f.backend.map_state(&md(format!("map-with{i}")))?;
         f.at(0);
         got.update(&k, &(), "v0".into())?;
         lent.update(&k, &(), "v0".into())?;
+        for m in [&map_got, &map_lent] {
+            m.put(&k, &(), 1, "e0".into())?;
+        }
         for t in [50, 120, 149, 170, 219, 260, 320, 330] {
             f.at(t);
             let want = got.get(&k, &())?;
@@ -413,9 +433,20 @@ fn ttl_borrowed_reads_as_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
                 got.keys_for_namespace(&())?,
                 "{ctx}: the same entries kept"
             );
+            let want = map_got.get(&k, &(), &1)?;
+            let have = map_lent.with(&k, &(), &1, |v| v.cloned())?;
+            assert_eq!(have, want, "{ctx}: map entry");
+            assert_eq!(
+                map_lent.keys_for_namespace(&())?,
+                map_got.keys_for_namespace(&())?,
+                "{ctx}: the same maps kept"
+            );
             if t == 260 {
                 got.update(&k, &(), "v1".into())?;
                 lent.update(&k, &(), "v1".into())?;
+                for m in [&map_got, &map_lent] {
+                    m.put(&k, &(), 1, "e1".into())?;
+                }
             }
         }
     }

@@ -39,6 +39,7 @@ enum Op {
     MapPutAll(K, Ns, Vec<(u8, i32)>),
     MapRemove(K, Ns, u8),
     MapGet(K, Ns, u8),
+    MapWith(K, Ns, u8),
     MapContains(K, Ns, u8),
     MapEntries(K, Ns),
     MapIsEmpty(K, Ns),
@@ -86,6 +87,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(a, b, c)| Op::MapPutAll(a, b, c)),
         1 => (k.clone(), ns.clone(), uk.clone()).prop_map(|(a, b, c)| Op::MapRemove(a, b, c)),
         1 => (k.clone(), ns.clone(), uk.clone()).prop_map(|(a, b, c)| Op::MapGet(a, b, c)),
+        1 => (k.clone(), ns.clone(), uk.clone()).prop_map(|(a, b, c)| Op::MapWith(a, b, c)),
         1 => (k.clone(), ns.clone(), uk).prop_map(|(a, b, c)| Op::MapContains(a, b, c)),
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::MapEntries(a, b)),
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::MapIsEmpty(a, b)),
@@ -644,8 +646,12 @@ fn run<E: Engine>(
                 sut.map.remove(&sut.key(k), &ns, &uk).unwrap();
                 m.map_remove((k, ns), uk);
             }
-            Op::MapGet(k, ns, uk) => {
-                let got = sut.map.get(&sut.key(k), &ns, &uk).unwrap();
+            Op::MapGet(k, ns, uk) | Op::MapWith(k, ns, uk) => {
+                let got = if matches!(op, Op::MapGet(..)) {
+                    sut.map.get(&sut.key(k), &ns, &uk).unwrap()
+                } else {
+                    sut.map.with(&sut.key(k), &ns, &uk, |v| v.copied()).unwrap()
+                };
                 prop_assert_eq!(got, m.map_get((k, ns), uk), "{}", ctx);
             }
             Op::MapContains(k, ns, uk) => {
@@ -828,6 +834,10 @@ fn observe<E: Engine>(sut: &Sut<E>, op: &Op, ttl: bool) -> String {
         }
         Op::MapRemove(key, ns, uk) => format!("{:?}", sut.map.remove(&k(key), ns, uk).unwrap()),
         Op::MapGet(key, ns, uk) => format!("{:?}", sut.map.get(&k(key), ns, uk).unwrap()),
+        Op::MapWith(key, ns, uk) => format!(
+            "{:?}",
+            sut.map.with(&k(key), ns, uk, |v| v.copied()).unwrap()
+        ),
         Op::MapContains(key, ns, uk) => format!("{:?}", sut.map.contains(&k(key), ns, uk).unwrap()),
         Op::MapEntries(key, ns) => format!(
             "{:?}",

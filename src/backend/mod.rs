@@ -188,6 +188,18 @@ pub trait MapTable<K, N, UK, UV>: Send + Sync {
     /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
     /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>>;
+    /// Calls `read` once with the entry's stamp and a reference to its value, or `None`, as
+    /// [`ValueTable::peek`] does for a value (same contract: the heap engine calls it under
+    /// the table's lock; the default lends a copy read through [`get`](Self::get)).
+    ///
+    /// # Errors
+    ///
+    /// What [`get`](Self::get) reports; `read` is then not called.
+    fn peek(&self, key: &Key<K>, ns: &N, user_key: &UK, read: &mut PeekFn<'_, UV>) -> Result<()> {
+        let s = self.get(key, ns, user_key)?;
+        read(s.as_ref().map(|s| (s.last_access, &s.value)));
+        Ok(())
+    }
     /// What [`get`](Self::get) returns for each (key, namespace, user key), in order, read
     /// in one pass.
     ///

@@ -2,7 +2,7 @@
 
 use std::vec;
 
-use super::{Core, read_batch, view_common, write_stamp};
+use super::{Core, lend, read_batch, view_common, write_stamp};
 use crate::backend::MapTable;
 use crate::error::Result;
 use crate::key::Key;
@@ -48,6 +48,42 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
             )?;
         }
         Ok(Some(stored.value))
+    }
+
+    /// Lends the value for `user_key` to `f` instead of returning a copy: `f(Some(&value))`,
+    /// or `f(None)`, with [`get`](Self::get)'s semantics (an expired entry is removed;
+    /// `OnReadAndWrite` re-stamps). On the heap engine the value is read where it is stored,
+    /// with no clone; on RocksDB it is decoded as `get` does.
+    ///
+    /// ```
+    /// use keyed_state::{HeapEngine, KeyedStateBackend, state::MapStateDescriptor};
+    /// let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
+    /// let notes = backend.map_state(&MapStateDescriptor::<u32, String>::new("notes"))?;
+    /// let key = backend.key(1)?;
+    /// notes.put(&key, &(), 7, "seven".to_string())?;
+    /// assert_eq!(notes.with(&key, &(), &7, |n| n.map(|n| n.starts_with("se")))?, Some(true));
+    /// assert_eq!(notes.with(&key, &(), &8, |n| n.is_none())?, true);
+    /// # Ok::<(), keyed_state::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// What [`get`](Self::get) reports (then `f` is not called), and
+    /// [`Error::Reentrant`](crate::Error::Reentrant) from any call on this same state made
+    /// inside `f` on the heap engine, which holds the state's table while `f` runs.
+    pub fn with<R>(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+        user_key: &UK,
+        f: impl FnOnce(Option<&UV>) -> R,
+    ) -> Result<R> {
+        lend(
+            self.core.ttl.as_ref(),
+            |read| self.core.table.peek(key, ns, user_key, read),
+            || self.get(key, ns, user_key),
+            f,
+        )
     }
 
     /// The values of many (key, namespace, user key) triples at once, in order: what

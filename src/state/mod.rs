@@ -27,7 +27,7 @@ pub use value::ValueState;
 // The bounds every view's type parameters meet, defined with the vocabulary.
 pub use crate::types::{MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue};
 
-use crate::backend::ValueTable;
+use crate::backend::{PeekFn, ValueTable};
 use crate::error::Result;
 use crate::key::Key;
 use crate::ttl::{Stamped, TtlPolicy};
@@ -58,10 +58,7 @@ pub(crate) fn read_single<K, N, V: Clone>(
     Ok(Some(stored.value))
 }
 
-/// [`read_single`] lent to `f` instead of returned: a live value that needs no re-stamping is
-/// lent where the engine holds it (the table's [`peek`](ValueTable::peek)); an expired one, or
-/// one re-stamped on read, goes through [`read_single`] (which removes or re-stamps it) and `f`
-/// borrows the copy, so the semantics are `get`'s.
+/// [`read_single`] lent to `f` instead of returned (Value and Reducing `with`).
 pub(crate) fn read_single_with<K, N, V: Clone, R>(
     table: &dyn ValueTable<K, N, V>,
     ttl: Option<&TtlPolicy>,
@@ -69,10 +66,28 @@ pub(crate) fn read_single_with<K, N, V: Clone, R>(
     ns: &N,
     f: impl FnOnce(Option<&V>) -> R,
 ) -> Result<R> {
+    lend(
+        ttl,
+        |read| table.peek(key, ns, read),
+        || read_single(table, ttl, key, ns),
+        f,
+    )
+}
+
+/// A borrowing read: `peek` lends the stored value (and its stamp) where the engine holds it;
+/// a value that is live and needs no re-stamping goes to `f` as lent. An expired one, or one
+/// re-stamped on read, is not lent: `owned` (the view's `get`, which removes or re-stamps it)
+/// reads it again and `f` borrows that copy. So the answer and the state's changes are `get`'s.
+pub(crate) fn lend<V, R>(
+    ttl: Option<&TtlPolicy>,
+    peek: impl FnOnce(&mut PeekFn<'_, V>) -> Result<()>,
+    owned: impl FnOnce() -> Result<Option<V>>,
+    f: impl FnOnce(Option<&V>) -> R,
+) -> Result<R> {
     let now = ttl.map(TtlPolicy::now);
     let mut f = Some(f);
     let mut lent = None;
-    table.peek(key, ns, &mut |stored| {
+    peek(&mut |stored| {
         let as_read = match (stored, ttl, now) {
             (Some((stamp, _)), Some(ttl), Some(now)) => {
                 !ttl.refresh_on_read() && !ttl.expired(stamp, now)
@@ -85,7 +100,7 @@ pub(crate) fn read_single_with<K, N, V: Clone, R>(
     })?;
     match (lent, f) {
         (Some(r), _) => Ok(r),
-        (None, Some(f)) => Ok(f(read_single(table, ttl, key, ns)?.as_ref())),
+        (None, Some(f)) => Ok(f(owned()?.as_ref())),
         (None, None) => unreachable!("`f` ran, so its result is kept"),
     }
 }

@@ -1023,6 +1023,13 @@ where
         self.get_state(key, ns, |s| s.and_then(|m| m.get(user_key).map(P::unpack)))
     }
 
+    fn peek(&self, key: &Key<K>, ns: &N, user_key: &UK, read: &mut PeekFn<'_, UV>) -> Result<()> {
+        self.get_state(key, ns, |s| {
+            let _reading = Reading::start(&self.reader);
+            read(s.and_then(|m| m.get(user_key)).map(P::peek));
+        })
+    }
+
     fn get_many(&self, items: &[(&Key<K>, &N, &UK)]) -> Vec<Result<Option<Stamped<UV>>>> {
         self.get_states(
             items,
