@@ -288,9 +288,9 @@ pub enum Error {
     #[error("no state named '{0}' is registered")]
     UnknownState(String),
     /// A state was used from inside the closure of a borrowing read of the same state
-    /// ([`ValueState::with`](crate::state::ValueState::with)), which on the heap engine holds
-    /// the state's table until the closure returns. Read what the closure needs before or
-    /// after it.
+    /// ([`ValueState::with`](crate::state::ValueState::with), and `with` of Reducing and Map
+    /// states), which on the heap engine holds the state's table until the closure returns.
+    /// Read what the closure needs before or after it.
     #[error("state '{state}' was used from inside its own `with` closure, which holds it")]
     Reentrant {
         /// The state's name.

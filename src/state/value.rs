@@ -34,6 +34,10 @@ impl<K, V: Clone, N> ValueState<K, V, N> {
     /// reference count touched or allocation made); on RocksDB it is decoded from a pinned
     /// read, as `get` does.
     ///
+    /// On the heap engine `f` runs while the state's table is held: keep it short, since
+    /// another thread using this state waits until it returns, and do not make it wait on
+    /// such a thread.
+    ///
     /// ```
     /// use keyed_state::{HeapEngine, KeyedStateBackend, state::ValueStateDescriptor};
     /// let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
