@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use rocksdb::{BoundColumnFamily, Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
 use super::column::Column;
 use super::layout::{
@@ -195,7 +195,8 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
     }
 
     /// Calls `visit` with every raw (key, value) starting with `prefix`, in key order, until it
-    /// returns `false`.
+    /// returns `false`. A raw iterator lends each entry where RocksDB holds it (the crate's
+    /// `DBIterator` would copy every key and value into two boxes first).
     fn scan(
         &self,
         prefix: &[u8],
@@ -206,19 +207,16 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
         if let Some(upper) = prefix_successor(prefix) {
             read.set_iterate_upper_bound(upper);
         }
-        let iter = self.column.db().iterator_cf_opt(
-            cf,
-            read,
-            IteratorMode::From(prefix, Direction::Forward),
-        );
-        for item in iter {
-            let (k, v) = item?;
+        let mut it = self.column.db().raw_iterator_cf_opt(cf, read);
+        it.seek(prefix);
+        while let Some((k, v)) = it.item() {
             debug_assert!(k.starts_with(prefix), "the upper bound ends the scan");
-            if !visit(&k, &v)? {
-                break;
+            if !visit(k, v)? {
+                return Ok(());
             }
+            it.next();
         }
-        Ok(())
+        Ok(it.status()?)
     }
 
     /// Every distinct (key, namespace) in `group` whose value passes `keep`.
