@@ -121,7 +121,18 @@ impl Hint {
             reason = "hashbrown takes the low bits"
         )]
         let home = (hash as usize) & self.mask;
-        prefetch_line(bucket_addr::<T>(self.end, home));
+        let first = bucket_addr::<T>(self.end, home);
+        prefetch_line(first);
+        // An entry larger than a line (an inline list or map: 150-300 bytes) spans several,
+        // and a scan of its elements would wait for each in turn: ask for all of them. Small
+        // entries keep the one line (also asking for a second line when one straddles two
+        // measured slower, DESIGN.md §9).
+        if size_of::<T>() > LINE {
+            let lines = (first % LINE + size_of::<T>()).div_ceil(LINE);
+            for i in 1..lines {
+                prefetch_line((first & !(LINE - 1)).wrapping_add(i * LINE));
+            }
+        }
         if control {
             prefetch_line(self.end.wrapping_add(home));
         }
@@ -158,6 +169,9 @@ struct SegmentFloor {
     pass: u64,
     pass_buckets: usize,
 }
+
+/// The cache line size of the processors this is tuned for.
+const LINE: usize = 64;
 
 /// A prefetch of the cache line holding `addr`: a hint that never faults, whatever `addr` is.
 #[inline]
