@@ -54,6 +54,7 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     /// or `f(None)`, with [`get`](Self::get)'s semantics (an expired entry is removed;
     /// `OnReadAndWrite` re-stamps). On the heap engine the value is read where it is stored,
     /// with no clone; on RocksDB it is decoded as `get` does.
+    ///
     /// As with [`ValueState::with`](crate::state::ValueState::with), keep `f` short: on the
     /// heap engine it runs while the state's table is held.
     ///

@@ -84,13 +84,13 @@ pub(crate) fn lend<V, R>(
     owned: impl FnOnce() -> Result<Option<V>>,
     f: impl FnOnce(Option<&V>) -> R,
 ) -> Result<R> {
-    let now = ttl.map(TtlPolicy::now);
     let mut f = Some(f);
     let mut lent = None;
     peek(&mut |stored| {
-        let as_read = match (stored, ttl, now) {
-            (Some((stamp, _)), Some(ttl), Some(now)) => {
-                !ttl.refresh_on_read() && !ttl.expired(stamp, now)
+        // The clock is read only for a value found under TTL, as `get` reads it.
+        let as_read = match (stored, ttl) {
+            (Some((stamp, _)), Some(ttl)) => {
+                !ttl.refresh_on_read() && !ttl.expired(stamp, ttl.now())
             }
             _ => true,
         };
