@@ -12,9 +12,11 @@
 //! One criterion group per op (`job_value_get` … `job_map_iterate`), functions `heap` and
 //! `rocksdb`. RocksDB gets the memory of Flink's slot: a 512 MiB block cache, with the
 //! memtables charged to it (a 256 MiB write-buffer budget inside the cache) and the SSTs'
-//! index and filter blocks in it (the engine's default), and is settled (no flush or
-//! compaction running) before each function. The line a shape prints after its preload says
-//! what the engine holds: memtables (heap: tables), cache, and what no budget bounds.
+//! index and filter blocks in it (the engine's default). Every RocksDB engine the run has
+//! loaded is settled (no flush or compaction running) before each function, so that no
+//! function, a heap one included, shares the cores with another's background work. The line a
+//! shape prints after its preload says what the engine holds: memtables (heap: tables), cache,
+//! and what no budget bounds.
 //! `KS_BENCH_ROW_CACHE_MIB=N` moves N MiB of the 512 (at most 256) to a row cache
 //! (`RocksDbOptions::with_row_cache_bytes`). The raw baselines of these operations (std
 //! `HashMap`, the raw `rocksdb` crate) are in `benches/state_ops.rs`.
@@ -258,6 +260,18 @@ impl Shapes<'_> {
         shape
     }
 
+    /// Waits until no loaded engine has background work running, not only the one about to
+    /// be measured: a heap function right after a RocksDB function that wrote would otherwise
+    /// share the cores with that engine's flushes and compactions (Flink's harness runs each
+    /// backend in a JVM of its own).
+    fn quiesce(&self) {
+        for rocks in [&self.rocks, &self.rocks_ttl, &self.rocks_parallel] {
+            if let Some(shape) = rocks.get() {
+                shape.backend.engine().quiesce();
+            }
+        }
+    }
+
     fn heap(&self) -> &Shape<HeapEngine> {
         self.heap
             .get_or_init(|| self.load(heap_engine(), None, "heap"))
@@ -365,29 +379,29 @@ macro_rules! job_op {
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {{
         let mut g = group($c, $name);
-        job_op!(@one g, "heap", $shapes.heap(), $seq, $payloads, |$s, $k, $u, $p| $body);
-        job_op!(@one g, "rocksdb", $shapes.rocks(), $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@one g, "heap", $shapes, heap, $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@one g, "rocksdb", $shapes, rocks, $seq, $payloads, |$s, $k, $u, $p| $body);
         g.finish();
     }};
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr,
      batch |$bs:ident, $chunk:ident| $batch:expr $(, $parallel:literal)?) => {{
         let mut g = group($c, $name);
-        job_op!(@one g, "heap", $shapes.heap(), $seq, $payloads, |$s, $k, $u, $p| $body);
-        job_op!(@one g, "rocksdb", $shapes.rocks(), $seq, $payloads, |$s, $k, $u, $p| $body);
-        job_op!(@chunks g, "heap_batch", $shapes.heap(), $seq, |$bs, $chunk| $batch);
-        job_op!(@chunks g, "rocksdb_batch", $shapes.rocks(), $seq, |$bs, $chunk| $batch);
-        $(job_op!(@chunks g, $parallel, $shapes.rocks_parallel(), $seq, |$bs, $chunk| $batch);)?
-        job_op!(@one g, "heap_ttl", $shapes.heap_ttl(), $seq, $payloads, |$s, $k, $u, $p| $body);
-        job_op!(@one g, "rocksdb_ttl", $shapes.rocks_ttl(), $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@one g, "heap", $shapes, heap, $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@one g, "rocksdb", $shapes, rocks, $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@chunks g, "heap_batch", $shapes, heap, $seq, |$bs, $chunk| $batch);
+        job_op!(@chunks g, "rocksdb_batch", $shapes, rocks, $seq, |$bs, $chunk| $batch);
+        $(job_op!(@chunks g, $parallel, $shapes, rocks_parallel, $seq, |$bs, $chunk| $batch);)?
+        job_op!(@one g, "heap_ttl", $shapes, heap_ttl, $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@one g, "rocksdb_ttl", $shapes, rocks_ttl, $seq, $payloads, |$s, $k, $u, $p| $body);
         g.finish();
     }};
     // Function `$function`: the single op on `$shape`, one key of the sequence at a time.
-    (@one $g:ident, $function:literal, $shape:expr, $seq:expr, $payloads:expr,
+    (@one $g:ident, $function:literal, $shapes:expr, $shape:ident, $seq:expr, $payloads:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {
         $g.bench_function($function, |b| {
-            let $s = $shape;
-            $s.backend.engine().quiesce();
+            let $s = $shapes.$shape();
+            $shapes.quiesce();
             let mut step = over_sequence($seq, |$k, $u| {
                 let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
                 black_box($body);
@@ -396,11 +410,11 @@ macro_rules! job_op {
         });
     };
     // Function `$function`: the batch body on `$shape`, one chunk of the sequence at a time.
-    (@chunks $g:ident, $function:literal, $shape:expr, $seq:expr,
+    (@chunks $g:ident, $function:literal, $shapes:expr, $shape:ident, $seq:expr,
      |$bs:ident, $chunk:ident| $batch:expr) => {
         $g.bench_function($function, |b| {
-            let $bs = $shape;
-            $bs.backend.engine().quiesce();
+            let $bs = $shapes.$shape();
+            $shapes.quiesce();
             let mut step = over_chunks($seq, |$chunk| {
                 black_box($batch);
             });
@@ -538,10 +552,10 @@ fn job_shape(c: &mut Criterion) {
                 .with(&key, &(), |v| v.map(Bytes::len))
                 .expect("with")
         }
-        job_op!(@one g, "heap", shapes.heap(), &seq, payloads, |s, k, _u, _p| get(s, k));
-        job_op!(@one g, "rocksdb", shapes.rocks(), &seq, payloads, |s, k, _u, _p| get(s, k));
-        job_op!(@one g, "heap_with", shapes.heap(), &seq, payloads, |s, k, _u, _p| with(s, k));
-        job_op!(@one g, "rocksdb_with", shapes.rocks(), &seq, payloads, |s, k, _u, _p| with(s, k));
+        job_op!(@one g, "heap", shapes, heap, &seq, payloads, |s, k, _u, _p| get(s, k));
+        job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| get(s, k));
+        job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
+        job_op!(@one g, "rocksdb_with", shapes, rocks, &seq, payloads, |s, k, _u, _p| with(s, k));
         g.finish();
     }
     job_op!(
