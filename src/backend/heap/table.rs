@@ -584,6 +584,16 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         })
     }
 
+    /// [`get_state`](Self::get_state) for a borrowing read: `read` is the caller's code, run
+    /// under the lock, so this thread is marked as the table's reader meanwhile (a lock
+    /// attempt from inside it then fails with `Reentrant` instead of spinning).
+    fn lend_state(&self, key: &Key<K>, ns: &N, read: impl FnOnce(Option<&S>)) -> Result<()> {
+        self.get_state(key, ns, |s| {
+            let _reading = Reading::start(&self.reader);
+            read(s);
+        })
+    }
+
     /// Modifies the state of (key, ns) in place with `payload`, or creates it from `payload`;
     /// `floor` is the [`Floor`] of what `payload` writes (it lowers the entry's).
     fn upsert<X>(
@@ -896,10 +906,7 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
     }
 
     fn peek(&self, key: &Key<K>, ns: &N, read: &mut PeekFn<'_, V>) -> Result<()> {
-        self.get_state(key, ns, |s| {
-            let _reading = Reading::start(&self.reader);
-            read(s.map(P::peek));
-        })
+        self.lend_state(key, ns, |s| read(s.map(P::peek)))
     }
 
     fn put(&self, key: &Key<K>, ns: &N, value: Stamped<V>) -> Result<()> {
@@ -1024,9 +1031,8 @@ where
     }
 
     fn peek(&self, key: &Key<K>, ns: &N, user_key: &UK, read: &mut PeekFn<'_, UV>) -> Result<()> {
-        self.get_state(key, ns, |s| {
-            let _reading = Reading::start(&self.reader);
-            read(s.and_then(|m| m.get(user_key)).map(P::peek));
+        self.lend_state(key, ns, |s| {
+            read(s.and_then(|m| m.get(user_key)).map(P::peek))
         })
     }
 
