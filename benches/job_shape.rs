@@ -25,6 +25,8 @@
 //! `ValueState::with`, which lends the stored value to a closure instead of returning a clone
 //! (heap: the `Bytes` is not cloned, so no reference count is touched; RocksDB decodes as `get`
 //! does), which is what Flink's heap backend does when it hands back its stored `byte[]`.
+//! `job_list_get` runs them too, through `ListState::with` (heap: the elements are summed where
+//! the list is stored, with no vector allocated; RocksDB decodes as `get` does).
 //!
 //! `job_value_get`, `job_value_update`, `job_map_get` and `job_list_add` also run `heap_batch`
 //! and `rocksdb_batch`: the same ops through the batched calls (`get_batch`, `update_batch`,
@@ -569,10 +571,24 @@ fn job_shape(c: &mut Criterion) {
             s.value100.update(&key, &(), p.clone()).expect("update")
         }
     );
-    job_op!(c, "job_list_get", shapes, &seq, payloads, |s, k, _u, _p| {
-        let key = s.backend.key(k).expect("key");
-        s.list.get(&key, &()).expect("get").sum::<u64>()
-    });
+    {
+        // Also through `ListState::with`, which walks the stored elements in place (heap: no
+        // vector allocated) instead of returning a copy of the list.
+        let mut g = group(c, "job_list_get");
+        fn get<E: Engine>(s: &Shape<E>, k: u64) -> u64 {
+            let key = s.backend.key(k).expect("key");
+            s.list.get(&key, &()).expect("get").sum::<u64>()
+        }
+        fn with<E: Engine>(s: &Shape<E>, k: u64) -> u64 {
+            let key = s.backend.key(k).expect("key");
+            s.list.with(&key, &(), |l| l.sum::<u64>()).expect("with")
+        }
+        job_op!(@one g, "heap", shapes, heap, &seq, payloads, |s, k, _u, _p| get(s, k));
+        job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| get(s, k));
+        job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
+        job_op!(@one g, "rocksdb_with", shapes, rocks, &seq, payloads, |s, k, _u, _p| with(s, k));
+        g.finish();
+    }
     job_op!(
         c,
         "job_list_add",

@@ -128,10 +128,11 @@ fn main() -> Result<(), Error> {
         let n = count.get(&key, &())?.unwrap_or(0) + 1;
         count.update(&key, &(), n)?;
         recent.add(&key, &(), amount)?;
-        if recent.get(&key, &())?.len() > 20 {
+        // Borrowing reads: count the live amounts, and compare with the stored `String`,
+        // without copying either.
+        if recent.with(&key, &(), |amounts| amounts.len())? > 20 {
             velocity_alerts += 1; // more than 20 events in 24 h
         }
-        // A borrowing read: compares with the stored `String` without cloning it.
         if last_kind.with(&key, &(), |last| last.is_some_and(|l| *l != kind))? {
             kind_switches += 1;
         }

@@ -359,6 +359,54 @@ fn borrowed_reads_match_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
         );
     }
     assert_eq!(m.with(&a, &0, &2, |v| v.map(String::len))?, Some(2));
+    let l = f
+        .backend
+        .list_state(&ListStateDescriptor::<String, u8>::new("l"))?;
+    calls = 0;
+    let empty = l.with(&a, &0, |it| {
+        calls += 1;
+        it.len()
+    })?;
+    assert_eq!((empty, calls), (0, 1), "absent lends an empty list, once");
+    l.add_all(&a, &0, ["p".into(), "qq".into(), "rrr".into()])?;
+    l.add(&a, &1, "s".into())?;
+    for (key, ns) in [(&a, 0), (&a, 1), (&b, 0)] {
+        let want: Vec<String> = l.get(key, &ns)?.collect();
+        assert_eq!(
+            l.with(key, &ns, |it| it.cloned().collect::<Vec<_>>())?,
+            want
+        );
+        let mut rev = want.clone();
+        rev.reverse();
+        assert_eq!(
+            l.with(key, &ns, |it| it.rev().cloned().collect::<Vec<_>>())?,
+            rev
+        );
+    }
+    // Both ends of one iterator, and its exact length as it shrinks.
+    let ends = l.with(&a, &0, |mut it| {
+        let first = it.next().cloned();
+        let last = it.next_back().cloned();
+        (
+            first,
+            last,
+            it.len(),
+            it.next().cloned(),
+            it.next().cloned(),
+            it.next_back().cloned(),
+        )
+    })?;
+    assert_eq!(
+        ends,
+        (
+            Some("p".into()),
+            Some("rrr".into()),
+            1,
+            Some("qq".into()),
+            None,
+            None
+        )
+    );
     // Another state inside the closure is free to use; the same state either answers as it
     // would outside or refuses with `Reentrant` (the heap engine holds its table), never hangs.
     let inner = s.with(&b, &0, |v| {
@@ -373,6 +421,19 @@ fn borrowed_reads_match_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
         Ok::<_, Error>(())
     })?;
     inner?;
+    let inner = l.with(&a, &0, |it| {
+        assert_eq!(it.len(), 3);
+        match l.add(&a, &0, "t".into()) {
+            Ok(()) => Ok(true),
+            Err(Error::Reentrant { state }) => {
+                assert_eq!(state, "l");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    })?;
+    let want = if inner? { 4 } else { 3 };
+    assert_eq!(l.get(&a, &0)?.len(), want, "a refused add wrote nothing");
     s.update(&b, &0, "after".into())?;
     assert_eq!(
         s.get(&b, &0)?.as_deref(),
@@ -416,7 +477,15 @@ fn ttl_borrowed_reads_as_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
         };
         let map_got = f.backend.map_state(&md(format!("map-get{i}")))?;
         let map_lent = f.backend.map_state(&md(format!("map-with{i}")))?;
+        let ld = |name: String| {
+            ListStateDescriptor::<String>::new(name).with_ttl(ttl(update, visibility))
+        };
+        let list_got = f.backend.list_state(&ld(format!("list-get{i}")))?;
+        let list_lent = f.backend.list_state(&ld(format!("list-with{i}")))?;
         f.at(0);
+        for l in [&list_got, &list_lent] {
+            l.add(&k, &(), "a0".into())?;
+        }
         got.update(&k, &(), "v0".into())?;
         lent.update(&k, &(), "v0".into())?;
         for m in [&map_got, &map_lent] {
@@ -441,6 +510,20 @@ fn ttl_borrowed_reads_as_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
                 map_got.keys_for_namespace(&())?,
                 "{ctx}: the same maps kept"
             );
+            // One element expires before the other (added at 0 and 50, or 260 and 320).
+            let want: Vec<String> = list_got.get(&k, &())?.collect();
+            let have = list_lent.with(&k, &(), |it| it.cloned().collect::<Vec<_>>())?;
+            assert_eq!(have, want, "{ctx}: list");
+            assert_eq!(
+                list_lent.keys_for_namespace(&())?,
+                list_got.keys_for_namespace(&())?,
+                "{ctx}: the same lists kept"
+            );
+            if t == 50 || t == 260 || t == 320 {
+                for l in [&list_got, &list_lent] {
+                    l.add(&k, &(), format!("a{t}"))?;
+                }
+            }
             if t == 260 {
                 got.update(&k, &(), "v1".into())?;
                 lent.update(&k, &(), "v1".into())?;

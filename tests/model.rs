@@ -33,6 +33,8 @@ enum Op {
     ListAddAll(K, Ns, Vec<i32>),
     ListUpdate(K, Ns, Vec<i32>),
     ListGet(K, Ns),
+    /// `ListState::with`: the borrowed read, walked from both ends.
+    ListWith(K, Ns),
     ListClear(K, Ns),
     ListMerge(K, Ns, Vec<Ns>),
     MapPut(K, Ns, u8, i32),
@@ -80,6 +82,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), ns.clone(), vs.clone()).prop_map(|(a, b, c)| Op::ListAddAll(a, b, c)),
         1 => (k.clone(), ns.clone(), vs).prop_map(|(a, b, c)| Op::ListUpdate(a, b, c)),
         2 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ListGet(a, b)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ListWith(a, b)),
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::ListClear(a, b)),
         1 => (k.clone(), ns.clone(), nss.clone()).prop_map(|(a, b, c)| Op::ListMerge(a, b, c)),
         2 => (k.clone(), ns.clone(), uk.clone(), v.clone()).prop_map(|(a, b, c, d)| Op::MapPut(a, b, c, d)),
@@ -609,6 +612,10 @@ fn run<E: Engine>(
                 let got: Vec<i32> = sut.list.get(&sut.key(k), &ns).unwrap().collect();
                 prop_assert_eq!(got, m.list_get((k, ns)), "{}", ctx);
             }
+            Op::ListWith(k, ns) => {
+                let got = sut.list.with(&sut.key(k), &ns, with_both_ends).unwrap();
+                prop_assert_eq!(got, m.list_get((k, ns)), "{}", ctx);
+            }
             Op::ListClear(k, ns) => {
                 sut.list.clear(&sut.key(k), &ns).unwrap();
                 m.list.remove(&(k, ns));
@@ -824,6 +831,9 @@ fn observe<E: Engine>(sut: &Sut<E>, op: &Op, ttl: bool) -> String {
             "{:?}",
             sut.list.get(&k(key), ns).unwrap().collect::<Vec<_>>()
         ),
+        Op::ListWith(key, ns) => {
+            format!("{:?}", sut.list.with(&k(key), ns, with_both_ends).unwrap())
+        }
         Op::ListClear(key, ns) => format!("{:?}", sut.list.clear(&k(key), ns).unwrap()),
         Op::ListMerge(key, t, srcs) => {
             format!("{:?}", sut.list.merge_namespaces(&k(key), t, srcs).unwrap())
@@ -892,4 +902,32 @@ mod differential {
             }
         }
     }
+}
+
+/// A lent list read front to back and back to front (it must be the same list both ways),
+/// with its exact length checked at every step.
+fn with_both_ends(it: keyed_state::state::ListIter<'_, i32>) -> Vec<i32> {
+    let n = it.len();
+    let (mut front, mut back) = (Vec::new(), Vec::new());
+    let mut it = it;
+    let mut from_front = true;
+    loop {
+        assert_eq!(it.len(), n - front.len() - back.len(), "the exact length");
+        let next = if from_front {
+            it.next()
+        } else {
+            it.next_back()
+        };
+        let Some(&v) = next else { break };
+        if from_front {
+            front.push(v)
+        } else {
+            back.push(v)
+        }
+        from_front = !from_front;
+    }
+    assert_eq!(it.next(), None, "fused");
+    back.reverse();
+    front.extend(back);
+    front
 }

@@ -34,6 +34,59 @@ use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateVa
 /// `None` when absent.
 pub type PeekFn<'a, V> = dyn FnMut(Option<(u64, &V)>) + 'a;
 
+/// A stored list lent by [`ListTable::peek`], oldest first (empty when absent): the elements
+/// where the engine keeps them.
+pub enum ListRef<'a, E> {
+    /// Elements with their TTL stamps.
+    Stamped(&'a [Stamped<E>]),
+    /// Elements of a state without TTL, kept without stamps (each reads as stamped 0).
+    Bare(&'a [Bare<E>]),
+}
+
+/// A value, list element or map value of a state without TTL, kept without a stamp (it reads
+/// as stamped 0): what the heap engine stores, 8 bytes smaller than a [`Stamped`] one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bare<V>(pub V);
+
+impl<E> Clone for ListRef<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for ListRef<'_, E> {}
+
+impl<E> ListRef<'_, E> {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            ListRef::Stamped(list) => list.len(),
+            ListRef::Bare(list) => list.len(),
+        }
+    }
+
+    /// Whether there are none (the list is absent).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<E> fmt::Debug for ListRef<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            ListRef::Stamped(_) => "Stamped",
+            ListRef::Bare(_) => "Bare",
+        };
+        f.debug_struct("ListRef")
+            .field("kind", &kind)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// What [`ListTable::peek`] lends a stored list to (empty when absent).
+pub type ListPeekFn<'a, E> = dyn FnMut(ListRef<'_, E>) + 'a;
+
 /// Storage for one Value, Reducing or Aggregating state: one stamped value per (key, namespace).
 pub trait ValueTable<K, N, V>: Send + Sync {
     /// The stored value, if any (expired or not: the views apply TTL).
@@ -111,6 +164,19 @@ pub trait ListTable<K, N, E>: Send + Sync {
     /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
     /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Vec<Stamped<E>>>;
+    /// Calls `read` once with the stored elements and their stamps (expired or not: the views
+    /// apply TTL), without copying them where the engine holds them decoded. The heap engine
+    /// calls `read` under the table's lock, as [`ValueTable::peek`] does; the default lends
+    /// what [`get`](Self::get) read.
+    ///
+    /// # Errors
+    ///
+    /// What [`get`](Self::get) reports; `read` is then not called.
+    fn peek(&self, key: &Key<K>, ns: &N, read: &mut ListPeekFn<'_, E>) -> Result<()> {
+        let list = self.get(key, ns)?;
+        read(ListRef::Stamped(&list));
+        Ok(())
+    }
     /// What [`get`](Self::get) returns for each (key, namespace) pair, in order, read in one
     /// pass.
     ///

@@ -1,9 +1,11 @@
 //! [`ListState`]: an ordered list of elements per key and namespace.
 
+use std::fmt;
+use std::slice;
 use std::vec;
 
 use super::{Core, view_common, write_stamp};
-use crate::backend::ListTable;
+use crate::backend::{Bare, ListRef, ListTable};
 use crate::error::Result;
 use crate::key::Key;
 use crate::ttl::{Stamped, TtlPolicy};
@@ -60,6 +62,64 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
             .map(|s| s.value)
             .collect();
         Ok(out.into_iter())
+    }
+
+    /// Lends the elements to `f` instead of returning copies: `f` gets an iterator of
+    /// references, oldest first (empty when absent), with [`get`](Self::get)'s semantics. On
+    /// the heap engine the elements are read where the list is stored, with no vector
+    /// allocated and no element cloned; on RocksDB they are decoded from one pinned read, as
+    /// `get` does. Under TTL, a list that holds an expired element, or one that is re-stamped
+    /// on read (`OnReadAndWrite`), is read through `get` (which drops or re-stamps), and `f`
+    /// walks that copy.
+    ///
+    /// On the heap engine `f` runs while the state's table is held: keep it short, as for
+    /// [`ValueState::with`](crate::state::ValueState::with).
+    ///
+    /// ```
+    /// use keyed_state::{HeapEngine, KeyedStateBackend, state::ListStateDescriptor};
+    /// let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
+    /// let words = backend.list_state(&ListStateDescriptor::<String>::new("words"))?;
+    /// let key = backend.key(7)?;
+    /// words.add_all(&key, &(), ["stream".to_string(), "state".to_string()])?;
+    /// let letters = words.with(&key, &(), |words| words.map(String::len).sum::<usize>())?;
+    /// assert_eq!(letters, 11);
+    /// assert_eq!(words.with(&backend.key(8)?, &(), |words| words.len())?, 0);
+    /// # Ok::<(), keyed_state::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// What [`get`](Self::get) reports (then `f` is not called), and
+    /// [`Error::Reentrant`](crate::Error::Reentrant) from any call on this same state made
+    /// inside `f` (heap engine).
+    pub fn with<R>(&self, key: &Key<K>, ns: &N, f: impl FnOnce(ListIter<'_, E>) -> R) -> Result<R> {
+        let ttl = self.core.ttl.as_ref();
+        let mut f = Some(f);
+        let mut lent = None;
+        self.core.table.peek(key, ns, &mut |elements| {
+            // Lent as stored only when `get` would return every element unchanged.
+            let as_read = match (ttl, elements) {
+                (None, _) => true,
+                (Some(_), list) if list.is_empty() => true,
+                (Some(ttl), ListRef::Stamped(list)) => {
+                    let now = ttl.now();
+                    !ttl.refresh_on_read() && list.iter().all(|s| !ttl.expired(s.last_access, now))
+                }
+                // Stamped 0 under TTL: `get` decides.
+                (Some(_), ListRef::Bare(_)) => false,
+            };
+            if as_read && let Some(f) = f.take() {
+                lent = Some(f(ListIter::lent(elements)));
+            }
+        })?;
+        match (lent, f) {
+            (Some(r), _) => Ok(r),
+            (None, Some(f)) => {
+                let owned = self.get(key, ns)?;
+                Ok(f(ListIter::owned(owned.as_slice())))
+            }
+            (None, None) => unreachable!("`f` ran, so its result is kept"),
+        }
     }
 
     /// Appends one element.
@@ -220,5 +280,86 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
             .into_iter()
             .map(|e| Stamped::new(stamp, e))
             .collect()
+    }
+}
+
+/// The elements [`ListState::with`] lends, oldest first: each a reference to the stored
+/// element (heap) or to a decoded copy (RocksDB, or a list TTL made `with` read through `get`).
+pub struct ListIter<'a, E>(Lent<'a, E>);
+
+enum Lent<'a, E> {
+    Stamped(slice::Iter<'a, Stamped<E>>),
+    Bare(slice::Iter<'a, Bare<E>>),
+    Owned(slice::Iter<'a, E>),
+}
+
+impl<'a, E> ListIter<'a, E> {
+    fn lent(list: ListRef<'a, E>) -> Self {
+        ListIter(match list {
+            ListRef::Stamped(list) => Lent::Stamped(list.iter()),
+            ListRef::Bare(list) => Lent::Bare(list.iter()),
+        })
+    }
+
+    fn owned(list: &'a [E]) -> Self {
+        ListIter(Lent::Owned(list.iter()))
+    }
+}
+
+impl<'a, E> Iterator for ListIter<'a, E> {
+    type Item = &'a E;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a E> {
+        match &mut self.0 {
+            Lent::Stamped(it) => it.next().map(|s| &s.value),
+            Lent::Bare(it) => it.next().map(|b| &b.0),
+            Lent::Owned(it) => it.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.len();
+        (n, Some(n))
+    }
+
+    // Walks the slice in one loop instead of matching the source per element.
+    fn fold<B, F: FnMut(B, &'a E) -> B>(self, init: B, mut f: F) -> B {
+        match self.0 {
+            Lent::Stamped(it) => it.fold(init, |acc, s| f(acc, &s.value)),
+            Lent::Bare(it) => it.fold(init, |acc, b| f(acc, &b.0)),
+            Lent::Owned(it) => it.fold(init, f),
+        }
+    }
+}
+
+impl<E> DoubleEndedIterator for ListIter<'_, E> {
+    #[inline]
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match &mut self.0 {
+            Lent::Stamped(it) => it.next_back().map(|s| &s.value),
+            Lent::Bare(it) => it.next_back().map(|b| &b.0),
+            Lent::Owned(it) => it.next_back(),
+        }
+    }
+}
+
+impl<E> ExactSizeIterator for ListIter<'_, E> {
+    fn len(&self) -> usize {
+        match &self.0 {
+            Lent::Stamped(it) => it.len(),
+            Lent::Bare(it) => it.len(),
+            Lent::Owned(it) => it.len(),
+        }
+    }
+}
+
+impl<E> std::iter::FusedIterator for ListIter<'_, E> {}
+
+impl<E> fmt::Debug for ListIter<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListIter")
+            .field("remaining", &self.len())
+            .finish()
     }
 }

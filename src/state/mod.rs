@@ -20,7 +20,7 @@ pub use descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
     ReduceFn, ReducingStateDescriptor, StateDescriptor, ValueStateDescriptor,
 };
-pub use list::ListState;
+pub use list::{ListIter, ListState};
 pub use map::MapState;
 pub use reducing::ReducingState;
 pub use value::ValueState;

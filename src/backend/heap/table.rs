@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::arena::TableAlloc;
 use super::cow_map::{CowMap, CowSnapshot, Cursor, Slot, Verdict};
 use super::snapshot::{Canonical, FrozenState, write_encoded};
-use crate::backend::{ListTable, MapTable, PeekFn, ValueTable};
+use crate::backend::{ListPeekFn, ListRef, ListTable, MapTable, PeekFn, ValueTable};
 use crate::checkpoint::format::blocks::{read_bytes, sorted_by_bytes};
 use crate::checkpoint::format::canonical::RestoredGroup;
 use crate::codec::Codec;
@@ -144,11 +144,11 @@ pub(crate) trait Packed<V>: HasStamp + Clone + Send + Sync + 'static {
     fn unpack(&self) -> Stamped<V>;
     /// The stamp and the value, borrowed.
     fn peek(&self) -> (u64, &V);
+    /// A list of these, lent as stored.
+    fn lend_list(list: &[Self]) -> ListRef<'_, V>;
 }
 
-/// A value of a state without TTL (its stamp is always 0).
-#[derive(Clone)]
-pub(crate) struct Bare<V>(pub(crate) V);
+pub(crate) use crate::backend::Bare;
 
 impl<V> HasStamp for Stamped<V> {
     type Floor = u64;
@@ -174,6 +174,9 @@ impl<V: StateValue> Packed<V> for Stamped<V> {
     fn peek(&self) -> (u64, &V) {
         (self.last_access, &self.value)
     }
+    fn lend_list(list: &[Self]) -> ListRef<'_, V> {
+        ListRef::Stamped(list)
+    }
 }
 
 impl<V: StateValue> Packed<V> for Bare<V> {
@@ -186,6 +189,9 @@ impl<V: StateValue> Packed<V> for Bare<V> {
     }
     fn peek(&self) -> (u64, &V) {
         (0, &self.0)
+    }
+    fn lend_list(list: &[Self]) -> ListRef<'_, V> {
+        ListRef::Bare(list)
     }
 }
 
@@ -952,6 +958,12 @@ where
         self.get_state(key, ns, |s| {
             s.map(|l| l.iter().map(P::unpack).collect())
                 .unwrap_or_default()
+        })
+    }
+
+    fn peek(&self, key: &Key<K>, ns: &N, read: &mut ListPeekFn<'_, E>) -> Result<()> {
+        self.lend_state(key, ns, |s| {
+            read(P::lend_list(s.map_or(&[][..], |l| l.as_slice())))
         })
     }
 
