@@ -26,7 +26,8 @@
 //! (heap: the `Bytes` is not cloned, so no reference count is touched; RocksDB decodes as `get`
 //! does), which is what Flink's heap backend does when it hands back its stored `byte[]`.
 //! `job_list_get` runs them too, through `ListState::with` (heap: the elements are summed where
-//! the list is stored, with no vector allocated; RocksDB decodes as `get` does).
+//! the list is stored, with no vector allocated; RocksDB decodes as `get` does), and so does
+//! `job_map_iterate`, through `MapState::with_entries`.
 //!
 //! `job_value_get`, `job_value_update`, `job_map_get` and `job_list_add` also run `heap_batch`
 //! and `rocksdb_batch`: the same ops through the batched calls (`get_batch`, `update_batch`,
@@ -637,13 +638,10 @@ fn job_shape(c: &mut Criterion) {
         let key = s.backend.key(k).expect("key");
         s.map.put(&key, &(), u, k).expect("put")
     });
-    job_op!(
-        c,
-        "job_map_iterate",
-        shapes,
-        &seq,
-        payloads,
-        |s, k, _u, _p| {
+    {
+        // Also through `MapState::with_entries`, which walks the stored entries in place.
+        let mut g = group(c, "job_map_iterate");
+        fn entries<E: Engine>(s: &Shape<E>, k: u64) -> u64 {
             let key = s.backend.key(k).expect("key");
             s.map
                 .entries(&key, &())
@@ -651,7 +649,18 @@ fn job_shape(c: &mut Criterion) {
                 .map(|(u, v)| u ^ v)
                 .sum::<u64>()
         }
-    );
+        fn with<E: Engine>(s: &Shape<E>, k: u64) -> u64 {
+            let key = s.backend.key(k).expect("key");
+            s.map
+                .with_entries(&key, &(), |m| m.map(|(u, v)| u ^ v).sum::<u64>())
+                .expect("with_entries")
+        }
+        job_op!(@one g, "heap", shapes, heap, &seq, payloads, |s, k, _u, _p| entries(s, k));
+        job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| entries(s, k));
+        job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
+        job_op!(@one g, "rocksdb_with", shapes, rocks, &seq, payloads, |s, k, _u, _p| with(s, k));
+        g.finish();
+    }
     // Reads of keys no state holds (`n..2n`): the first touch of a key, which a bloom filter
     // answers, and which searches the index and a data block in a level without one. Last, so
     // the functions above keep their places in the run.

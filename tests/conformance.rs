@@ -359,6 +359,40 @@ fn borrowed_reads_match_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
         );
     }
     assert_eq!(m.with(&a, &0, &2, |v| v.map(String::len))?, Some(2));
+    for (key, ns) in [(&a, 0), (&a, 1), (&b, 0)] {
+        let want: Vec<(u32, String)> = m.entries(key, &ns)?.collect();
+        let have = m.with_entries(key, &ns, |it| {
+            assert_eq!(it.len(), want.len(), "the exact length");
+            it.map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()
+        })?;
+        assert_eq!(have, want, "the entries, in `entries`' order");
+    }
+    let total = m.with_entries(&a, &0, |it| it.map(|(_, v)| v.len()).sum::<usize>())?;
+    assert_eq!(total, 3);
+    // A map past the heap's small-map size (hashed there), lent through its own path.
+    m.put_all(&b, &1, (0..40).map(|u| (u, format!("v{u}"))))?;
+    let want: Vec<(u32, String)> = m.entries(&b, &1)?.collect();
+    let have = m.with_entries(&b, &1, |it| {
+        assert_eq!(it.len(), 40);
+        it.map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()
+    })?;
+    assert_eq!(have, want, "a large map's entries, in `entries`' order");
+    m.clear(&b, &1)?;
+    let inner = m.with_entries(&a, &0, |_| match m.put(&a, &0, 9, "z".into()) {
+        Ok(()) => Ok(true),
+        Err(Error::Reentrant { state }) => {
+            assert_eq!(state, "m");
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    })?;
+    let written = inner?;
+    assert_eq!(
+        m.contains(&a, &0, &9)?,
+        written,
+        "a refused put wrote nothing"
+    );
+    m.remove(&a, &0, &9)?;
     let l = f
         .backend
         .list_state(&ListStateDescriptor::<String, u8>::new("l"))?;
@@ -482,9 +516,16 @@ fn ttl_borrowed_reads_as_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
         };
         let list_got = f.backend.list_state(&ld(format!("list-get{i}")))?;
         let list_lent = f.backend.list_state(&ld(format!("list-with{i}")))?;
+        // Maps past the heap's small-map size; half their entries are written again later,
+        // so they expire in two steps.
+        let big_got = f.backend.map_state(&md(format!("big-get{i}")))?;
+        let big_lent = f.backend.map_state(&md(format!("big-with{i}")))?;
         f.at(0);
         for l in [&list_got, &list_lent] {
             l.add(&k, &(), "a0".into())?;
+        }
+        for m in [&big_got, &big_lent] {
+            m.put_all(&k, &(), (0..40u8).map(|u| (u, format!("b{u}"))))?;
         }
         got.update(&k, &(), "v0".into())?;
         lent.update(&k, &(), "v0".into())?;
@@ -505,6 +546,19 @@ fn ttl_borrowed_reads_as_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
             let want = map_got.get(&k, &(), &1)?;
             let have = map_lent.with(&k, &(), &1, |v| v.cloned())?;
             assert_eq!(have, want, "{ctx}: map entry");
+            let want: Vec<(u8, String)> = map_got.entries(&k, &())?.collect();
+            let have = map_lent.with_entries(&k, &(), |it| {
+                it.map(|(u, v)| (*u, v.clone())).collect::<Vec<_>>()
+            })?;
+            assert_eq!(have, want, "{ctx}: map entries");
+            let mut want: Vec<(u8, String)> = big_got.entries(&k, &())?.collect();
+            let mut have = big_lent.with_entries(&k, &(), |it| {
+                it.map(|(u, v)| (*u, v.clone())).collect::<Vec<_>>()
+            })?;
+            // A hashed map's order may differ between two maps of the same entries.
+            want.sort();
+            have.sort();
+            assert_eq!(have, want, "{ctx}: large map entries");
             assert_eq!(
                 map_lent.keys_for_namespace(&())?,
                 map_got.keys_for_namespace(&())?,
@@ -522,6 +576,13 @@ fn ttl_borrowed_reads_as_get<E: Engine>(make: &dyn Fn(EngineConfig) -> E) -> R {
             if t == 50 || t == 260 || t == 320 {
                 for l in [&list_got, &list_lent] {
                     l.add(&k, &(), format!("a{t}"))?;
+                }
+                // A second map entry, which expires after the first.
+                for m in [&map_got, &map_lent] {
+                    m.put(&k, &(), 2, format!("f{t}"))?;
+                }
+                for m in [&big_got, &big_lent] {
+                    m.put_all(&k, &(), (0..20u8).map(|u| (u, format!("c{t}"))))?;
                 }
             }
             if t == 260 {

@@ -44,6 +44,8 @@ enum Op {
     MapWith(K, Ns, u8),
     MapContains(K, Ns, u8),
     MapEntries(K, Ns),
+    /// `MapState::with_entries`: the borrowed iteration.
+    MapWithEntries(K, Ns),
     MapIsEmpty(K, Ns),
     MapClear(K, Ns),
     ReduceAdd(K, Ns, i32),
@@ -93,6 +95,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (k.clone(), ns.clone(), uk.clone()).prop_map(|(a, b, c)| Op::MapWith(a, b, c)),
         1 => (k.clone(), ns.clone(), uk).prop_map(|(a, b, c)| Op::MapContains(a, b, c)),
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::MapEntries(a, b)),
+        1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::MapWithEntries(a, b)),
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::MapIsEmpty(a, b)),
         1 => (k.clone(), ns.clone()).prop_map(|(a, b)| Op::MapClear(a, b)),
         1 => (k.clone(), ns.clone(), v.clone()).prop_map(|(a, b, c)| Op::ReduceAdd(a, b, c)),
@@ -669,6 +672,14 @@ fn run<E: Engine>(
                 let got = sorted(sut.map.entries(&sut.key(k), &ns).unwrap().collect());
                 prop_assert_eq!(got, m.map_entries((k, ns)), "{}", ctx);
             }
+            Op::MapWithEntries(k, ns) => {
+                let got = sorted(
+                    sut.map
+                        .with_entries(&sut.key(k), &ns, lent_entries)
+                        .unwrap(),
+                );
+                prop_assert_eq!(got, m.map_entries((k, ns)), "{}", ctx);
+            }
             Op::MapIsEmpty(k, ns) => {
                 let got = sut.map.is_empty(&sut.key(k), &ns).unwrap();
                 prop_assert_eq!(got, m.map_is_empty((k, ns)), "{}", ctx);
@@ -853,6 +864,10 @@ fn observe<E: Engine>(sut: &Sut<E>, op: &Op, ttl: bool) -> String {
             "{:?}",
             sorted(sut.map.entries(&k(key), ns).unwrap().collect())
         ),
+        Op::MapWithEntries(key, ns) => format!(
+            "{:?}",
+            sorted(sut.map.with_entries(&k(key), ns, lent_entries).unwrap())
+        ),
         Op::MapIsEmpty(key, ns) => format!("{:?}", sut.map.is_empty(&k(key), ns).unwrap()),
         Op::MapClear(key, ns) => format!("{:?}", sut.map.clear(&k(key), ns).unwrap()),
         Op::ReduceAdd(key, ns, v) => {
@@ -930,4 +945,17 @@ fn with_both_ends(it: keyed_state::state::ListIter<'_, i32>) -> Vec<i32> {
     back.reverse();
     front.extend(back);
     front
+}
+
+/// A lent map copied out, its exact length checked at every step.
+fn lent_entries(it: keyed_state::state::MapIter<'_, u8, i32>) -> Vec<(u8, i32)> {
+    let n = it.len();
+    let mut out = Vec::with_capacity(n);
+    let mut it = it;
+    while let Some((&k, &v)) = it.next() {
+        out.push((k, v));
+        assert_eq!(it.len(), n - out.len(), "the exact length");
+    }
+    assert_eq!(out.len(), n, "as many entries as announced");
+    out
 }

@@ -87,6 +87,72 @@ impl<E> fmt::Debug for ListRef<'_, E> {
 /// What [`ListTable::peek`] lends a stored list to (empty when absent).
 pub type ListPeekFn<'a, E> = dyn FnMut(ListRef<'_, E>) + 'a;
 
+/// A stored map lent by [`MapTable::peek_entries`]: its entries with their stamps, each
+/// borrowed where the engine keeps them, in [`entries`](MapTable::entries)' order (none when
+/// the map is absent).
+pub enum MapRef<'a, UK, UV> {
+    /// Entries side by side, with their TTL stamps.
+    Stamped(&'a [(UK, Stamped<UV>)]),
+    /// Entries side by side, of a state without TTL (each reads as stamped 0).
+    Bare(&'a [(UK, Bare<UV>)]),
+    /// Entries kept otherwise (the heap's hashed large maps), walked through [`MapWalk`].
+    Walk(&'a dyn MapWalk<UK, UV>),
+}
+
+impl<UK, UV> Clone for MapRef<'_, UK, UV> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<UK, UV> Copy for MapRef<'_, UK, UV> {}
+
+impl<UK, UV> MapRef<'_, UK, UV> {
+    /// The number of entries.
+    pub fn len(&self) -> usize {
+        match self {
+            MapRef::Stamped(m) => m.len(),
+            MapRef::Bare(m) => m.len(),
+            MapRef::Walk(m) => m.len(),
+        }
+    }
+
+    /// Whether there are none (the map is absent).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<UK, UV> fmt::Debug for MapRef<'_, UK, UV> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            MapRef::Stamped(_) => "Stamped",
+            MapRef::Bare(_) => "Bare",
+            MapRef::Walk(_) => "Walk",
+        };
+        f.debug_struct("MapRef")
+            .field("kind", &kind)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// A lent map whose entries are not side by side ([`MapRef::Walk`]). The reader may walk it
+/// more than once.
+pub trait MapWalk<UK, UV> {
+    /// The number of entries.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The entries: user key, stamp, value.
+    fn entries(&self) -> Box<dyn Iterator<Item = (&UK, u64, &UV)> + '_>;
+}
+
+/// What [`MapTable::peek_entries`] lends a stored map to.
+pub type MapPeekFn<'a, UK, UV> = dyn FnMut(MapRef<'_, UK, UV>) + 'a;
+
 /// Storage for one Value, Reducing or Aggregating state: one stamped value per (key, namespace).
 pub trait ValueTable<K, N, V>: Send + Sync {
     /// The stored value, if any (expired or not: the views apply TTL).
@@ -313,6 +379,19 @@ pub trait MapTable<K, N, UK, UV>: Send + Sync {
     /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
     /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn entries(&self, key: &Key<K>, ns: &N) -> Result<Vec<(UK, Stamped<UV>)>>;
+    /// Calls `read` once with every entry, its stamp and its value borrowed (expired or not:
+    /// the views apply TTL), as [`ListTable::peek`] does for a list (same contract: the heap
+    /// engine calls it under the table's lock; the default lends what
+    /// [`entries`](Self::entries) read).
+    ///
+    /// # Errors
+    ///
+    /// What [`entries`](Self::entries) reports; `read` is then not called.
+    fn peek_entries(&self, key: &Key<K>, ns: &N, read: &mut MapPeekFn<'_, UK, UV>) -> Result<()> {
+        let entries = self.entries(key, ns)?;
+        read(MapRef::Stamped(&entries));
+        Ok(())
+    }
     /// Whether the map has no entry (expired or not).
     ///
     /// # Errors

@@ -1,9 +1,11 @@
 //! [`MapState`]: a map from user keys to user values per key and namespace.
 
+use std::fmt;
+use std::slice;
 use std::vec;
 
 use super::{Core, lend, read_batch, view_common, write_stamp};
-use crate::backend::MapTable;
+use crate::backend::{Bare, MapRef, MapTable};
 use crate::error::Result;
 use crate::key::Key;
 use crate::ttl::Stamped;
@@ -243,6 +245,77 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
         Ok(out.into_iter())
     }
 
+    /// Lends the entries to `f` instead of returning copies: `f` gets an iterator of
+    /// `(&user_key, &value)` in [`entries`](Self::entries)' order, with its semantics. On the
+    /// heap engine the entries are read where the map is stored, with no key or value cloned;
+    /// on RocksDB they are decoded from one scan, as `entries` does. Under TTL, a map that
+    /// holds an expired entry, or whose entries are re-stamped on read (`OnReadAndWrite`), is
+    /// read through `entries` (which removes or re-stamps), and `f` walks that copy.
+    ///
+    /// On the heap engine `f` runs while the state's table is held: keep it short, as for
+    /// [`ValueState::with`](crate::state::ValueState::with).
+    ///
+    /// ```
+    /// use keyed_state::{HeapEngine, KeyedStateBackend, state::MapStateDescriptor};
+    /// let backend = KeyedStateBackend::<u64>::new(HeapEngine::default());
+    /// let notes = backend.map_state(&MapStateDescriptor::<u32, String>::new("notes"))?;
+    /// let key = backend.key(1)?;
+    /// notes.put(&key, &(), 7, "seven".to_string())?;
+    /// notes.put(&key, &(), 8, "eight".to_string())?;
+    /// let longest = notes.with_entries(&key, &(), |entries| {
+    ///     entries.map(|(_, note)| note.len()).max()
+    /// })?;
+    /// assert_eq!(longest, Some(5));
+    /// assert_eq!(notes.with_entries(&backend.key(2)?, &(), |entries| entries.len())?, 0);
+    /// # Ok::<(), keyed_state::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// What [`entries`](Self::entries) reports (then `f` is not called), and
+    /// [`Error::Reentrant`](crate::Error::Reentrant) from any call on this same state made
+    /// inside `f` (heap engine).
+    pub fn with_entries<R>(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+        f: impl FnOnce(MapIter<'_, UK, UV>) -> R,
+    ) -> Result<R> {
+        let ttl = self.core.ttl.as_ref();
+        let mut f = Some(f);
+        let mut lent = None;
+        self.core.table.peek_entries(key, ns, &mut |entries| {
+            // Lent as stored only when `entries` would return every entry unchanged.
+            let as_read = match (ttl, entries) {
+                (None, _) => true,
+                (Some(_), m) if m.is_empty() => true,
+                (Some(ttl), MapRef::Stamped(m)) => {
+                    let now = ttl.now();
+                    !ttl.refresh_on_read()
+                        && m.iter().all(|(_, s)| !ttl.expired(s.last_access, now))
+                }
+                (Some(ttl), MapRef::Walk(m)) => {
+                    let now = ttl.now();
+                    !ttl.refresh_on_read()
+                        && m.entries().all(|(_, stamp, _)| !ttl.expired(stamp, now))
+                }
+                // Stamped 0 under TTL: `entries` decides.
+                (Some(_), MapRef::Bare(_)) => false,
+            };
+            if as_read && let Some(f) = f.take() {
+                lent = Some(f(MapIter::lent(entries)));
+            }
+        })?;
+        match (lent, f) {
+            (Some(r), _) => Ok(r),
+            (None, Some(f)) => {
+                let owned = self.entries(key, ns)?;
+                Ok(f(MapIter::owned(owned.as_slice())))
+            }
+            (None, None) => unreachable!("`f` ran, so its result is kept"),
+        }
+    }
+
     /// The (visible) user keys; see [`MapState::entries`].
     ///
     /// # Errors
@@ -314,5 +387,78 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     /// RocksDB's own errors.
     pub fn clear(&self, key: &Key<K>, ns: &N) -> Result<()> {
         self.core.table.clear(key, ns)
+    }
+}
+
+/// The entries [`MapState::with_entries`] lends, as `(&user_key, &value)`: each borrowed where
+/// the map is stored (heap) or from a decoded copy (RocksDB, or a map TTL made
+/// `with_entries` read through `entries`).
+pub struct MapIter<'a, UK, UV> {
+    entries: Entries<'a, UK, UV>,
+    remaining: usize,
+}
+
+type Walk<'a, UK, UV> = Box<dyn Iterator<Item = (&'a UK, u64, &'a UV)> + 'a>;
+
+enum Entries<'a, UK, UV> {
+    Stamped(slice::Iter<'a, (UK, Stamped<UV>)>),
+    Bare(slice::Iter<'a, (UK, Bare<UV>)>),
+    Walk(Walk<'a, UK, UV>),
+    Owned(slice::Iter<'a, (UK, UV)>),
+}
+
+impl<'a, UK, UV> MapIter<'a, UK, UV> {
+    fn lent(entries: MapRef<'a, UK, UV>) -> Self {
+        MapIter {
+            remaining: entries.len(),
+            entries: match entries {
+                MapRef::Stamped(m) => Entries::Stamped(m.iter()),
+                MapRef::Bare(m) => Entries::Bare(m.iter()),
+                MapRef::Walk(m) => Entries::Walk(m.entries()),
+            },
+        }
+    }
+
+    fn owned(entries: &'a [(UK, UV)]) -> Self {
+        MapIter {
+            remaining: entries.len(),
+            entries: Entries::Owned(entries.iter()),
+        }
+    }
+}
+
+impl<'a, UK, UV> Iterator for MapIter<'a, UK, UV> {
+    type Item = (&'a UK, &'a UV);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = match &mut self.entries {
+            Entries::Stamped(it) => it.next().map(|(k, s)| (k, &s.value)),
+            Entries::Bare(it) => it.next().map(|(k, b)| (k, &b.0)),
+            Entries::Walk(it) => it.next().map(|(k, _, v)| (k, v)),
+            Entries::Owned(it) => it.next().map(|(k, v)| (k, v)),
+        };
+        debug_assert!(
+            next.is_some() == (self.remaining > 0),
+            "an engine lent as many entries as its map's length"
+        );
+        self.remaining = self.remaining.saturating_sub(1);
+        next
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<UK, UV> ExactSizeIterator for MapIter<'_, UK, UV> {}
+
+impl<UK, UV> std::iter::FusedIterator for MapIter<'_, UK, UV> {}
+
+impl<UK, UV> fmt::Debug for MapIter<'_, UK, UV> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapIter")
+            .field("remaining", &self.remaining)
+            .finish()
     }
 }

@@ -21,7 +21,7 @@ pub use descriptor::{
     ReduceFn, ReducingStateDescriptor, StateDescriptor, ValueStateDescriptor,
 };
 pub use list::{ListIter, ListState};
-pub use map::MapState;
+pub use map::{MapIter, MapState};
 pub use reducing::ReducingState;
 pub use value::ValueState;
 // The bounds every view's type parameters meet, defined with the vocabulary.

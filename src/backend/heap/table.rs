@@ -10,7 +10,9 @@ use rayon::prelude::*;
 use super::arena::TableAlloc;
 use super::cow_map::{CowMap, CowSnapshot, Cursor, Slot, Verdict};
 use super::snapshot::{Canonical, FrozenState, write_encoded};
-use crate::backend::{ListPeekFn, ListRef, ListTable, MapTable, PeekFn, ValueTable};
+use crate::backend::{
+    ListPeekFn, ListRef, ListTable, MapPeekFn, MapRef, MapTable, MapWalk, PeekFn, ValueTable,
+};
 use crate::checkpoint::format::blocks::{read_bytes, sorted_by_bytes};
 use crate::checkpoint::format::canonical::RestoredGroup;
 use crate::codec::Codec;
@@ -146,6 +148,8 @@ pub(crate) trait Packed<V>: HasStamp + Clone + Send + Sync + 'static {
     fn peek(&self) -> (u64, &V);
     /// A list of these, lent as stored.
     fn lend_list(list: &[Self]) -> ListRef<'_, V>;
+    /// A small map's entries, lent as stored.
+    fn lend_map<K>(entries: &[(K, Self)]) -> MapRef<'_, K, V>;
 }
 
 pub(crate) use crate::backend::Bare;
@@ -177,6 +181,9 @@ impl<V: StateValue> Packed<V> for Stamped<V> {
     fn lend_list(list: &[Self]) -> ListRef<'_, V> {
         ListRef::Stamped(list)
     }
+    fn lend_map<K>(entries: &[(K, Self)]) -> MapRef<'_, K, V> {
+        MapRef::Stamped(entries)
+    }
 }
 
 impl<V: StateValue> Packed<V> for Bare<V> {
@@ -192,6 +199,9 @@ impl<V: StateValue> Packed<V> for Bare<V> {
     }
     fn lend_list(list: &[Self]) -> ListRef<'_, V> {
         ListRef::Bare(list)
+    }
+    fn lend_map<K>(entries: &[(K, Self)]) -> MapRef<'_, K, V> {
+        MapRef::Bare(entries)
     }
 }
 
@@ -941,6 +951,22 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
     }
 }
 
+/// A large (hashed) map's entries, lent by [`MapTable::peek_entries`] where the table keeps
+/// them.
+struct LentMap<'a, M>(&'a M);
+
+impl<UK, UV, P: Packed<UV>, S> MapWalk<UK, UV> for LentMap<'_, hashbrown::HashMap<UK, P, S>> {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn entries(&self) -> Box<dyn Iterator<Item = (&UK, u64, &UV)> + '_> {
+        Box::new(self.0.iter().map(|(k, p)| {
+            let (stamp, v) = p.peek();
+            (k, stamp, v)
+        }))
+    }
+}
+
 /// The elements packed, and their floor.
 fn pack_all<E, P: Packed<E>, A: Array<Item = P>>(
     elements: Vec<Stamped<E>>,
@@ -1130,6 +1156,14 @@ where
         self.get_state(key, ns, |s| {
             s.map(|m| m.iter().map(|(k, v)| (k.clone(), v.unpack())).collect())
                 .unwrap_or_default()
+        })
+    }
+
+    fn peek_entries(&self, key: &Key<K>, ns: &N, read: &mut MapPeekFn<'_, UK, UV>) -> Result<()> {
+        self.lend_state(key, ns, |s| match s {
+            None => read(P::lend_map(&[])),
+            Some(MapEntries::Small(m)) => read(P::lend_map(m.as_slice())),
+            Some(MapEntries::Large(m)) => read(MapRef::Walk(&LentMap(m))),
         })
     }
 
