@@ -180,6 +180,17 @@ impl TtlPolicy {
         self.update == UpdateType::OnReadAndWrite
     }
 
+    /// Whether a read leaves values with these stamps as they are: none re-stamped on read,
+    /// none expired (so a borrowing read may lend them as stored). The clock is read only
+    /// when the stamps decide.
+    pub(crate) fn read_keeps(&self, stamps: impl IntoIterator<Item = u64>) -> bool {
+        if self.refresh_on_read() {
+            return false;
+        }
+        let now = self.now();
+        stamps.into_iter().all(|stamp| !self.expired(stamp, now))
+    }
+
     pub(crate) fn returns_expired(&self) -> bool {
         self.visibility == StateVisibility::ReturnExpiredIfNotCleanedUp
     }

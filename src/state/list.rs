@@ -4,7 +4,7 @@ use std::fmt;
 use std::slice;
 use std::vec;
 
-use super::{Core, view_common, write_stamp};
+use super::{Core, LendOnce, view_common, write_stamp};
 use crate::backend::{Bare, ListRef, ListTable};
 use crate::error::Result;
 use crate::key::Key;
@@ -94,32 +94,26 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     /// inside `f` (heap engine).
     pub fn with<R>(&self, key: &Key<K>, ns: &N, f: impl FnOnce(ListIter<'_, E>) -> R) -> Result<R> {
         let ttl = self.core.ttl.as_ref();
-        let mut f = Some(f);
-        let mut lent = None;
+        let mut f = LendOnce::new(f);
         self.core.table.peek(key, ns, &mut |elements| {
             // Lent as stored only when `get` would return every element unchanged.
             let as_read = match (ttl, elements) {
                 (None, _) => true,
                 (Some(_), list) if list.is_empty() => true,
                 (Some(ttl), ListRef::Stamped(list)) => {
-                    let now = ttl.now();
-                    !ttl.refresh_on_read() && list.iter().all(|s| !ttl.expired(s.last_access, now))
+                    ttl.read_keeps(list.iter().map(|s| s.last_access))
                 }
                 // Stamped 0 under TTL: `get` decides.
                 (Some(_), ListRef::Bare(_)) => false,
             };
-            if as_read && let Some(f) = f.take() {
-                lent = Some(f(ListIter::lent(elements)));
+            if as_read {
+                f.lend(|f| f(ListIter::lent(elements)));
             }
         })?;
-        match (lent, f) {
-            (Some(r), _) => Ok(r),
-            (None, Some(f)) => {
-                let owned = self.get(key, ns)?;
-                Ok(f(ListIter::owned(owned.as_slice())))
-            }
-            (None, None) => unreachable!("`f` ran, so its result is kept"),
-        }
+        f.or_owned(|f| {
+            let owned = self.get(key, ns)?;
+            Ok(f(ListIter::owned(owned.as_slice())))
+        })
     }
 
     /// Appends one element.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::slice;
 use std::vec;
 
-use super::{Core, lend, read_batch, view_common, write_stamp};
+use super::{Core, LendOnce, lend, read_batch, view_common, write_stamp};
 use crate::backend::{Bare, MapRef, MapTable};
 use crate::error::Result;
 use crate::key::Key;
@@ -282,38 +282,29 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
         f: impl FnOnce(MapIter<'_, UK, UV>) -> R,
     ) -> Result<R> {
         let ttl = self.core.ttl.as_ref();
-        let mut f = Some(f);
-        let mut lent = None;
+        let mut f = LendOnce::new(f);
         self.core.table.peek_entries(key, ns, &mut |entries| {
             // Lent as stored only when `entries` would return every entry unchanged.
             let as_read = match (ttl, entries) {
                 (None, _) => true,
                 (Some(_), m) if m.is_empty() => true,
                 (Some(ttl), MapRef::Stamped(m)) => {
-                    let now = ttl.now();
-                    !ttl.refresh_on_read()
-                        && m.iter().all(|(_, s)| !ttl.expired(s.last_access, now))
+                    ttl.read_keeps(m.iter().map(|(_, s)| s.last_access))
                 }
                 (Some(ttl), MapRef::Walk(m)) => {
-                    let now = ttl.now();
-                    !ttl.refresh_on_read()
-                        && m.entries().all(|(_, stamp, _)| !ttl.expired(stamp, now))
+                    ttl.read_keeps(m.entries().map(|(_, stamp, _)| stamp))
                 }
                 // Stamped 0 under TTL: `entries` decides.
                 (Some(_), MapRef::Bare(_)) => false,
             };
-            if as_read && let Some(f) = f.take() {
-                lent = Some(f(MapIter::lent(entries)));
+            if as_read {
+                f.lend(|f| f(MapIter::lent(entries)));
             }
         })?;
-        match (lent, f) {
-            (Some(r), _) => Ok(r),
-            (None, Some(f)) => {
-                let owned = self.entries(key, ns)?;
-                Ok(f(MapIter::owned(owned.as_slice())))
-            }
-            (None, None) => unreachable!("`f` ran, so its result is kept"),
-        }
+        f.or_owned(|f| {
+            let owned = self.entries(key, ns)?;
+            Ok(f(MapIter::owned(owned.as_slice())))
+        })
     }
 
     /// The (visible) user keys; see [`MapState::entries`].

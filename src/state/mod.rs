@@ -84,24 +84,50 @@ pub(crate) fn lend<V, R>(
     owned: impl FnOnce() -> Result<Option<V>>,
     f: impl FnOnce(Option<&V>) -> R,
 ) -> Result<R> {
-    let mut f = Some(f);
-    let mut lent = None;
+    let mut f = LendOnce::new(f);
     peek(&mut |stored| {
         // The clock is read only for a value found under TTL, as `get` reads it.
         let as_read = match (stored, ttl) {
-            (Some((stamp, _)), Some(ttl)) => {
-                !ttl.refresh_on_read() && !ttl.expired(stamp, ttl.now())
-            }
+            (Some((stamp, _)), Some(ttl)) => ttl.read_keeps([stamp]),
             _ => true,
         };
-        if as_read && let Some(f) = f.take() {
-            lent = Some(f(stored.map(|(_, v)| v)));
+        if as_read {
+            f.lend(|f| f(stored.map(|(_, v)| v)));
         }
     })?;
-    match (lent, f) {
-        (Some(r), _) => Ok(r),
-        (None, Some(f)) => Ok(f(owned()?.as_ref())),
-        (None, None) => unreachable!("`f` ran, so its result is kept"),
+    f.or_owned(|f| Ok(f(owned()?.as_ref())))
+}
+
+/// The caller's closure of a borrowing read (`with`, `with_entries`), run exactly once: on
+/// what the engine lends, when the view lends it as stored ([`lend`](Self::lend), inside the
+/// engine's peek), or else on the owned read's copy ([`or_owned`](Self::or_owned)).
+pub(crate) struct LendOnce<F, R> {
+    f: Option<F>,
+    lent: Option<R>,
+}
+
+impl<F, R> LendOnce<F, R> {
+    pub(crate) fn new(f: F) -> Self {
+        LendOnce {
+            f: Some(f),
+            lent: None,
+        }
+    }
+
+    /// Runs the closure through `call`, unless it has run.
+    pub(crate) fn lend(&mut self, call: impl FnOnce(F) -> R) {
+        if let Some(f) = self.f.take() {
+            self.lent = Some(call(f));
+        }
+    }
+
+    /// The lent call's result, or the closure run through `owned` when nothing was lent.
+    pub(crate) fn or_owned(self, owned: impl FnOnce(F) -> Result<R>) -> Result<R> {
+        match (self.lent, self.f) {
+            (Some(r), _) => Ok(r),
+            (None, Some(f)) => owned(f),
+            (None, None) => unreachable!("the closure ran, so its result is kept"),
+        }
     }
 }
 
