@@ -14,6 +14,7 @@ mod column;
 pub(crate) mod layout;
 mod options;
 mod savepoint;
+mod scan;
 mod snapshot;
 mod stack_bytes;
 mod tables;
@@ -53,6 +54,7 @@ use crate::types::{
     EngineConfig, MapKey, Namespace, StateKey, StateKind, StateMeta, StateValue, meta_codec,
 };
 use savepoint::PartShape;
+use scan::ScanSlot;
 use tables::RocksTable;
 use ttl_filter::{TtlFilterFactory, TtlRule, TtlSlot};
 
@@ -138,6 +140,9 @@ pub struct RocksDbEngine {
     compaction: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The part widths of every state registered in this process (savepoints need them).
     shapes: Mutex<HashMap<String, PartShape>>,
+    /// Every table's kept scan iterator, released when memtables or files are let go
+    /// ([`RocksDbEngine::release_scans`]).
+    scans: Mutex<Vec<std::sync::Weak<ScanSlot>>>,
     handle: Arc<DbHandle>,
 }
 
@@ -296,6 +301,7 @@ impl RocksDbEngine {
             restored_timers: Mutex::new(RestoredTimerSet::default()),
             compaction: Mutex::new(None),
             shapes: Mutex::new(shapes),
+            scans: Mutex::new(Vec::new()),
             handle: Arc::new(DbHandle {
                 db,
                 _temp_dir: temp_dir,
@@ -772,7 +778,23 @@ impl RocksDbEngine {
                 self.handle.db.flush_cf(&cf)?;
             }
         }
+        self.release_scans();
         Ok(())
+    }
+
+    /// Drops every table's kept scan iterator (`scan.rs`), so that the memtables and SST
+    /// files each holds since its last scan are freed now, not at that table's next scan:
+    /// after the engine's own flushes, compactions and checkpoints.
+    fn release_scans(&self) {
+        let slots: Vec<Arc<ScanSlot>> = self
+            .scans
+            .lock()
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for slot in slots {
+            slot.release();
+        }
     }
 
     /// Flushes every memtable and waits until RocksDB's background flushes and compactions are
@@ -784,7 +806,9 @@ impl RocksDbEngine {
     pub fn settle(&self) -> Result<()> {
         let mut opts = rocksdb::WaitForCompactOptions::default();
         opts.set_flush(true);
-        Ok(self.handle.db.wait_for_compact(&opts)?)
+        self.handle.db.wait_for_compact(&opts)?;
+        self.release_scans();
+        Ok(())
     }
 
     /// Flushes and fully compacts one state's column family (TTL cleanup runs in compactions;
@@ -799,6 +823,7 @@ impl RocksDbEngine {
         self.handle
             .db
             .compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &to_the_bottom());
+        self.release_scans();
         Ok(())
     }
 
@@ -908,7 +933,18 @@ impl RocksDbEngine {
                 .put(savepoint::shape_key(&meta.name), shape.encode())?;
         }
         self.apply_parked(meta, shape)?;
-        RocksTable::new(self.handle.clone(), &self.config, meta, &self.options)
+        let scans = Arc::new(ScanSlot::empty(self.handle.clone()));
+        let mut kept = self.scans.lock();
+        kept.retain(|slot| slot.strong_count() > 0);
+        kept.push(Arc::downgrade(&scans));
+        drop(kept);
+        RocksTable::new(
+            self.handle.clone(),
+            &self.config,
+            meta,
+            &self.options,
+            scans,
+        )
     }
 }
 
@@ -1232,6 +1268,8 @@ impl Engine for RocksDbEngine {
             }
         }
         db.flush_opt(&flush)?;
+        // The memtables just flushed are freed once no kept iterator holds them.
+        self.release_scans();
         let now = self.config.now_millis();
         // The checkpoint id is not known here; a per-call counter keeps staging names apart.
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -60,6 +60,7 @@ pub struct RocksDbOptions {
     row_cache_bytes: usize,
     state_compression: BTreeMap<String, Compression>,
     mmap_reads: bool,
+    scan_iterator_reuse: bool,
 }
 
 impl Default for RocksDbOptions {
@@ -69,7 +70,8 @@ impl Default for RocksDbOptions {
     /// write-ahead log** (durability comes from checkpoints), automatic compaction with 2
     /// background jobs, timers on the heap, key groups a rescaling restore cut away compacted in
     /// the background, batched reads on the caller's thread alone, no row cache, every state
-    /// compressed alike, SST files read with `pread` (not mapped).
+    /// compressed alike, SST files read with `pread` (not mapped), scan iterators kept between
+    /// scans.
     fn default() -> Self {
         RocksDbOptions {
             block_cache_bytes: 64 << 20,
@@ -90,6 +92,7 @@ impl Default for RocksDbOptions {
             row_cache_bytes: 0,
             state_compression: BTreeMap::new(),
             mmap_reads: false,
+            scan_iterator_reuse: true,
         }
     }
 }
@@ -297,6 +300,25 @@ impl RocksDbOptions {
         /// assert!(opts.mmap_reads());
         /// ```
         mmap_reads, with_mmap_reads, bool);
+    option!(
+        /// Whether each state keeps the iterator of its last prefix scan (a map's entries,
+        /// keys or values, a key group's keys) for the next one, refreshing it to the latest
+        /// writes instead of making a new one: a 10-entry map scan about 1.5× faster. On by
+        /// default. The price: between its scans the kept iterator holds the memtables and
+        /// SST files of its last one, so memtables flushed and files compacted away since are
+        /// freed at the state's next scan, or at the engine's next
+        /// [`flush`](super::RocksDbEngine::flush), [`settle`](super::RocksDbEngine::settle),
+        /// [`compact_state`](super::RocksDbEngine::compact_state) or checkpoint, which let go
+        /// of every kept iterator. Turn it off for a state scanned once in a long while on a
+        /// database that writes between checkpoints more than its memory budget holds.
+        ///
+        /// ```
+        /// use keyed_state::backend::rocksdb::RocksDbOptions;
+        /// let opts = RocksDbOptions::default().with_scan_iterator_reuse(false);
+        /// assert!(!opts.scan_iterator_reuse());
+        /// assert!(RocksDbOptions::default().scan_iterator_reuse());
+        /// ```
+        scan_iterator_reuse, with_scan_iterator_reuse, bool);
 
     /// The compression of one state's SST files, in place of
     /// [`compression`](Self::compression) for that state alone. It applies to the files

@@ -8,10 +8,11 @@ use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
 use super::column::Column;
 use super::layout::{
-    RawKey, decode_prefix, encode_value, group_prefix_len, key_prefix, prefix_successor,
-    read_elements, read_user_key, read_value, write_elements, write_group, write_value_part,
+    RawKey, decode_prefix, encode_value, group_prefix_len, key_prefix, read_elements,
+    read_user_key, read_value, write_elements, write_group, write_value_part,
 };
 use super::options::MIN_KEYS_PER_READ_THREAD;
+use super::scan::ScanSlot;
 use super::{DbHandle, RocksDbOptions, cf_name};
 use crate::backend::{ListTable, MapTable, ValueTable};
 use crate::error::{CodecError, Error, Result};
@@ -37,6 +38,10 @@ pub(crate) struct RocksTable<K, N, X> {
     read: ReadOptions,
     /// [`RocksDbOptions::batch_read_threads`], at least 1.
     read_threads: usize,
+    /// The iterator kept between scans, registered with the engine, which releases it.
+    scans: Arc<ScanSlot>,
+    /// [`RocksDbOptions::scan_iterator_reuse`].
+    reuse_scans: bool,
     _types: Types<K, N, X>,
 }
 
@@ -46,11 +51,14 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
         config: &EngineConfig,
         meta: &StateMeta,
         options: &RocksDbOptions,
+        scans: Arc<ScanSlot>,
     ) -> Result<Self> {
         let mut write = WriteOptions::default();
         write.disable_wal(!options.write_ahead_log());
         Ok(RocksTable {
             column: Column::open(handle, &cf_name(&meta.name), &meta.name)?,
+            scans,
+            reuse_scans: options.scan_iterator_reuse(),
             config: config.clone(),
             state: meta.name.as_str().into(),
             ttl: meta.ttl.is_some(),
@@ -196,27 +204,10 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
 
     /// Calls `visit` with every raw (key, value) starting with `prefix`, in key order, until it
     /// returns `false`. A raw iterator lends each entry where RocksDB holds it (the crate's
-    /// `DBIterator` would copy every key and value into two boxes first).
-    fn scan(
-        &self,
-        prefix: &[u8],
-        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool>,
-    ) -> Result<()> {
-        let cf = self.cf();
-        let mut read = ReadOptions::default();
-        if let Some(upper) = prefix_successor(prefix) {
-            read.set_iterate_upper_bound(upper);
-        }
-        let mut it = self.column.db().raw_iterator_cf_opt(cf, read);
-        it.seek(prefix);
-        while let Some((k, v)) = it.item() {
-            debug_assert!(k.starts_with(prefix), "the upper bound ends the scan");
-            if !visit(k, v)? {
-                return Ok(());
-            }
-            it.next();
-        }
-        Ok(it.status()?)
+    /// `DBIterator` would copy every key and value into two boxes first); the table keeps it
+    /// for the next scan (`scan.rs`).
+    fn scan(&self, prefix: &[u8], visit: impl FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+        self.scans.scan(self.cf(), prefix, self.reuse_scans, visit)
     }
 
     /// Every distinct (key, namespace) in `group` whose value passes `keep`.
