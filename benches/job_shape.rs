@@ -18,7 +18,9 @@
 //! shape prints after its preload says what the engine holds: memtables (heap: tables), cache,
 //! and what no budget bounds.
 //! `KS_BENCH_ROW_CACHE_MIB=N` moves N MiB of the 512 (at most 256) to a row cache
-//! (`RocksDbOptions::with_row_cache_bytes`). The raw baselines of these operations (std
+//! (`RocksDbOptions::with_row_cache_bytes`). `KS_BENCH_SCAN_REUSE=0` makes every map scan
+//! with a new iterator (`RocksDbOptions::with_scan_iterator_reuse(false)`), as before the
+//! engine kept one per state. The raw baselines of these operations (std
 //! `HashMap`, the raw `rocksdb` crate) are in `benches/state_ops.rs`.
 //!
 //! `job_value100_get` also runs `heap_with` and `rocksdb_with`: the same read through
@@ -183,6 +185,7 @@ fn rocksdb_engine_with(threads: usize) -> RocksDbEngine {
         .with_optimize_filters_for_hits(env_flag("KS_BENCH_FILTERS_FOR_HITS"))
         .with_mmap_reads(env_flag("KS_BENCH_MMAP_READS"))
         .with_compression(compression())
+        .with_scan_iterator_reuse(!std::env::var("KS_BENCH_SCAN_REUSE").is_ok_and(|v| v == "0"))
         .with_batch_read_threads(threads);
     RocksDbEngine::open_temporary(EngineConfig::new(128).expect("config"), options)
         .expect("open RocksDB")
