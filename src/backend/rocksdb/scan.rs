@@ -1,7 +1,7 @@
 //! A table's prefix scans, through an iterator kept from one scan to the next.
 //!
 //! A map's entries (and a key group's keys) are read by seeking an iterator to a prefix and
-//! stepping while keys share it. Making the iterator is most of a short scan's cost: RocksDB
+//! stepping while keys share it. Making the iterator is a third of a short scan's cost: RocksDB
 //! allocates its arena, references the column family's current *super version* (memtables
 //! and SST files), and builds a child iterator per memtable and level, each of which loads
 //! its index on the first seek. A kept iterator is instead *refreshed*: when the super
@@ -13,9 +13,9 @@
 //! The price is what the kept iterator holds between scans: the super version of its last
 //! refresh, so memtables flushed since (their memory, charged to the memory budget) and SST
 //! files compacted away since (their disk space) are freed only at the table's next scan or
-//! when the engine lets go of every kept iterator ([`ScanSlot::release`]: on a flush,
-//! settle, compaction or checkpoint it is asked for). [`RocksDbOptions::scan_iterator_reuse`]
-//! turns the reuse off.
+//! when the engine lets go of every kept iterator ([`ScanSlot::release`]), which it does after
+//! each flush, settle, compaction and checkpoint it is asked for.
+//! [`RocksDbOptions::scan_iterator_reuse`] turns the reuse off.
 //!
 //! Without an upper bound (the bound lives in the read options, fixed when the iterator is
 //! made), the kept iterator stops at the first key without the prefix, as Flink's map
