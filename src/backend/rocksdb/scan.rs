@@ -126,6 +126,7 @@ mod tests {
 
     use super::ScanSlot;
     use crate::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+    use crate::checkpoint::{CheckpointStore, MemoryStorage};
     use crate::state::{MapState, MapStateDescriptor};
     use crate::{EngineConfig, KeyedStateBackend};
 
@@ -240,11 +241,7 @@ mod tests {
         assert!(freed * 4 < before, "released: {freed} of {before} bytes");
 
         // The engine's own flush, settle, compaction and checkpoint release every slot.
-        let store_dir = tempfile::tempdir().unwrap();
-        let storage = crate::checkpoint::LocalStorage::new(store_dir.path()).unwrap();
-        let store = crate::checkpoint::CheckpointStore::open(Arc::new(storage), 1)
-            .unwrap()
-            .0;
+        let (store, _) = CheckpointStore::open(Arc::new(MemoryStorage::new()), 1).unwrap();
         let store = Arc::new(store);
         let releases: [&dyn Fn(); 4] = [
             &|| b.engine().flush().unwrap(),
