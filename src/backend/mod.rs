@@ -153,6 +153,13 @@ pub trait MapWalk<UK, UV> {
 /// What [`MapTable::peek_entries`] lends a stored map to.
 pub type MapPeekFn<'a, UK, UV> = dyn FnMut(MapRef<'_, UK, UV>) + 'a;
 
+/// The values of a batched read, their stamps dropped (the default `get_many_values`).
+fn unstamped<V>(read: Vec<Result<Option<Stamped<V>>>>) -> Vec<Result<Option<V>>> {
+    read.into_iter()
+        .map(|r| r.map(|s| s.map(|s| s.value)))
+        .collect()
+}
+
 /// Storage for one Value, Reducing or Aggregating state: one stamped value per (key, namespace).
 pub trait ValueTable<K, N, V>: Send + Sync {
     /// The stored value, if any (expired or not: the views apply TTL).
@@ -193,6 +200,16 @@ pub trait ValueTable<K, N, V>: Send + Sync {
     ///
     /// Per pair, what [`get`](Self::get) reports for it.
     fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<Stamped<V>>>>;
+    /// [`get_many`](Self::get_many) without the stamps: the batched read of a state without
+    /// TTL, in one pass over the pairs (the heap engine reads the values where they are
+    /// stored; the default strips what `get_many` read).
+    ///
+    /// # Errors
+    ///
+    /// Per pair, what [`get`](Self::get) reports for it.
+    fn get_many_values(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<V>>> {
+        unstamped(self.get_many(items))
+    }
     /// Stores every value in order, as [`put`](Self::put) one by one would (a pair given
     /// twice keeps the later value), in one pass.
     ///
@@ -339,6 +356,14 @@ pub trait MapTable<K, N, UK, UV>: Send + Sync {
     ///
     /// Per pair, what [`get`](Self::get) reports for it.
     fn get_many(&self, items: &[(&Key<K>, &N, &UK)]) -> Vec<Result<Option<Stamped<UV>>>>;
+    /// [`get_many`](Self::get_many) without the stamps (a state without TTL), in one pass.
+    ///
+    /// # Errors
+    ///
+    /// Per triple, what [`get`](Self::get) reports for it.
+    fn get_many_values(&self, items: &[(&Key<K>, &N, &UK)]) -> Vec<Result<Option<UV>>> {
+        unstamped(self.get_many(items))
+    }
     /// Inserts or replaces each entry, in order, in one pass.
     ///
     /// # Errors

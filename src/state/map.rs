@@ -99,11 +99,13 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     ///
     /// One result per triple: what [`get`](Self::get) reports for it.
     pub fn get_batch(&self, items: &[(&Key<K>, &N, &UK)]) -> Vec<Result<Option<UV>>> {
-        let stored = self.core.table.get_many(items);
+        let Some(ttl) = self.core.ttl.as_ref() else {
+            return self.core.table.get_many_values(items);
+        };
         read_batch(
-            stored,
+            self.core.table.get_many(items),
             items,
-            self.core.ttl.as_ref(),
+            ttl,
             |&(key, ns, user_key)| self.get(key, ns, user_key),
         )
     }

@@ -139,16 +139,10 @@ impl<F, R> LendOnce<F, R> {
 pub(crate) fn read_batch<T, V>(
     stored: Vec<Result<Option<Stamped<V>>>>,
     items: &[T],
-    ttl: Option<&TtlPolicy>,
+    ttl: &TtlPolicy,
     single: impl Fn(&T) -> Result<Option<V>>,
 ) -> Vec<Result<Option<V>>> {
     debug_assert_eq!(stored.len(), items.len(), "one result per item");
-    let Some(ttl) = ttl else {
-        return stored
-            .into_iter()
-            .map(|r| r.map(|s| s.map(|s| s.value)))
-            .collect();
-    };
     let now = ttl.now();
     stored
         .into_iter()

@@ -97,9 +97,12 @@ impl<K, V: Clone, N> ValueState<K, V, N> {
     ///
     /// One result per pair: what [`get`](Self::get) reports for that pair.
     pub fn get_batch(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Option<V>>> {
-        let (table, ttl) = (&*self.core.table, self.core.ttl.as_ref());
+        let table = &*self.core.table;
+        let Some(ttl) = self.core.ttl.as_ref() else {
+            return table.get_many_values(items);
+        };
         read_batch(table.get_many(items), items, ttl, |&(key, ns)| {
-            read_single(table, ttl, key, ns)
+            read_single(table, Some(ttl), key, ns)
         })
     }
 
