@@ -519,9 +519,9 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     /// Every item is located first, so the lookups run back to back and the processor
     /// overlaps their cache misses, which one call per item cannot. The locations are kept
     /// without their errors (a `Result` of one is 96 bytes, the `Error`'s size, an `Option`
-    /// 24: a batch of 1,024 then fits the L1 cache, and reads 1.3× as fast, DESIGN.md §9); an
-    /// item that could not be located is located again for its error in the pass that
-    /// answers it.
+    /// 24: a batch of 1,024 keeps 24 KiB of them, not 96, and reads 1.3× as fast, DESIGN.md
+    /// §9); an item that could not be located is located again for its error in the pass
+    /// that answers it.
     fn get_states<T, R>(
         &self,
         items: &[T],
