@@ -33,7 +33,8 @@
 //!
 //! `job_value_get`, `job_value_update`, `job_map_get` and `job_list_add` also run `heap_batch`
 //! and `rocksdb_batch`: the same ops through the batched calls (`get_batch`, `update_batch`,
-//! `add_batch`), 1,024 records at a time, resolving their keys included. The two read groups,
+//! `add_batch`), 1,024 records at a time, resolving their keys included; so does
+//! `job_list_get` (`ListState::get_batch`), after its single reads. The two read groups,
 //! `job_value_get` and `job_map_get`, also run `rocksdb_batch_parallel`: `rocksdb_batch` on a
 //! third RocksDB engine whose batched reads split over as many threads as the machine has
 //! cores (`RocksDbOptions::with_batch_read_threads`).
@@ -591,6 +592,18 @@ fn job_shape(c: &mut Criterion) {
         job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| get(s, k));
         job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
         job_op!(@one g, "rocksdb_with", shapes, rocks, &seq, payloads, |s, k, _u, _p| with(s, k));
+        // The batched read too (not one of the four batch groups, but lists have one).
+        fn batch<E: Engine>(s: &Shape<E>, chunk: &[(u64, u64)]) -> u64 {
+            let keys = resolve(s, chunk);
+            let pairs: Vec<_> = keys.iter().map(|k| (k, &())).collect();
+            s.list
+                .get_batch(&pairs)
+                .into_iter()
+                .map(|r| r.expect("get").iter().sum::<u64>())
+                .sum()
+        }
+        job_op!(@chunks g, "heap_batch", shapes, heap, &seq, |s, chunk| batch(s, chunk));
+        job_op!(@chunks g, "rocksdb_batch", shapes, rocks, &seq, |s, chunk| batch(s, chunk));
         g.finish();
     }
     job_op!(

@@ -267,6 +267,19 @@ pub trait ListTable<K, N, E>: Send + Sync {
     ///
     /// Per pair, what [`get`](Self::get) reports for it.
     fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<Stamped<E>>>>;
+    /// [`get_many`](Self::get_many) without the stamps (a list state without TTL), in one
+    /// pass (the heap engine copies the elements where they are stored; the default strips
+    /// what `get_many` read).
+    ///
+    /// # Errors
+    ///
+    /// Per pair, what [`get`](Self::get) reports for it.
+    fn get_many_values(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<E>>> {
+        self.get_many(items)
+            .into_iter()
+            .map(|r| r.map(|list| list.into_iter().map(|s| s.value).collect()))
+            .collect()
+    }
     /// Appends each element to its pair's list, in order, in one pass.
     ///
     /// # Errors

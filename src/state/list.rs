@@ -8,7 +8,7 @@ use super::{Core, LendOnce, view_common, write_stamp};
 use crate::backend::{Bare, ListRef, ListTable};
 use crate::error::Result;
 use crate::key::Key;
-use crate::ttl::{Stamped, TtlPolicy};
+use crate::ttl::Stamped;
 
 /// An ordered list per (key, namespace): duplicates and insertion order are preserved; an
 /// absent or empty list reads as an empty iterator. With TTL, elements expire one by one.
@@ -139,18 +139,19 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     ///
     /// One result per pair: what [`get`](Self::get) reports for that pair.
     pub fn get_batch(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<E>>> {
+        let Some(ttl) = self.core.ttl.as_ref() else {
+            return self.core.table.get_many_values(items);
+        };
         let stored = self.core.table.get_many(items);
         debug_assert_eq!(stored.len(), items.len(), "one result per pair");
-        let ttl = self.core.ttl.as_ref();
-        let now = ttl.map_or(0, TtlPolicy::now);
+        let now = ttl.now();
         stored
             .into_iter()
             .zip(items)
             .map(|(read, &(key, ns))| {
                 let list = read?;
-                let as_read = ttl.is_none_or(|t| {
-                    !t.refresh_on_read() && list.iter().all(|s| !t.expired(s.last_access, now))
-                });
+                let as_read =
+                    !ttl.refresh_on_read() && list.iter().all(|s| !ttl.expired(s.last_access, now));
                 if as_read {
                     Ok(list.into_iter().map(|s| s.value).collect())
                 } else {

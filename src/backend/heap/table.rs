@@ -1019,6 +1019,17 @@ where
         )
     }
 
+    fn get_many_values(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<E>>> {
+        self.get_states(
+            items,
+            |&(key, ns)| (key, ns),
+            |_, s| {
+                s.map(|l| l.iter().map(|p| p.peek().1.clone()).collect())
+                    .unwrap_or_default()
+            },
+        )
+    }
+
     fn push_many(&self, items: Vec<(&Key<K>, &N, Stamped<E>)>) -> Result<()> {
         let items = items
             .into_iter()
