@@ -592,7 +592,7 @@ fn job_shape(c: &mut Criterion) {
         job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| get(s, k));
         job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
         job_op!(@one g, "rocksdb_with", shapes, rocks, &seq, payloads, |s, k, _u, _p| with(s, k));
-        // The batched read too (not one of the issue's four batch groups, but lists have one).
+        // The batched read too (`ListState::get_batch`; issue 15 names four other groups).
         fn batch<E: Engine>(s: &Shape<E>, chunk: &[(u64, u64)]) -> u64 {
             let keys = resolve(s, chunk);
             let pairs: Vec<_> = keys.iter().map(|k| (k, &())).collect();
