@@ -7,7 +7,7 @@ use smallvec::SmallVec;
 
 use crate::codec::Codec;
 use crate::error::ConfigError;
-use crate::key_group::{check_max_parallelism, key_group_for_bytes};
+use crate::key_group::{KeyGroupDivisor, check_max_parallelism, key_group_for_bytes};
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -50,6 +50,25 @@ impl<K: Codec> Key<K> {
     #[inline]
     pub fn new(key: K, max_parallelism: u32) -> Result<Self, ConfigError> {
         check_max_parallelism(max_parallelism)?;
+        Ok(Self::resolve(key, max_parallelism, |bytes| {
+            key_group_for_bytes(bytes, max_parallelism)
+        }))
+    }
+
+    /// [`new`](Self::new) for a backend, whose divisor is validated already and divides
+    /// without a `div` instruction.
+    #[inline]
+    pub(crate) fn with_divisor(key: K, divisor: KeyGroupDivisor) -> Self {
+        Self::resolve(key, divisor.max_parallelism(), |bytes| {
+            divisor.key_group(bytes)
+        })
+    }
+
+    /// Serializes `key` and hashes it; `group` computes the key group of its bytes.
+    /// `max_parallelism` lies in `1..=32768`.
+    #[inline]
+    fn resolve(key: K, max_parallelism: u32, group: impl Fn(&[u8]) -> u16) -> Self {
+        debug_assert!(check_max_parallelism(max_parallelism).is_ok());
         let mut small = [0u8; INLINE_KEY_BYTES];
         let (bytes, hash, group) = match key.encode_small(&mut small) {
             // The fast path: no shared buffer, and hashes over a length known here (for a `u64`
@@ -57,7 +76,7 @@ impl<K: Codec> Key<K> {
             Some(len) if len <= INLINE_KEY_BYTES => {
                 let encoded = &small[..len];
                 let hash = hash_bytes(encoded);
-                let group = key_group_for_bytes(encoded, max_parallelism);
+                let group = group(encoded);
                 (SmallVec::from_buf_and_len(small, len), hash, group)
             }
             // Encode into a reused buffer: no allocation per record for keys that fit inline.
@@ -65,22 +84,17 @@ impl<K: Codec> Key<K> {
                 let mut buf = buf.borrow_mut();
                 buf.clear();
                 key.encode(&mut buf);
-                (
-                    SmallVec::from_slice(&buf),
-                    hash_bytes(&buf),
-                    key_group_for_bytes(&buf, max_parallelism),
-                )
+                (SmallVec::from_slice(&buf), hash_bytes(&buf), group(&buf))
             }),
         };
-        Ok(Key {
+        Key {
             hash,
             group,
             bytes,
             key,
-            // Stored minus one so that 32768 fits a u16 (`check_max_parallelism` passed above).
-            max_parallelism: u16::try_from(max_parallelism - 1)
-                .map_err(|_| ConfigError::MaxParallelism(max_parallelism))?,
-        })
+            // Stored minus one so that 32768 fits a u16 (`max_parallelism` ≥ 1 is checked).
+            max_parallelism: u16::try_from(max_parallelism.saturating_sub(1)).unwrap_or(u16::MAX),
+        }
     }
 }
 
@@ -174,6 +188,28 @@ mod tests {
         }
         // Flink's key group of a string key (the crate docs' example), through the fast path.
         assert_eq!(Key::new("user-17".to_string(), 128).unwrap().group(), 105);
+    }
+
+    /// A backend's resolution (a precomputed divisor, no `div`) gives every key what
+    /// [`Key::new`] gives it, on both encoding paths and for every kind of `max_parallelism`
+    /// (1, powers of two, odd, the largest).
+    #[test]
+    fn resolving_with_a_divisor_is_resolving_with_new() {
+        for max in [1, 2, 7, 128, 1000, 4099, 32767, 32768] {
+            let divisor = KeyGroupDivisor::new(max).unwrap();
+            for k in (0..2000u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+                same(Key::with_divisor(k, divisor), Key::new(k, max).unwrap());
+                same(
+                    Key::with_divisor(Slow(k), divisor),
+                    Key::new(k, max).unwrap(),
+                );
+            }
+            let s = format!("user-{max}");
+            same(
+                Key::with_divisor(s.clone(), divisor),
+                Key::new(s, max).unwrap(),
+            );
+        }
     }
 
     #[test]

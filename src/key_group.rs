@@ -89,6 +89,63 @@ pub fn key_group_for_bytes(key_bytes: &[u8], max_parallelism: u32) -> u16 {
     u16::try_from(murmur3_32(key_bytes) % m).unwrap_or(u16::MAX)
 }
 
+/// `n % max_parallelism` without a division: a backend resolves a key per record, and the
+/// 32-bit `div` of `%` by a divisor known only at run time was a third of a key's resolution
+/// (DESIGN.md §9, "Key resolution"). Lemire, Kaser and Kurz's "fastmod" (2019): with
+/// `magic = ⌊(2^64 − 1) / m⌋ + 1` (mod 2^64), `n % m` is the high 64 bits of
+/// `(magic · n mod 2^64) · m`, exact for every 32-bit `n` and `m` ≥ 1 (tested against `%`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyGroupDivisor {
+    max_parallelism: u32,
+    magic: u64,
+}
+
+impl KeyGroupDivisor {
+    /// The divisor for `max_parallelism` key groups.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::MaxParallelism`] outside `1..=32768`.
+    pub(crate) fn new(max_parallelism: u32) -> Result<Self, ConfigError> {
+        check_max_parallelism(max_parallelism)?;
+        Ok(Self::of_checked(max_parallelism))
+    }
+
+    /// The divisor for [`DEFAULT_MAX_PARALLELISM`].
+    pub(crate) const DEFAULT: KeyGroupDivisor = Self::of_checked(DEFAULT_MAX_PARALLELISM);
+
+    /// The divisor for a `max_parallelism` in `1..=32768`.
+    const fn of_checked(max_parallelism: u32) -> Self {
+        assert!(max_parallelism >= 1 && max_parallelism <= MAX_PARALLELISM_UPPER_BOUND);
+        KeyGroupDivisor {
+            max_parallelism,
+            magic: (u64::MAX / max_parallelism as u64).wrapping_add(1),
+        }
+    }
+
+    /// The number of key groups.
+    #[inline]
+    pub(crate) fn max_parallelism(self) -> u32 {
+        self.max_parallelism
+    }
+
+    /// `n % max_parallelism`.
+    #[inline]
+    fn rem(self, n: u32) -> u32 {
+        let low = self.magic.wrapping_mul(u64::from(n));
+        let rem = (u128::from(low) * u128::from(self.max_parallelism)) >> 64;
+        // Below `max_parallelism`, so it fits.
+        u32::try_from(rem).unwrap_or(u32::MAX)
+    }
+
+    /// [`key_group_for_bytes`] for this divisor's `max_parallelism`.
+    #[inline]
+    pub(crate) fn key_group(self, key_bytes: &[u8]) -> u16 {
+        // Below `max_parallelism` ≤ 2^15: always fits.
+        u16::try_from(self.rem(murmur3_32(key_bytes))).unwrap_or(u16::MAX)
+    }
+}
+
 /// The operator index (of `parallelism`) that owns `group`: `group * p / M` (Flink's formula).
 pub fn operator_for_key_group(max_parallelism: u32, parallelism: u32, group: u16) -> u32 {
     debug_assert!(parallelism >= 1 && parallelism <= max_parallelism);
@@ -419,5 +476,52 @@ mod tests {
         fn key_group_is_below_m(bytes in proptest::collection::vec(any::<u8>(), 0..64), m in 1u32..=32768) {
             prop_assert!(u32::from(key_group_for_bytes(&bytes, m)) < m);
         }
+
+        #[test]
+        fn divisor_remainder_is_the_remainder(n in any::<u32>(), m in 1u32..=32768) {
+            let divisor = KeyGroupDivisor::new(m).unwrap();
+            prop_assert_eq!(divisor.rem(n), n % m);
+        }
+
+        #[test]
+        fn divisor_key_group_is_key_group_for_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+            m in 1u32..=32768,
+        ) {
+            let divisor = KeyGroupDivisor::new(m).unwrap();
+            prop_assert_eq!(divisor.key_group(&bytes), key_group_for_bytes(&bytes, m));
+        }
+    }
+
+    /// Every allowed divisor, at the numerators where a wrong magic number shows first: the
+    /// ends of the range and the multiples of `m` and their neighbours near them.
+    #[test]
+    fn divisor_is_exact_for_every_max_parallelism() {
+        for m in 1..=MAX_PARALLELISM_UPPER_BOUND {
+            let divisor = KeyGroupDivisor::new(m).unwrap();
+            let top = u32::MAX - u32::MAX % m;
+            let edges = [
+                0,
+                1,
+                m - 1,
+                m,
+                m + 1,
+                2 * m - 1,
+                top - 1,
+                top,
+                u32::MAX - 1,
+                u32::MAX,
+            ];
+            let spread = (0..64u32).map(|i| i.wrapping_mul(0x9e37_79b9) ^ m);
+            for n in edges.into_iter().chain(spread) {
+                assert_eq!(divisor.rem(n), n % m, "{n} % {m}");
+            }
+        }
+        assert_eq!(
+            KeyGroupDivisor::DEFAULT,
+            KeyGroupDivisor::new(DEFAULT_MAX_PARALLELISM).unwrap()
+        );
+        assert!(KeyGroupDivisor::new(0).is_err());
+        assert!(KeyGroupDivisor::new(MAX_PARALLELISM_UPPER_BOUND + 1).is_err());
     }
 }

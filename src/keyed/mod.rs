@@ -112,7 +112,7 @@ impl<K: StateKey, E: Engine> KeyedStateBackend<K, E> {
     /// this instance does not own.
     #[inline]
     pub fn key(&self, key: K) -> Result<Key<K>> {
-        let key = Key::new(key, self.config().max_parallelism())?;
+        let key = Key::with_divisor(key, self.config().key_group_divisor());
         self.config().local_index(key.group())?;
         Ok(key)
     }

@@ -6,12 +6,14 @@ use std::fmt;
 use crate::clock::{EngineClock, SharedClock};
 use crate::error::{ConfigError, Error, Result};
 use crate::key::Key;
-use crate::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroupRange};
+use crate::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroupDivisor, KeyGroupRange};
 
 /// What every engine is configured with: the key-group scheme and the clock.
 #[derive(Clone)]
 pub struct EngineConfig {
     max_parallelism: u32,
+    /// `max_parallelism`'s divisor, for resolving keys ([`Key`]) without a division.
+    divisor: KeyGroupDivisor,
     range: KeyGroupRange,
     clock: EngineClock,
 }
@@ -26,6 +28,7 @@ impl EngineConfig {
     pub fn new(max_parallelism: u32) -> Result<Self, ConfigError> {
         Ok(EngineConfig {
             range: KeyGroupRange::all(max_parallelism)?,
+            divisor: KeyGroupDivisor::new(max_parallelism)?,
             max_parallelism,
             clock: EngineClock::coarse(),
         })
@@ -53,6 +56,12 @@ impl EngineConfig {
     /// The number of key groups.
     pub fn max_parallelism(&self) -> u32 {
         self.max_parallelism
+    }
+
+    /// `max_parallelism`'s divisor.
+    #[inline]
+    pub(crate) fn key_group_divisor(&self) -> KeyGroupDivisor {
+        self.divisor
     }
 
     /// The key groups this instance owns.
@@ -133,6 +142,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
+            divisor: KeyGroupDivisor::DEFAULT,
             range: KeyGroupRange::new(0, DEFAULT_LAST_GROUP),
             clock: EngineClock::coarse(),
         }
