@@ -335,9 +335,18 @@ impl<T: Clone> CowMap<T> {
     /// The entry matching `eq`, if any.
     #[inline]
     pub(crate) fn get(&self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&T> {
+        self.hints[self.segment_of(hash)]
+            .get()
+            .prefetch::<T>(hash, false);
+        self.get_prefetched(hash, eq)
+    }
+
+    /// [`get`](Self::get) of an entry whose lines [`prefetch`](Self::prefetch) requested
+    /// already (a batch's lookups), without requesting its bucket again.
+    #[inline]
+    pub(crate) fn get_prefetched(&self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&T> {
         let i = self.segment_of(hash);
         let (segment, hint) = (&self.segments[i], &self.hints[i]);
-        hint.get().prefetch::<T>(hash, false);
         let index = segment.find_bucket_index(hash, eq)?;
         let found = segment.get_bucket(index)?;
         hint.set(Hint::learn(found, index, segment.num_buckets()));
