@@ -11,8 +11,8 @@ use crate::key_group::{DEFAULT_MAX_PARALLELISM, KeyGroupDivisor, KeyGroupRange};
 /// What every engine is configured with: the key-group scheme and the clock.
 #[derive(Clone)]
 pub struct EngineConfig {
-    max_parallelism: u32,
-    /// `max_parallelism`'s divisor, for resolving keys ([`Key`]) without a division.
+    /// `max_parallelism` (kept once, here) and its divisor, for resolving keys ([`Key`])
+    /// without a division.
     divisor: KeyGroupDivisor,
     range: KeyGroupRange,
     clock: EngineClock,
@@ -29,7 +29,6 @@ impl EngineConfig {
         Ok(EngineConfig {
             range: KeyGroupRange::all(max_parallelism)?,
             divisor: KeyGroupDivisor::new(max_parallelism)?,
-            max_parallelism,
             clock: EngineClock::coarse(),
         })
     }
@@ -41,7 +40,7 @@ impl EngineConfig {
     /// [`ConfigError::RangeOutsideMaxParallelism`](crate::ConfigError::RangeOutsideMaxParallelism)
     /// for a range past `max_parallelism`.
     pub fn with_key_group_range(mut self, range: KeyGroupRange) -> Result<Self, ConfigError> {
-        range.check_fits(self.max_parallelism)?;
+        range.check_fits(self.max_parallelism())?;
         self.range = range;
         Ok(self)
     }
@@ -54,8 +53,9 @@ impl EngineConfig {
     }
 
     /// The number of key groups.
+    #[inline]
     pub fn max_parallelism(&self) -> u32 {
-        self.max_parallelism
+        self.divisor.max_parallelism()
     }
 
     /// `max_parallelism`'s divisor.
@@ -97,12 +97,12 @@ impl EngineConfig {
     #[inline]
     pub fn group_index<K>(&self, key: &Key<K>) -> Result<usize> {
         self.local_index(key.group()).and_then(|i| {
-            if key.max_parallelism() == self.max_parallelism {
+            if key.max_parallelism() == self.max_parallelism() {
                 Ok(i)
             } else {
                 Err(Error::MaxParallelismMismatch {
                     key: key.max_parallelism(),
-                    backend: self.max_parallelism,
+                    backend: self.max_parallelism(),
                 })
             }
         })
@@ -141,7 +141,6 @@ impl Default for EngineConfig {
     /// [`CoarseClock`](crate::clock::CoarseClock).
     fn default() -> Self {
         EngineConfig {
-            max_parallelism: DEFAULT_MAX_PARALLELISM,
             divisor: KeyGroupDivisor::DEFAULT,
             range: KeyGroupRange::new(0, DEFAULT_LAST_GROUP),
             clock: EngineClock::coarse(),
@@ -152,7 +151,7 @@ impl Default for EngineConfig {
 impl fmt::Debug for EngineConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EngineConfig")
-            .field("max_parallelism", &self.max_parallelism)
+            .field("max_parallelism", &self.max_parallelism())
             .field("key_group_range", &self.range)
             .field("clock", self.clock.as_shared())
             .finish()
