@@ -20,8 +20,14 @@
 //! `KS_BENCH_ROW_CACHE_MIB=N` moves N MiB of the 512 (at most 256) to a row cache
 //! (`RocksDbOptions::with_row_cache_bytes`). `KS_BENCH_SCAN_REUSE=0` makes every map scan
 //! with a new iterator (`RocksDbOptions::with_scan_iterator_reuse(false)`), as before the
-//! engine kept one per state. The raw baselines of these operations (std
-//! `HashMap`, the raw `rocksdb` crate) are in `benches/state_ops.rs`.
+//! engine kept one per state.
+//!
+//! Every group runs `raw_hashmap` first: the same op on the same keys in std `HashMap`s with
+//! the engine's hasher (foldhash, fixed seed), preloaded alike (`u64 → u64`, `u64 → Bytes`,
+//! `u64 → Vec<u64>` of 10, `u64 → HashMap<u64, u64>` of 10), with nothing of a state backend:
+//! no key groups, no serialization, no lock. It runs in the same process as the engines'
+//! functions, so their ratio to it is read off one run (between two processes `raw_hashmap`
+//! alone swings up to 2×, DESIGN.md §9). `benches/state_ops.rs` has the raw `rocksdb` crate's.
 //!
 //! `job_value100_get` also runs `heap_with` and `rocksdb_with`: the same read through
 //! `ValueState::with`, which lends the stored value to a closure instead of returning a clone
@@ -63,7 +69,8 @@
 //! Lists grow during `job_list_add` (about one element per key per 5 M adds); `job_list_get`
 //! runs before it on lists of exactly 10.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +80,7 @@ use criterion::{
     BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
     measurement::WallTime,
 };
+use foldhash::fast::FixedState;
 use keyed_state::backend::rocksdb::{Compression, RocksDbEngine, RocksDbOptions};
 use keyed_state::checkpoint::{CheckpointStore, LocalStorage};
 use keyed_state::state::{
@@ -171,6 +179,48 @@ impl<E: Engine> Shape<E> {
     }
 }
 
+/// A std `HashMap` with the engine's hasher (foldhash, its fixed seed), as `raw_hashmap` in
+/// `benches/state_ops.rs`.
+type Raw<V> = HashMap<u64, V, FixedState>;
+
+fn hasher() -> FixedState {
+    FixedState::with_seed(0x6b65_7965_642d_7374)
+}
+
+/// The four states in std `HashMap`s, preloaded as [`Shape::preload`] loads an engine: the work
+/// of every op with nothing of a state backend (no key groups, no serialization, no lock, no
+/// snapshots), function `raw_hashmap` of every group.
+struct RawShape {
+    value8: Raw<u64>,
+    value100: Raw<Bytes>,
+    list: Raw<Vec<u64>>,
+    map: Raw<Raw<u64>>,
+}
+
+impl RawShape {
+    fn load(n: u64, payloads: &[Bytes]) -> Self {
+        let capacity = usize::try_from(n).expect("a key count fits a usize");
+        let mut shape = RawShape {
+            value8: Raw::with_capacity_and_hasher(capacity, hasher()),
+            value100: Raw::with_capacity_and_hasher(capacity, hasher()),
+            list: Raw::with_capacity_and_hasher(capacity, hasher()),
+            map: Raw::with_capacity_and_hasher(capacity, hasher()),
+        };
+        for k in 0..n {
+            shape.value8.insert(k, k);
+            let payload =
+                &payloads[usize::try_from(k).expect("a key fits a usize") % payloads.len()];
+            shape.value100.insert(k, payload.clone());
+            // Exactly ten, as the engines' lists: the first add reallocates here too.
+            shape.list.insert(k, (0..ELEMENTS).map(|e| k + e).collect());
+            let mut entries = Raw::with_hasher(hasher());
+            entries.extend((0..ELEMENTS).map(|u| (u, k ^ u)));
+            shape.map.insert(k, entries);
+        }
+        shape
+    }
+}
+
 /// The RocksDB engine with the memory of Flink's slot (see the module documentation).
 fn rocksdb_engine() -> RocksDbEngine {
     rocksdb_engine_with(1)
@@ -240,6 +290,7 @@ struct Shapes<'a> {
     heap_ttl: OnceCell<Shape<HeapEngine>>,
     rocks_ttl: OnceCell<Shape<RocksDbEngine>>,
     rocks_parallel: OnceCell<Shape<RocksDbEngine>>,
+    raw: OnceCell<RefCell<RawShape>>,
 }
 
 /// The TTL of the `_ttl` functions: one day, refreshed on write (the default update type),
@@ -304,6 +355,11 @@ impl Shapes<'_> {
             let cores = std::thread::available_parallelism().map_or(1, usize::from);
             self.load(rocksdb_engine_with(cores), None, "rocksdb_parallel")
         })
+    }
+
+    fn raw(&self) -> &RefCell<RawShape> {
+        self.raw
+            .get_or_init(|| RefCell::new(RawShape::load(self.n, self.payloads)))
     }
 }
 
@@ -378,22 +434,27 @@ impl Quiesce for RocksDbEngine {
     }
 }
 
-/// One op: functions `heap` and `rocksdb`; with a `batch` body (a whole chunk of `BATCH`
-/// ops, from resolving their keys on) also `heap_batch` and `rocksdb_batch`, and the single
-/// op again on the states with TTL, `heap_ttl` and `rocksdb_ttl`; with a function name after
-/// the batch body, that name runs the batch on the parallel-read RocksDB engine.
+/// One op: functions `raw_hashmap` (the `raw = |..|` body on the [`RawShape`]), `heap` and
+/// `rocksdb`; with a `batch` body (a whole chunk of `BATCH` ops, from resolving their keys on)
+/// also `heap_batch` and `rocksdb_batch`, and the single op again on the states with TTL,
+/// `heap_ttl` and `rocksdb_ttl`; with a function name after the batch body, that name runs the
+/// batch on the parallel-read RocksDB engine.
 macro_rules! job_op {
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
+     raw = |$r:ident, $rk:ident, $ru:ident, $rp:ident| $raw:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {{
         let mut g = group($c, $name);
+        job_op!(@raw g, $shapes, $seq, $payloads, |$r, $rk, $ru, $rp| $raw);
         job_op!(@one g, "heap", $shapes, heap, $seq, $payloads, |$s, $k, $u, $p| $body);
         job_op!(@one g, "rocksdb", $shapes, rocks, $seq, $payloads, |$s, $k, $u, $p| $body);
         g.finish();
     }};
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
+     raw = |$r:ident, $rk:ident, $ru:ident, $rp:ident| $raw:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr,
      batch |$bs:ident, $chunk:ident| $batch:expr $(, $parallel:literal)?) => {{
         let mut g = group($c, $name);
+        job_op!(@raw g, $shapes, $seq, $payloads, |$r, $rk, $ru, $rp| $raw);
         job_op!(@one g, "heap", $shapes, heap, $seq, $payloads, |$s, $k, $u, $p| $body);
         job_op!(@one g, "rocksdb", $shapes, rocks, $seq, $payloads, |$s, $k, $u, $p| $body);
         job_op!(@chunks g, "heap_batch", $shapes, heap, $seq, |$bs, $chunk| $batch);
@@ -403,6 +464,20 @@ macro_rules! job_op {
         job_op!(@one g, "rocksdb_ttl", $shapes, rocks_ttl, $seq, $payloads, |$s, $k, $u, $p| $body);
         g.finish();
     }};
+    // Function `raw_hashmap`: the raw body on the `RawShape`, one key of the sequence at a time.
+    (@raw $g:ident, $shapes:expr, $seq:expr, $payloads:expr,
+     |$r:ident, $k:ident, $u:ident, $p:ident| $raw:expr) => {
+        $g.bench_function("raw_hashmap", |b| {
+            let mut shape = $shapes.raw().borrow_mut();
+            $shapes.quiesce();
+            let mut step = over_sequence($seq, |$k, $u| {
+                let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
+                let $r = &mut *shape;
+                black_box($raw);
+            });
+            b.iter(&mut step)
+        });
+    };
     // Function `$function`: the single op on `$shape`, one key of the sequence at a time.
     (@one $g:ident, $function:literal, $shapes:expr, $shape:ident, $seq:expr, $payloads:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {
@@ -511,6 +586,7 @@ fn job_shape(c: &mut Criterion) {
         shapes,
         &seq,
         payloads,
+        raw = |r, k, _u, _p| r.value8.get(&k).copied(),
         |s, k, _u, _p| {
             let key = s.backend.key(k).expect("key");
             s.value8.get(&key, &()).expect("get")
@@ -533,6 +609,7 @@ fn job_shape(c: &mut Criterion) {
         shapes,
         &seq,
         payloads,
+        raw = |r, k, _u, _p| r.value8.insert(k, k ^ 1),
         |s, k, _u, _p| {
             let key = s.backend.key(k).expect("key");
             s.value8.update(&key, &(), k ^ 1).expect("update")
@@ -559,6 +636,7 @@ fn job_shape(c: &mut Criterion) {
                 .with(&key, &(), |v| v.map(Bytes::len))
                 .expect("with")
         }
+        job_op!(@raw g, shapes, &seq, payloads, |r, k, _u, _p| r.value100.get(&k).cloned());
         job_op!(@one g, "heap", shapes, heap, &seq, payloads, |s, k, _u, _p| get(s, k));
         job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| get(s, k));
         job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
@@ -571,6 +649,7 @@ fn job_shape(c: &mut Criterion) {
         shapes,
         &seq,
         payloads,
+        raw = |r, k, _u, p| r.value100.insert(k, p.clone()),
         |s, k, _u, p| {
             let key = s.backend.key(k).expect("key");
             s.value100.update(&key, &(), p.clone()).expect("update")
@@ -588,6 +667,10 @@ fn job_shape(c: &mut Criterion) {
             let key = s.backend.key(k).expect("key");
             s.list.with(&key, &(), |l| l.sum::<u64>()).expect("with")
         }
+        job_op!(@raw g, shapes, &seq, payloads, |r, k, _u, _p| r
+            .list
+            .get(&k)
+            .map_or(0, |l| l.iter().sum::<u64>()));
         job_op!(@one g, "heap", shapes, heap, &seq, payloads, |s, k, _u, _p| get(s, k));
         job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| get(s, k));
         job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
@@ -612,6 +695,7 @@ fn job_shape(c: &mut Criterion) {
         shapes,
         &seq,
         payloads,
+        raw = |r, k, _u, _p| r.list.entry(k).or_default().push(k),
         |s, k, _u, _p| {
             let key = s.backend.key(k).expect("key");
             s.list.add(&key, &(), k).expect("add")
@@ -630,6 +714,7 @@ fn job_shape(c: &mut Criterion) {
         shapes,
         &seq,
         payloads,
+        raw = |r, k, u, _p| r.map.get(&k).and_then(|m| m.get(&u)).copied(),
         |s, k, u, _p| {
             let key = s.backend.key(k).expect("key");
             s.map.get(&key, &(), &u).expect("get")
@@ -650,10 +735,22 @@ fn job_shape(c: &mut Criterion) {
         },
         "rocksdb_batch_parallel"
     );
-    job_op!(c, "job_map_put", shapes, &seq, payloads, |s, k, u, _p| {
-        let key = s.backend.key(k).expect("key");
-        s.map.put(&key, &(), u, k).expect("put")
-    });
+    job_op!(
+        c,
+        "job_map_put",
+        shapes,
+        &seq,
+        payloads,
+        raw = |r, k, u, _p| r
+            .map
+            .entry(k)
+            .or_insert_with(|| Raw::with_hasher(hasher()))
+            .insert(u, k),
+        |s, k, u, _p| {
+            let key = s.backend.key(k).expect("key");
+            s.map.put(&key, &(), u, k).expect("put")
+        }
+    );
     {
         // Also through `MapState::with_entries`, which walks the stored entries in place.
         let mut g = group(c, "job_map_iterate");
@@ -671,6 +768,10 @@ fn job_shape(c: &mut Criterion) {
                 .with_entries(&key, &(), |m| m.map(|(u, v)| u ^ v).sum::<u64>())
                 .expect("with_entries")
         }
+        job_op!(@raw g, shapes, &seq, payloads, |r, k, _u, _p| r
+            .map
+            .get(&k)
+            .map_or(0, |m| m.iter().map(|(u, v)| u ^ v).sum::<u64>()));
         job_op!(@one g, "heap", shapes, heap, &seq, payloads, |s, k, _u, _p| entries(s, k));
         job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| entries(s, k));
         job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
@@ -686,6 +787,7 @@ fn job_shape(c: &mut Criterion) {
         shapes,
         &seq,
         payloads,
+        raw = |r, k, _u, _p| r.value8.get(&(k + n)).copied(),
         |s, k, _u, _p| {
             let key = s.backend.key(k + n).expect("key");
             s.value8.get(&key, &()).expect("get")
