@@ -254,6 +254,43 @@ impl<T: Clone> Default for CowMap<T> {
     }
 }
 
+/// Where the entry of one hash would be in a [`CowMap`]: its segment and that segment's hint,
+/// borrowed from the map. A batch locates each item once and keeps these between requesting the
+/// item's lines and looking it up, so neither indexes the directory again (DESIGN.md §9).
+pub(crate) struct Located<'a, T> {
+    segment: &'a HashTable<T>,
+    hint: &'a Cell<Hint>,
+    hash: u64,
+}
+
+// Not derived: a derive would ask `T: Copy`, and only references and the hash are copied.
+impl<T> Clone for Located<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Located<'_, T> {}
+
+impl<'a, T> Located<'a, T> {
+    /// Starts loading the control bytes and the bucket where the entry most likely is.
+    #[inline]
+    pub(crate) fn prefetch(self) {
+        self.hint.get().prefetch::<T>(self.hash, true);
+    }
+
+    /// The entry matching `eq`, if any (its lines requested already or not: this asks for
+    /// none), learning the segment's hint from it.
+    #[inline]
+    pub(crate) fn get(self, eq: impl FnMut(&T) -> bool) -> Option<&'a T> {
+        let index = self.segment.find_bucket_index(self.hash, eq)?;
+        let found = self.segment.get_bucket(index)?;
+        self.hint
+            .set(Hint::learn(found, index, self.segment.num_buckets()));
+        Some(found)
+    }
+}
+
 impl<T: Clone> CowMap<T> {
     /// An empty map whose segments get their memory from `alloc`.
     pub(crate) fn new(alloc: TableAlloc) -> Self {
@@ -324,7 +361,10 @@ impl<T: Clone> CowMap<T> {
 
     #[inline]
     fn segment_of(&self, hash: u64) -> usize {
-        ((hash >> 32) as usize) & ((1usize << self.bits) - 1)
+        // `2^bits` hints, one per segment: their count minus one is the mask, loaded rather
+        // than computed from `bits` (a shift by a variable, three instructions more a lookup).
+        debug_assert_eq!(self.hints.len(), 1 << self.bits);
+        ((hash >> 32) as usize) & (self.hints.len() - 1)
     }
 
     /// Number of entries.
@@ -335,31 +375,27 @@ impl<T: Clone> CowMap<T> {
     /// The entry matching `eq`, if any.
     #[inline]
     pub(crate) fn get(&self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&T> {
-        self.hints[self.segment_of(hash)]
-            .get()
-            .prefetch::<T>(hash, false);
-        self.get_prefetched(hash, eq)
+        let at = self.locate(hash);
+        at.hint.get().prefetch::<T>(hash, false);
+        at.get(eq)
     }
 
-    /// [`get`](Self::get) of an entry whose lines [`prefetch`](Self::prefetch) requested
-    /// already (a batch's lookups), without requesting its bucket again.
+    /// The segment of `hash` and its hint, found once for a batch item's prefetch and lookup.
     #[inline]
-    pub(crate) fn get_prefetched(&self, hash: u64, eq: impl FnMut(&T) -> bool) -> Option<&T> {
+    pub(crate) fn locate(&self, hash: u64) -> Located<'_, T> {
         let i = self.segment_of(hash);
-        let (segment, hint) = (&self.segments[i], &self.hints[i]);
-        let index = segment.find_bucket_index(hash, eq)?;
-        let found = segment.get_bucket(index)?;
-        hint.set(Hint::learn(found, index, segment.num_buckets()));
-        Some(found)
+        Located {
+            segment: &self.segments[i],
+            hint: &self.hints[i],
+            hash,
+        }
     }
 
     /// Starts loading the control bytes and the bucket where the entry of `hash` most likely
     /// is (a batch issues these a few items ahead of its lookups).
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
-        self.hints[self.segment_of(hash)]
-            .get()
-            .prefetch::<T>(hash, true);
+        self.locate(hash).prefetch();
     }
 
     /// The segment `i`, copied first if a snapshot shares it.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use rayon::prelude::*;
 
 use super::arena::TableAlloc;
-use super::cow_map::{CowMap, CowSnapshot, Cursor, Slot, Verdict};
+use super::cow_map::{CowMap, CowSnapshot, Cursor, Located, Slot, Verdict};
 use super::snapshot::{Canonical, FrozenState, write_encoded};
 use crate::backend::{
     ListPeekFn, ListRef, ListTable, MapPeekFn, MapRef, MapTable, MapWalk, PeekFn, ValueTable,
@@ -526,9 +526,10 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     }
 
     /// `read(item, state)` for each item's (key, ns) (`pair` picks them), under one lock.
-    /// Every item is located first, so that each item's table lines can be requested a few
-    /// items before its lookup and the processor overlaps their cache misses, which one call
-    /// per item cannot. The locations are kept without their errors (a `Result` of one is 96
+    /// Every item is located first, under the lock and down to its segment (a [`Located`]
+    /// borrows it), so that each item's table lines can be requested a few items before its
+    /// lookup and the processor overlaps their cache misses, which one call per item cannot;
+    /// neither the request nor the lookup indexes the directory again. The locations are kept without their errors (a `Result` of one is 96
     /// bytes, the `Error`'s size, an `Option` 24: a batch of 1,024 keeps 24 KiB of them, not
     /// 96, and reads 1.3× as fast, DESIGN.md §9); an item that could not be located is
     /// located again for its error when its turn comes.
@@ -538,14 +539,22 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
         pair: impl Fn(&T) -> (&Key<K>, &N),
         mut read: impl FnMut(&T, Option<&S>) -> R,
     ) -> Vec<Result<R>> {
-        let located: Vec<Option<(usize, u64)>> = items
-            .iter()
-            .map(|item| {
-                let (key, ns) = pair(item);
-                self.locate(key, ns).ok()
-            })
-            .collect();
         let read = self.with_groups(items.len(), |groups, _| {
+            let groups = &*groups;
+            let located: Vec<Option<Located<'_, Entry<K, N, S>>>> = items
+                .iter()
+                .map(|item| {
+                    let (key, ns) = pair(item);
+                    let (index, hash) = self.locate(key, ns).ok()?;
+                    Some(groups[index].locate(hash))
+                })
+                .collect();
+            let request = |j: usize| {
+                if let Some(Some(at)) = located.get(j) {
+                    at.prefetch();
+                }
+            };
+            (0..PREFETCH_AHEAD).for_each(request);
             // Each item's lines requested `PREFETCH_AHEAD` items before its lookup, and its
             // answer built at once: a separate pass over the states found cost more
             // instructions than the shorter loop saved (DESIGN.md §9).
@@ -554,15 +563,16 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
                 .zip(&located)
                 .enumerate()
                 .map(|(i, (item, at))| {
-                    prefetch_ahead(groups, i, |j| located.get(j).copied().flatten());
+                    request(i + PREFETCH_AHEAD);
                     let (key, ns) = pair(item);
-                    let (index, hash) = match at {
+                    let at = match at {
                         Some(at) => *at,
-                        None => self.locate(key, ns)?,
+                        None => {
+                            let (index, hash) = self.locate(key, ns)?;
+                            groups[index].locate(hash)
+                        }
                     };
-                    let state = groups[index]
-                        .get_prefetched(hash, Self::eq(key, ns))
-                        .map(|e| &e.state);
+                    let state = at.get(Self::eq(key, ns)).map(|e| &e.state);
                     Ok(read(item, state))
                 })
                 .collect()
