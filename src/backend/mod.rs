@@ -170,6 +170,15 @@ pub trait ValueTable<K, N, V>: Send + Sync {
     /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
     /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn get(&self, key: &Key<K>, ns: &N) -> Result<Option<Stamped<V>>>;
+    /// [`get`](Self::get) without the stamp: the read of a state without TTL (the heap engine
+    /// clones the value where it is stored; the default strips what `get` read).
+    ///
+    /// # Errors
+    ///
+    /// What [`get`](Self::get) reports.
+    fn get_value(&self, key: &Key<K>, ns: &N) -> Result<Option<V>> {
+        Ok(self.get(key, ns)?.map(|s| s.value))
+    }
     /// Calls `read` once with the stored value's stamp and a reference to it, or `None`
     /// (expired or not: the views apply TTL), without copying the value where the engine
     /// holds it decoded. The heap engine calls `read` under the table's lock, so `read` must

@@ -35,17 +35,31 @@ use crate::ttl::{Stamped, TtlPolicy};
 /// Reads the single stamped value of Value, Reducing and Aggregating states, applying TTL:
 /// an expired value is removed (and returned only under `ReturnExpiredIfNotCleanedUp`); under
 /// `OnReadAndWrite` a live value is re-stamped.
+#[inline]
 pub(crate) fn read_single<K, N, V: Clone>(
     table: &dyn ValueTable<K, N, V>,
     ttl: Option<&TtlPolicy>,
     key: &Key<K>,
     ns: &N,
 ) -> Result<Option<V>> {
+    // Without TTL, the table's own read without stamps and nothing around it, inlined into
+    // the view: not a call whose answer is unpacked and packed again, in a function that
+    // saves every register for the TTL path first (DESIGN.md §9).
+    match ttl {
+        None => table.get_value(key, ns),
+        Some(ttl) => read_expiring(table, ttl, key, ns),
+    }
+}
+
+/// [`read_single`] of a state with TTL.
+fn read_expiring<K, N, V: Clone>(
+    table: &dyn ValueTable<K, N, V>,
+    ttl: &TtlPolicy,
+    key: &Key<K>,
+    ns: &N,
+) -> Result<Option<V>> {
     let Some(stored) = table.get(key, ns)? else {
         return Ok(None);
-    };
-    let Some(ttl) = ttl else {
-        return Ok(Some(stored.value));
     };
     let now = ttl.now();
     if ttl.expired(stored.last_access, now) {

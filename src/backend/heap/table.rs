@@ -943,6 +943,10 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
         self.get_state(key, ns, |s| s.map(P::unpack))
     }
 
+    fn get_value(&self, key: &Key<K>, ns: &N) -> Result<Option<V>> {
+        self.get_state(key, ns, |s| s.map(|p| p.peek().1.clone()))
+    }
+
     fn peek(&self, key: &Key<K>, ns: &N, read: &mut PeekFn<'_, V>) -> Result<()> {
         self.lend_state(key, ns, |s| read(s.map(P::peek)))
     }
