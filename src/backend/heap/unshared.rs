@@ -15,8 +15,16 @@ pub(crate) fn make_mut<T: Clone>(arc: &mut Arc<T>) -> &mut T {
     if sole(arc) {
         sole_mut(arc)
     } else {
-        Arc::make_mut(arc)
+        copied(arc)
     }
+}
+
+/// `Arc::make_mut` out of line: the rare copy kept apart from the in-place path, which then
+/// inlines into its callers without the copy's saved registers (DESIGN.md §9).
+#[cold]
+#[inline(never)]
+pub(crate) fn copied<T: Clone>(arc: &mut Arc<T>) -> &mut T {
+    Arc::make_mut(arc)
 }
 
 /// Whether `arc` is the only reference to its value: one strong reference, no weak one. With
