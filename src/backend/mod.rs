@@ -359,6 +359,15 @@ pub trait MapTable<K, N, UK, UV>: Send + Sync {
     /// ([`Error::KeyGroupOutOfRange`](crate::Error::KeyGroupOutOfRange)), stored bytes its
     /// codecs reject ([`Error::Decode`](crate::Error::Decode)) and its storage's failures.
     fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>>;
+    /// [`get`](Self::get) without the stamp, as [`ValueTable::get_value`] (a state without
+    /// TTL).
+    ///
+    /// # Errors
+    ///
+    /// What [`get`](Self::get) reports.
+    fn get_value(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<UV>> {
+        Ok(self.get(key, ns, user_key)?.map(|s| s.value))
+    }
     /// Calls `read` once with the entry's stamp and a reference to its value, or `None`, as
     /// [`ValueTable::peek`] does for a value (same contract: the heap engine calls it under
     /// the table's lock; the default lends a copy read through [`get`](Self::get)).

@@ -8,7 +8,7 @@ use super::{Core, LendOnce, view_common, write_stamp};
 use crate::backend::{Bare, ListRef, ListTable};
 use crate::error::Result;
 use crate::key::Key;
-use crate::ttl::Stamped;
+use crate::ttl::{Stamped, TtlPolicy};
 
 /// An ordered list per (key, namespace): duplicates and insertion order are preserved; an
 /// absent or empty list reads as an empty iterator. With TTL, elements expire one by one.
@@ -32,10 +32,19 @@ impl<K, E: Clone, N: PartialEq> ListState<K, E, N> {
     /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
     /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
     /// RocksDB's own errors.
+    #[inline]
     pub fn get(&self, key: &Key<K>, ns: &N) -> Result<vec::IntoIter<E>> {
-        let Some(ttl) = &self.core.ttl else {
-            return Ok(self.core.table.values(key, ns)?.into_iter());
-        };
+        // Without TTL, the table's values and nothing around them, inlined into the caller;
+        // the TTL path a function of its own (DESIGN.md §9, "Single reads without their
+        // stamps").
+        match &self.core.ttl {
+            None => self.core.table.values(key, ns).map(Vec::into_iter),
+            Some(ttl) => self.get_expiring(key, ns, ttl),
+        }
+    }
+
+    /// [`get`](Self::get) of a state with TTL.
+    fn get_expiring(&self, key: &Key<K>, ns: &N, ttl: &TtlPolicy) -> Result<vec::IntoIter<E>> {
         let stored = self.core.table.get(key, ns)?;
         if stored.is_empty() {
             return Ok(Vec::new().into_iter());

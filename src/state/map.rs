@@ -8,7 +8,7 @@ use super::{Core, LendOnce, lend, read_batch, view_common, write_stamp};
 use crate::backend::{Bare, MapRef, MapTable};
 use crate::error::Result;
 use crate::key::Key;
-use crate::ttl::Stamped;
+use crate::ttl::{Stamped, TtlPolicy};
 
 /// A map per (key, namespace). Removing the last entry removes the map. With TTL, entries
 /// expire one by one. Iteration order is engine-defined (heap: hash order; byte-level engines:
@@ -29,12 +29,27 @@ impl<K, UK: Clone, UV: Clone, N: PartialEq> MapState<K, UK, UV, N> {
     /// [`Error::MaxParallelismMismatch`](crate::Error::MaxParallelismMismatch)); the engine's
     /// failures: stored bytes the codecs reject ([`Error::Decode`](crate::Error::Decode)),
     /// RocksDB's own errors.
+    #[inline]
     pub fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<UV>> {
+        // Without TTL, the table's read without stamps and nothing around it, inlined into the
+        // caller; the TTL path a function of its own (DESIGN.md §9, "Single reads without
+        // their stamps").
+        match &self.core.ttl {
+            None => self.core.table.get_value(key, ns, user_key),
+            Some(ttl) => self.get_expiring(key, ns, user_key, ttl),
+        }
+    }
+
+    /// [`get`](Self::get) of a state with TTL.
+    fn get_expiring(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+        user_key: &UK,
+        ttl: &TtlPolicy,
+    ) -> Result<Option<UV>> {
         let Some(stored) = self.core.table.get(key, ns, user_key)? else {
             return Ok(None);
-        };
-        let Some(ttl) = &self.core.ttl else {
-            return Ok(Some(stored.value));
         };
         let now = ttl.now();
         if ttl.expired(stored.last_access, now) {

@@ -1065,7 +1065,7 @@ where
 
     fn values(&self, key: &Key<K>, ns: &N) -> Result<Vec<E>> {
         self.get_state(key, ns, |s| {
-            s.map(|l| l.iter().map(|p| p.unpack().value).collect())
+            s.map(|l| l.iter().map(|p| p.peek().1.clone()).collect())
                 .unwrap_or_default()
         })
     }
@@ -1113,6 +1113,12 @@ where
 {
     fn get(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<Stamped<UV>>> {
         self.get_state(key, ns, |s| s.and_then(|m| m.get(user_key).map(P::unpack)))
+    }
+
+    fn get_value(&self, key: &Key<K>, ns: &N, user_key: &UK) -> Result<Option<UV>> {
+        self.get_state(key, ns, |s| {
+            s.and_then(|m| m.get(user_key)).map(|p| p.peek().1.clone())
+        })
     }
 
     fn peek(&self, key: &Key<K>, ns: &N, user_key: &UK, read: &mut PeekFn<'_, UV>) -> Result<()> {
