@@ -27,7 +27,7 @@ use std::sync::Arc;
 use crate::checkpoint::{RestoredTimerSet, TimerMeta};
 use crate::error::Result;
 use crate::key::Key;
-use crate::ttl::Stamped;
+use crate::ttl::{Stamped, is_expired};
 use crate::types::{EngineConfig, MapKey, Namespace, StateKey, StateMeta, StateValue};
 
 /// What [`ValueTable::peek`] lends a stored value to: its stamp and a reference to it, or
@@ -178,6 +178,28 @@ pub trait ValueTable<K, N, V>: Send + Sync {
     /// What [`get`](Self::get) reports.
     fn get_value(&self, key: &Key<K>, ns: &N) -> Result<Option<V>> {
         Ok(self.get(key, ns)?.map(|s| s.value))
+    }
+    /// The read of a state with a TTL of `ttl_millis` that no read re-stamps, at `now`:
+    /// `Some(Some(value))` when stored and not expired ([`is_expired`]), `Some(None)` when
+    /// absent, and `None` when stored but expired, which the view then reads through
+    /// [`get`](Self::get) to remove it (the heap engine judges the stamp where it is stored
+    /// and clones only a live value; the default reads through `get`).
+    ///
+    /// # Errors
+    ///
+    /// What [`get`](Self::get) reports.
+    fn get_unexpired(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+        ttl_millis: u64,
+        now: u64,
+    ) -> Result<Option<Option<V>>> {
+        Ok(match self.get(key, ns)? {
+            None => Some(None),
+            Some(s) if !is_expired(s.last_access, ttl_millis, now) => Some(Some(s.value)),
+            Some(_) => None,
+        })
     }
     /// Calls `read` once with the stored value's stamp and a reference to it, or `None`
     /// (expired or not: the views apply TTL), without copying the value where the engine

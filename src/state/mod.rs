@@ -47,6 +47,14 @@ pub(crate) fn read_single<K, N, V: Clone>(
     // saves every register for the TTL path first (DESIGN.md §9).
     match ttl {
         None => table.get_value(key, ns),
+        // A read that re-stamps nothing: the stamp judged where it is stored, the full path
+        // only for a value found expired (which it removes).
+        Some(ttl) if !ttl.refresh_on_read() => {
+            match table.get_unexpired(key, ns, ttl.ttl_millis, ttl.now())? {
+                Some(answer) => Ok(answer),
+                None => read_expiring(table, ttl, key, ns),
+            }
+        }
         Some(ttl) => read_expiring(table, ttl, key, ns),
     }
 }

@@ -949,6 +949,21 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
         self.get_state(key, ns, |s| s.map(|p| p.peek().1.clone()))
     }
 
+    fn get_unexpired(
+        &self,
+        key: &Key<K>,
+        ns: &N,
+        ttl_millis: u64,
+        now: u64,
+    ) -> Result<Option<Option<V>>> {
+        self.get_state(key, ns, |s| match s.map(P::peek) {
+            None => Some(None),
+            Some((stamp, value)) => {
+                (!is_expired(stamp, ttl_millis, now)).then(|| Some(value.clone()))
+            }
+        })
+    }
+
     fn peek(&self, key: &Key<K>, ns: &N, read: &mut PeekFn<'_, V>) -> Result<()> {
         self.lend_state(key, ns, |s| read(s.map(P::peek)))
     }
