@@ -529,10 +529,11 @@ impl<K: StateKey, N: Namespace, S: Expiring + Send + Sync> HeapTable<K, N, S> {
     /// Every item is located first, under the lock and down to its segment (a [`Located`]
     /// borrows it), so that each item's table lines can be requested a few items before its
     /// lookup and the processor overlaps their cache misses, which one call per item cannot;
-    /// neither the request nor the lookup indexes the directory again. The locations are kept without their errors (a `Result` of one is 96
-    /// bytes, the `Error`'s size, an `Option` 24: a batch of 1,024 keeps 24 KiB of them, not
-    /// 96, and reads 1.3× as fast, DESIGN.md §9); an item that could not be located is
-    /// located again for its error when its turn comes.
+    /// neither the request nor the lookup indexes the directory again. The locations are kept
+    /// without their errors (a `Result` of one is 96 bytes, the `Error`'s size, an `Option`
+    /// of a location 24: a batch of 1,024 keeps 24 KiB of them, not 96, and reads 1.3× as
+    /// fast, DESIGN.md §9); an item that could not be located is located again for its error
+    /// when its turn comes.
     fn get_states<T, R>(
         &self,
         items: &[T],
