@@ -36,6 +36,7 @@ type TableGuard<'a, T> = spin::mutex::SpinMutexGuard<'a, T>;
 
 /// This thread's token for [`HeapTable::reader`]: the address of a thread-local, so distinct
 /// for every live thread and never 0.
+#[inline]
 fn thread_token() -> usize {
     thread_local! {
         static TOKEN: u8 = const { 0 };
@@ -47,6 +48,7 @@ fn thread_token() -> usize {
 struct Reading<'a>(&'a AtomicUsize);
 
 impl<'a> Reading<'a> {
+    #[inline]
     fn start(reader: &'a AtomicUsize) -> Self {
         reader.store(thread_token(), Ordering::Relaxed);
         Reading(reader)
@@ -54,6 +56,7 @@ impl<'a> Reading<'a> {
 }
 
 impl Drop for Reading<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.0.store(0, Ordering::Relaxed);
     }
