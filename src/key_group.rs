@@ -91,8 +91,8 @@ pub fn key_group_for_bytes(key_bytes: &[u8], max_parallelism: u32) -> u16 {
 
 /// `n % max_parallelism` without a division: a backend resolves a key per record, and the
 /// 32-bit `div` of `%` by a divisor known only at run time drew a third of the samples of a
-/// key's resolution (DESIGN.md §9, "Key resolution"). Lemire, Kaser and Kurz's "fastmod" (2019): with
-/// `magic = ⌊(2^64 − 1) / m⌋ + 1` (mod 2^64), `n % m` is the high 64 bits of
+/// key's resolution (DESIGN.md §9, "Key resolution"). Lemire, Kaser and Kurz's "fastmod"
+/// (2019): with `magic = ⌊(2^64 − 1) / m⌋ + 1` (mod 2^64), `n % m` is the high 64 bits of
 /// `(magic · n mod 2^64) · m`, exact for every 32-bit `n` and `m` ≥ 1 (tested against `%`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KeyGroupDivisor {
