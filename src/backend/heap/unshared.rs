@@ -23,7 +23,7 @@ pub(crate) fn make_mut<T: Clone>(arc: &mut Arc<T>) -> &mut T {
 /// inlines into its callers without the copy's saved registers (DESIGN.md §9).
 #[cold]
 #[inline(never)]
-pub(crate) fn copied<T: Clone>(arc: &mut Arc<T>) -> &mut T {
+fn copied<T: Clone>(arc: &mut Arc<T>) -> &mut T {
     Arc::make_mut(arc)
 }
 
