@@ -160,6 +160,19 @@ fn unstamped<V>(read: Vec<Result<Option<Stamped<V>>>>) -> Vec<Result<Option<V>>>
         .collect()
 }
 
+/// [`ValueTable::get_unexpired`]'s answer for what a read `found` (stamp and value):
+/// `Some(Some(value))` live, `Some(None)` absent, `None` expired.
+pub(crate) fn unexpired<V>(
+    found: Option<(u64, V)>,
+    ttl_millis: u64,
+    now: u64,
+) -> Option<Option<V>> {
+    match found {
+        None => Some(None),
+        Some((stamp, value)) => (!is_expired(stamp, ttl_millis, now)).then_some(Some(value)),
+    }
+}
+
 /// Storage for one Value, Reducing or Aggregating state: one stamped value per (key, namespace).
 pub trait ValueTable<K, N, V>: Send + Sync {
     /// The stored value, if any (expired or not: the views apply TTL).
@@ -195,11 +208,11 @@ pub trait ValueTable<K, N, V>: Send + Sync {
         ttl_millis: u64,
         now: u64,
     ) -> Result<Option<Option<V>>> {
-        Ok(match self.get(key, ns)? {
-            None => Some(None),
-            Some(s) if !is_expired(s.last_access, ttl_millis, now) => Some(Some(s.value)),
-            Some(_) => None,
-        })
+        Ok(unexpired(
+            self.get(key, ns)?.map(|s| (s.last_access, s.value)),
+            ttl_millis,
+            now,
+        ))
     }
     /// Calls `read` once with the stored value's stamp and a reference to it, or `None`
     /// (expired or not: the views apply TTL), without copying the value where the engine

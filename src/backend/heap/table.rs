@@ -12,6 +12,7 @@ use super::cow_map::{CowMap, CowSnapshot, Cursor, Located, Slot, Verdict};
 use super::snapshot::{Canonical, FrozenState, write_encoded};
 use crate::backend::{
     ListPeekFn, ListRef, ListTable, MapPeekFn, MapRef, MapTable, MapWalk, PeekFn, ValueTable,
+    unexpired,
 };
 use crate::checkpoint::format::blocks::{read_bytes, sorted_by_bytes};
 use crate::checkpoint::format::canonical::RestoredGroup;
@@ -960,11 +961,9 @@ impl<K: StateKey, N: Namespace, V: StateValue, P: Packed<V> + Expiring> ValueTab
         ttl_millis: u64,
         now: u64,
     ) -> Result<Option<Option<V>>> {
-        self.get_state(key, ns, |s| match s.map(P::peek) {
-            None => Some(None),
-            Some((stamp, value)) => {
-                (!is_expired(stamp, ttl_millis, now)).then(|| Some(value.clone()))
-            }
+        // Judged on the stored value, cloned only when live.
+        self.get_state(key, ns, |s| {
+            unexpired(s.map(P::peek), ttl_millis, now).map(|v| v.cloned())
         })
     }
 
