@@ -27,7 +27,10 @@
 //! `u64 → Vec<u64>` of 10, `u64 → HashMap<u64, u64>` of 10), with nothing of a state backend:
 //! no key groups, no serialization, no lock. It runs in the same process as the engines'
 //! functions, so their ratio to it is read off one run (between two processes `raw_hashmap`
-//! alone swings up to 2×, DESIGN.md §9). `benches/state_ops.rs` has the raw `rocksdb` crate's.
+//! alone swings up to 2×, DESIGN.md §9). After `rocksdb` comes `raw_rocksdb`: the same op
+//! through the raw `rocksdb` crate on the `rocksdb` function's own database
+//! (`RocksDbEngine::db`: the same files, options and caches), keys and values laid out as the
+//! engine lays them, so its ratio to `rocksdb` is the engine's own cost over RocksDB's.
 //!
 //! `job_value100_get` also runs `heap_with` and `rocksdb_with`: the same read through
 //! `ValueState::with`, which lends the stored value to a closure instead of returning a clone
@@ -218,6 +221,176 @@ impl RawShape {
             shape.map.insert(k, entries);
         }
         shape
+    }
+}
+
+/// The raw `rocksdb` crate on the `rocksdb` shape's own database ([`RocksDbEngine::db`]): the
+/// same files, options and caches, so `raw_rocksdb` ÷ `rocksdb` is what the engine's layer
+/// costs (key group check, key and namespace encoding, decoding, the TTL flag) on RocksDB's
+/// own work. Keys and values as the engine lays them out (DESIGN.md §7b): `[group][key BE]`,
+/// a map entry's with `[user key BE]` after, values big-endian, a list's elements framed
+/// `[8][element BE]`; writes write what the engine's would, so the functions after a raw
+/// write read what they would have read. The key's group comes from the backend, as the
+/// engine's functions resolve it.
+struct RawRocks<'a> {
+    backend: &'a KeyedStateBackend<u64, RocksDbEngine>,
+    db: &'a rocksdb::DBWithThreadMode<rocksdb::MultiThreaded>,
+    value8: Arc<rocksdb::BoundColumnFamily<'a>>,
+    value100: Arc<rocksdb::BoundColumnFamily<'a>>,
+    list: Arc<rocksdb::BoundColumnFamily<'a>>,
+    map: Arc<rocksdb::BoundColumnFamily<'a>>,
+    read: rocksdb::ReadOptions,
+    write: rocksdb::WriteOptions,
+}
+
+impl<'a> RawRocks<'a> {
+    fn new(shape: &'a Shape<RocksDbEngine>) -> Self {
+        let engine = shape.backend.engine();
+        let db = engine.db();
+        let cf = |name: &str| {
+            db.cf_handle(&format!("state:{name}"))
+                .expect("column family")
+        };
+        let mut write = rocksdb::WriteOptions::default();
+        write.disable_wal(!engine.options().write_ahead_log());
+        let raw = RawRocks {
+            backend: &shape.backend,
+            db,
+            value8: cf("value8"),
+            value100: cf("value100"),
+            list: cf("list"),
+            map: cf("map"),
+            read: rocksdb::ReadOptions::default(),
+            write,
+        };
+        // The layout above is the engine's: the raw reads decode what its reads return.
+        for k in [0, 1, 4_242] {
+            let key = shape.backend.key(k).expect("key");
+            assert_eq!(raw.value8_get(k), shape.value8.get(&key, &()).expect("get"));
+            assert_eq!(
+                raw.get(&raw.value100, raw.key(k)).as_deref(),
+                shape.value100.get(&key, &()).expect("get").as_deref()
+            );
+            assert_eq!(
+                raw.list_sum(k),
+                shape.list.get(&key, &()).expect("get").sum::<u64>()
+            );
+            assert_eq!(
+                raw.map_get(k, 3),
+                shape.map.get(&key, &(), &3).expect("get")
+            );
+            assert_eq!(
+                raw.map_sum(k),
+                shape
+                    .map
+                    .entries(&key, &())
+                    .expect("entries")
+                    .map(|(u, v)| u ^ v)
+                    .sum::<u64>()
+            );
+        }
+        raw
+    }
+
+    /// `[group][key BE]`.
+    fn key(&self, k: u64) -> [u8; 9] {
+        let key = self.backend.key(k).expect("key");
+        let mut out = [0u8; 9];
+        out[0] = u8::try_from(key.group()).expect("128 key groups: one byte");
+        out[1..].copy_from_slice(key.bytes());
+        out
+    }
+
+    fn entry_key(&self, k: u64, u: u64) -> [u8; 17] {
+        let mut out = [0u8; 17];
+        out[..9].copy_from_slice(&self.key(k));
+        out[9..].copy_from_slice(&u.to_be_bytes());
+        out
+    }
+
+    fn get(
+        &self,
+        cf: &Arc<rocksdb::BoundColumnFamily<'a>>,
+        key: impl AsRef<[u8]>,
+    ) -> Option<Vec<u8>> {
+        self.db
+            .get_pinned_cf_opt(cf, key, &self.read)
+            .expect("get")
+            .map(|v| v.to_vec())
+    }
+
+    fn u64_at(&self, cf: &Arc<rocksdb::BoundColumnFamily<'a>>, key: &[u8]) -> Option<u64> {
+        let v = self
+            .db
+            .get_pinned_cf_opt(cf, key, &self.read)
+            .expect("get")?;
+        Some(u64::from_be_bytes(v[..8].try_into().expect("8 bytes")))
+    }
+
+    fn value8_get(&self, k: u64) -> Option<u64> {
+        self.u64_at(&self.value8, &self.key(k))
+    }
+
+    /// The first byte and the length of the 100-byte value: what a caller touches.
+    fn value100_touch(&self, k: u64) -> usize {
+        self.db
+            .get_pinned_cf_opt(&self.value100, self.key(k), &self.read)
+            .expect("get")
+            .map_or(0, |v| usize::from(v[0]) + v.len())
+    }
+
+    /// The sum of a list's elements, walked in place.
+    fn list_sum(&self, k: u64) -> u64 {
+        let Some(v) = self
+            .db
+            .get_pinned_cf_opt(&self.list, self.key(k), &self.read)
+            .expect("get")
+        else {
+            return 0;
+        };
+        v.chunks_exact(9)
+            .map(|e| {
+                assert_eq!(e[0], 8, "an element's frame");
+                u64::from_be_bytes(e[1..].try_into().expect("8 bytes"))
+            })
+            .sum()
+    }
+
+    fn map_get(&self, k: u64, u: u64) -> Option<u64> {
+        self.u64_at(&self.map, &self.entry_key(k, u))
+    }
+
+    /// `u ^ v` summed over a map's entries: a prefix scan with a new iterator, as a plain
+    /// user of the crate makes one per scan.
+    fn map_sum(&self, k: u64) -> u64 {
+        let prefix = self.key(k);
+        let mut it = self.db.raw_iterator_cf(&self.map);
+        it.seek(prefix);
+        let mut sum = 0;
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            let Some(u) = key.strip_prefix(&prefix[..]) else {
+                break;
+            };
+            let u = u64::from_be_bytes(u.try_into().expect("8 bytes"));
+            sum += u ^ u64::from_be_bytes(value.try_into().expect("8 bytes"));
+            it.next();
+        }
+        it.status().expect("scan");
+        sum
+    }
+
+    fn put(&self, cf: &Arc<rocksdb::BoundColumnFamily<'a>>, key: &[u8], value: &[u8]) {
+        self.db
+            .put_cf_opt(cf, key, value, &self.write)
+            .expect("put");
+    }
+
+    fn list_add(&self, k: u64, element: u64) {
+        let mut framed = [8u8; 9];
+        framed[1..].copy_from_slice(&element.to_be_bytes());
+        self.db
+            .merge_cf_opt(&self.list, self.key(k), framed, &self.write)
+            .expect("merge");
     }
 }
 
@@ -434,29 +607,33 @@ impl Quiesce for RocksDbEngine {
     }
 }
 
-/// One op: functions `raw_hashmap` (the `raw = |..|` body on the [`RawShape`]), `heap` and
-/// `rocksdb`; with a `batch` body (a whole chunk of `BATCH` ops, from resolving their keys on)
+/// One op: functions `raw_hashmap` (the `raw = |..|` body on the [`RawShape`]), `heap`,
+/// `rocksdb` and `raw_rocksdb` (the `rocks = |..|` body on the [`RawRocks`]); with a `batch` body (a whole chunk of `BATCH` ops, from resolving their keys on)
 /// also `heap_batch` and `rocksdb_batch`, and the single op again on the states with TTL,
 /// `heap_ttl` and `rocksdb_ttl`; with a function name after the batch body, that name runs the
 /// batch on the parallel-read RocksDB engine.
 macro_rules! job_op {
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
      raw = |$r:ident, $rk:ident, $ru:ident, $rp:ident| $raw:expr,
+     rocks = |$d:ident, $dk:ident, $du:ident, $dp:ident| $rocks:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {{
         let mut g = group($c, $name);
         job_op!(@raw g, $shapes, $seq, $payloads, |$r, $rk, $ru, $rp| $raw);
         job_op!(@one g, "heap", $shapes, heap, $seq, $payloads, |$s, $k, $u, $p| $body);
         job_op!(@one g, "rocksdb", $shapes, rocks, $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@rawdb g, $shapes, $seq, $payloads, |$d, $dk, $du, $dp| $rocks);
         g.finish();
     }};
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
      raw = |$r:ident, $rk:ident, $ru:ident, $rp:ident| $raw:expr,
+     rocks = |$d:ident, $dk:ident, $du:ident, $dp:ident| $rocks:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr,
      batch |$bs:ident, $chunk:ident| $batch:expr $(, $parallel:literal)?) => {{
         let mut g = group($c, $name);
         job_op!(@raw g, $shapes, $seq, $payloads, |$r, $rk, $ru, $rp| $raw);
         job_op!(@one g, "heap", $shapes, heap, $seq, $payloads, |$s, $k, $u, $p| $body);
         job_op!(@one g, "rocksdb", $shapes, rocks, $seq, $payloads, |$s, $k, $u, $p| $body);
+        job_op!(@rawdb g, $shapes, $seq, $payloads, |$d, $dk, $du, $dp| $rocks);
         job_op!(@chunks g, "heap_batch", $shapes, heap, $seq, |$bs, $chunk| $batch);
         job_op!(@chunks g, "rocksdb_batch", $shapes, rocks, $seq, |$bs, $chunk| $batch);
         $(job_op!(@chunks g, $parallel, $shapes, rocks_parallel, $seq, |$bs, $chunk| $batch);)?
@@ -474,6 +651,19 @@ macro_rules! job_op {
                 let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
                 let $r = &mut *shape;
                 black_box($raw);
+            });
+            b.iter(&mut step)
+        });
+    };
+    // Function `raw_rocksdb`: the body on a `RawRocks` over the `rocksdb` shape's database.
+    (@rawdb $g:ident, $shapes:expr, $seq:expr, $payloads:expr,
+     |$d:ident, $k:ident, $u:ident, $p:ident| $body:expr) => {
+        $g.bench_function("raw_rocksdb", |b| {
+            let $d = RawRocks::new($shapes.rocks());
+            $shapes.quiesce();
+            let mut step = over_sequence($seq, |$k, $u| {
+                let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
+                black_box($body);
             });
             b.iter(&mut step)
         });
@@ -587,6 +777,7 @@ fn job_shape(c: &mut Criterion) {
         &seq,
         payloads,
         raw = |r, k, _u, _p| r.value8.get(&k).copied(),
+        rocks = |d, k, _u, _p| d.value8_get(k),
         |s, k, _u, _p| {
             let key = s.backend.key(k).expect("key");
             s.value8.get(&key, &()).expect("get")
@@ -610,6 +801,7 @@ fn job_shape(c: &mut Criterion) {
         &seq,
         payloads,
         raw = |r, k, _u, _p| r.value8.insert(k, k ^ 1),
+        rocks = |d, k, _u, _p| d.put(&d.value8, &d.key(k), &(k ^ 1).to_be_bytes()),
         |s, k, _u, _p| {
             let key = s.backend.key(k).expect("key");
             s.value8.update(&key, &(), k ^ 1).expect("update")
@@ -639,6 +831,7 @@ fn job_shape(c: &mut Criterion) {
         job_op!(@raw g, shapes, &seq, payloads, |r, k, _u, _p| r.value100.get(&k).cloned());
         job_op!(@one g, "heap", shapes, heap, &seq, payloads, |s, k, _u, _p| get(s, k));
         job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| get(s, k));
+        job_op!(@rawdb g, shapes, &seq, payloads, |d, k, _u, _p| d.value100_touch(k));
         job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
         job_op!(@one g, "rocksdb_with", shapes, rocks, &seq, payloads, |s, k, _u, _p| with(s, k));
         g.finish();
@@ -650,6 +843,7 @@ fn job_shape(c: &mut Criterion) {
         &seq,
         payloads,
         raw = |r, k, _u, p| r.value100.insert(k, p.clone()),
+        rocks = |d, k, _u, p| d.put(&d.value100, &d.key(k), p),
         |s, k, _u, p| {
             let key = s.backend.key(k).expect("key");
             s.value100.update(&key, &(), p.clone()).expect("update")
@@ -673,6 +867,7 @@ fn job_shape(c: &mut Criterion) {
             .map_or(0, |l| l.iter().sum::<u64>()));
         job_op!(@one g, "heap", shapes, heap, &seq, payloads, |s, k, _u, _p| get(s, k));
         job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| get(s, k));
+        job_op!(@rawdb g, shapes, &seq, payloads, |d, k, _u, _p| d.list_sum(k));
         job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
         job_op!(@one g, "rocksdb_with", shapes, rocks, &seq, payloads, |s, k, _u, _p| with(s, k));
         // The batched read too (`ListState::get_batch`; issue 15 names four other groups).
@@ -696,6 +891,7 @@ fn job_shape(c: &mut Criterion) {
         &seq,
         payloads,
         raw = |r, k, _u, _p| r.list.entry(k).or_default().push(k),
+        rocks = |d, k, _u, _p| d.list_add(k, k),
         |s, k, _u, _p| {
             let key = s.backend.key(k).expect("key");
             s.list.add(&key, &(), k).expect("add")
@@ -715,6 +911,7 @@ fn job_shape(c: &mut Criterion) {
         &seq,
         payloads,
         raw = |r, k, u, _p| r.map.get(&k).and_then(|m| m.get(&u)).copied(),
+        rocks = |d, k, u, _p| d.map_get(k, u),
         |s, k, u, _p| {
             let key = s.backend.key(k).expect("key");
             s.map.get(&key, &(), &u).expect("get")
@@ -746,6 +943,7 @@ fn job_shape(c: &mut Criterion) {
             .entry(k)
             .or_insert_with(|| Raw::with_hasher(hasher()))
             .insert(u, k),
+        rocks = |d, k, u, _p| d.put(&d.map, &d.entry_key(k, u), &k.to_be_bytes()),
         |s, k, u, _p| {
             let key = s.backend.key(k).expect("key");
             s.map.put(&key, &(), u, k).expect("put")
@@ -774,6 +972,7 @@ fn job_shape(c: &mut Criterion) {
             .map_or(0, |m| m.iter().map(|(u, v)| u ^ v).sum::<u64>()));
         job_op!(@one g, "heap", shapes, heap, &seq, payloads, |s, k, _u, _p| entries(s, k));
         job_op!(@one g, "rocksdb", shapes, rocks, &seq, payloads, |s, k, _u, _p| entries(s, k));
+        job_op!(@rawdb g, shapes, &seq, payloads, |d, k, _u, _p| d.map_sum(k));
         job_op!(@one g, "heap_with", shapes, heap, &seq, payloads, |s, k, _u, _p| with(s, k));
         job_op!(@one g, "rocksdb_with", shapes, rocks, &seq, payloads, |s, k, _u, _p| with(s, k));
         g.finish();
@@ -788,6 +987,7 @@ fn job_shape(c: &mut Criterion) {
         &seq,
         payloads,
         raw = |r, k, _u, _p| r.value8.get(&(k + n)).copied(),
+        rocks = |d, k, _u, _p| d.value8_get(k + n),
         |s, k, _u, _p| {
             let key = s.backend.key(k + n).expect("key");
             s.value8.get(&key, &()).expect("get")

@@ -767,6 +767,35 @@ impl RocksDbEngine {
         &self.options
     }
 
+    /// The RocksDB database underneath (the `rocksdb` crate's type), for what the engine does
+    /// not wrap: RocksDB's properties and statistics, or a baseline of the raw crate on the
+    /// same files (`raw_rocksdb` in `benches/job_shape.rs`). Every state's column family is
+    /// named `state:<name>`; keys and values are laid out as DESIGN.md §7b describes.
+    ///
+    /// Read through it freely. A write through it bypasses the engine's checks, TTL stamps and
+    /// kept scan iterators (which see it only at their next refresh); one that does not follow
+    /// the layout is read back as [`Error::Decode`].
+    ///
+    /// ```
+    /// use keyed_state::backend::rocksdb::{RocksDbEngine, RocksDbOptions};
+    /// use keyed_state::state::ValueStateDescriptor;
+    /// use keyed_state::{EngineConfig, KeyedStateBackend};
+    /// # fn main() -> Result<(), keyed_state::Error> {
+    /// let engine = RocksDbEngine::open_temporary(EngineConfig::default(), RocksDbOptions::default())?;
+    /// let backend = KeyedStateBackend::<u64, _>::new(engine);
+    /// let count = backend.value_state(&ValueStateDescriptor::<u64>::new("count"))?;
+    /// count.update(&backend.key(7)?, &(), 1)?;
+    /// let db = backend.engine().db();
+    /// let cf = db.cf_handle("state:count").expect("one column family per state");
+    /// let keys = db.property_int_value_cf(&cf, "rocksdb.estimate-num-keys")?;
+    /// assert_eq!(keys, Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn db(&self) -> &rocksdb::DBWithThreadMode<MultiThreaded> {
+        &self.handle.db
+    }
+
     /// Flushes every state's memtables to SST files.
     ///
     /// # Errors
