@@ -8,13 +8,14 @@ use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
 use super::column::Column;
 use super::layout::{
-    RawKey, decode_prefix, encode_value, group_prefix_len, key_prefix, read_elements,
-    read_user_key, read_value, write_elements, write_group, write_value_part,
+    RawKey, decode_prefix, encode_element, encode_value, group_prefix_len, key_prefix,
+    read_elements, read_list, read_user_key, read_value, write_elements, write_group,
+    write_value_part,
 };
 use super::options::MIN_KEYS_PER_READ_THREAD;
 use super::scan::ScanSlot;
 use super::{DbHandle, RocksDbOptions, cf_name};
-use crate::backend::{ListTable, MapTable, ValueTable};
+use crate::backend::{Bare, ListPeekFn, ListRef, ListTable, MapTable, ValueTable};
 use crate::error::{CodecError, Error, Result};
 use crate::key::Key;
 use crate::ttl::Stamped;
@@ -276,13 +277,38 @@ impl<K: StateKey, N: Namespace, V: StateValue> ValueTable<K, N, V> for RocksTabl
     }
 }
 
-impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for RocksTable<K, N, Vec<E>> {
-    fn get(&self, key: &Key<K>, ns: &N) -> Result<Vec<Stamped<E>>> {
+impl<K: StateKey, N: Namespace, E: StateValue> RocksTable<K, N, Vec<E>> {
+    /// The list of (key, ns) decoded into `make(stamp, element)` per element (empty when
+    /// absent).
+    fn read_list<T>(&self, key: &Key<K>, ns: &N, make: impl Fn(u64, E) -> T) -> Result<Vec<T>> {
         let raw_key = self.prefix(key, ns)?;
         match self.get_raw(&raw_key)? {
-            Some(bytes) => read_elements(&bytes, self.ttl).map_err(|e| self.decode_err(e)),
+            Some(bytes) => read_list(&bytes, self.ttl, make).map_err(|e| self.decode_err(e)),
             None => Ok(Vec::new()),
         }
+    }
+}
+
+impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for RocksTable<K, N, Vec<E>> {
+    fn get(&self, key: &Key<K>, ns: &N) -> Result<Vec<Stamped<E>>> {
+        self.read_list(key, ns, Stamped::new)
+    }
+
+    /// The elements decoded straight into the caller's vector, not into stamped ones first.
+    fn values(&self, key: &Key<K>, ns: &N) -> Result<Vec<E>> {
+        self.read_list(key, ns, |_, element| element)
+    }
+
+    /// Without TTL the elements are lent bare, decoded once (no stamps to carry).
+    fn peek(&self, key: &Key<K>, ns: &N, read: &mut ListPeekFn<'_, E>) -> Result<()> {
+        if self.ttl {
+            read(ListRef::Stamped(&self.get(key, ns)?));
+        } else {
+            read(ListRef::Bare(
+                &self.read_list(key, ns, |_, element| Bare(element))?,
+            ));
+        }
+        Ok(())
     }
 
     fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<Stamped<E>>>> {
@@ -295,15 +321,36 @@ impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for RocksTable
         })
     }
 
+    fn get_many_values(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<E>>> {
+        let raw = items
+            .iter()
+            .map(|&(key, ns)| self.prefix(key, ns))
+            .collect();
+        self.multi_get(raw, |value| {
+            value.map_or(Ok(Vec::new()), |bytes| {
+                read_list(bytes, self.ttl, |_, element| element)
+            })
+        })
+    }
+
+    /// One merge of the element's frame, made on the stack when it is small.
+    fn push(&self, key: &Key<K>, ns: &N, element: Stamped<E>) -> Result<()> {
+        let raw_key = self.prefix(key, ns)?;
+        Ok(self.column.db().merge_cf_opt(
+            self.cf(),
+            &raw_key,
+            encode_element(self.ttl, &element),
+            &self.write,
+        )?)
+    }
+
     fn push_many(&self, items: Vec<(&Key<K>, &N, Stamped<E>)>) -> Result<()> {
         self.write_many(
             items
                 .into_iter()
                 .map(|(key, ns, element)| (self.prefix(key, ns), element)),
             |batch, cf, raw, element| {
-                let mut bytes = Vec::new();
-                write_elements(&mut bytes, self.ttl, std::slice::from_ref(&element));
-                batch.merge_cf(cf, raw, bytes);
+                batch.merge_cf(cf, raw, encode_element(self.ttl, &element));
             },
         )
     }
