@@ -161,6 +161,11 @@ macro_rules! byte_like {
                 let $s = self;
                 small(out, $as_bytes)
             }
+            #[inline]
+            fn encoded_bytes(&self) -> Option<&[u8]> {
+                let $s = self;
+                Some($as_bytes)
+            }
             fn decode($b: &[u8]) -> Result<Self, CodecError> {
                 $from
             }
@@ -322,6 +327,9 @@ mod tests {
         let mut small = [0xEE; SMALL_ENCODING_BYTES];
         if let Some(n) = v.encode_small(&mut small) {
             prop_assert_eq!(&small[..n], &bytes[..]);
+        }
+        if let Some(lent) = v.encoded_bytes() {
+            prop_assert_eq!(lent, &bytes[..]);
         }
         prop_assert_eq!(&T::decode(&bytes)?, v);
         // Nested: self-delimiting, leaves what follows untouched.

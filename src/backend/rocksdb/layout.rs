@@ -15,6 +15,8 @@
 // A decoder of bytes from disk or the network: no indexing that can panic.
 #![deny(clippy::indexing_slicing)]
 
+use std::ops::Deref;
+
 use super::stack_bytes::StackBytes;
 use crate::codec::{Codec, SMALL_ENCODING_BYTES, expect_end, read_varint_u32, take, write_len};
 use crate::error::CodecError;
@@ -163,24 +165,56 @@ pub(crate) fn write_value<V: Codec>(out: &mut Vec<u8>, ttl: bool, value: &Stampe
     value.value.encode(out);
 }
 
-/// A value made for one write: the stamp and a small value stay on the stack.
-pub(crate) type RawValue = StackBytes;
+/// A value's bytes for one write.
+pub(crate) enum RawValue<'a> {
+    /// The value's own memory, which is its whole encoding ([`Codec::encoded_bytes`]; no TTL
+    /// stamp to put before it).
+    Borrowed(&'a [u8]),
+    /// Made for the write: on the stack when short.
+    Made(StackBytes),
+}
 
-/// The bytes [`write_value`] writes, on the stack when the value has a small encoding
-/// ([`Codec::encode_small`]), else in one allocation.
-pub(crate) fn encode_value<V: Codec>(ttl: bool, value: &Stamped<V>) -> RawValue {
+impl Deref for RawValue<'_> {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            RawValue::Borrowed(bytes) => bytes,
+            RawValue::Made(bytes) => bytes,
+        }
+    }
+}
+
+impl AsRef<[u8]> for RawValue<'_> {
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+/// The bytes [`write_value`] writes: the value's own when they are all of it (no TTL, and a
+/// type whose memory is its encoding), else on the stack when the value has a small encoding
+/// ([`Codec::encode_small`]), else in one allocation of the size needed when the type lends
+/// its bytes.
+pub(crate) fn encode_value<V: Codec>(ttl: bool, value: &Stamped<V>) -> RawValue<'_> {
+    let lent = value.value.encoded_bytes();
+    if !ttl && let Some(bytes) = lent {
+        return RawValue::Borrowed(bytes);
+    }
     let mut small = [0u8; SMALL_ENCODING_BYTES];
     if let Some(encoded) = small_encoding(&value.value, &mut small) {
-        let mut out = RawValue::new();
+        let mut out = StackBytes::new();
         if ttl {
             out.put(&value.last_access.to_be_bytes());
         }
         out.put(encoded);
-        out
+        RawValue::Made(out)
     } else {
-        let mut bytes = Vec::with_capacity(8 + V::FIXED_LEN.unwrap_or(16));
+        let body = lent.map_or(V::FIXED_LEN.unwrap_or(16), <[u8]>::len);
+        let mut bytes = Vec::with_capacity(8 + body);
         write_value(&mut bytes, ttl, value);
-        RawValue::from_vec(bytes)
+        RawValue::Made(StackBytes::from_vec(bytes))
     }
 }
 
@@ -552,7 +586,8 @@ mod tests {
             }
             let mut written = Vec::new();
             write_value(&mut written, ttl, &Stamped::new(stamp, n));
-            prop_assert_eq!(&*encode_value(ttl, &Stamped::new(stamp, n)), &written[..]);
+            let value = Stamped::new(stamp, n);
+            prop_assert_eq!(&*encode_value(ttl, &value), &written[..]);
         }
 
         #[test]
