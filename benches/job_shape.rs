@@ -43,7 +43,10 @@
 //! `job_value_get`, `job_value_update`, `job_map_get` and `job_list_add` also run `heap_batch`
 //! and `rocksdb_batch`: the same ops through the batched calls (`get_batch`, `update_batch`,
 //! `add_batch`), 1,024 records at a time, resolving their keys included; so does
-//! `job_list_get` (`ListState::get_batch`), after its single reads. The two read groups,
+//! `job_list_get` (`ListState::get_batch`), after its single reads. The four groups run
+//! `raw_rocksdb_batch` after `rocksdb_batch`: the same chunk through the raw crate on the
+//! `rocksdb` function's database, as the engine batches it (reads: one sorted
+//! `batched_multi_get_cf`; writes: one `WriteBatch`). The two read groups,
 //! `job_value_get` and `job_map_get`, also run `rocksdb_batch_parallel`: `rocksdb_batch` on a
 //! third RocksDB engine whose batched reads split over as many threads as the machine has
 //! cores (`RocksDbOptions::with_batch_read_threads`).
@@ -385,11 +388,42 @@ impl<'a> RawRocks<'a> {
             .expect("put");
     }
 
-    fn list_add(&self, k: u64, element: u64) {
+    /// The `u64`s found under `keys`, summed, through one sorted batched multi-get, as the
+    /// engine's batched reads make theirs.
+    fn multi_get_sum<K: AsRef<[u8]> + Ord>(
+        &self,
+        cf: &Arc<rocksdb::BoundColumnFamily<'a>>,
+        mut keys: Vec<K>,
+    ) -> u64 {
+        keys.sort_unstable();
+        self.db
+            .batched_multi_get_cf_opt(cf, &keys, true, &self.read)
+            .into_iter()
+            .map(|v| {
+                v.expect("get").map_or(0, |v| {
+                    u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))
+                })
+            })
+            .sum()
+    }
+
+    /// One `WriteBatch` filled by `fill`, written as the engine writes its batches.
+    fn write_batch(&self, fill: impl FnOnce(&mut rocksdb::WriteBatch)) {
+        let mut batch = rocksdb::WriteBatch::default();
+        fill(&mut batch);
+        self.db.write_opt(batch, &self.write).expect("write");
+    }
+
+    /// `[8][element BE]`, a list element's frame.
+    fn frame(element: u64) -> [u8; 9] {
         let mut framed = [8u8; 9];
         framed[1..].copy_from_slice(&element.to_be_bytes());
+        framed
+    }
+
+    fn list_add(&self, k: u64, element: u64) {
         self.db
-            .merge_cf_opt(&self.list, self.key(k), framed, &self.write)
+            .merge_cf_opt(&self.list, self.key(k), Self::frame(element), &self.write)
             .expect("merge");
     }
 }
@@ -628,7 +662,8 @@ macro_rules! job_op {
      raw = |$r:ident, $rk:ident, $ru:ident, $rp:ident| $raw:expr,
      rocks = |$d:ident, $dk:ident, $du:ident, $dp:ident| $rocks:expr,
      |$s:ident, $k:ident, $u:ident, $p:ident| $body:expr,
-     batch |$bs:ident, $chunk:ident| $batch:expr $(, $parallel:literal)?) => {{
+     batch |$bs:ident, $chunk:ident| $batch:expr,
+     rocks_batch = |$rd:ident, $rchunk:ident| $rocks_batch:expr $(, $parallel:literal)?) => {{
         let mut g = group($c, $name);
         job_op!(@raw g, $shapes, $seq, $payloads, |$r, $rk, $ru, $rp| $raw);
         job_op!(@one g, "heap", $shapes, heap, $seq, $payloads, |$s, $k, $u, $p| $body);
@@ -636,6 +671,7 @@ macro_rules! job_op {
         job_op!(@rawdb g, $shapes, $seq, $payloads, |$d, $dk, $du, $dp| $rocks);
         job_op!(@chunks g, "heap_batch", $shapes, heap, $seq, |$bs, $chunk| $batch);
         job_op!(@chunks g, "rocksdb_batch", $shapes, rocks, $seq, |$bs, $chunk| $batch);
+        job_op!(@rawbatch g, $shapes, $seq, |$rd, $rchunk| $rocks_batch);
         $(job_op!(@chunks g, $parallel, $shapes, rocks_parallel, $seq, |$bs, $chunk| $batch);)?
         job_op!(@one g, "heap_ttl", $shapes, heap_ttl, $seq, $payloads, |$s, $k, $u, $p| $body);
         job_op!(@one g, "rocksdb_ttl", $shapes, rocks_ttl, $seq, $payloads, |$s, $k, $u, $p| $body);
@@ -663,6 +699,17 @@ macro_rules! job_op {
             $shapes.quiesce();
             let mut step = over_sequence($seq, |$k, $u| {
                 let $p = &$payloads[usize::from($k.to_le_bytes()[0])];
+                black_box($body);
+            });
+            b.iter(&mut step)
+        });
+    };
+    // Function `raw_rocksdb_batch`: the batch body on a `RawRocks`, one chunk at a time.
+    (@rawbatch $g:ident, $shapes:expr, $seq:expr, |$d:ident, $chunk:ident| $body:expr) => {
+        $g.bench_function("raw_rocksdb_batch", |b| {
+            let $d = RawRocks::new($shapes.rocks());
+            $shapes.quiesce();
+            let mut step = over_chunks($seq, |$chunk| {
                 black_box($body);
             });
             b.iter(&mut step)
@@ -792,6 +839,10 @@ fn job_shape(c: &mut Criterion) {
                 .map(|r| r.expect("get").unwrap_or(0))
                 .sum::<u64>()
         },
+        rocks_batch = |d, chunk| {
+            let keys = chunk.iter().map(|&(k, _)| d.key(k)).collect();
+            d.multi_get_sum(&d.value8, keys)
+        },
         "rocksdb_batch_parallel"
     );
     job_op!(
@@ -812,7 +863,12 @@ fn job_shape(c: &mut Criterion) {
             s.value8
                 .update_batch(keys.iter().map(|k| (k, &(), *k.key() ^ 1)))
                 .expect("update")
-        }
+        },
+        rocks_batch = |d, chunk| d.write_batch(|batch| {
+            for &(k, _) in chunk {
+                batch.put_cf(&d.value8, d.key(k), (k ^ 1).to_be_bytes());
+            }
+        })
     );
     {
         // Also through the borrowing read, `with`, which lends the stored `Bytes` (heap: no
@@ -902,7 +958,12 @@ fn job_shape(c: &mut Criterion) {
             s.list
                 .add_batch(keys.iter().map(|k| (k, &(), *k.key())))
                 .expect("add")
-        }
+        },
+        rocks_batch = |d, chunk| d.write_batch(|batch| {
+            for &(k, _) in chunk {
+                batch.merge_cf(&d.list, d.key(k), RawRocks::frame(k));
+            }
+        })
     );
     job_op!(
         c,
@@ -929,6 +990,10 @@ fn job_shape(c: &mut Criterion) {
                 .into_iter()
                 .map(|r| r.expect("get").unwrap_or(0))
                 .sum::<u64>()
+        },
+        rocks_batch = |d, chunk| {
+            let keys = chunk.iter().map(|&(k, u)| d.entry_key(k, u)).collect();
+            d.multi_get_sum(&d.map, keys)
         },
         "rocksdb_batch_parallel"
     );
