@@ -642,10 +642,11 @@ impl Quiesce for RocksDbEngine {
 }
 
 /// One op: functions `raw_hashmap` (the `raw = |..|` body on the [`RawShape`]), `heap`,
-/// `rocksdb` and `raw_rocksdb` (the `rocks = |..|` body on the [`RawRocks`]); with a `batch` body (a whole chunk of `BATCH` ops, from resolving their keys on)
-/// also `heap_batch` and `rocksdb_batch`, and the single op again on the states with TTL,
-/// `heap_ttl` and `rocksdb_ttl`; with a function name after the batch body, that name runs the
-/// batch on the parallel-read RocksDB engine.
+/// `rocksdb` and `raw_rocksdb` (the `rocks = |..|` body on the [`RawRocks`]); with a `batch`
+/// body (a whole chunk of `BATCH` ops, from resolving their keys on) also `heap_batch`,
+/// `rocksdb_batch` and `raw_rocksdb_batch` (the `rocks_batch = |..|` body), and the single op
+/// again on the states with TTL, `heap_ttl` and `rocksdb_ttl`; with a function name after the
+/// batch bodies, that name runs the batch on the parallel-read RocksDB engine.
 macro_rules! job_op {
     ($c:expr, $name:literal, $shapes:expr, $seq:expr, $payloads:expr,
      raw = |$r:ident, $rk:ident, $ru:ident, $rp:ident| $raw:expr,
