@@ -130,12 +130,17 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
         decode: impl Fn(Option<&[u8]>) -> Result<T, CodecError> + Sync,
     ) -> Vec<Result<T>> {
         let cf = self.cf();
-        // RocksDB's batched lookup wants its keys sorted; remember where each came from.
-        let mut order: Vec<usize> = (0..raw_keys.len())
-            .filter(|&i| raw_keys[i].is_ok())
+        // RocksDB's batched lookup wants its keys sorted; remember where each came from. Each
+        // key is sorted by its first 8 bytes as a number, then by all of them: the same order
+        // (`sort_head`), with a `memcmp` only between keys that share those 8 bytes.
+        let mut sorted: Vec<(u64, &[u8], usize)> = raw_keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, raw)| raw.as_deref().ok().map(|key| (sort_head(key), key, i)))
             .collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let order: Vec<usize> = sorted.iter().map(|&(_, _, i)| i).collect();
         let key_of = |i: usize| raw_keys[i].as_deref().unwrap_or_default();
-        order.sort_by(|&a, &b| key_of(a).cmp(key_of(b)));
         let read = |part: &[usize]| -> Vec<Result<T>> {
             let found = self.column.db().batched_multi_get_cf_opt(
                 cf,
@@ -231,6 +236,19 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
         })?;
         Ok(out)
     }
+}
+
+/// The first 8 bytes of `key` as a big-endian number, zero-padded when shorter. Ordering keys
+/// by it, then by their bytes, is their byte order: where two heads differ, the first byte that
+/// differs lies in them (a padding zero only ever differs from a real byte above zero, and the
+/// shorter key is then the smaller, as a prefix is); where they agree, the bytes decide.
+fn sort_head(key: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    let n = key.len().min(8);
+    if let (Some(to), Some(from)) = (head.get_mut(..n), key.get(..n)) {
+        to.copy_from_slice(from);
+    }
+    u64::from_be_bytes(head)
 }
 
 impl<K: StateKey, N: Namespace, V: StateValue> ValueTable<K, N, V> for RocksTable<K, N, V> {
@@ -490,5 +508,25 @@ impl<K: StateKey, N: Namespace, UK: MapKey, UV: StateValue> MapTable<K, N, UK, U
 
     fn keys(&self, group: u16) -> Result<Vec<(K, N)>> {
         self.keys_of(group, |_| true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sort_head;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Keys ordered by their head, then their bytes, come out in byte order: short keys,
+        /// keys with zero bytes and keys sharing their first 8 bytes included.
+        #[test]
+        fn head_then_bytes_is_byte_order(keys in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), Just(0xff), any::<u8>()], 0..12), 0..40)) {
+            let mut by_head = keys.clone();
+            by_head.sort_by(|a, b| sort_head(a).cmp(&sort_head(b)).then_with(|| a.cmp(b)));
+            let mut by_bytes = keys;
+            by_bytes.sort();
+            prop_assert_eq!(by_head, by_bytes);
+        }
     }
 }
