@@ -8,9 +8,8 @@ use rocksdb::{BoundColumnFamily, ReadOptions, WriteBatch, WriteOptions};
 
 use super::column::Column;
 use super::layout::{
-    RawKey, decode_prefix, encode_element, encode_value, group_prefix_len, key_prefix,
-    read_elements, read_list, read_user_key, read_value, write_elements, write_group,
-    write_value_part,
+    RawKey, decode_prefix, encode_element, encode_value, group_prefix_len, key_prefix, read_list,
+    read_user_key, read_value, write_elements, write_group, write_value_part,
 };
 use super::options::MIN_KEYS_PER_READ_THREAD;
 use super::scan::ScanSlot;
@@ -305,6 +304,21 @@ impl<K: StateKey, N: Namespace, E: StateValue> RocksTable<K, N, Vec<E>> {
             None => Ok(Vec::new()),
         }
     }
+
+    /// [`read_list`](Self::read_list) of every pair, in one sorted multi-get.
+    fn read_lists<T: Send>(
+        &self,
+        items: &[(&Key<K>, &N)],
+        make: impl Fn(u64, E) -> T + Sync,
+    ) -> Vec<Result<Vec<T>>> {
+        let raw = items
+            .iter()
+            .map(|&(key, ns)| self.prefix(key, ns))
+            .collect();
+        self.multi_get(raw, |value| {
+            value.map_or(Ok(Vec::new()), |bytes| read_list(bytes, self.ttl, &make))
+        })
+    }
 }
 
 impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for RocksTable<K, N, Vec<E>> {
@@ -330,25 +344,11 @@ impl<K: StateKey, N: Namespace, E: StateValue> ListTable<K, N, E> for RocksTable
     }
 
     fn get_many(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<Stamped<E>>>> {
-        let raw = items
-            .iter()
-            .map(|&(key, ns)| self.prefix(key, ns))
-            .collect();
-        self.multi_get(raw, |value| {
-            value.map_or(Ok(Vec::new()), |bytes| read_elements(bytes, self.ttl))
-        })
+        self.read_lists(items, Stamped::new)
     }
 
     fn get_many_values(&self, items: &[(&Key<K>, &N)]) -> Vec<Result<Vec<E>>> {
-        let raw = items
-            .iter()
-            .map(|&(key, ns)| self.prefix(key, ns))
-            .collect();
-        self.multi_get(raw, |value| {
-            value.map_or(Ok(Vec::new()), |bytes| {
-                read_list(bytes, self.ttl, |_, element| element)
-            })
-        })
+        self.read_lists(items, |_, element| element)
     }
 
     /// One merge of the element's frame, made on the stack when it is small.
