@@ -96,7 +96,7 @@ use keyed_state::ttl::TtlConfig;
 use keyed_state::{Engine, EngineConfig, HeapEngine, Key, KeyedStateBackend};
 
 mod support;
-use support::SplitMix;
+use support::{SplitMix, u64_at};
 
 /// Operations per timed batch (one criterion "iteration").
 const BATCH: usize = 1024;
@@ -327,7 +327,7 @@ impl<'a> RawRocks<'a> {
             .db
             .get_pinned_cf_opt(cf, key, &self.read)
             .expect("get")?;
-        Some(u64::from_be_bytes(v[..8].try_into().expect("8 bytes")))
+        Some(u64_at(&v, 0))
     }
 
     fn value8_get(&self, k: u64) -> Option<u64> {
@@ -354,7 +354,7 @@ impl<'a> RawRocks<'a> {
         v.chunks_exact(9)
             .map(|e| {
                 assert_eq!(e[0], 8, "an element's frame");
-                u64::from_be_bytes(e[1..].try_into().expect("8 bytes"))
+                u64_at(e, 1)
             })
             .sum()
     }
@@ -399,11 +399,7 @@ impl<'a> RawRocks<'a> {
         self.db
             .batched_multi_get_cf_opt(cf, &keys, true, &self.read)
             .into_iter()
-            .map(|v| {
-                v.expect("get").map_or(0, |v| {
-                    u64::from_be_bytes(v[..8].try_into().expect("8 bytes"))
-                })
-            })
+            .map(|v| v.expect("get").map_or(0, |v| u64_at(&v, 0)))
             .sum()
     }
 

@@ -30,6 +30,8 @@ use keyed_state::{HeapEngine, KeyedStateBackend};
 
 mod support;
 use support::SplitMix;
+#[cfg(feature = "rocksdb")]
+use support::u64_at;
 
 const KEYS: usize = 1_000_000;
 const ELEMENTS: u64 = 10;
@@ -208,14 +210,6 @@ mod rocks {
         out[1..].copy_from_slice(&v.to_be_bytes());
         out
     }
-}
-
-/// The big-endian `u64` at `at` in `bytes`.
-#[cfg(feature = "rocksdb")]
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_be_bytes(b)
 }
 
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {

@@ -13,3 +13,12 @@ impl SplitMix {
         z ^ (z >> 31)
     }
 }
+
+/// The big-endian `u64` at `at` in `bytes` (a raw RocksDB value or key part, as the engine
+/// lays them out).
+#[cfg(feature = "rocksdb")]
+pub fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(b)
+}
