@@ -63,8 +63,9 @@
 //!
 //! For state larger than the block cache (`KS_BENCH_KEYS=10000000`): `KS_BENCH_MMAP_READS=1`
 //! gives every RocksDB engine `RocksDbOptions::with_mmap_reads` (SST files read through a
-//! mapping, not `pread`), and `KS_BENCH_COMPRESSION=none|lz4|zstd` sets every state's SST
-//! compression (default LZ4, the engine's).
+//! mapping, not `pread`), `KS_BENCH_COMPRESSION=none|lz4|zstd` sets every state's SST
+//! compression (default LZ4, the engine's), and `KS_BENCH_BLOCK_SIZE=BYTES` every state's data
+//! block size (`RocksDbOptions::with_block_size_bytes`; default 4096, the engine's).
 //!
 //! Group `job_checkpoint` runs first, on the shapes as preloaded: the time of a checkpoint
 //! into a fresh local directory, so every one is complete (`heap`, `heap_ttl`: the canonical
@@ -439,6 +440,7 @@ fn rocksdb_engine_with(threads: usize) -> RocksDbEngine {
         .with_optimize_filters_for_hits(env_flag("KS_BENCH_FILTERS_FOR_HITS"))
         .with_mmap_reads(env_flag("KS_BENCH_MMAP_READS"))
         .with_compression(compression())
+        .with_block_size_bytes(block_size())
         .with_scan_iterator_reuse(!std::env::var("KS_BENCH_SCAN_REUSE").is_ok_and(|v| v == "0"))
         .with_batch_read_threads(threads);
     RocksDbEngine::open_temporary(EngineConfig::new(128).expect("config"), options)
@@ -458,6 +460,18 @@ fn compression() -> Compression {
         Ok("none") => Compression::None,
         Ok("zstd") => Compression::Zstd,
         Ok(other) => panic!("KS_BENCH_COMPRESSION={other}: none, lz4 or zstd"),
+    }
+}
+
+/// The data block size of every state: `KS_BENCH_BLOCK_SIZE` in bytes (default the engine's,
+/// 4096). Anything that is not a number stops the run; a number out of bounds stops it when the
+/// engine refuses it.
+fn block_size() -> usize {
+    match std::env::var("KS_BENCH_BLOCK_SIZE") {
+        Err(_) => RocksDbOptions::default().block_size_bytes(),
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("KS_BENCH_BLOCK_SIZE={v}: a size in bytes")),
     }
 }
 

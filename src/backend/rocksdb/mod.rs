@@ -23,7 +23,10 @@ mod tests;
 mod timers;
 mod ttl_filter;
 
-pub use options::{BlockCache, Compression, MIN_KEYS_PER_READ_THREAD, RocksDbOptions};
+pub use options::{
+    BlockCache, Compression, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, MIN_KEYS_PER_READ_THREAD,
+    RocksDbOptions,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -155,9 +158,10 @@ impl RocksDbEngine {
     ///
     /// # Errors
     ///
-    /// The database cannot be opened or created (RocksDB's errors), was written with another
-    /// `max_parallelism` ([`ConfigError::MaxParallelismChanged`]), or holds metadata that does
-    /// not decode ([`Error::Decode`]).
+    /// An option out of its bounds ([`ConfigError::Invalid`]); the database cannot be opened or
+    /// created (RocksDB's errors), was written with another `max_parallelism`
+    /// ([`ConfigError::MaxParallelismChanged`]), or holds metadata that does not decode
+    /// ([`Error::Decode`]).
     pub fn open(
         path: impl AsRef<Path>,
         config: EngineConfig,
@@ -173,6 +177,7 @@ impl RocksDbEngine {
     ///
     /// The temporary directory cannot be created ([`Error::File`]), or as [`open`](Self::open).
     pub fn open_temporary(config: EngineConfig, options: RocksDbOptions) -> Result<Self> {
+        options.check()?;
         let dir = tempfile::Builder::new()
             .prefix("keyed-state-")
             .tempdir()
@@ -187,6 +192,7 @@ impl RocksDbEngine {
         options: RocksDbOptions,
         fresh_uid: bool,
     ) -> Result<Self> {
+        options.check()?;
         if options.row_cache_bytes() == 0 || !path.join("CURRENT").exists() {
             return Self::open_db(path, temp_dir, config, options, fresh_uid, true);
         }
@@ -332,6 +338,7 @@ impl RocksDbEngine {
         options: RocksDbOptions,
         sources: &[RestoreSource],
     ) -> Result<Self> {
+        options.check()?;
         let path = path.as_ref().to_path_buf();
         let range = config.key_group_range();
         let (used, states) = plan_restore(sources, config.max_parallelism(), range)?;
@@ -1040,14 +1047,23 @@ type Cut = (String, Vec<u8>, Vec<u8>);
 /// properties; memtables are not counted, so flush first). A figure that cannot be read
 /// counts as some.
 fn range_deletions(db: &Db, cf: &impl rocksdb::AsColumnFamilyRef) -> Result<u64> {
+    Ok(table_property(db, cf, "# range deletions")?.unwrap_or(u64::MAX))
+}
+
+/// One count of a column family's SST files summed (`rocksdb.aggregated-table-properties`,
+/// e.g. `# range deletions`, `# data blocks`): 0 with no file, `None` if it cannot be read.
+fn table_property(
+    db: &Db,
+    cf: &impl rocksdb::AsColumnFamilyRef,
+    field: &str,
+) -> Result<Option<u64>> {
     let properties = db.property_value_cf(cf, "rocksdb.aggregated-table-properties")?;
-    let count = properties.as_deref().map_or(Some(0), |p| {
+    Ok(properties.as_deref().map_or(Some(0), |p| {
         p.split(';')
-            .filter_map(|field| field.split_once('='))
-            .find(|(name, _)| name.trim() == "# range deletions")
+            .filter_map(|f| f.split_once('='))
+            .find(|(name, _)| name.trim() == field)
             .and_then(|(_, value)| value.trim().parse().ok())
-    });
-    Ok(count.unwrap_or(u64::MAX))
+    }))
 }
 
 /// Downloads a checkpoint's files into `dir` (verified), returning the restored SSTs' shared
@@ -1167,8 +1183,11 @@ fn state_cf_options(
     write_buffers: &Option<WriteBufferManager>,
     slot: &Arc<TtlSlot>,
 ) -> rocksdb::Options {
+    // Timer column families (`timers:…`) take the engine-wide block size and compression.
+    let state = state_of_cf(cf_name);
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
+    table.set_block_size(state.map_or(options.block_size_bytes(), |s| options.block_size_of(s)));
     if let Some(bits) = options.bloom_bits_per_key() {
         table.set_bloom_filter(bits, false);
     }
@@ -1186,11 +1205,7 @@ fn state_cf_options(
     if let Some(wbm) = write_buffers {
         cf.set_write_buffer_manager(wbm);
     }
-    // Timer column families (`timers:…`) take the engine-wide compression.
-    let compression = match state_of_cf(cf_name) {
-        Some(state) => options.compression_of(state),
-        None => options.compression(),
-    };
+    let compression = state.map_or(options.compression(), |s| options.compression_of(s));
     cf.set_compression_type(match compression {
         Compression::None => DBCompressionType::None,
         Compression::Lz4 => DBCompressionType::Lz4,

@@ -261,6 +261,98 @@ fn a_state_keeps_its_own_compression() {
     }
 }
 
+/// The block size reaches the files: the same entries, written into a state of 1 KiB blocks
+/// and into states of the engine's 16 KiB (named or not), make about 16 times as many data
+/// blocks in the first, and read back the same.
+#[test]
+fn a_state_keeps_its_own_block_size() {
+    const KEYS: u64 = 20_000;
+    let opts = options()
+        .with_block_size_bytes(16 << 10)
+        .with_state_block_size("small", 1 << 10)
+        .with_state_block_size("large", 16 << 10);
+    let config = EngineConfig::new(128).unwrap();
+    let b = KeyedStateBackend::<u64, _>::new(RocksDbEngine::open_temporary(config, opts).unwrap());
+    let names = ["small", "large", "default"];
+    let states: Vec<_> = names
+        .into_iter()
+        .map(|n| b.value_state(&ValueStateDescriptor::<u64>::new(n)).unwrap())
+        .collect();
+    for k in 0..KEYS {
+        let key = b.key(k).unwrap();
+        for s in &states {
+            s.update(&key, &(), k.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .unwrap();
+        }
+    }
+    for n in names {
+        b.engine().compact_state(n).unwrap();
+    }
+    let db = b.engine().db();
+    let blocks = |n: &str| {
+        let cf = db.cf_handle(&format!("state:{n}")).unwrap();
+        super::table_property(db, &cf, "# data blocks")
+            .unwrap()
+            .unwrap()
+    };
+    let (small, large, default) = (blocks("small"), blocks("large"), blocks("default"));
+    // 20,000 entries of about 17 bytes: some 330 KiB, so ~330 blocks of 1 KiB, ~21 of 16.
+    assert!(large > 0 && large == default, "{small} {large} {default}");
+    assert!(small >= 10 * large, "{small} {large} {default}");
+    for k in (0..KEYS).step_by(11) {
+        let key = b.key(k).unwrap();
+        for s in &states {
+            assert_eq!(
+                s.get(&key, &()).unwrap(),
+                Some(k.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            );
+        }
+    }
+}
+
+/// A block size out of bounds, engine-wide or for one state, is refused before anything is
+/// opened, with the setting named.
+#[test]
+fn a_block_size_out_of_bounds_is_refused() {
+    use super::{MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
+    let dir = tempfile::tempdir().unwrap();
+    let open = |opts: RocksDbOptions| {
+        RocksDbEngine::open(dir.path().join("db"), EngineConfig::new(128).unwrap(), opts)
+    };
+    for (opts, needle) in [
+        (options().with_block_size_bytes(0), "block size of 0 bytes"),
+        (
+            options().with_block_size_bytes(MAX_BLOCK_SIZE + 1),
+            "block size of",
+        ),
+        (
+            options().with_state_block_size("events", MIN_BLOCK_SIZE - 1),
+            "of state \"events\"",
+        ),
+    ] {
+        match open(opts) {
+            Err(Error::Config(crate::ConfigError::Invalid(why))) => {
+                assert!(why.contains(needle), "{why}");
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        assert!(!dir.path().join("db").exists(), "nothing opened");
+    }
+    for opts in [
+        options().with_block_size_bytes(MIN_BLOCK_SIZE),
+        options().with_block_size_bytes(MAX_BLOCK_SIZE),
+    ] {
+        drop(open(opts).unwrap());
+    }
+    assert!(matches!(
+        RocksDbEngine::open_temporary(
+            EngineConfig::new(128).unwrap(),
+            options().with_block_size_bytes(1)
+        ),
+        Err(Error::Config(crate::ConfigError::Invalid(_)))
+    ));
+}
+
 /// A temporary engine on a manual clock at `now`, with a list state `"list"` of TTL `ttl_ms`.
 fn with_ttl_list(
     now: u64,
