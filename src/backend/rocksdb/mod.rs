@@ -329,7 +329,8 @@ impl RocksDbEngine {
     ///
     /// # Errors
     ///
-    /// A non-empty `path`, sources that do not fit the range or one another
+    /// An option out of its bounds ([`ConfigError::Invalid`]), before anything is read or
+    /// written; a non-empty `path`, sources that do not fit the range or one another
     /// ([`plan_restore`]), native and canonical sources mixed, a missing or damaged file; the
     /// target is left empty.
     pub fn restore(

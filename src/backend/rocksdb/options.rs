@@ -68,13 +68,12 @@ pub struct RocksDbOptions {
 impl Default for RocksDbOptions {
     /// 64 MiB HyperClock block cache shared by all states, holding every SST's index and filter
     /// blocks (pinned) as well as data blocks, 64 MiB write buffers (2 per state), LZ4, 4 KiB
-    /// data blocks, 10-bit
-    /// bloom filters for point lookups in every level, no overall memory budget, **no
-    /// write-ahead log** (durability comes from checkpoints), automatic compaction with 2
-    /// background jobs, timers on the heap, key groups a rescaling restore cut away compacted in
-    /// the background, batched reads on the caller's thread alone, no row cache, every state
-    /// compressed alike, SST files read with `pread` (not mapped), scan iterators kept between
-    /// scans.
+    /// data blocks, 10-bit bloom filters for point lookups in every level, no overall memory
+    /// budget, **no write-ahead log** (durability comes from checkpoints), automatic
+    /// compaction with 2 background jobs, timers on the heap, key groups a rescaling restore
+    /// cut away compacted in the background, batched reads on the caller's thread alone, no
+    /// row cache, every state with the same compression and block size, SST files read with
+    /// `pread` (not mapped), scan iterators kept between scans.
     fn default() -> Self {
         RocksDbOptions {
             block_cache_bytes: 64 << 20,
