@@ -138,12 +138,10 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
             .filter_map(|(i, raw)| raw.as_deref().ok().map(|key| (sort_head(key), key, i)))
             .collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        let order: Vec<usize> = sorted.iter().map(|&(_, _, i)| i).collect();
-        let key_of = |i: usize| raw_keys[i].as_deref().unwrap_or_default();
-        let read = |part: &[usize]| -> Vec<Result<T>> {
+        let read = |part: &[(u64, &[u8], usize)]| -> Vec<Result<T>> {
             let found = self.column.db().batched_multi_get_cf_opt(
                 cf,
-                part.iter().map(|&i| key_of(i)),
+                part.iter().map(|&(_, key, _)| key),
                 true,
                 &self.read,
             );
@@ -162,21 +160,21 @@ impl<K: StateKey, N: Namespace, X> RocksTable<K, N, X> {
         };
         let parts = self
             .read_threads
-            .min(order.len() / MIN_KEYS_PER_READ_THREAD)
+            .min(sorted.len() / MIN_KEYS_PER_READ_THREAD)
             .max(1);
         // Parts are consecutive runs of the sorted keys, each still sorted, and come back in
-        // order, so `found[j]` is the value of `order[j]` either way.
+        // order, so `found[j]` is the value of `sorted[j]` either way.
         let found: Vec<Result<T>> = if parts == 1 {
-            read(&order)
+            read(&sorted)
         } else {
-            order
-                .par_chunks(order.len().div_ceil(parts))
+            sorted
+                .par_chunks(sorted.len().div_ceil(parts))
                 .flat_map_iter(read)
                 .collect()
         };
-        debug_assert_eq!(found.len(), order.len(), "one answer per key read");
+        debug_assert_eq!(found.len(), sorted.len(), "one answer per key read");
         let mut decoded: Vec<Option<Result<T>>> = (0..raw_keys.len()).map(|_| None).collect();
-        for (&i, value) in order.iter().zip(found) {
+        for (&(_, _, i), value) in sorted.iter().zip(found) {
             decoded[i] = Some(value);
         }
         raw_keys
