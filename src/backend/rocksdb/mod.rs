@@ -167,6 +167,7 @@ impl RocksDbEngine {
         config: EngineConfig,
         options: RocksDbOptions,
     ) -> Result<Self> {
+        options.check()?;
         Self::open_in(path.as_ref().to_path_buf(), None, config, options, false)
     }
 
@@ -192,7 +193,8 @@ impl RocksDbEngine {
         options: RocksDbOptions,
         fresh_uid: bool,
     ) -> Result<Self> {
-        options.check()?;
+        // The options were checked by the public entry point (`open`, `open_temporary`,
+        // `restore`), before it created or read anything.
         if options.row_cache_bytes() == 0 || !path.join("CURRENT").exists() {
             return Self::open_db(path, temp_dir, config, options, fresh_uid, true);
         }
